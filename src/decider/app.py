@@ -1,0 +1,167 @@
+"""The HTTP layer: litestar routes over a Decider, errors mapped to JSON that names the field.
+
+The decide body is read as bytes and decoded once by our own strict msgspec decoder (litestar's
+own binding coerces "12" into 12); the OpenAPI document still describes it, from the same type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, OpenAPIMediaType, Operation, RequestBody
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from decider import __version__
+from decider.cel import new_engine
+from decider.compiler import CompiledRuleset, compile_ruleset
+from decider.errors import InvalidRequest
+from decider.model import DecideRequest, Decision, ErrorBody, ErrorDetail, decode_request
+from decider.resolver import Resolver
+from decider.service import Decider, utcnow
+from decider.settings import Settings
+from decider.sources import HttpProfileSource, ProfileSource
+from decider.store import SqliteProfileStore
+
+log = logging.getLogger("decider")
+
+_REQUEST_SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
+    (DecideRequest,), ref_template="#/components/schemas/{name}"
+)
+
+
+@dataclass
+class _DecideOperation(Operation):
+    """Documents the body the handler decodes itself."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
+                "application/json": OpenAPIMediaType(schema=_REQUEST_SCHEMAS[0])  # type: ignore[arg-type]
+            },
+        )
+
+
+def _decider(request: Request[Any, Any, Any]) -> Decider:
+    decider: Decider = request.app.state.decider
+    return decider
+
+
+@post("/v1/decide", status_code=200, operation_class=_DecideOperation, summary="Decide")
+async def decide_endpoint(request: Request[Any, Any, Any]) -> Decision:
+    """One decision: who is asking, consent and suppression, segment, variant, and why."""
+    body = decode_request(await request.body())
+    gpc = request.headers.get("sec-gpc", "").strip() == "1"
+    return await _decider(request).decide(body, gpc=gpc)
+
+
+@get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="Readiness: rules loaded and profile source answering")
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    decider = _decider(request)
+    source_ok = await decider.resolver.source.ready()
+    body = {
+        "status": "ready" if source_ok else "not ready",
+        "ruleset": decider.ruleset.version,
+        "profile_source": "ok" if source_ok else "failing",
+    }
+    return Response(body, status_code=200 if source_ok else 503)
+
+
+def _error(status: int, detail: ErrorDetail) -> Response[bytes]:
+    return Response(
+        msgspec.json.encode(ErrorBody(detail)), status_code=status, media_type=MediaType.JSON
+    )
+
+
+def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response[bytes]:
+    return _error(exc.status, ErrorDetail(exc.code, exc.message, exc.field))
+
+
+def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    field = "body" if exc.status_code == 413 else None
+    code = "body_too_large" if exc.status_code == 413 else "http_error"
+    return _error(exc.status_code, ErrorDetail(code, str(exc.detail), field))
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unexpected error", exc_info=exc)
+    return _error(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        ErrorDetail("internal_error", "the decision could not be made; see the service log"),
+    )
+
+
+def build_source(settings: Settings, http_client: httpx.AsyncClient | None) -> ProfileSource:
+    if settings.profile_source == "http":
+        client = http_client or httpx.AsyncClient(
+            base_url=settings.profile_api_url or "",
+            timeout=settings.profile_api_timeout,
+            headers=(
+                {"Authorization": f"Bearer {settings.profile_api_token}"}
+                if settings.profile_api_token
+                else {}
+            ),
+        )
+        return HttpProfileSource(client)
+    return SqliteProfileStore.open_seeded(settings.profile_db, utcnow())
+
+
+def create_app(
+    settings: Settings,
+    *,
+    ruleset: CompiledRuleset | None = None,
+    source: ProfileSource | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    decider: Decider | None = None,
+) -> Litestar:
+    """Build the service. Rules are compiled here, so broken rules stop it before it listens."""
+    if decider is None:
+        ruleset = ruleset or compile_ruleset(settings.rules_dir, new_engine(settings.engine))
+        resolver = Resolver(
+            source or build_source(settings, http_client),
+            budget=settings.profile_budget_ms / 1000,
+            cache=settings.cache,
+        )
+        decider = Decider(ruleset, resolver)
+    service = decider
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await service.resolver.source.aclose()
+
+    app = Litestar(
+        route_handlers=[decide_endpoint, healthz, readyz],
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        exception_handlers={
+            InvalidRequest: _invalid_request,
+            HTTPException: _http_exception,
+            Exception: _unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Decider",
+            version=__version__,
+            description="Personalization decisions: identity, consent first, segment, variant.",
+            components=Components(schemas=_COMPONENTS),
+        ),
+    )
+    app.state.decider = service
+    return app

@@ -1,0 +1,93 @@
+"""A TTL cache for profile lookups that coalesces, caches misses briefly and serves stale on error.
+
+- Fresh for `ttl` seconds; an unknown id ("miss") is remembered for `negative_ttl` only.
+- Concurrent lookups of one key share one fetch (the fetch is shielded, so a caller that
+  gives up at its deadline does not cancel it for the others, and its answer still lands).
+- After `ttl`, a hit stays usable for `stale_ttl` more seconds, served only if a refetch fails
+  or misses the caller's deadline (stale-if-error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+import msgspec
+from cachetools import TTLCache
+
+from decider.errors import ProfileSourceError
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Hit(msgspec.Struct, Generic[V], frozen=True):
+    value: V | None
+    stale: bool = False
+
+
+class _Entry(msgspec.Struct, Generic[V], frozen=True):
+    value: V | None
+    fresh_until: float
+
+
+class ProfileCache(Generic[K, V]):
+    def __init__(
+        self,
+        fetch: Callable[[K], Awaitable[V | None]],
+        *,
+        maxsize: int = 100_000,
+        ttl: float = 60.0,
+        negative_ttl: float = 5.0,
+        stale_ttl: float = 600.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl, self._negative_ttl = ttl, negative_ttl
+        self._timer = timer
+        self._entries: TTLCache[K, _Entry[V]] = TTLCache(maxsize, ttl + stale_ttl, timer=timer)
+        self._inflight: dict[K, asyncio.Future[V | None]] = {}
+        self.fetches = 0
+
+    async def get(self, key: K, deadline: float | None = None) -> Hit[V]:
+        """The value for `key` (None: unknown id). `deadline` is in event-loop time.
+
+        Raises ProfileSourceError if the source fails or is late and nothing stale is at hand.
+        """
+        entry = self._entries.get(key)
+        if entry is not None and self._timer() < entry.fresh_until:
+            return Hit(entry.value)
+        try:
+            return Hit(await self._shared_fetch(key, deadline))
+        except (ProfileSourceError, TimeoutError) as exc:
+            if entry is not None and entry.value is not None:
+                return Hit(entry.value, stale=True)
+            if isinstance(exc, TimeoutError):
+                raise ProfileSourceError("profile lookup ran out of its time budget") from None
+            raise
+
+    async def _shared_fetch(self, key: K, deadline: float | None) -> V | None:
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._load(key))
+            self._inflight[key] = future
+            future.add_done_callback(lambda done: self._settle(key, done))
+        async with asyncio.timeout_at(deadline):
+            return await asyncio.shield(future)
+
+    async def _load(self, key: K) -> V | None:
+        self.fetches += 1
+        value = await self._fetch(key)
+        ttl = self._ttl if value is not None else self._negative_ttl
+        self._entries[key] = _Entry(value, self._timer() + ttl)
+        return value
+
+    def _settle(self, key: K, done: asyncio.Future[V | None]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, so a fetch nobody waited for logs no warning
+
+    def clear(self) -> None:
+        self._entries.clear()

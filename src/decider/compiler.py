@@ -1,0 +1,305 @@
+"""Rules to a CompiledRuleset: every expression compiled once, every problem found at once.
+
+`compile_ruleset` is pure apart from reading the files; the server, `decider check` and the
+tests all call it, so what passes the check is exactly what serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from decider.cel import (
+    PROFILE_VARIABLES,
+    CelCompileErrors,
+    Engine,
+    Program,
+    Reference,
+    references,
+)
+from decider.errors import Problem, RulesetError
+from decider.model import SLOTS, Channel, Variant
+from decider.rules import ChannelPolicy, Path_, SourceFile, read_rule_file, rule_files
+
+
+class Condition(msgspec.Struct, frozen=True):
+    """A compiled CEL condition and what it reads."""
+
+    source: str
+    program: Program
+    references: tuple[Reference, ...]
+    reads: frozenset[str]
+
+    @property
+    def needs_profile(self) -> bool:
+        """True if it reads `visitor` or `account`: then it needs the channel's consent."""
+        return not self.reads.isdisjoint(PROFILE_VARIABLES)
+
+
+class CompiledSegment(msgspec.Struct, frozen=True):
+    id: str
+    priority: int
+    description: str
+    owner: str
+    file: str
+    line: int
+    condition: Condition
+
+
+class CompiledPlacement(msgspec.Struct, frozen=True):
+    """A placement with each segment variant already filled out from the default."""
+
+    id: str
+    channel: Channel
+    slots: tuple[str, ...]
+    tags: frozenset[str]
+    default: Variant
+    variants: dict[str, Variant]
+
+
+class CompiledSuppression(msgspec.Struct, frozen=True):
+    id: str
+    description: str
+    flags: frozenset[str]
+    condition: Condition | None
+    channels: frozenset[str]
+    placements: frozenset[str]
+    tags: frozenset[str]
+
+    def applies_to(self, placement: CompiledPlacement) -> bool:
+        return (
+            (not self.channels or placement.channel in self.channels)
+            and (not self.placements or placement.id in self.placements)
+            and (not self.tags or not self.tags.isdisjoint(placement.tags))
+        )
+
+
+class CompiledRuleset(msgspec.Struct, frozen=True):
+    version: str
+    engine: Engine
+    files: tuple[str, ...]
+    segments: tuple[CompiledSegment, ...]
+    placements: dict[str, CompiledPlacement]
+    policy: dict[str, ChannelPolicy]
+    suppressions: tuple[CompiledSuppression, ...]
+
+
+def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
+    """Load and compile a rules directory. Raises RulesetError with every problem found."""
+    paths = rule_files(directory)
+    if not paths:
+        raise RulesetError([Problem(str(directory), 1, 1, "no rule files (*.yaml) here")])
+    sources: list[SourceFile] = []
+    problems: list[Problem] = []
+    for path in paths:
+        read = read_rule_file(path, _display_name(path))
+        if isinstance(read, Problem):
+            problems.append(read)
+        else:
+            sources.append(read)
+    builder = _Builder(engine, problems)
+    ruleset = builder.build(sources, paths)
+    if problems:
+        raise RulesetError(problems)
+    return ruleset
+
+
+def _display_name(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
+    """A content hash of the rule files: the same files give the same version anywhere."""
+    digest = hashlib.sha256()
+    for name, content in sorted(contents):
+        digest.update(Path(name).name.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:12]
+
+
+class _Builder:
+    def __init__(self, engine: Engine, problems: list[Problem]) -> None:
+        self.engine = engine
+        self.problems = problems
+
+    def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
+        segments = self._segments(sources)
+        known = {s.id for s in segments}
+        placements = self._placements(sources, known)
+        policy = self._policy(sources, paths)
+        suppressions = self._suppressions(sources, set(placements))
+        ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
+        return CompiledRuleset(
+            version=version_of((s.name, s.content) for s in sources),
+            engine=self.engine,
+            files=tuple(s.name for s in sources),
+            segments=tuple(ordered),
+            placements=placements,
+            policy=policy,
+            suppressions=tuple(suppressions),
+        )
+
+    def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
+        try:
+            program = self.engine.compile(text)
+            refs = references(text)
+        except CelCompileErrors as exc:
+            for error in exc.errors:
+                line, column = source.place_in_string(path, error.line, error.column)
+                self.problems.append(Problem(source.name, line, column, error.message, rule))
+            return None
+        return Condition(text, program, refs, frozenset(r.root for r in refs))
+
+    def _unique(self, source: SourceFile, path: Path_, kind: str, id_: str, seen: set[str]) -> bool:
+        if id_ in seen:
+            self.problems.append(source.problem(path, f"duplicate {kind} id {id_!r}", id_))
+            return False
+        seen.add(id_)
+        return True
+
+    def _segments(self, sources: list[SourceFile]) -> list[CompiledSegment]:
+        compiled: list[CompiledSegment] = []
+        seen: set[str] = set()
+        for source in sources:
+            for index, segment in enumerate(source.rules.segments):
+                path: Path_ = ("segments", index)
+                if not self._unique(source, (*path, "id"), "segment", segment.id, seen):
+                    continue
+                condition = self._condition(source, (*path, "when"), segment.when, segment.id)
+                if condition is None:
+                    continue
+                compiled.append(
+                    CompiledSegment(
+                        id=segment.id,
+                        priority=segment.priority,
+                        description=segment.description,
+                        owner=segment.owner,
+                        file=source.name,
+                        line=source.mark(path).line,
+                        condition=condition,
+                    )
+                )
+        return compiled
+
+    def _placements(
+        self, sources: list[SourceFile], segments: set[str]
+    ) -> dict[str, CompiledPlacement]:
+        compiled: dict[str, CompiledPlacement] = {}
+        seen: set[str] = set()
+        for source in sources:
+            for index, placement in enumerate(source.rules.placements):
+                path: Path_ = ("placements", index)
+                if not self._unique(source, (*path, "id"), "placement", placement.id, seen):
+                    continue
+                allowed = SLOTS[placement.channel]
+                slots = placement.slots if placement.slots is not None else allowed
+                for i, slot in enumerate(slots):
+                    if slot not in allowed:
+                        self._problem(
+                            source,
+                            (*path, "slots", i),
+                            f"{placement.channel} placements fill {', '.join(allowed)}; "
+                            f"not {slot!r}",
+                            placement.id,
+                        )
+                missing = [slot for slot in slots if slot not in placement.default.content]
+                if missing:
+                    self._problem(
+                        source,
+                        (*path, "default", "content"),
+                        f"the default variant must fill every slot; missing {', '.join(missing)}",
+                        placement.id,
+                    )
+                self._slots_known(source, (*path, "default", "content"), placement.default, slots)
+                variants: dict[str, Variant] = {}
+                for segment, variant in placement.variants.items():
+                    where = (*path, "variants", segment)
+                    if segment not in segments:
+                        self._problem(
+                            source, where, f"variant for unknown segment {segment!r}", placement.id
+                        )
+                        continue
+                    self._slots_known(source, (*where, "content"), variant, slots)
+                    content = {**placement.default.content, **variant.content}
+                    variants[segment] = Variant(variant.id, content)
+                compiled[placement.id] = CompiledPlacement(
+                    id=placement.id,
+                    channel=placement.channel,
+                    slots=tuple(slots),
+                    tags=frozenset(placement.tags),
+                    default=placement.default,
+                    variants=variants,
+                )
+        return compiled
+
+    def _slots_known(
+        self, source: SourceFile, path: Path_, variant: Variant, slots: tuple[str, ...]
+    ) -> None:
+        for slot in variant.content:
+            if slot not in slots:
+                self._problem(
+                    source,
+                    (*path, slot),
+                    f"slot {slot!r} is not one of this placement's slots ({', '.join(slots)})",
+                    variant.id,
+                )
+
+    def _policy(self, sources: list[SourceFile], paths: list[Path]) -> dict[str, ChannelPolicy]:
+        found = [(s, s.rules.consent) for s in sources if s.rules.consent is not None]
+        for source, _ in found[1:]:
+            self._problem(source, ("consent",), "the consent policy is defined more than once")
+        if not found:
+            if sources:  # without a readable file there is nothing to say about consent
+                name = sources[0].name
+                self.problems.append(
+                    Problem(name, 1, 1, "no consent policy: add a `consent:` section")
+                )
+            return {}
+        policy = found[0][1]
+        assert policy is not None
+        return {"web": policy.web, "email": policy.email}
+
+    def _suppressions(
+        self, sources: list[SourceFile], placements: set[str]
+    ) -> list[CompiledSuppression]:
+        compiled: list[CompiledSuppression] = []
+        seen: set[str] = set()
+        for source in sources:
+            for index, rule in enumerate(source.rules.suppressions):
+                path: Path_ = ("suppressions", index)
+                if not self._unique(source, (*path, "id"), "suppression", rule.id, seen):
+                    continue
+                if rule.when is None and not rule.flags:
+                    self._problem(source, path, "give `when`, `flags` or both", rule.id)
+                for i, placement in enumerate(rule.placements):
+                    if placement not in placements:
+                        self._problem(
+                            source,
+                            (*path, "placements", i),
+                            f"unknown placement {placement!r}",
+                            rule.id,
+                        )
+                condition = None
+                if rule.when is not None:
+                    condition = self._condition(source, (*path, "when"), rule.when, rule.id)
+                compiled.append(
+                    CompiledSuppression(
+                        id=rule.id,
+                        description=rule.description,
+                        flags=frozenset(rule.flags),
+                        condition=condition,
+                        channels=frozenset(rule.channels),
+                        placements=frozenset(rule.placements),
+                        tags=frozenset(rule.tags),
+                    )
+                )
+        return compiled
+
+    def _problem(self, source: SourceFile, path: Path_, message: str, rule: Any = None) -> None:
+        self.problems.append(source.problem(path, message, rule))

@@ -1,0 +1,144 @@
+"""One decision: pure, given the ruleset, the request, who is asking, and the time.
+
+Order of work: placement and channel, consent, suppression, then segments in priority order
+(ties: segment id, ascending), stopping at the first match unless explain was asked for.
+Without consent, a segment whose condition reads `visitor` or `account` is skipped and the
+rules see empty maps, so only contextual segments can match.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from decider.cel import CelEvalError
+from decider.compiler import CompiledPlacement, CompiledRuleset
+from decider.errors import InvalidRequest, UnknownPlacement
+from decider.gate import check_consent, check_suppression
+from decider.model import Channel, DecideRequest, Decision, Reason, SegmentOutcome
+from decider.profile import Resolution
+
+_EMPTY: dict[str, Any] = {}
+
+
+class Evaluated(msgspec.Struct, frozen=True):
+    """A decision and the outcome of every segment it evaluated (for counting and explain)."""
+
+    decision: Decision
+    outcomes: tuple[SegmentOutcome, ...]
+
+
+def select_placement(
+    ruleset: CompiledRuleset, request: DecideRequest
+) -> tuple[CompiledPlacement, Channel]:
+    """Check the placement and channel before any profile lookup is spent on the request."""
+    placement = ruleset.placements.get(request.placement)
+    if placement is None:
+        known = ", ".join(sorted(ruleset.placements))
+        raise UnknownPlacement(
+            "placement", f"unknown placement {request.placement!r}; known: {known}"
+        )
+    if request.channel is not None and request.channel != placement.channel:
+        raise InvalidRequest(
+            "channel",
+            f"placement {placement.id!r} serves the {placement.channel} channel, "
+            f"not {request.channel}",
+        )
+    return placement, placement.channel
+
+
+def decide(
+    ruleset: CompiledRuleset,
+    request: DecideRequest,
+    resolution: Resolution,
+    *,
+    now: datetime,
+    gpc: bool,
+    decision_id: str,
+) -> Evaluated:
+    placement, channel = select_placement(ruleset, request)
+    reasons = list(resolution.notes)
+    consent = check_consent(ruleset.policy[channel], resolution, request.consent, gpc=gpc, now=now)
+    reasons.append(consent.reason)
+
+    visitor = resolution.visitor.traits if resolution.visitor else _EMPTY
+    account = resolution.account.traits if resolution.account else _EMPTY
+    engine = ruleset.engine
+    profile_activation = engine.activation(visitor, account, request.context, now)
+
+    suppression = check_suppression(ruleset, placement, resolution, profile_activation)
+    segment: str | None = None
+    outcomes: tuple[SegmentOutcome, ...] = ()
+    if suppression is not None:
+        reasons.append(suppression)
+    else:
+        activation = (
+            profile_activation
+            if consent.granted
+            else engine.activation(_EMPTY, _EMPTY, request.context, now)
+        )
+        segment, outcomes = _match(ruleset, activation, consent.granted, everything=request.explain)
+        reasons.append(_segment_reason(placement, segment))
+    variant = placement.variants.get(segment) if segment else None
+    decision = Decision(
+        decision_id=decision_id,
+        ruleset=ruleset.version,
+        placement=placement.id,
+        channel=channel,
+        segment=segment,
+        variant=variant or placement.default,
+        personalized=variant is not None,
+        suppressed=suppression is not None,
+        reasons=tuple(reasons),
+        explain=_explain(ruleset, outcomes) if request.explain else None,
+    )
+    return Evaluated(decision, outcomes)
+
+
+def _segment_reason(placement: CompiledPlacement, segment: str | None) -> Reason:
+    if segment is None:
+        return Reason("segment.none", "no segment matched; default variant")
+    if segment in placement.variants:
+        return Reason("segment.matched", f"{segment} is the highest-priority match; its variant")
+    return Reason(
+        "segment.no_variant",
+        f"{segment} is the highest-priority match; {placement.id} has no variant for it, "
+        "so the default",
+    )
+
+
+def _match(
+    ruleset: CompiledRuleset, activation: Any, consented: bool, *, everything: bool
+) -> tuple[str | None, tuple[SegmentOutcome, ...]]:
+    winner: str | None = None
+    outcomes: list[SegmentOutcome] = []
+    for segment in ruleset.segments:
+        if winner is not None and not everything:
+            break
+        if not consented and segment.condition.needs_profile:
+            outcomes.append(SegmentOutcome(segment.id, segment.priority, "skipped_consent"))
+            continue
+        try:
+            matched = segment.condition.program.matches(activation)
+        except CelEvalError as exc:
+            outcomes.append(SegmentOutcome(segment.id, segment.priority, "error", str(exc)))
+            continue
+        outcomes.append(
+            SegmentOutcome(segment.id, segment.priority, "matched" if matched else "not_matched")
+        )
+        if matched and winner is None:
+            winner = segment.id
+    return winner, tuple(outcomes)
+
+
+def _explain(
+    ruleset: CompiledRuleset, outcomes: tuple[SegmentOutcome, ...]
+) -> tuple[SegmentOutcome, ...]:
+    """Every segment in priority order; those never reached say so."""
+    seen = {o.segment: o for o in outcomes}
+    return tuple(
+        seen.get(s.id) or SegmentOutcome(s.id, s.priority, "not_evaluated")
+        for s in ruleset.segments
+    )

@@ -1,0 +1,78 @@
+"""Every exception Decider raises, in one documented hierarchy.
+
+    DeciderError
+    ├── RulesetError          the rules cannot be loaded; carries every Problem at once
+    ├── InvalidRequest        a caller sent something we cannot answer; names the field
+    │   ├── MalformedBody     not JSON, or not the shape of the request
+    │   └── UnknownPlacement  the placement is not in the loaded rules
+    ├── ProfileSourceError    the profile store or API failed (not "unknown id")
+    └── ImportFileError       a profiles file has bad lines; carries every one
+
+Foreign exceptions (httpx, sqlite3, the CEL runtimes, msgspec) are translated into
+these in the module that imports that library, so callers handle one family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+
+class Problem(msgspec.Struct, frozen=True, order=True):
+    """One thing wrong in a rules directory, with its place (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    rule: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.rule}: {self.message}" if self.rule else f"{where}: {self.message}"
+
+
+class DeciderError(Exception):
+    """Base of every error Decider raises on purpose."""
+
+
+class RulesetError(DeciderError):
+    """The ruleset is refused; `problems` holds all of them, sorted by place."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(sorted(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class InvalidRequest(DeciderError):
+    """A request we refuse to answer. `field` is a dotted path into the request body."""
+
+    status = 422
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class MalformedBody(InvalidRequest):
+    status = 400
+    code = "malformed_body"
+
+
+class UnknownPlacement(InvalidRequest):
+    code = "unknown_placement"
+
+
+class ProfileSourceError(DeciderError):
+    """The profile source could not answer. Never carries personal data in its message."""
+
+
+class ImportFileError(DeciderError):
+    """A profiles file was refused; `problems` lists each bad line."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))

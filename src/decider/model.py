@@ -1,0 +1,131 @@
+"""Wire types of the decision API, decoded and encoded by msgspec.
+
+Decoding is strict (no "12" for 12) and unknown top-level fields are refused, so a
+typo such as "placment" is an error naming the field instead of a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from decider.errors import InvalidRequest, MalformedBody
+
+Channel = Literal["web", "email"]
+SLOTS: dict[str, tuple[str, ...]] = {
+    "web": ("hero", "cta", "proof"),
+    "email": ("subject", "opening", "proof", "cta"),
+}
+
+Sha256Hex = Annotated[
+    str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="lowercase hex SHA-256 of the email")
+]
+Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Purpose = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Whatever identifiers the caller has; at least one is required."""
+
+    visitor_id: Ident | None = None
+    user_id: Ident | None = None
+    email_sha256: Sha256Hex | None = None
+    account_id: Ident | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.visitor_id or self.user_id or self.email_sha256 or self.account_id):
+            raise ValueError(
+                "at least one of visitor_id, user_id, email_sha256, account_id is required"
+            )
+
+
+class ConsentSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The site's consent banner state: exactly the purposes granted right now."""
+
+    purposes: tuple[Purpose, ...]
+
+
+class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    placement: Ident
+    identity: Identity
+    channel: Channel | None = None
+    context: dict[str, Any] = {}
+    consent: ConsentSignal | None = None
+    explain: bool = False
+
+
+class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    content: dict[str, str]
+
+
+class Reason(msgspec.Struct, frozen=True):
+    """Why the decision came out as it did: a stable code for machines, a sentence for people."""
+
+    code: str
+    message: str
+
+
+Outcome = Literal["matched", "not_matched", "skipped_consent", "error", "not_evaluated"]
+
+
+class SegmentOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    segment: str
+    priority: int
+    outcome: Outcome
+    error: str | None = None
+
+
+class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
+    decision_id: str
+    ruleset: str
+    placement: str
+    channel: Channel
+    segment: str | None
+    variant: Variant
+    personalized: bool
+    suppressed: bool
+    reasons: tuple[Reason, ...]
+    explain: tuple[SegmentOutcome, ...] | None = None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+_request_decoder = msgspec.json.Decoder(DecideRequest)
+
+
+def decode_request(body: bytes) -> DecideRequest:
+    """Decode a request body once, strictly; errors name the offending field."""
+    if not body.strip():
+        raise MalformedBody("body", "request body is empty; expected a JSON object")
+    try:
+        return _request_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        field, message = split_validation_error(str(exc))
+        raise InvalidRequest(field, message) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody("body", f"not valid JSON: {exc}") from None
+
+
+def split_validation_error(text: str) -> tuple[str, str]:
+    """Turn msgspec's "Expected `str`, got `int` - at `$.identity.user_id`" into (field, message).
+
+    For an unknown field msgspec reports the parent's path; the field named is the unknown one.
+    """
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        message, where = text, "$`"
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    if message.startswith("Object contains unknown field `"):
+        unknown = message.split("`")[1]
+        path = f"{path}.{unknown}" if path else unknown
+    return path or "body", message

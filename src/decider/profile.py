@@ -1,0 +1,80 @@
+"""Profile records, as stored, imported and served by a profile API, and the result of stitching.
+
+Rules see `traits` only: `visitor` is the visitor's traits, `account` the account's. Timestamps
+inside traits are RFC 3339 strings (read them with CEL's `timestamp()`), because the C++ CEL
+runtime refuses a datetime nested inside a map and strings behave the same on both engines.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from decider.model import Ident, Reason, Sha256Hex
+
+
+class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A stored grant: what it is for, on what legal basis, from when, until when."""
+
+    purpose: str
+    basis: str
+    granted_at: datetime
+    expires_at: datetime | None = None
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.granted_at <= now and (self.expires_at is None or now < self.expires_at)
+
+
+class VisitorProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One person, known by a visitor id, linked to the ids that stitch to it and to an account."""
+
+    id: Ident
+    account_id: Ident | None = None
+    user_ids: tuple[Ident, ...] = ()
+    email_sha256: tuple[Sha256Hex, ...] = ()
+    consent: tuple[ConsentRecord, ...] = ()
+    flags: frozenset[str] = frozenset()
+    traits: dict[str, Any] = {}
+
+
+class AccountProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A B2B account (company): firmographics, stage, intent, committee coverage."""
+
+    id: Ident
+    flags: frozenset[str] = frozenset()
+    traits: dict[str, Any] = {}
+
+
+class VisitorRecord(VisitorProfile, frozen=True, tag_field="kind", tag="visitor"):
+    """A visitor line in a profiles JSONL file."""
+
+
+class AccountRecord(AccountProfile, frozen=True, tag_field="kind", tag="account"):
+    """An account line in a profiles JSONL file."""
+
+
+ImportRecord = VisitorRecord | AccountRecord
+
+Status = Literal["resolved", "unknown", "unavailable"]
+
+
+class Resolution(msgspec.Struct, frozen=True):
+    """Who is asking, after stitching.
+
+    `unknown`: no profile matches the ids given (rules see empty maps).
+    `unavailable`: the source failed with nothing stale to serve; consent is unknown, so
+    it counts as not granted.
+    """
+
+    status: Status
+    visitor: VisitorProfile | None = None
+    account: AccountProfile | None = None
+    stale: bool = False
+    notes: tuple[Reason, ...] = ()
+
+    @property
+    def flags(self) -> frozenset[str]:
+        visitor = self.visitor.flags if self.visitor else frozenset()
+        return visitor | self.account.flags if self.account else visitor

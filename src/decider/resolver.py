@@ -1,0 +1,119 @@
+"""Identity stitching: the ids a request carries become one visitor and its account.
+
+Known identities win over the anonymous cookie: user_id, then email_sha256, then visitor_id.
+The visitor's own account link wins over a request's account_id (which often comes from a
+reverse-IP guess). Every lookup goes through a cache, and the whole resolution shares one
+time budget; any lookup that fails with nothing stale to serve makes the profile
+"unavailable", which the consent gate treats as not granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from decider.cache import ProfileCache
+from decider.errors import ProfileSourceError
+from decider.model import Identity, Reason
+from decider.profile import AccountProfile, Resolution, Status, VisitorProfile
+from decider.sources import AliasKind, ProfileSource
+
+_ALIASES: tuple[AliasKind, ...] = ("user_id", "email_sha256")
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Size, and lifetimes in seconds, of cached lookups (see decider.cache)."""
+
+    maxsize: int = 100_000
+    ttl: float = 60.0
+    negative_ttl: float = 5.0
+    stale_ttl: float = 600.0
+
+
+class Resolver:
+    def __init__(
+        self,
+        source: ProfileSource,
+        *,
+        budget: float = 0.05,
+        cache: CacheSettings | None = None,
+    ) -> None:
+        options = msgspec.structs.asdict(cache or CacheSettings())
+        self.source = source
+        self.budget = budget
+        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(source.visitor, **options)
+        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(source.account, **options)
+        self.aliases: ProfileCache[tuple[AliasKind, str], str] = ProfileCache(
+            lambda key: source.alias(*key), **options
+        )
+
+    async def resolve(self, identity: Identity) -> Resolution:
+        deadline = asyncio.get_running_loop().time() + self.budget
+        try:
+            return await self._resolve(identity, deadline)
+        except ProfileSourceError as exc:
+            return Resolution("unavailable", notes=(Reason("identity.unavailable", str(exc)),))
+
+    async def _resolve(self, identity: Identity, deadline: float) -> Resolution:
+        notes: list[Reason] = []
+        stale = False
+        visitor: VisitorProfile | None = None
+        for kind in _ALIASES:
+            value = getattr(identity, kind)
+            if value is None:
+                continue
+            link = await self.aliases.get((kind, value), deadline)
+            stale |= link.stale
+            if link.value is None:
+                notes.append(Reason("identity.unknown", f"no visitor is linked to this {kind}"))
+                continue
+            found = await self.visitors.get(link.value, deadline)
+            stale |= found.stale
+            if found.value is not None:
+                visitor = found.value
+                notes.append(
+                    Reason("identity.stitched", f"{kind} is linked to visitor {visitor.id}")
+                )
+                if identity.visitor_id and identity.visitor_id != visitor.id:
+                    notes.append(
+                        Reason(
+                            "identity.merged",
+                            f"visitor_id {identity.visitor_id} is read as {visitor.id}: "
+                            f"the known {kind} wins over the anonymous id",
+                        )
+                    )
+                break
+        if visitor is None and identity.visitor_id:
+            found = await self.visitors.get(identity.visitor_id, deadline)
+            stale |= found.stale
+            visitor = found.value
+            if visitor is None:
+                notes.append(Reason("identity.unknown", "no profile for this visitor_id"))
+            else:
+                notes.append(Reason("identity.visitor", f"visitor {visitor.id}"))
+
+        account_id = visitor.account_id if visitor and visitor.account_id else identity.account_id
+        if visitor and visitor.account_id and identity.account_id not in (None, visitor.account_id):
+            notes.append(
+                Reason(
+                    "identity.account_conflict",
+                    f"the visitor's own account {visitor.account_id} wins over the request's "
+                    f"account_id {identity.account_id}",
+                )
+            )
+        account: AccountProfile | None = None
+        if account_id:
+            found_account = await self.accounts.get(account_id, deadline)
+            stale |= found_account.stale
+            account = found_account.value
+            if account is None:
+                notes.append(Reason("identity.unknown", f"no profile for account {account_id}"))
+            else:
+                notes.append(Reason("identity.account", f"account {account.id}"))
+        if stale:
+            notes.append(
+                Reason("identity.stale", "the profile source failed; cached data served stale")
+            )
+        status: Status = "resolved" if visitor or account else "unknown"
+        return Resolution(status, visitor, account, stale, tuple(notes))

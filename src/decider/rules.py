@@ -1,0 +1,195 @@
+"""Rule files: their schema, and reading them with the place of every value.
+
+A rules directory holds `*.yaml` files, read in name order; each may hold any of the four
+sections below, and the compiler merges them. Decoding is strict: an unknown field is an
+error at its line, so a misspelt key never silently means "absent".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import yaml
+
+from decider.errors import Problem
+from decider.model import Channel, Variant
+
+RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
+
+
+class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An audience: the highest-priority segment whose `when` holds is the request's segment."""
+
+    id: RuleId
+    description: str
+    owner: str
+    priority: int
+    when: str
+
+
+class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A spot that shows content: a page region on the web, an email template in email."""
+
+    id: RuleId
+    channel: Channel
+    description: str = ""
+    slots: tuple[str, ...] | None = None
+    tags: tuple[str, ...] = ()
+    default: Variant
+    variants: dict[str, Variant] = {}
+
+
+class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a channel needs before profile data may be used."""
+
+    purposes: tuple[str, ...]
+    bases: tuple[str, ...] = ("consent",)
+    gpc_revokes: tuple[str, ...] = ()
+    suppress_if_profile_unavailable: bool = False
+
+
+class ConsentPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    web: ChannelPolicy
+    email: ChannelPolicy
+
+
+class Suppression(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Who must not get a message. Empty scope lists mean "everywhere"."""
+
+    id: RuleId
+    description: str
+    when: str | None = None
+    flags: tuple[str, ...] = ()
+    channels: tuple[Channel, ...] = ()
+    placements: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+class RuleFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    segments: tuple[Segment, ...] = ()
+    placements: tuple[Placement, ...] = ()
+    consent: ConsentPolicy | None = None
+    suppressions: tuple[Suppression, ...] = ()
+
+
+Path_ = tuple[str | int, ...]
+
+
+class Mark(msgspec.Struct, frozen=True):
+    """Where a YAML value starts (1-based), and enough to place a column inside a string."""
+
+    line: int
+    column: int
+    style: str | None = None
+    indent: int | None = None
+
+
+class SourceFile(msgspec.Struct, frozen=True):
+    """One rule file, decoded, with the place of each value by its path in the document."""
+
+    name: str
+    content: bytes
+    rules: RuleFile
+    marks: dict[Path_, Mark]
+
+    def mark(self, path: Path_) -> Mark:
+        return _nearest(self.marks, path)
+
+    def problem(self, path: Path_, message: str, rule: str | None = None) -> Problem:
+        mark = self.mark(path)
+        return Problem(self.name, mark.line, mark.column, message, rule)
+
+    def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:
+        """Map a line:column inside a YAML string value (a CEL expression) to the file."""
+        mark = self.mark(path)
+        if mark.style == "|" and mark.indent is not None:
+            return mark.line + line, mark.indent + column
+        if line == 1 and mark.style in (None, "", "'", '"'):
+            quote = 1 if mark.style else 0
+            return mark.line, mark.column + quote + column - 1
+        return mark.line + line - 1, column  # folded text: the line is right, the column is not
+
+
+def rule_files(directory: Path) -> list[Path]:
+    """The rule files of a directory, in name order (tests/ and schema.yaml are not rules)."""
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name != "schema.yaml")
+
+
+def read_rule_file(path: Path, name: str) -> SourceFile | Problem:
+    """Decode one file; a file that cannot be decoded yields its first problem, placed."""
+    content = path.read_bytes()
+    try:
+        loader = yaml.SafeLoader(content.decode("utf-8"))
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else {}
+        finally:
+            loader.dispose()
+    except UnicodeDecodeError as exc:
+        return Problem(name, 1, 1, f"not UTF-8: {exc.reason}")
+    except yaml.MarkedYAMLError as exc:
+        where = exc.problem_mark or exc.context_mark
+        line, column = (where.line + 1, where.column + 1) if where else (1, 1)
+        return Problem(name, line, column, f"invalid YAML: {exc.problem or exc}")
+    marks = dict(_marks(node, ())) if node is not None else {}
+    try:
+        rules = msgspec.convert(data if data is not None else {}, RuleFile, strict=True)
+    except msgspec.ValidationError as exc:
+        message, path_ = _validation_place(str(exc))
+        mark = _nearest(marks, path_)
+        return Problem(name, mark.line, mark.column, message)
+    return SourceFile(name, content, rules, marks)
+
+
+def _marks(node: yaml.Node, path: Path_) -> Iterator[tuple[Path_, Mark]]:
+    start = node.start_mark
+    if isinstance(node, yaml.ScalarNode):
+        indent = None
+        if node.style == "|":
+            # the text of a literal block starts on the next line, at the block's indent
+            indent = _block_indent(node)
+        yield path, Mark(start.line + 1, start.column + 1, node.style, indent)
+        return
+    yield path, Mark(start.line + 1, start.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                yield from _marks(value, (*path, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _marks(item, (*path, index))
+
+
+def _block_indent(node: yaml.ScalarNode) -> int:
+    buffer = node.start_mark.buffer
+    if buffer is None:
+        return 1
+    first_line = buffer[node.start_mark.pointer :].split("\n", 2)[1:2]
+    text = first_line[0] if first_line else ""
+    return len(text) - len(text.lstrip(" "))
+
+
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\['([^']*)'\]")
+
+
+def _validation_place(text: str) -> tuple[str, Path_]:
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return text, ()
+    path: list[str | int] = []
+    for name, index, quoted in _PATH_PART.findall(where.rstrip("`").removeprefix("$")):
+        path.append(int(index) if index else (name or quoted))
+    if message.startswith("Object contains unknown field `"):
+        path.append(message.split("`")[1])
+    return message, tuple(path)
+
+
+def _nearest(marks: dict[Path_, Mark], path: Path_) -> Mark:
+    """The place of `path`, or of its nearest ancestor that has one."""
+    while path and path not in marks:
+        path = path[:-1]
+    return marks.get(path, Mark(1, 1))

@@ -1,0 +1,40 @@
+"""Counters a running service keeps about its segments: wins, evaluation errors, last match."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from decider.engine import Evaluated
+
+
+class SegmentStats(msgspec.Struct):
+    wins: int = 0
+    errors: int = 0
+    last_matched: datetime | None = None
+
+
+class Stats:
+    """Mutated only on the event loop thread, so plain counters suffice."""
+
+    def __init__(self) -> None:
+        self.decisions = 0
+        self.segments: dict[str, SegmentStats] = {}
+
+    def record(self, evaluated: Evaluated, now: datetime) -> None:
+        self.decisions += 1
+        for outcome in evaluated.outcomes:
+            if outcome.outcome == "error":
+                self._segment(outcome.segment).errors += 1
+        segment = evaluated.decision.segment
+        if segment is not None:
+            stats = self._segment(segment)
+            stats.wins += 1
+            stats.last_matched = now
+
+    def _segment(self, segment: str) -> SegmentStats:
+        stats = self.segments.get(segment)
+        if stats is None:
+            stats = self.segments[segment] = SegmentStats()
+        return stats
