@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from string import Template
 from typing import Any, Protocol
 
 import celpy
@@ -25,6 +26,7 @@ from cel_expr_python import cel
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
+from celpy import evaluation as celpy_evaluation
 from celpy.evaluation import CELEvalError as CelpyEvalError
 from lark import Token, Tree
 
@@ -167,9 +169,43 @@ def _parse_cel_expr_errors(text: str) -> list[CelCompileError]:
 
 # --- the pure-Python engine -----------------------------------------------------------------
 
-# celpy keeps one global parser, built with the tree class of the first Environment made; its
-# CompiledRunner needs its own tree class, so every Environment here uses that runner.
-_CELPY_ENV = celpy.Environment(runner_class=celpy.CompiledRunner)
+# celpy 0.5's CompiledRunner transpiles has() to a Python bool, not a CEL bool, so
+# `has(a.b) && a.b > 1` fails when has() is false and `!has(a.b)` always fails. These three
+# subclasses wrap it in BoolType, leaving the rest of celpy as it is.
+_HAS_TEMPLATE = Template(
+    "# ident_arg has:\n"
+    "ex_${n}_h = lambda activation: ${exprlist}\n"
+    "ex_${n} = lambda activation: celpy.celtypes.BoolType("
+    "not isinstance(celpy.evaluation.result(activation, ex_${n}_h), CELEvalError))\n"
+)
+
+
+class _Phase1Transpiler(celpy_evaluation.Phase1Transpiler):  # type: ignore[misc]
+    def ident_arg(self, tree: Any) -> None:
+        super().ident_arg(tree)
+        if tree.children[0].value == "has":
+            tree.checked_exception = (_HAS_TEMPLATE, tree.checked_exception[1])
+
+
+class _Transpiler(celpy_evaluation.Transpiler):  # type: ignore[misc]
+    def transpile(self) -> None:
+        _Phase1Transpiler(self).visit(self.ast)
+        phase_2 = celpy_evaluation.Phase2Transpiler(self)
+        phase_2.visit(self.ast)
+        self.source_text = "\n".join(phase_2.statements(self.ast))
+        self.executable_code = compile(self.source_text, "<cel>", "exec")
+
+
+class _CompiledRunner(celpy.CompiledRunner):  # type: ignore[misc]
+    def __init__(self, environment: Any, ast: Any, functions: Any = None) -> None:
+        celpy.Runner.__init__(self, environment, ast, functions)
+        self.tp = _Transpiler(ast=self.ast, activation=self.new_activation())
+        self.tp.transpile()
+
+
+# celpy keeps one global parser, built with the tree class of the first Environment made; the
+# compiled runner needs its own tree class, so every Environment here uses that runner.
+_CELPY_ENV = celpy.Environment(runner_class=_CompiledRunner)
 
 
 class _CelPythonProgram:

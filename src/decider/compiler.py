@@ -23,7 +23,14 @@ from decider.cel import (
 )
 from decider.errors import Problem, RulesetError
 from decider.model import SLOTS, Channel, Variant
-from decider.rules import ChannelPolicy, Path_, SourceFile, read_rule_file, rule_files
+from decider.rules import (
+    ChannelPolicy,
+    Path_,
+    SourceFile,
+    display_name,
+    read_rule_file,
+    rule_files,
+)
 
 
 class Condition(msgspec.Struct, frozen=True):
@@ -96,23 +103,15 @@ def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
     sources: list[SourceFile] = []
     problems: list[Problem] = []
     for path in paths:
-        read = read_rule_file(path, _display_name(path))
-        if isinstance(read, Problem):
-            problems.append(read)
-        else:
-            sources.append(read)
+        try:
+            sources.append(read_rule_file(path, display_name(path)))
+        except RulesetError as exc:
+            problems.extend(exc.problems)
     builder = _Builder(engine, problems)
     ruleset = builder.build(sources, paths)
     if problems:
         raise RulesetError(problems)
     return ruleset
-
-
-def _display_name(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
@@ -136,7 +135,7 @@ class _Builder:
         suppressions = self._suppressions(sources, set(placements))
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
         return CompiledRuleset(
-            version=version_of((s.name, s.content) for s in sources),
+            version=version_of((s.name, s.document.content) for s in sources),
             engine=self.engine,
             files=tuple(s.name for s in sources),
             segments=tuple(ordered),
@@ -151,14 +150,14 @@ class _Builder:
             refs = references(text)
         except CelCompileErrors as exc:
             for error in exc.errors:
-                line, column = source.place_in_string(path, error.line, error.column)
+                line, column = source.document.place_in_string(path, error.line, error.column)
                 self.problems.append(Problem(source.name, line, column, error.message, rule))
             return None
         return Condition(text, program, refs, frozenset(r.root for r in refs))
 
     def _unique(self, source: SourceFile, path: Path_, kind: str, id_: str, seen: set[str]) -> bool:
         if id_ in seen:
-            self.problems.append(source.problem(path, f"duplicate {kind} id {id_!r}", id_))
+            self.problems.append(source.document.problem(path, f"duplicate {kind} id {id_!r}", id_))
             return False
         seen.add(id_)
         return True
@@ -181,7 +180,7 @@ class _Builder:
                         description=segment.description,
                         owner=segment.owner,
                         file=source.name,
-                        line=source.mark(path).line,
+                        line=source.document.mark(path).line,
                         condition=condition,
                     )
                 )
@@ -302,4 +301,4 @@ class _Builder:
         return compiled
 
     def _problem(self, source: SourceFile, path: Path_, message: str, rule: Any = None) -> None:
-        self.problems.append(source.problem(path, message, rule))
+        self.problems.append(source.document.problem(path, message, rule))

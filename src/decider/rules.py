@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import yaml
 
-from decider.errors import Problem
+from decider.errors import Problem, RulesetError
 from decider.model import Channel, Variant
 
+T = TypeVar("T")
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
 
 
@@ -88,20 +89,31 @@ class Mark(msgspec.Struct, frozen=True):
     indent: int | None = None
 
 
-class SourceFile(msgspec.Struct, frozen=True):
-    """One rule file, decoded, with the place of each value by its path in the document."""
+class Document(msgspec.Struct, frozen=True):
+    """A YAML file's data, with the place of each value by its path in the document."""
 
     name: str
     content: bytes
-    rules: RuleFile
+    data: Any
     marks: dict[Path_, Mark]
 
     def mark(self, path: Path_) -> Mark:
-        return _nearest(self.marks, path)
+        """The place of `path`, or of its nearest ancestor that has one."""
+        while path and path not in self.marks:
+            path = path[:-1]
+        return self.marks.get(path, Mark(1, 1))
 
     def problem(self, path: Path_, message: str, rule: str | None = None) -> Problem:
         mark = self.mark(path)
         return Problem(self.name, mark.line, mark.column, message, rule)
+
+    def convert(self, kind: type[T]) -> T:
+        """The data as `kind`, strictly; a mismatch raises RulesetError at its place."""
+        try:
+            return msgspec.convert(self.data if self.data is not None else {}, kind, strict=True)
+        except msgspec.ValidationError as exc:
+            message, path = _validation_place(str(exc))
+            raise RulesetError([self.problem(path, message)]) from None
 
     def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:
         """Map a line:column inside a YAML string value (a CEL expression) to the file."""
@@ -114,35 +126,66 @@ class SourceFile(msgspec.Struct, frozen=True):
         return mark.line + line - 1, column  # folded text: the line is right, the column is not
 
 
+class SourceFile(msgspec.Struct, frozen=True):
+    """One rule file: its document and its decoded rules."""
+
+    document: Document
+    rules: RuleFile
+
+    @property
+    def name(self) -> str:
+        return self.document.name
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, except that timestamps stay strings: profile traits carry RFC 3339
+    strings (see decider.profile), and typed fields such as `now` are parsed by msgspec."""
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads it from the class
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
 def rule_files(directory: Path) -> list[Path]:
     """The rule files of a directory, in name order (tests/ and schema.yaml are not rules)."""
     return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name != "schema.yaml")
 
 
-def read_rule_file(path: Path, name: str) -> SourceFile | Problem:
-    """Decode one file; a file that cannot be decoded yields its first problem, placed."""
+def display_name(path: Path) -> str:
+    """A file's name as messages show it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def read_yaml(path: Path, name: str) -> Document:
+    """Parse one YAML file, keeping places. Raises RulesetError if it is not YAML."""
     content = path.read_bytes()
     try:
-        loader = yaml.SafeLoader(content.decode("utf-8"))
+        loader = _Loader(content.decode("utf-8"))
         try:
             node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else {}
+            data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except UnicodeDecodeError as exc:
-        return Problem(name, 1, 1, f"not UTF-8: {exc.reason}")
+        raise RulesetError([Problem(name, 1, 1, f"not UTF-8: {exc.reason}")]) from None
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark or exc.context_mark
         line, column = (where.line + 1, where.column + 1) if where else (1, 1)
-        return Problem(name, line, column, f"invalid YAML: {exc.problem or exc}")
+        raise RulesetError(
+            [Problem(name, line, column, f"invalid YAML: {exc.problem or exc}")]
+        ) from None
     marks = dict(_marks(node, ())) if node is not None else {}
-    try:
-        rules = msgspec.convert(data if data is not None else {}, RuleFile, strict=True)
-    except msgspec.ValidationError as exc:
-        message, path_ = _validation_place(str(exc))
-        mark = _nearest(marks, path_)
-        return Problem(name, mark.line, mark.column, message)
-    return SourceFile(name, content, rules, marks)
+    return Document(name, content, data, marks)
+
+
+def read_rule_file(path: Path, name: str) -> SourceFile:
+    """Decode one rule file. Raises RulesetError with the file's first problem, placed."""
+    document = read_yaml(path, name)
+    return SourceFile(document, document.convert(RuleFile))
 
 
 def _marks(node: yaml.Node, path: Path_) -> Iterator[tuple[Path_, Mark]]:
@@ -186,10 +229,3 @@ def _validation_place(text: str) -> tuple[str, Path_]:
     if message.startswith("Object contains unknown field `"):
         path.append(message.split("`")[1])
     return message, tuple(path)
-
-
-def _nearest(marks: dict[Path_, Mark], path: Path_) -> Mark:
-    """The place of `path`, or of its nearest ancestor that has one."""
-    while path and path not in marks:
-        path = path[:-1]
-    return marks.get(path, Mark(1, 1))
