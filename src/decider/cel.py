@@ -24,9 +24,9 @@ import celpy
 import msgspec
 from cel_expr_python import cel
 from celpy import celtypes
+from celpy import evaluation as celpy_evaluation
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
-from celpy import evaluation as celpy_evaluation
 from celpy.evaluation import CELEvalError as CelpyEvalError
 from lark import Token, Tree
 
@@ -180,14 +180,14 @@ _HAS_TEMPLATE = Template(
 )
 
 
-class _Phase1Transpiler(celpy_evaluation.Phase1Transpiler):  # type: ignore[misc]
+class _Phase1Transpiler(celpy_evaluation.Phase1Transpiler):
     def ident_arg(self, tree: Any) -> None:
         super().ident_arg(tree)
         if tree.children[0].value == "has":
             tree.checked_exception = (_HAS_TEMPLATE, tree.checked_exception[1])
 
 
-class _Transpiler(celpy_evaluation.Transpiler):  # type: ignore[misc]
+class _Transpiler(celpy_evaluation.Transpiler):
     def transpile(self) -> None:
         _Phase1Transpiler(self).visit(self.ast)
         phase_2 = celpy_evaluation.Phase2Transpiler(self)
@@ -196,10 +196,10 @@ class _Transpiler(celpy_evaluation.Transpiler):  # type: ignore[misc]
         self.executable_code = compile(self.source_text, "<cel>", "exec")
 
 
-class _CompiledRunner(celpy.CompiledRunner):  # type: ignore[misc]
+class _CompiledRunner(celpy.CompiledRunner):
     def __init__(self, environment: Any, ast: Any, functions: Any = None) -> None:
         celpy.Runner.__init__(self, environment, ast, functions)
-        self.tp = _Transpiler(ast=self.ast, activation=self.new_activation())
+        self.tp = _Transpiler(ast=ast, activation=self.new_activation())
         self.tp.transpile()
 
 
