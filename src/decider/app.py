@@ -17,7 +17,7 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from decider import __version__
@@ -33,9 +33,28 @@ from decider.store import SqliteProfileStore
 
 log = logging.getLogger("decider")
 
-_REQUEST_SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
-    (DecideRequest,), ref_template="#/components/schemas/{name}"
-)
+
+def _inline_schema(kind: type) -> dict[str, Any]:
+    """msgspec's JSON Schema for `kind`, its $defs inlined: litestar rewrites
+    components/schemas from its own registry, so the body schema must stand alone."""
+    schema = msgspec.json.schema(kind)
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+_REQUEST_SCHEMA = _inline_schema(DecideRequest)
 
 
 @dataclass
@@ -47,7 +66,7 @@ class _DecideOperation(Operation):
             required=True,
             content={
                 # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
-                "application/json": OpenAPIMediaType(schema=_REQUEST_SCHEMAS[0])  # type: ignore[arg-type]
+                "application/json": OpenAPIMediaType(schema=_REQUEST_SCHEMA)  # type: ignore[arg-type]
             },
         )
 
@@ -160,7 +179,6 @@ def create_app(
             title="Decider",
             version=__version__,
             description="Personalization decisions: identity, consent first, segment, variant.",
-            components=Components(schemas=_COMPONENTS),
         ),
     )
     app.state.decider = service

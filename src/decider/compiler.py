@@ -129,9 +129,10 @@ class _Builder:
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
         segments = self._segments(sources)
-        known = {s.id for s in segments}
-        placements = self._placements(sources, known)
-        policy = self._policy(sources, paths)
+        # declared, compiled or not: a variant of a broken segment is not a second problem
+        declared = {s.id for source in sources for s in source.rules.segments}
+        placements = self._placements(sources, declared)
+        policy = self._policy(sources, every_file_read=len(sources) == len(paths))
         suppressions = self._suppressions(sources, set(placements))
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
         return CompiledRuleset(
@@ -249,12 +250,14 @@ class _Builder:
                     variant.id,
                 )
 
-    def _policy(self, sources: list[SourceFile], paths: list[Path]) -> dict[str, ChannelPolicy]:
+    def _policy(
+        self, sources: list[SourceFile], *, every_file_read: bool
+    ) -> dict[str, ChannelPolicy]:
         found = [(s, s.rules.consent) for s in sources if s.rules.consent is not None]
         for source, _ in found[1:]:
             self._problem(source, ("consent",), "the consent policy is defined more than once")
         if not found:
-            if sources:  # without a readable file there is nothing to say about consent
+            if sources and every_file_read:  # an unreadable file may hold the policy
                 name = sources[0].name
                 self.problems.append(
                     Problem(name, 1, 1, "no consent policy: add a `consent:` section")

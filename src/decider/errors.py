@@ -14,9 +14,29 @@ these in the module that imports that library, so callers handle one family.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import msgspec
+
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\['([^']*)'\]")
+_NAMES_A_FIELD = ("Object contains unknown field `", "Object missing required field `")
+
+
+def validation_path(error: msgspec.ValidationError) -> tuple[str, tuple[str | int, ...]]:
+    """Split msgspec's "Expected `int`, got `str` - at `$.segments[0].priority`" into the
+    message and the path of the field at fault (for an unknown or missing field msgspec names
+    the parent; the path then ends at the field itself)."""
+    message, sep, where = str(error).rpartition(" - at `")
+    if not sep:
+        message, where = str(error), "$`"
+    path: list[str | int] = [
+        int(index) if index else (name or quoted)
+        for name, index, quoted in _PATH_PART.findall(where.rstrip("`").removeprefix("$"))
+    ]
+    if message.startswith(_NAMES_A_FIELD):
+        path.append(message.split("`")[1])
+    return message, tuple(path)
 
 
 class Problem(msgspec.Struct, frozen=True, order=True):

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from decider.errors import InvalidRequest, MalformedBody
+from decider.errors import InvalidRequest, MalformedBody, validation_path
 
 Channel = Literal["web", "email"]
 SLOTS: dict[str, tuple[str, ...]] = {
@@ -110,22 +110,7 @@ def decode_request(body: bytes) -> DecideRequest:
     try:
         return _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        field, message = split_validation_error(str(exc))
-        raise InvalidRequest(field, message) from None
+        message, path = validation_path(exc)
+        raise InvalidRequest(".".join(map(str, path)) or "body", message) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody("body", f"not valid JSON: {exc}") from None
-
-
-def split_validation_error(text: str) -> tuple[str, str]:
-    """Turn msgspec's "Expected `str`, got `int` - at `$.identity.user_id`" into (field, message).
-
-    For an unknown field msgspec reports the parent's path; the field named is the unknown one.
-    """
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        message, where = text, "$`"
-    path = where.rstrip("`").removeprefix("$").lstrip(".")
-    if message.startswith("Object contains unknown field `"):
-        unknown = message.split("`")[1]
-        path = f"{path}.{unknown}" if path else unknown
-    return path or "body", message

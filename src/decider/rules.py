@@ -7,7 +7,6 @@ error at its line, so a misspelt key never silently means "absent".
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import yaml
 
-from decider.errors import Problem, RulesetError
+from decider.errors import Problem, RulesetError, validation_path
 from decider.model import Channel, Variant
 
 T = TypeVar("T")
@@ -112,7 +111,7 @@ class Document(msgspec.Struct, frozen=True):
         try:
             return msgspec.convert(self.data if self.data is not None else {}, kind, strict=True)
         except msgspec.ValidationError as exc:
-            message, path = _validation_place(str(exc))
+            message, path = validation_path(exc)
             raise RulesetError([self.problem(path, message)]) from None
 
     def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:
@@ -214,18 +213,3 @@ def _block_indent(node: yaml.ScalarNode) -> int:
     first_line = buffer[node.start_mark.pointer :].split("\n", 2)[1:2]
     text = first_line[0] if first_line else ""
     return len(text) - len(text.lstrip(" "))
-
-
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\['([^']*)'\]")
-
-
-def _validation_place(text: str) -> tuple[str, Path_]:
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        return text, ()
-    path: list[str | int] = []
-    for name, index, quoted in _PATH_PART.findall(where.rstrip("`").removeprefix("$")):
-        path.append(int(index) if index else (name or quoted))
-    if message.startswith("Object contains unknown field `"):
-        path.append(message.split("`")[1])
-    return message, tuple(path)

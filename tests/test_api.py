@@ -1,0 +1,298 @@
+"""The HTTP API, through litestar's test client over the seeded SQLite store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from decider.app import create_app
+from decider.compiler import CompiledRuleset
+from decider.errors import ProfileSourceError
+from decider.profile import AccountProfile, VisitorProfile
+from decider.resolver import Resolver
+from decider.service import Decider
+from decider.settings import Settings
+from decider.sources import AliasKind
+
+from .conftest import NOW, RULES
+
+MAX_SHA = hashlib.sha256(b"max@globex.example").hexdigest()  # unsubscribed
+ADA_SHA = hashlib.sha256(b"ada@northwind.example").hexdigest()
+
+Client = TestClient[Any]
+
+
+def decide(client: Client, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+    response = client.post("/v1/decide", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def codes(decision: dict[str, Any]) -> list[str]:
+    return [r["code"] for r in decision["reasons"]]
+
+
+def test_a_known_visitor_gets_the_segment_variant(client: Client) -> None:
+    """A logged-in VP of a top-tier account in evaluation gets the named-account hero, and why."""
+    decision = decide(client, {"placement": "home_hero", "identity": {"user_id": "u-ada"}})
+    assert decision["segment"] == "b2b_top_tier_evaluation"
+    assert decision["variant"]["id"] == "home_named_account"
+    assert set(decision["variant"]["content"]) == {"hero", "cta", "proof"}
+    assert decision["personalized"] is True
+    assert decision["suppressed"] is False
+    assert decision["channel"] == "web"
+    assert len(decision["decision_id"]) == 32
+    assert decision["ruleset"] == client.app.state.decider.ruleset.version
+    assert codes(decision) == [
+        "identity.stitched",
+        "identity.account",
+        "consent.granted",
+        "segment.matched",
+    ]
+    assert "explain" not in decision
+
+
+def test_email_hash_stitches_to_the_same_visitor(client: Client) -> None:
+    """A hashed email resolves to the same visitor and account as the user id."""
+    decision = decide(client, {"placement": "nurture_email", "identity": {"email_sha256": ADA_SHA}})
+    assert decision["segment"] == "b2b_top_tier_evaluation"
+    assert decision["variant"]["id"] == "nurture_exec_briefing"
+    assert set(decision["variant"]["content"]) == {"subject", "opening", "proof", "cta"}
+
+
+def test_explain_lists_every_segment_in_priority_order(client: Client) -> None:
+    """With explain, every segment's outcome is listed; the winner is marked matched."""
+    decision = decide(
+        client, {"placement": "home_hero", "identity": {"user_id": "u-ada"}, "explain": True}
+    )
+    trace = decision["explain"]
+    ruleset = client.app.state.decider.ruleset
+    assert [o["segment"] for o in trace] == [s.id for s in ruleset.segments]
+    assert {o["segment"]: o["outcome"] for o in trace}["b2b_top_tier_evaluation"] == "matched"
+    assert {o["outcome"] for o in trace} <= {"matched", "not_matched", "error"}
+
+
+def test_without_consent_profile_rules_are_skipped(client: Client) -> None:
+    """A visitor with no consent record gets the default; profile segments show as skipped."""
+    decision = decide(
+        client, {"placement": "home_hero", "identity": {"user_id": "u-lee"}, "explain": True}
+    )
+    assert decision["segment"] is None
+    assert decision["variant"]["id"] == "home_generic"
+    assert decision["personalized"] is False
+    assert "consent.denied" in codes(decision)
+    outcomes = {o["segment"]: o["outcome"] for o in decision["explain"]}
+    assert outcomes["b2b_top_tier_evaluation"] == "skipped_consent"
+    assert outcomes["ctx_migration_research"] == "not_matched"
+
+
+def test_without_consent_a_contextual_segment_matches(client: Client) -> None:
+    """Context alone may personalize: a migration guide reader gets the migration hero."""
+    decision = decide(
+        client,
+        {
+            "placement": "home_hero",
+            "identity": {"user_id": "u-lee"},
+            "context": {"url": "https://decider.example/guides/migrating-your-cms"},
+        },
+    )
+    assert decision["segment"] == "ctx_migration_research"
+    assert decision["personalized"] is True
+    assert "consent.denied" in codes(decision)
+
+
+def test_banner_consent_in_the_request_grants(client: Client) -> None:
+    """Purposes granted by the site's banner count for this request."""
+    body = {"placement": "home_hero", "identity": {"user_id": "u-lee"}}
+    decision = decide(client, {**body, "consent": {"purposes": ["personalization"]}})
+    assert decision["segment"] == "b2b_top_tier_evaluation"
+
+
+def test_sec_gpc_withdraws_personalization(client: Client) -> None:
+    """`Sec-GPC: 1` opts out: the same visitor gets the default."""
+    body = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
+    assert decide(client, body)["personalized"] is True
+    decision = decide(client, body, **{"Sec-GPC": "1"})
+    assert decision["personalized"] is False
+    assert "Sec-GPC" in next(
+        r["message"] for r in decision["reasons"] if r["code"] == "consent.denied"
+    )
+
+
+def test_an_unsubscribed_person_is_suppressed(client: Client) -> None:
+    """An unsubscribed person gets the default email with suppressed: true."""
+    decision = decide(client, {"placement": "nurture_email", "identity": {"email_sha256": MAX_SHA}})
+    assert decision["suppressed"] is True
+    assert decision["personalized"] is False
+    assert decision["segment"] is None
+    assert decision["variant"]["id"] == "nurture_generic"
+    assert "suppressed.flag" in codes(decision)
+
+
+def test_an_unknown_visitor_gets_the_default(client: Client) -> None:
+    """An id no profile matches is answered, not refused: default content, reason given."""
+    decision = decide(client, {"placement": "home_hero", "identity": {"visitor_id": "v-nobody"}})
+    assert decision["segment"] is None
+    assert "identity.unknown" in codes(decision)
+
+
+def body(**fields: Any) -> bytes:
+    """A valid request body with some fields replaced (a field set to ... is removed)."""
+    request = {"placement": "home_hero", "identity": {"user_id": "u-ada"}} | fields
+    return json.dumps({k: v for k, v in request.items() if v is not ...}).encode()
+
+
+BAD_INPUT = [
+    ("malformed JSON", b'{"placement": ', 400, "body"),
+    ("empty body", b"", 400, "body"),
+    ("array body", b"[]", 422, "body"),
+    ("wrong type", body(placement=1), 422, "placement"),
+    ("string for bool", body(explain="yes"), 422, "explain"),
+    ("nested wrong type", body(identity={"user_id": 7}), 422, "identity.user_id"),
+    ("missing placement", body(placement=...), 422, "placement"),
+    ("missing identity", body(identity=...), 422, "identity"),
+    ("no identifier", body(identity={}), 422, "identity"),
+    ("empty identifier", body(identity={"user_id": ""}), 422, "identity.user_id"),
+    (
+        "raw email",
+        body(identity={"email_sha256": "ada@northwind.example"}),
+        422,
+        "identity.email_sha256",
+    ),
+    (
+        "uppercase hash",
+        body(identity={"email_sha256": ADA_SHA.upper()}),
+        422,
+        "identity.email_sha256",
+    ),
+    ("unknown field", body(placment="home_hero"), 422, "placment"),
+    ("unknown identity field", body(identity={"email": "a@b.example"}), 422, "identity.email"),
+    ("context not an object", body(context=[]), 422, "context"),
+    ("consent not a list", body(consent={"purposes": "all"}), 422, "consent.purposes"),
+    ("unknown channel", body(channel="sms"), 422, "channel"),
+    ("unknown placement", body(placement="nope"), 422, "placement"),
+    ("channel mismatch", body(channel="email"), 422, "channel"),
+    ("oversized body", body(context={"x": "a" * 5000}), 413, "body"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "field"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_a_4xx_naming_the_field(
+    client: Client, content: bytes, status: int, field: str
+) -> None:
+    """Every class of bad input answers 4xx with a JSON error that names the field; never 500."""
+    response = client.post(
+        "/v1/decide", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert error["message"]
+    assert error["code"]
+
+
+def test_health_readiness_and_openapi(client: Client) -> None:
+    """Liveness, readiness and the OpenAPI document, which describes the decide body."""
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["ruleset"] == client.app.state.decider.ruleset.version
+    spec = client.get("/schema/openapi.json").json()
+    body = spec["paths"]["/v1/decide"]["post"]["requestBody"]["content"]["application/json"]
+    request_schema = body["schema"]
+    assert set(request_schema["required"]) == {"placement", "identity"}
+    identity = request_schema["properties"]["identity"]
+    assert set(identity["properties"]) == {"visitor_id", "user_id", "email_sha256", "account_id"}
+    assert "Decision" in spec["components"]["schemas"]
+
+
+class FailingSource:
+    """A profile source that is down."""
+
+    async def visitor(self, visitor_id: str) -> VisitorProfile | None:
+        raise ProfileSourceError("down")
+
+    async def account(self, account_id: str) -> AccountProfile | None:
+        raise ProfileSourceError("down")
+
+    async def alias(self, kind: AliasKind, value: str) -> str | None:
+        raise ProfileSourceError("down")
+
+    async def ready(self) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def down_client(ruleset: CompiledRuleset) -> Iterator[Client]:
+    decider = Decider(ruleset, Resolver(FailingSource()), clock=lambda: NOW)
+    with TestClient(create_app(Settings(rules_dir=RULES), decider=decider)) as test_client:
+        yield test_client
+
+
+def test_profile_source_down_fails_closed(down_client: Client) -> None:
+    """With the profile source down: web gets default content, email is suppressed, ready is 503."""
+    web = decide(
+        down_client,
+        {
+            "placement": "home_hero",
+            "identity": {"user_id": "u-ada"},
+            "consent": {"purposes": ["personalization"]},
+        },
+    )
+    assert web["personalized"] is False
+    assert web["suppressed"] is False
+    assert {"identity.unavailable", "consent.unknown"} <= set(codes(web))
+    email = decide(
+        down_client, {"placement": "nurture_email", "identity": {"email_sha256": ADA_SHA}}
+    )
+    assert email["suppressed"] is True
+    assert "suppressed.profile_unavailable" in codes(email)
+    assert down_client.get("/readyz").status_code == 503
+
+
+def test_http_profile_source_is_wired_from_settings(ruleset: CompiledRuleset) -> None:
+    """profile_source=http reads the profile API (here a MockTransport) through the app."""
+    profiles = {
+        "/visitors/v-1": {
+            "id": "v-1",
+            "account_id": "acc-1",
+            "consent": [
+                {
+                    "purpose": "personalization",
+                    "basis": "consent",
+                    "granted_at": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+        "/accounts/acc-1": {"id": "acc-1", "traits": {"fit_score": 20}},
+    }
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        body = profiles.get(request.url.path)
+        return httpx.Response(200, json=body) if body else httpx.Response(404)
+
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), base_url="http://profiles.test"
+    )
+    settings = Settings(
+        rules_dir=RULES, profile_source="http", profile_api_url="http://profiles.test"
+    )
+    with TestClient(create_app(settings, ruleset=ruleset, http_client=http)) as test_client:
+        first = decide(test_client, {"placement": "home_hero", "identity": {"visitor_id": "v-1"}})
+        decide(test_client, {"placement": "home_hero", "identity": {"visitor_id": "v-1"}})
+    assert first["segment"] == "b2b_out_of_icp"
+    assert seen == ["/visitors/v-1", "/accounts/acc-1"]  # the second call hit the cache

@@ -1,0 +1,235 @@
+"""Compiling rules: every expression once, every problem at once, each with its place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from decider.cel import new_engine
+from decider.compiler import CompiledRuleset, compile_ruleset
+from decider.errors import Problem, RulesetError
+
+from .conftest import RULES
+
+
+def problems_of(rules: Path, engine: str = "cel-expr") -> tuple[Problem, ...]:
+    with pytest.raises(RulesetError) as caught:
+        compile_ruleset(rules, new_engine(engine))
+    return caught.value.problems
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_sample_rules_compile(ruleset: CompiledRuleset) -> None:
+    """The shipped rules compile on both engines into a ruleset with a content-hash version."""
+    assert len(ruleset.version) == 12
+    assert {"home_hero", "nurture_email"} <= set(ruleset.placements)
+    assert {p.channel for p in ruleset.placements.values()} == {"web", "email"}
+
+
+def test_version_is_a_content_hash(rules_copy: Path) -> None:
+    """The same files give the same version; any edit gives another."""
+    first = compile_ruleset(rules_copy, new_engine("cel-expr")).version
+    assert compile_ruleset(RULES, new_engine("cel-expr")).version == first
+    replace(rules_copy / "b2b.yaml", "See how it works", "See it work")
+    assert compile_ruleset(rules_copy, new_engine("cel-expr")).version != first
+
+
+def test_segments_are_ordered_by_priority_then_id(rules_copy: Path) -> None:
+    """Ties in priority are broken by segment id, ascending, whatever the file order."""
+    (rules_copy / "zz_ties.yaml").write_text(
+        "segments:\n"
+        "  - {id: tie_b, description: b, owner: o, priority: 500, when: 'true'}\n"
+        "  - {id: tie_a, description: a, owner: o, priority: 500, when: 'true'}\n"
+    )
+    ruleset = compile_ruleset(rules_copy, new_engine("cel-expr"))
+    assert [s.id for s in ruleset.segments[:2]] == ["tie_a", "tie_b"]
+    priorities = [s.priority for s in ruleset.segments]
+    assert priorities == sorted(priorities, reverse=True)
+
+
+def test_contextual_segments_are_known_from_their_references(ruleset: CompiledRuleset) -> None:
+    """Which segments need consent comes from what each compiled expression reads."""
+    needs = {s.id: s.condition.needs_profile for s in ruleset.segments}
+    assert needs["ctx_comparison_click"] is False
+    assert needs["ctx_migration_research"] is False
+    assert needs["b2b_top_tier_evaluation"] is True
+    assert needs["shop_browser"] is True
+
+
+@pytest.mark.parametrize("engine", ["cel-expr", "cel-python"])
+def test_two_broken_expressions_in_two_files_are_both_reported(
+    rules_copy: Path, engine: str
+) -> None:
+    """Errors in two files come back together, each with its file and line:column."""
+    b2b, context = rules_copy / "b2b.yaml", rules_copy / "context.yaml"
+    # inside a literal block: line 3 of the expression, right after `&&`
+    replace(
+        b2b,
+        '      && timestamp(account.last_seen_at) > now - duration("336h")\n',
+        '      && timestamp(account.last_seen_at) > now - duration("336h") &&\n',
+    )
+    # in a plain one-line scalar
+    replace(
+        context,
+        'when: has(context.url) && context.url.contains("/guides/migrat")',
+        'when: has(context.url) && context.url.contains("/guides/migrat"',
+    )
+    problems = problems_of(rules_copy, engine)
+    assert [(p.file.rsplit("/", 1)[-1], p.rule) for p in problems] == [
+        ("b2b.yaml", "b2b_top_tier_evaluation"),
+        ("context.yaml", "ctx_migration_research"),
+    ]
+    b2b_problem, context_problem = problems
+    assert b2b_problem.line in (
+        line_of(b2b, "&& timestamp(account.last_seen_at) > now -") + 1,
+        line_of(b2b, "size(account.committee_roles_seen) >= 3"),
+    )
+    assert context_problem.line == line_of(context, "/guides/migrat")
+    assert context_problem.column > len("    when: ")
+    assert str(context_problem).startswith(f"{context_problem.file}:{context_problem.line}:")
+
+
+def test_a_syntax_error_points_at_its_column(rules_copy: Path) -> None:
+    """A one-line expression's error column is the column in the file."""
+    context = rules_copy / "context.yaml"
+    replace(
+        context,
+        'when: has(context.utm_campaign) && context.utm_campaign.contains("comparison")',
+        "when: has(context.utm_campaign) && && true",
+    )
+    (problem,) = problems_of(rules_copy)
+    line = context.read_text().splitlines()[problem.line - 1]
+    assert line[problem.column - 1 :].startswith("&& true")
+
+
+def test_type_errors_are_reported_at_load(rules_copy: Path) -> None:
+    """cel-expr type-checks: a non-bool condition or a bad overload is refused at load."""
+    replace(
+        rules_copy / "context.yaml",
+        'when: has(context.url) && context.url.contains("/guides/migrat")',
+        "when: 1 + 'a' == 2",
+    )
+    replace(
+        rules_copy / "b2b.yaml",
+        "when: has(account.fit_score) && account.fit_score < 40",
+        "when: size(account.committee_roles_seen)",
+    )
+    messages = [p.message for p in problems_of(rules_copy)]
+    assert any("no matching overload" in m for m in messages)
+    assert any("must be a bool" in m for m in messages)
+
+
+def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
+    """A misspelt variable (`acount`) is an undeclared reference, not a rule that never matches."""
+    replace(
+        rules_copy / "b2b.yaml",
+        "when: has(account.fit_score) && account.fit_score < 40",
+        "when: has(acount.fit_score) && acount.fit_score < 40",
+    )
+    problems = problems_of(rules_copy)
+    assert len(problems) == 2  # both references, each at its own column
+    assert all("acount" in p.message and p.rule == "b2b_out_of_icp" for p in problems)
+    assert len({p.column for p in problems}) == 2
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "b2b.yaml",
+            "    owner: abm@decider.example\n",
+            "    ownr: abm@decider.example\n",
+            "unknown field `ownr`",
+        ),
+        ("b2b.yaml", "    priority: 90\n", "    priority: ninety\n", "Expected `int`, got `str`"),
+        ("b2b.yaml", "    channel: web\n", "    channel: sms\n", "Invalid enum value 'sms'"),
+        (
+            "policy.yaml",
+            "suppressions:\n",
+            "suppressions:\n  - {id: x, description: y\n",
+            "invalid YAML",
+        ),
+    ],
+)
+def test_file_shape_errors_are_placed(
+    rules_copy: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    """A wrong key, type or value, or broken YAML, is reported at its line."""
+    replace(rules_copy / file, old, new)
+    (problem,) = problems_of(rules_copy)
+    assert expected in problem.message
+    assert problem.file.endswith(file)
+    assert problem.line > 1
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "context.yaml",
+            "  - id: ctx_migration_research",
+            "  - id: ctx_comparison_click",
+            "duplicate segment id 'ctx_comparison_click'",
+        ),
+        (
+            "b2b.yaml",
+            "      b2b_out_of_icp:\n",
+            "      b2b_out_of_icpp:\n",
+            "variant for unknown segment 'b2b_out_of_icpp'",
+        ),
+        (
+            "saas_trial.yaml",
+            "    slots: [hero, cta]",
+            "    slots: [hero, subject]",
+            "not 'subject'",
+        ),
+        ("saas_trial.yaml", "        cta: Choose a plan\n", "", "missing cta"),
+        (
+            "saas_trial.yaml",
+            "          cta: Upgrade now\n",
+            "          banner: Upgrade now\n",
+            "slot 'banner' is not one of this placement's slots",
+        ),
+        (
+            "policy.yaml",
+            "    tags: [acquisition]",
+            "    placements: [no_such_placement]",
+            "unknown placement 'no_such_placement'",
+        ),
+        ("policy.yaml", "    flags: [legal_hold]\n", "", "give `when`, `flags` or both"),
+    ],
+)
+def test_meaning_errors_are_placed(
+    rules_copy: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    """Duplicates, unknown segments or placements, and slot mistakes are refused with a place."""
+    replace(rules_copy / file, old, new)
+    problems = problems_of(rules_copy)
+    assert any(expected in p.message and p.file.endswith(file) for p in problems), problems
+
+
+def test_a_consent_policy_is_required_once(rules_copy: Path) -> None:
+    """Without a consent policy there is no safe default; two policies are ambiguous."""
+    policy = (rules_copy / "policy.yaml").read_text()
+    consent, suppressions = policy.split("suppressions:")
+    (rules_copy / "policy.yaml").write_text("suppressions:" + suppressions)
+    assert any("no consent policy" in p.message for p in problems_of(rules_copy))
+    (rules_copy / "policy.yaml").write_text(policy)
+    (rules_copy / "zz_second_policy.yaml").write_text(consent)
+    assert any("more than once" in p.message for p in problems_of(rules_copy))
+
+
+def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
+    """A directory with no rule files is refused rather than serving nothing."""
+    (problem,) = problems_of(tmp_path)
+    assert "no rule files" in problem.message

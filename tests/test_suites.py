@@ -1,0 +1,94 @@
+"""The sample rule suites pass on both CEL engines, and both engines decide identically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from decider.cel import new_engine
+from decider.compiler import CompiledRuleset, compile_ruleset
+from decider.errors import RulesetError
+from decider.suites import format_result, load_suite, run_suite, run_suites, suite_files
+
+from .conftest import RULES
+
+SUITES = suite_files(RULES)
+
+
+def test_every_segment_and_placement_is_covered_by_a_case() -> None:
+    """The shipped suites exercise every segment and every placement of the sample rules."""
+    ruleset = compile_ruleset(RULES, new_engine("cel-expr"))
+    results = run_suites(ruleset, RULES)
+    won = {r.decision.segment for r in results if r.decision}
+    placed = {r.decision.placement for r in results if r.decision}
+    assert won >= {s.id for s in ruleset.segments}
+    assert placed == set(ruleset.placements)
+    assert any(r.decision and r.decision.suppressed for r in results)
+    assert any(r.decision and not r.decision.personalized for r in results)
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_sample_suite_passes(ruleset: CompiledRuleset, path: Path) -> None:
+    """Every case of a shipped suite gets the decision it expects, on this engine."""
+    results = run_suite(ruleset, load_suite(path, path.name), path.name)
+    failures = [format_result(r) for r in results if not r.passed]
+    assert results
+    assert not failures, "\n".join(failures)
+
+
+def test_engines_decide_identically() -> None:
+    """cel-expr and cel-python give the same decision, reasons and trace for every case."""
+    by_engine = {
+        name: run_suites(compile_ruleset(RULES, new_engine(name)), RULES)
+        for name in ("cel-expr", "cel-python")
+    }
+    expr, python = by_engine["cel-expr"], by_engine["cel-python"]
+    assert len(expr) == len(python) > 0
+    for a, b in zip(expr, python, strict=True):
+        assert a.case == b.case
+        assert a.decision is not None
+        assert b.decision is not None
+        plain_a, plain_b = msgspec.to_builtins(a.decision), msgspec.to_builtins(b.decision)
+        # error texts differ between runtimes; which rules erred must not
+        for trace in (plain_a["explain"], plain_b["explain"]):
+            for outcome in trace:
+                outcome.pop("error", None)
+        assert plain_a == plain_b, a.case
+
+
+def test_a_wrong_expectation_fails_with_expected_and_actual(
+    ruleset: CompiledRuleset, tmp_path: Path
+) -> None:
+    """A case that expects the wrong variant fails, and the report shows both and the trace."""
+    text = (RULES / "tests" / "b2b.yaml").read_text()
+    broken = text.replace("variant: home_named_account,", "variant: home_generic,", 1)
+    assert broken != text
+    path = tmp_path / "b2b.yaml"
+    path.write_text(broken)
+    failures = [
+        r for r in run_suite(ruleset, load_suite(path, "b2b.yaml"), "b2b.yaml") if not r.passed
+    ]
+    assert len(failures) == 1
+    report = format_result(failures[0])
+    assert "variant: expected 'home_generic', got 'home_named_account'" in report
+    assert "b2b_top_tier_evaluation: matched" in report
+
+
+def test_a_suite_with_an_unknown_field_is_refused_with_its_place(tmp_path: Path) -> None:
+    """A misspelt key in a suite file is an error at its line, not a silently ignored key."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "cases:\n"
+        "  - name: typo\n"
+        "    placement: home_hero\n"
+        "    now: 2026-11-20T12:00:00Z\n"
+        "    expect: {variant: home_generic}\n"
+        "    contxt: {}\n"
+    )
+    with pytest.raises(RulesetError) as caught:
+        load_suite(path, "bad.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == ("bad.yaml", 6)
+    assert "contxt" in problem.message
