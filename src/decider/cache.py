@@ -88,6 +88,3 @@ class ProfileCache(Generic[K, V]):
         self._inflight.pop(key, None)
         if not done.cancelled():
             done.exception()  # retrieved, so a fetch nobody waited for logs no warning
-
-    def clear(self) -> None:
-        self._entries.clear()

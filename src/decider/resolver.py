@@ -70,7 +70,11 @@ class Resolver:
                 continue
             found = await self.visitors.get(link.value, deadline)
             stale |= found.stale
-            if found.value is not None:
+            if found.value is None:
+                notes.append(
+                    Reason("identity.dangling", f"{kind} links to visitor {link.value}, not found")
+                )
+            else:
                 visitor = found.value
                 notes.append(
                     Reason("identity.stitched", f"{kind} is linked to visitor {visitor.id}")

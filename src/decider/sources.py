@@ -95,5 +95,6 @@ class HttpProfileSource:
 
 
 def _segment(value: str) -> str:
-    """Quote an id for use as one path segment (ids may hold '/' or '?')."""
-    return quote(value, safe="")
+    """Quote an id as one path segment: '/' and '?' escaped, and dots too, or an id of '..'
+    would be resolved away by the URL."""
+    return quote(value, safe="").replace(".", "%2E")

@@ -10,7 +10,7 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -54,7 +54,7 @@ def sample_profiles(now: datetime) -> bytes:
     def stamp(match: re.Match[bytes]) -> bytes:
         unit = "days" if match[2] == b"d" else "hours"
         at = now - timedelta(**{unit: int(match[1])})
-        return at.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
     return _RELATIVE.sub(stamp, text)
 

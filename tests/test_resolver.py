@@ -1,0 +1,248 @@
+"""Resolver: identity stitching over an in-memory profile source, one time budget per request."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from typing import TypeVar
+
+import pytest
+
+from decider.errors import ProfileSourceError
+from decider.model import Identity
+from decider.profile import AccountProfile, Resolution, VisitorProfile
+from decider.resolver import CacheSettings, Resolver
+from decider.sources import AliasKind
+
+T = TypeVar("T")
+
+ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
+NORTHWIND = AccountProfile(id="acc-northwind", traits={"name": "Northwind"})
+GLOBEX = AccountProfile(id="acc-globex", traits={"name": "Globex"})
+ADA = VisitorProfile(
+    id="v-ada", account_id="acc-northwind", user_ids=("u-ada",), email_sha256=(ADA_EMAIL,)
+)
+BEN_EMAIL = hashlib.sha256(b"ben@example.com").hexdigest()
+BEN = VisitorProfile(id="v-ben", account_id="acc-globex", email_sha256=(BEN_EMAIL,))
+ANON = VisitorProfile(id="v-anon")
+
+
+class FakeSource:
+    """An in-memory ProfileSource that counts calls and can be made to fail or to answer late."""
+
+    def __init__(self) -> None:
+        self.visitors = {v.id: v for v in (ADA, BEN, ANON)}
+        self.accounts = {a.id: a for a in (NORTHWIND, GLOBEX)}
+        self.aliases: dict[tuple[AliasKind, str], str] = {}
+        for v in self.visitors.values():
+            self.aliases.update({("user_id", u): v.id for u in v.user_ids})
+            self.aliases.update({("email_sha256", e): v.id for e in v.email_sha256})
+        self.calls: Counter[str] = Counter()
+        self.failing = False
+        self.delay = 0.0
+
+    async def _answer(self, method: str, value: T) -> T:
+        self.calls[method] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.failing:
+            raise ProfileSourceError("profile source down")
+        return value
+
+    async def visitor(self, visitor_id: str) -> VisitorProfile | None:
+        return await self._answer("visitor", self.visitors.get(visitor_id))
+
+    async def account(self, account_id: str) -> AccountProfile | None:
+        return await self._answer("account", self.accounts.get(account_id))
+
+    async def alias(self, kind: AliasKind, value: str) -> str | None:
+        return await self._answer("alias", self.aliases.get((kind, value)))
+
+    async def ready(self) -> bool:
+        return not self.failing
+
+    async def aclose(self) -> None:
+        self.calls["aclose"] += 1
+
+
+def resolve(resolver: Resolver, identity: Identity) -> Resolution:
+    return asyncio.run(resolver.resolve(identity))
+
+
+def codes(resolution: Resolution) -> list[str]:
+    return [note.code for note in resolution.notes]
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource()
+
+
+@pytest.fixture
+def resolver(source: FakeSource) -> Resolver:
+    return Resolver(source, budget=1.0)
+
+
+def test_user_id_wins_over_a_different_visitor_id(resolver: Resolver) -> None:
+    """A known user_id decides the visitor, and the anonymous visitor_id is noted as merged."""
+    found = resolve(resolver, Identity(visitor_id="v-anon", user_id="u-ada"))
+    assert found.status == "resolved"
+    assert found.visitor == ADA
+    assert found.account == NORTHWIND
+    assert "identity.stitched" in codes(found)
+    assert "identity.merged" in codes(found)
+    assert not found.stale
+
+
+def test_user_id_matching_the_visitor_id_is_not_a_merge(resolver: Resolver) -> None:
+    """When user_id and visitor_id name the same visitor, nothing is reported as merged."""
+    found = resolve(resolver, Identity(visitor_id="v-ada", user_id="u-ada"))
+    assert found.visitor == ADA
+    assert "identity.merged" not in codes(found)
+
+
+def test_email_hash_stitches_to_its_visitor(resolver: Resolver) -> None:
+    """An email_sha256 linked to a visitor resolves that visitor and its account."""
+    found = resolve(resolver, Identity(email_sha256=ADA_EMAIL))
+    assert found.status == "resolved"
+    assert (found.visitor, found.account) == (ADA, NORTHWIND)
+    assert "identity.stitched" in codes(found)
+
+
+def test_user_id_wins_over_an_email_hash_of_another_visitor(
+    resolver: Resolver, source: FakeSource
+) -> None:
+    """user_id is tried before email_sha256, and the first stitched visitor ends the search."""
+    found = resolve(resolver, Identity(user_id="u-ada", email_sha256=BEN_EMAIL))
+    assert (found.visitor, found.account) == (ADA, NORTHWIND)
+    assert source.calls["alias"] == 1
+
+
+def test_unknown_user_id_falls_back_to_email_hash(resolver: Resolver) -> None:
+    """An unknown user_id is noted, and the email_sha256 is tried next."""
+    found = resolve(resolver, Identity(user_id="u-nobody", email_sha256=ADA_EMAIL))
+    assert found.visitor == ADA
+    assert codes(found)[:2] == ["identity.unknown", "identity.stitched"]
+
+
+def test_an_alias_to_a_missing_visitor_is_reported(resolver: Resolver, source: FakeSource) -> None:
+    """A user id linked to a visitor the source does not have says so, then falls back."""
+    source.aliases[("user_id", "u-ghost")] = "v-ghost"
+    resolution = resolve(resolver, Identity(user_id="u-ghost", visitor_id="v-anon"))
+    assert codes(resolution) == ["identity.dangling", "identity.visitor"]
+    assert resolution.visitor == ANON
+
+
+def test_unknown_user_id_falls_back_to_visitor_id(resolver: Resolver) -> None:
+    """An unknown user_id leaves the visitor_id to decide the visitor."""
+    found = resolve(resolver, Identity(visitor_id="v-anon", user_id="u-nobody"))
+    assert found.status == "resolved"
+    assert found.visitor == ANON
+    assert found.account is None
+    assert "identity.unknown" in codes(found)
+    assert "identity.visitor" in codes(found)
+    assert "identity.merged" not in codes(found)
+
+
+@pytest.mark.parametrize(
+    ("account_id", "conflict"),
+    [("acc-globex", True), ("acc-northwind", False), (None, False)],
+)
+def test_visitors_own_account_wins_over_the_requests(
+    resolver: Resolver, account_id: str | None, conflict: bool
+) -> None:
+    """The visitor's account link beats a request's account_id, noting a conflict if they differ."""
+    found = resolve(resolver, Identity(visitor_id="v-ada", account_id=account_id))
+    assert found.account == NORTHWIND
+    assert ("identity.account_conflict" in codes(found)) is conflict
+
+
+def test_account_id_alone_resolves_an_account(resolver: Resolver, source: FakeSource) -> None:
+    """A request with only an account_id resolves that account, with no visitor and no lookup."""
+    found = resolve(resolver, Identity(account_id="acc-globex"))
+    assert found.status == "resolved"
+    assert found.visitor is None
+    assert found.account == GLOBEX
+    assert "identity.account" in codes(found)
+    assert source.calls["visitor"] == 0
+    assert source.calls["alias"] == 0
+
+
+def test_account_id_backs_up_a_visitor_without_an_account(resolver: Resolver) -> None:
+    """A visitor with no account link takes the request's account_id, without a conflict."""
+    found = resolve(resolver, Identity(visitor_id="v-anon", account_id="acc-globex"))
+    assert (found.visitor, found.account) == (ANON, GLOBEX)
+    assert "identity.account_conflict" not in codes(found)
+
+
+def test_nothing_known_is_unknown(resolver: Resolver) -> None:
+    """Ids the source does not know give status "unknown" with no profiles."""
+    found = resolve(
+        resolver, Identity(visitor_id="v-ghost", user_id="u-ghost", account_id="acc-ghost")
+    )
+    assert found.status == "unknown"
+    assert (found.visitor, found.account) == (None, None)
+    assert set(codes(found)) == {"identity.unknown"}
+    assert not found.stale
+
+
+def test_failing_source_makes_the_profile_unavailable(
+    resolver: Resolver, source: FakeSource
+) -> None:
+    """A source failure with nothing cached gives status "unavailable" and no profiles."""
+    source.failing = True
+    found = resolve(resolver, Identity(visitor_id="v-ada"))
+    assert found.status == "unavailable"
+    assert (found.visitor, found.account) == (None, None)
+    assert codes(found) == ["identity.unavailable"]
+
+
+def test_repeat_lookups_within_ttl_are_served_from_cache(
+    resolver: Resolver, source: FakeSource
+) -> None:
+    """A second resolution of the same ids within ttl asks the source nothing."""
+    identity = Identity(user_id="u-ada")
+    first = resolve(resolver, identity)
+    asked = source.calls.copy()
+    assert resolve(resolver, identity) == first
+    assert source.calls == asked == {"alias": 1, "visitor": 1, "account": 1}
+
+
+def test_failing_source_after_ttl_serves_stale_data(source: FakeSource) -> None:
+    """Once ttl is over, a failing source is answered from the cache, marked stale."""
+    resolver = Resolver(
+        source, budget=1.0, cache=CacheSettings(ttl=0.02, negative_ttl=0.02, stale_ttl=60.0)
+    )
+    identity = Identity(user_id="u-ada", account_id="acc-globex")
+    assert not resolve(resolver, identity).stale
+
+    source.failing = True
+    time.sleep(0.05)
+    found = resolve(resolver, identity)
+    assert found.status == "resolved"
+    assert found.stale
+    assert (found.visitor, found.account) == (ADA, NORTHWIND)
+    assert "identity.stale" in codes(found)
+    assert source.calls["alias"] == 2
+
+
+def test_slow_source_beyond_the_budget_is_unavailable(source: FakeSource) -> None:
+    """A source slower than the request's budget gives "unavailable" within about that budget."""
+    source.delay = 0.2
+    resolver = Resolver(source, budget=0.02)
+    started = time.monotonic()
+    found = resolve(resolver, Identity(visitor_id="v-ada"))
+    assert time.monotonic() - started < 0.15
+    assert found.status == "unavailable"
+    assert codes(found) == ["identity.unavailable"]
+
+
+def test_budget_is_shared_by_all_lookups_of_one_request(source: FakeSource) -> None:
+    """Lookups that each fit the budget but not together make the resolution unavailable."""
+    source.delay = 0.05
+    resolver = Resolver(source, budget=0.13)
+    found = resolve(resolver, Identity(user_id="u-ada"))
+    assert found.status == "unavailable"
+    assert source.calls == {"alias": 1, "visitor": 1, "account": 1}
