@@ -233,3 +233,71 @@ def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
     """A directory with no rule files is refused rather than serving nothing."""
     (problem,) = problems_of(tmp_path)
     assert "no rule files" in problem.message
+
+
+def test_the_sample_rules_have_no_lint_findings(ruleset: CompiledRuleset) -> None:
+    """The shipped rules are clean: `decider check --strict` passes on them."""
+    assert ruleset.warnings == ()
+
+
+def test_lint_finds_unused_segments_ties_and_empty_slots(rules_copy: Path) -> None:
+    """Warnings, each placed: a segment no placement uses, a priority tie, a variant gap."""
+    (rules_copy / "zz_lint.yaml").write_text(
+        "segments:\n  - {id: orphan, description: d, owner: o, priority: 90, when: 'true'}\n"
+    )
+    replace(rules_copy / "b2b.yaml", "          proof: Read by 12,000 marketers this year\n", "")
+    ruleset = compile_ruleset(rules_copy, new_engine("cel-expr"))
+    found = {(w.rule, w.message.split(";")[0]) for w in ruleset.warnings}
+    assert ("orphan", "no placement has a variant for this segment") in found
+    assert ("orphan", "same priority as b2b_top_tier_evaluation") in found
+    assert ("home_hero", "variant home_education leaves proof empty") in found
+    assert all(w.severity == "warning" and w.line > 1 for w in ruleset.warnings)
+    assert all(str(w).split(": ")[1] == "warning" for w in ruleset.warnings)
+
+
+@pytest.mark.parametrize("engine", ["cel-expr", "cel-python"])
+def test_a_trait_missing_from_the_schema_is_refused(rules_copy: Path, engine: str) -> None:
+    """With rules/schema.yaml, `account.fit_scor` is an error that suggests the real name."""
+    replace(rules_copy / "b2b.yaml", "account.fit_score < 40", "account.fit_scor < 40")
+    replace(
+        rules_copy / "ecommerce.yaml",
+        "visitor.shop.cart_removes > 0",
+        "visitor.shop.cart_removes.x > 0",
+    )
+    first, second = problems_of(rules_copy, engine)
+    assert first.rule == "b2b_out_of_icp"
+    assert "account.fit_scor is not in the profile schema" in first.message
+    assert "did you mean account.fit_score?" in first.message
+    assert (first.line, first.column) == (line_of(rules_copy / "b2b.yaml", "fit_scor <"), 37)
+    assert second.message == "visitor.shop.cart_removes is a int; it has no field 'x'"
+
+
+def test_without_a_schema_traits_are_not_checked(rules_copy: Path) -> None:
+    """The schema is optional: without it any trait may be read."""
+    (rules_copy / "schema.yaml").unlink()
+    replace(rules_copy / "b2b.yaml", "account.fit_score < 40", "account.fit_scor < 40")
+    compile_ruleset(rules_copy, new_engine("cel-expr"))
+
+
+def test_a_bad_schema_is_reported_with_its_place(rules_copy: Path) -> None:
+    """Unknown types and sections in the schema are errors at their lines."""
+    replace(rules_copy / "schema.yaml", "  fit_score: int", "  fit_score: integer")
+    (rules_copy / "schema.yaml").write_text(
+        (rules_copy / "schema.yaml").read_text() + "person: {}\n"
+    )
+    messages = [p.message for p in problems_of(rules_copy)]
+    assert any("unknown type 'integer'" in m for m in messages)
+    assert any("unknown section 'person'" in m for m in messages)
+
+
+def test_an_unknown_variable_is_refused_on_the_python_engine_too(rules_copy: Path) -> None:
+    """cel-python does not type-check, but free identifiers are still checked at load."""
+    replace(
+        rules_copy / "context.yaml",
+        "has(context.url) && context.url",
+        "has(contxt.url) && contxt.url",
+    )
+    problems = problems_of(rules_copy, "cel-python")
+    assert {p.message for p in problems} == {
+        "undeclared reference to 'contxt'; rules read visitor, account, context, now"
+    }

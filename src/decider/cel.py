@@ -34,6 +34,9 @@ VARIABLES = ("visitor", "account", "context", "now")
 PROFILE_VARIABLES = frozenset({"visitor", "account"})
 ENGINES = ("cel-expr", "cel-python")
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_TYPE_NAMES = frozenset(
+    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
+)
 
 # celpy logs evaluation errors with the values involved, which can be profile data.
 logging.getLogger("celpy").setLevel(logging.CRITICAL + 1)
@@ -270,7 +273,8 @@ def _celpy_parse_error(exc: CELParseError) -> CelCompileError:
 
 
 def references(source: str) -> tuple[Reference, ...]:
-    """Every read of a rule variable in `source`, with its field path and place.
+    """Every free identifier `source` reads (a rule variable, or a typo of one), with the
+    field path that follows it and its place.
 
     Walks celpy's parse tree (a pure-Python parser, whichever engine evaluates). Names bound
     by a macro (`roles.exists(r, r == "vp")`) are not variables and are left out. Raises
@@ -290,7 +294,7 @@ def _walk(node: Any, ancestors: tuple[Any, ...], bound: frozenset[str]) -> Itera
         token = node.children[0]
         assert isinstance(token, Token)
         name = str(token)
-        if name in VARIABLES and name not in bound:
+        if name not in bound and name not in _TYPE_NAMES:
             yield Reference(name, _field_path(node, ancestors), token.line or 1, token.column or 1)
         return
     if node.data == "member_dot_arg" and str(node.children[1]) in _MACROS:

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="compile a rules directory; print every problem")
     check.add_argument("rules_dir", type=Path)
     check.add_argument("--engine", choices=ENGINES, default=None)
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(run=_check)
 
     profiles = commands.add_parser("profiles", help="manage the embedded profile store")
@@ -99,13 +100,16 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
         count = len(exc.problems)
         print(f"{count} problem{'s' if count != 1 else ''} in {args.rules_dir}", file=out)
         return 1
+    for warning in ruleset.warnings:
+        print(warning, file=out)
     print(
         f"ok: ruleset {ruleset.version}: {len(ruleset.files)} files, "
         f"{len(ruleset.segments)} segments, {len(ruleset.placements)} placements, "
-        f"{len(ruleset.suppressions)} suppressions (engine {settings.engine})",
+        f"{len(ruleset.suppressions)} suppressions (engine {settings.engine})"
+        + (f", {len(ruleset.warnings)} warnings" if ruleset.warnings else ""),
         file=out,
     )
-    return 0
+    return 1 if args.strict and ruleset.warnings else 0
 
 
 def _import(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

@@ -15,6 +15,7 @@ import msgspec
 
 from decider.cel import (
     PROFILE_VARIABLES,
+    VARIABLES,
     CelCompileErrors,
     Engine,
     Program,
@@ -24,6 +25,7 @@ from decider.cel import (
 from decider.errors import Problem, RulesetError
 from decider.model import SLOTS, Channel, Variant
 from decider.rules import (
+    SCHEMA_FILE,
     ChannelPolicy,
     Path_,
     SourceFile,
@@ -31,6 +33,7 @@ from decider.rules import (
     read_rule_file,
     rule_files,
 )
+from decider.schema import Schema, read_schema
 
 
 class Condition(msgspec.Struct, frozen=True):
@@ -93,6 +96,7 @@ class CompiledRuleset(msgspec.Struct, frozen=True):
     placements: dict[str, CompiledPlacement]
     policy: dict[str, ChannelPolicy]
     suppressions: tuple[CompiledSuppression, ...]
+    warnings: tuple[Problem, ...] = ()
 
 
 def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
@@ -107,7 +111,13 @@ def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
             sources.append(read_rule_file(path, display_name(path)))
         except RulesetError as exc:
             problems.extend(exc.problems)
-    builder = _Builder(engine, problems)
+    schema = None
+    if (directory / SCHEMA_FILE).is_file():
+        try:
+            schema = read_schema(directory / SCHEMA_FILE, display_name(directory / SCHEMA_FILE))
+        except RulesetError as exc:
+            problems.extend(exc.problems)
+    builder = _Builder(engine, problems, schema)
     ruleset = builder.build(sources, paths)
     if problems:
         raise RulesetError(problems)
@@ -123,9 +133,11 @@ def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
 
 
 class _Builder:
-    def __init__(self, engine: Engine, problems: list[Problem]) -> None:
+    def __init__(self, engine: Engine, problems: list[Problem], schema: Schema | None) -> None:
         self.engine = engine
         self.problems = problems
+        self.warnings: list[Problem] = []
+        self.schema = schema
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
         segments = self._segments(sources)
@@ -135,6 +147,7 @@ class _Builder:
         policy = self._policy(sources, every_file_read=len(sources) == len(paths))
         suppressions = self._suppressions(sources, set(placements))
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
+        self._lint(sources, ordered, placements)
         return CompiledRuleset(
             version=version_of((s.name, s.document.content) for s in sources),
             engine=self.engine,
@@ -143,6 +156,7 @@ class _Builder:
             placements=placements,
             policy=policy,
             suppressions=tuple(suppressions),
+            warnings=tuple(sorted(self.warnings)),
         )
 
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
@@ -154,7 +168,19 @@ class _Builder:
                 line, column = source.document.place_in_string(path, error.line, error.column)
                 self.problems.append(Problem(source.name, line, column, error.message, rule))
             return None
+        bad = [(ref, message) for ref in refs if (message := self._reference_problem(ref))]
+        for ref, message in bad:
+            line, column = source.document.place_in_string(path, ref.line, ref.column)
+            self.problems.append(Problem(source.name, line, column, message, rule))
+        if bad:
+            return None
         return Condition(text, program, refs, frozenset(r.root for r in refs))
+
+    def _reference_problem(self, ref: Reference) -> str | None:
+        """An unknown variable (cel-python does not type-check), or a trait not in the schema."""
+        if ref.root not in VARIABLES:
+            return f"undeclared reference to {ref.root!r}; rules read {', '.join(VARIABLES)}"
+        return self.schema.check(ref) if self.schema is not None else None
 
     def _unique(self, source: SourceFile, path: Path_, kind: str, id_: str, seen: set[str]) -> bool:
         if id_ in seen:
@@ -305,3 +331,47 @@ class _Builder:
 
     def _problem(self, source: SourceFile, path: Path_, message: str, rule: Any = None) -> None:
         self.problems.append(source.document.problem(path, message, rule))
+
+    def _warn(self, source: SourceFile, path: Path_, message: str, rule: str) -> None:
+        found = source.document.problem(path, message, rule)
+        self.warnings.append(msgspec.structs.replace(found, severity="warning"))
+
+    def _lint(
+        self,
+        sources: list[SourceFile],
+        segments: list[CompiledSegment],
+        placements: dict[str, CompiledPlacement],
+    ) -> None:
+        """Findings that do not stop a ruleset but are almost always a mistake."""
+        used = {segment for p in placements.values() for segment in p.variants}
+        by_priority: dict[int, str] = {}
+        for source in sources:
+            for index, segment in enumerate(source.rules.segments):
+                path: Path_ = ("segments", index)
+                if segment.id not in used:
+                    self._warn(
+                        source,
+                        (*path, "id"),
+                        "no placement has a variant for this segment; winning it changes nothing",
+                        segment.id,
+                    )
+                tie = by_priority.setdefault(segment.priority, segment.id)
+                if tie != segment.id:
+                    self._warn(
+                        source,
+                        (*path, "priority"),
+                        f"same priority as {tie}; the tie goes to the lower segment id",
+                        segment.id,
+                    )
+            for index, placement in enumerate(source.rules.placements):
+                slots = placements[placement.id].slots if placement.id in placements else ()
+                for segment_id, variant in placement.variants.items():
+                    empty = [slot for slot in slots if slot not in variant.content]
+                    if empty:
+                        self._warn(
+                            source,
+                            ("placements", index, "variants", segment_id, "content"),
+                            f"variant {variant.id} leaves {', '.join(empty)} empty; "
+                            "the default's text is shown there",
+                            placement.id,
+                        )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 import msgspec
 
@@ -40,17 +41,22 @@ def validation_path(error: msgspec.ValidationError) -> tuple[str, tuple[str | in
 
 
 class Problem(msgspec.Struct, frozen=True, order=True):
-    """One thing wrong in a rules directory, with its place (1-based line and column)."""
+    """One thing wrong in a rules directory, with its place (1-based line and column).
+
+    Errors refuse the ruleset; warnings (lint) are reported and the ruleset still loads.
+    """
 
     file: str
     line: int
     column: int
     message: str
     rule: str | None = None
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.rule}: {self.message}" if self.rule else f"{where}: {self.message}"
+        what = f"{self.rule}: {self.message}" if self.rule else self.message
+        return f"{where}: warning: {what}" if self.severity == "warning" else f"{where}: {what}"
 
 
 class DeciderError(Exception):

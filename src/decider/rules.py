@@ -18,6 +18,7 @@ from decider.errors import Problem, RulesetError, validation_path
 from decider.model import Channel, Variant
 
 T = TypeVar("T")
+SCHEMA_FILE = "schema.yaml"
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
 
 
@@ -148,7 +149,7 @@ class _Loader(yaml.SafeLoader):
 
 def rule_files(directory: Path) -> list[Path]:
     """The rule files of a directory, in name order (tests/ and schema.yaml are not rules)."""
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name != "schema.yaml")
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name != SCHEMA_FILE)
 
 
 def display_name(path: Path) -> str:

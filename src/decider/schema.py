@@ -1,0 +1,91 @@
+"""The optional profile schema, rules/schema.yaml: which visitor and account traits exist.
+
+With it, `decider check` (and every load) refuses a rule that reads a trait the schema does
+not have, so `account.fit_scor` is caught when written instead of silently never matching.
+
+    visitor:
+      role: string
+      shop:                      # a nested map: its fields, checked in turn
+        session_at: timestamp
+    account:
+      fit_score: int
+      intent_topics: list
+      enrichment: map            # `map` and `any`: fields beneath are not checked
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from decider.cel import Reference
+from decider.errors import Problem, RulesetError
+from decider.rules import Document, Path_, read_yaml
+
+TYPES = frozenset({"string", "int", "double", "bool", "timestamp", "list", "map", "any"})
+OPEN = frozenset({"map", "any"})
+
+Node = dict[str, Any]
+
+
+class Schema(msgspec.Struct, frozen=True):
+    file: str
+    roots: dict[str, Node]
+
+    def check(self, ref: Reference) -> str | None:
+        """Why `ref` is not in the schema, or None if it is (or is not a profile read)."""
+        node: Any = self.roots.get(ref.root)
+        if node is None:
+            return None
+        walked = [ref.root]
+        for name in ref.path:
+            if isinstance(node, str):
+                if node in OPEN:
+                    return None
+                return f"{'.'.join(walked)} is a {node}; it has no field {name!r}"
+            if name not in node:
+                where = ".".join(walked)
+                close = difflib.get_close_matches(name, list(node), n=1)
+                hint = f"; did you mean {where}.{close[0]}?" if close else ""
+                return f"{where}.{name} is not in the profile schema ({self.file}){hint}"
+            node = node[name]
+            walked.append(name)
+        return None
+
+
+def read_schema(path: Path, name: str) -> Schema:
+    """Read and check a schema file. Raises RulesetError with every problem, placed."""
+    document = read_yaml(path, name)
+    data = document.data if document.data is not None else {}
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        raise RulesetError([document.problem((), "expected a map with visitor and account")])
+    for key in data:
+        if key not in ("visitor", "account"):
+            problems.append(
+                document.problem((key,), f"unknown section {key!r}; use visitor, account")
+            )
+    roots = {root: data.get(root) or {} for root in ("visitor", "account")}
+    for root, node in roots.items():
+        problems.extend(_check_node(document, (root,), node))
+    if problems:
+        raise RulesetError(problems)
+    return Schema(name, roots)
+
+
+def _check_node(document: Document, path: Path_, node: Any) -> list[Problem]:
+    if isinstance(node, str):
+        if node in TYPES:
+            return []
+        return [
+            document.problem(path, f"unknown type {node!r}; use one of {', '.join(sorted(TYPES))}")
+        ]
+    if not isinstance(node, dict):
+        return [document.problem(path, "expected a type name or a map of fields")]
+    problems: list[Problem] = []
+    for key, child in node.items():
+        problems.extend(_check_node(document, (*path, key), child))
+    return problems
