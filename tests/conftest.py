@@ -50,7 +50,7 @@ def store(tmp_path: Path) -> SqliteProfileStore:
 @pytest.fixture
 def client(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[TestClient]:  # type: ignore[type-arg]
     """The real app over the seeded SQLite store, its clock fixed at NOW."""
-    settings = Settings(rules_dir=RULES, max_body_bytes=4096)
+    settings = Settings(rules_dir=RULES, max_body_bytes=4096, watch_rules=False)
     decider = Decider(ruleset, Resolver(store), clock=lambda: NOW)
     with TestClient(create_app(settings, decider=decider)) as test_client:
         yield test_client

@@ -237,7 +237,9 @@ class FailingSource:
 @pytest.fixture
 def down_client(ruleset: CompiledRuleset) -> Iterator[Client]:
     decider = Decider(ruleset, Resolver(FailingSource()), clock=lambda: NOW)
-    with TestClient(create_app(Settings(rules_dir=RULES), decider=decider)) as test_client:
+    with TestClient(
+        create_app(Settings(rules_dir=RULES, watch_rules=False), decider=decider)
+    ) as test_client:
         yield test_client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -32,7 +33,7 @@ def test_every_segment_and_placement_is_covered_by_a_case() -> None:
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
 def test_sample_suite_passes(ruleset: CompiledRuleset, path: Path) -> None:
     """Every case of a shipped suite gets the decision it expects, on this engine."""
-    results = run_suite(ruleset, load_suite(path, path.name), path.name)
+    results = run_suite(ruleset, load_suite(path, path.name))
     failures = [format_result(r) for r in results if not r.passed]
     assert results
     assert not failures, "\n".join(failures)
@@ -67,13 +68,11 @@ def test_a_wrong_expectation_fails_with_expected_and_actual(
     assert broken != text
     path = tmp_path / "b2b.yaml"
     path.write_text(broken)
-    failures = [
-        r for r in run_suite(ruleset, load_suite(path, "b2b.yaml"), "b2b.yaml") if not r.passed
-    ]
+    failures = [r for r in run_suite(ruleset, load_suite(path, "b2b.yaml")) if not r.passed]
     assert len(failures) == 1
     report = format_result(failures[0])
     assert "variant: expected 'home_generic', got 'home_named_account'" in report
-    assert "b2b_top_tier_evaluation: matched" in report
+    assert re.search(r"90  b2b_top_tier_evaluation +MATCHED", report)
 
 
 def test_a_suite_with_an_unknown_field_is_refused_with_its_place(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ own binding coerces "12" into 12); the OpenAPI document still describes it, from
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,15 +23,18 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from decider import __version__
+from decider.admin import admin_router
 from decider.cel import new_engine
-from decider.compiler import CompiledRuleset, compile_ruleset
+from decider.compiler import CompiledRuleset
 from decider.errors import InvalidRequest
 from decider.model import DecideRequest, Decision, ErrorBody, ErrorDetail, decode_request
+from decider.reload import Reloader
 from decider.resolver import Resolver
 from decider.service import Decider, utcnow
 from decider.settings import Settings
 from decider.sources import HttpProfileSource, ProfileSource
 from decider.store import SqliteProfileStore
+from decider.suites import compile_and_test
 
 log = logging.getLogger("decider")
 
@@ -148,9 +153,10 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     decider: Decider | None = None,
 ) -> Litestar:
-    """Build the service. Rules are compiled here, so broken rules stop it before it listens."""
+    """Build the service. Rules are compiled and their suites run here, so broken rules stop
+    it before it listens."""
     if decider is None:
-        ruleset = ruleset or compile_ruleset(settings.rules_dir, new_engine(settings.engine))
+        ruleset = ruleset or compile_and_test(settings.rules_dir, new_engine(settings.engine))
         resolver = Resolver(
             source or build_source(settings, http_client),
             budget=settings.profile_budget_ms / 1000,
@@ -158,16 +164,31 @@ def create_app(
         )
         decider = Decider(ruleset, resolver)
     service = decider
+    reloader = Reloader(service, settings.rules_dir, utcnow)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        watcher = None
+        if settings.watch_rules:
+            watcher = asyncio.create_task(
+                reloader.watch(stop, debounce_ms=settings.reload_debounce_ms)
+            )
+        hangup = _on_sighup(lambda: reloader.reload("sighup"))
         try:
             yield
         finally:
+            hangup()
+            stop.set()
+            if watcher is not None:
+                await watcher
             await service.resolver.source.aclose()
 
+    handlers: list[Any] = [decide_endpoint, healthz, readyz]
+    if settings.admin_token:
+        handlers.append(admin_router(settings.admin_token))
     app = Litestar(
-        route_handlers=[decide_endpoint, healthz, readyz],
+        route_handlers=handlers,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={
@@ -182,4 +203,15 @@ def create_app(
         ),
     )
     app.state.decider = service
+    app.state.reloader = reloader
     return app
+
+
+def _on_sighup(reload: Callable[[], object]) -> Callable[[], object]:
+    """Reload on SIGHUP where signals can be had (the main thread); returns the undo."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or Windows
+        return lambda: False
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)

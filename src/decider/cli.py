@@ -6,14 +6,21 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import msgspec
 
 from decider.cel import ENGINES, new_engine
 from decider.compiler import compile_ruleset
 from decider.errors import DeciderError, ImportFileError, RulesetError
+from decider.explain import Fixture, offline_decision, render, resolution_of
+from decider.rules import read_yaml
+from decider.service import utcnow
 from decider.settings import Settings, SettingsError
 from decider.store import SqliteProfileStore, parse_profiles
+from decider.suites import format_result, run_suites
 
 
 def main(
@@ -50,6 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--engine", choices=ENGINES, default=None)
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(run=_check)
+
+    test = commands.add_parser("test", help="run the rule test suites in RULES_DIR/tests")
+    test.add_argument("rules_dir", type=Path)
+    test.add_argument("--engine", choices=ENGINES, default=None)
+    test.set_defaults(run=_test)
+
+    explain = commands.add_parser(
+        "explain", help="explain a decision for a profile, offline, in words a marketer reads"
+    )
+    explain.add_argument("rules_dir", type=Path)
+    explain.add_argument(
+        "--profile",
+        type=Path,
+        help='YAML or JSON file: {"visitor": {...}, "account": {...}} (default: unknown visitor)',
+    )
+    explain.add_argument("--context", default="{}", help="the request context, as JSON")
+    explain.add_argument("--now", help="the decision time, RFC 3339 (default: now)", default=None)
+    explain.add_argument("--channel", choices=("web", "email"))
+    explain.add_argument("--placement", help="one placement (default: every one, of --channel)")
+    explain.add_argument(
+        "--consent", help="the banner's granted purposes, comma-separated (default: none sent)"
+    )
+    explain.add_argument("--gpc", action="store_true", help="as if Sec-GPC: 1 was sent")
+    explain.add_argument("--engine", choices=ENGINES, default=None)
+    explain.set_defaults(run=_explain)
 
     profiles = commands.add_parser("profiles", help="manage the embedded profile store")
     profile_commands = profiles.add_subparsers(required=True, metavar="ACTION")
@@ -110,6 +142,63 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
         file=out,
     )
     return 1 if args.strict and ruleset.warnings else 0
+
+
+def _test(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    settings = Settings.from_env(env, engine=args.engine)
+    ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
+    results = run_suites(ruleset, args.rules_dir)
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        print(format_result(result), file=out)
+        print(file=out)
+    if not results:
+        print(f"no rule tests in {args.rules_dir / 'tests'}", file=out)
+        return 1
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=out)
+    return 1 if failed else 0
+
+
+def _explain(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    settings = Settings.from_env(env, engine=args.engine)
+    ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
+    try:
+        context = msgspec.json.decode(args.context, type=dict[str, Any])
+        now = msgspec.convert(args.now, datetime) if args.now else utcnow()
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"decider: --context must be a JSON object and --now RFC 3339: {exc}", file=out)
+        return 2
+    profile = None
+    if args.profile is not None:
+        profile = read_yaml(args.profile, str(args.profile)).convert(Fixture)
+    placements = (
+        [args.placement]
+        if args.placement
+        else [p.id for p in ruleset.placements.values() if args.channel in (None, p.channel)]
+    )
+    consent = (
+        tuple(p.strip() for p in args.consent.split(",") if p.strip())
+        if args.consent is not None
+        else None
+    )
+    decisions = [
+        offline_decision(
+            ruleset,
+            resolution_of(profile),
+            placement=placement,
+            now=now,
+            channel=args.channel,
+            context=context,
+            consent=consent,
+            gpc=args.gpc,
+        )
+        for placement in placements
+    ]
+    print(f"ruleset {ruleset.version} ({ruleset.engine.name}), now {now.isoformat()}", file=out)
+    for decision in decisions:
+        print(file=out)
+        print(render(decision), file=out)
+    return 0
 
 
 def _import(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

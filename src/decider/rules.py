@@ -162,7 +162,10 @@ def display_name(path: Path) -> str:
 
 def read_yaml(path: Path, name: str) -> Document:
     """Parse one YAML file, keeping places. Raises RulesetError if it is not YAML."""
-    content = path.read_bytes()
+    try:
+        content = path.read_bytes()
+    except OSError as exc:  # e.g. removed between listing and reading, mid-save
+        raise RulesetError([Problem(name, 1, 1, f"cannot read: {exc.strerror}")]) from None
     try:
         loader = _Loader(content.decode("utf-8"))
         try:

@@ -37,7 +37,7 @@ class Decider:
     ) -> None:
         self.ruleset = ruleset
         self.resolver = resolver
-        self.stats = Stats()
+        self.stats = Stats(clock())
         self._clock = clock
         self._ids = ids
 

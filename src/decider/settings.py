@@ -38,6 +38,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cache_negative_ttl: Positive = 5.0
     cache_stale_ttl: Annotated[float, msgspec.Meta(ge=0)] = 600.0
     max_body_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
+    admin_token: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    watch_rules: bool = True
+    reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0)] = 200
 
     def __post_init__(self) -> None:
         if self.profile_source == "http" and not self.profile_api_url:

@@ -18,7 +18,8 @@ class SegmentStats(msgspec.Struct):
 class Stats:
     """Mutated only on the event loop thread, so plain counters suffice."""
 
-    def __init__(self) -> None:
+    def __init__(self, started_at: datetime) -> None:
+        self.started_at = started_at
         self.decisions = 0
         self.segments: dict[str, SegmentStats] = {}
 

@@ -13,19 +13,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from decider.compiler import CompiledRuleset
-from decider.engine import decide
+from decider.cel import Engine
+from decider.compiler import CompiledRuleset, compile_ruleset
 from decider.errors import InvalidRequest, Problem, RulesetError
-from decider.model import ConsentSignal, DecideRequest, Decision, Identity
-from decider.profile import AccountProfile, Resolution, VisitorProfile
+from decider.explain import UNAVAILABLE, Fixture, offline_decision, resolution_of, trace_lines
+from decider.model import Decision
 from decider.rules import display_name, read_yaml
-
-UNAVAILABLE = "unavailable"
-
-
-class Fixture(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    visitor: VisitorProfile | None = None
-    account: AccountProfile | None = None
 
 
 class Expect(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -58,8 +51,17 @@ class Mismatch(msgspec.Struct, frozen=True):
     actual: Any
 
 
+class SuiteFile(msgspec.Struct, frozen=True):
+    """A decoded suite and the line each of its cases starts on."""
+
+    name: str
+    suite: Suite
+    lines: tuple[int, ...]
+
+
 class CaseResult(msgspec.Struct, frozen=True):
     file: str
+    line: int
     case: str
     decision: Decision | None
     mismatches: tuple[Mismatch, ...] = ()
@@ -74,13 +76,19 @@ def suite_files(rules_dir: Path) -> list[Path]:
     return sorted((rules_dir / "tests").glob("*.yaml"))
 
 
-def load_suite(path: Path, name: str) -> Suite:
+def load_suite(path: Path, name: str) -> SuiteFile:
     """Decode one suite file; a bad one raises RulesetError with its place."""
-    return read_yaml(path, name).convert(Suite)
+    document = read_yaml(path, name)
+    suite = document.convert(Suite)
+    lines = tuple(document.mark(("cases", i)).line for i in range(len(suite.cases)))
+    return SuiteFile(name, suite, lines)
 
 
-def run_suite(ruleset: CompiledRuleset, suite: Suite, file: str) -> list[CaseResult]:
-    return [_run_case(ruleset, suite, case, file) for case in suite.cases]
+def run_suite(ruleset: CompiledRuleset, file: SuiteFile) -> list[CaseResult]:
+    return [
+        _run_case(ruleset, file.suite, case, file.name, line)
+        for case, line in zip(file.suite.cases, file.lines, strict=True)
+    ]
 
 
 def run_suites(ruleset: CompiledRuleset, rules_dir: Path) -> list[CaseResult]:
@@ -94,44 +102,38 @@ def run_suites(ruleset: CompiledRuleset, rules_dir: Path) -> list[CaseResult]:
         except RulesetError as exc:
             problems.extend(exc.problems)
             continue
-        results.extend(run_suite(ruleset, suite, name))
+        results.extend(run_suite(ruleset, suite))
     if problems:
         raise RulesetError(problems)
     return results
 
 
-def _run_case(ruleset: CompiledRuleset, suite: Suite, case: Case, file: str) -> CaseResult:
-    try:
-        resolution = _resolution(suite, case)
-    except KeyError:
-        return CaseResult(file, case.name, None, error=f"no fixture named {case.profile!r}")
-    visitor_id = resolution.visitor.id if resolution.visitor else "test-visitor"
-    request = DecideRequest(
-        placement=case.placement,
-        identity=Identity(visitor_id=visitor_id),
-        channel=case.channel,
-        context=case.context,
-        consent=ConsentSignal(case.consent) if case.consent is not None else None,
-        explain=True,
+def _run_case(
+    ruleset: CompiledRuleset, suite: Suite, case: Case, file: str, line: int
+) -> CaseResult:
+    profile = case.profile
+    if isinstance(profile, str) and profile != UNAVAILABLE:
+        if profile not in suite.fixtures:
+            return CaseResult(file, line, case.name, None, error=f"no fixture named {profile!r}")
+        profile = suite.fixtures[profile]
+    resolution = resolution_of(
+        profile if isinstance(profile, Fixture) else None, unavailable=profile == UNAVAILABLE
     )
     try:
-        decision = decide(
-            ruleset, request, resolution, now=case.now, gpc=case.gpc, decision_id=case.name
-        ).decision
+        decision = offline_decision(
+            ruleset,
+            resolution,
+            placement=case.placement,
+            now=case.now,
+            channel=case.channel,
+            context=case.context,
+            consent=case.consent,
+            gpc=case.gpc,
+            decision_id=case.name,
+        )
     except InvalidRequest as exc:
-        return CaseResult(file, case.name, None, error=str(exc))
-    return CaseResult(file, case.name, decision, tuple(_compare(case.expect, decision)))
-
-
-def _resolution(suite: Suite, case: Case) -> Resolution:
-    profile = case.profile
-    if profile == UNAVAILABLE:
-        return Resolution("unavailable")
-    if isinstance(profile, str):
-        profile = suite.fixtures[profile]
-    if profile is None or (profile.visitor is None and profile.account is None):
-        return Resolution("unknown")
-    return Resolution("resolved", profile.visitor, profile.account)
+        return CaseResult(file, line, case.name, None, error=str(exc))
+    return CaseResult(file, line, case.name, decision, tuple(_compare(case.expect, decision)))
 
 
 def _compare(expect: Expect, decision: Decision) -> list[Mismatch]:
@@ -151,16 +153,30 @@ def _compare(expect: Expect, decision: Decision) -> list[Mismatch]:
 
 def format_result(result: CaseResult) -> str:
     """A failure as a rule author reads it: expected against actual, then the trace."""
-    lines = [f"FAIL {result.file}: {result.case}"]
+    lines = [f"FAIL {result.file}:{result.line}: {result.case}"]
     if result.error:
         lines.append(f"  error: {result.error}")
     for m in result.mismatches:
         lines.append(f"  {m.field}: expected {m.expected!r}, got {m.actual!r}")
     if result.decision is not None:
-        lines.append("  reasons:")
-        lines += [f"    - {r.code}: {r.message}" for r in result.decision.reasons]
-        lines.append("  segments:")
-        for o in result.decision.explain or ():
-            error = f" ({o.error})" if o.error else ""
-            lines.append(f"    {o.priority:>5}  {o.segment}: {o.outcome}{error}")
+        lines += trace_lines(result.decision)
     return "\n".join(lines)
+
+
+def failure_problem(result: CaseResult) -> Problem:
+    """A failed case as a problem of the ruleset, placed at the case."""
+    what = result.error or "; ".join(
+        f"{m.field} expected {m.expected!r}, got {m.actual!r}" for m in result.mismatches
+    )
+    return Problem(result.file, result.line, 5, f"rule test {result.case!r} fails: {what}")
+
+
+def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
+    """What the server loads: the rules compiled, and their own test suites passing.
+
+    Raises RulesetError with every compile problem, or else every failing case."""
+    ruleset = compile_ruleset(rules_dir, engine)
+    failures = [failure_problem(r) for r in run_suites(ruleset, rules_dir) if not r.passed]
+    if failures:
+        raise RulesetError(failures)
+    return ruleset

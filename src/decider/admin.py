@@ -1,0 +1,97 @@
+"""Admin endpoints for rule authors: the loaded rules, reload, and segment governance.
+
+Mounted only when DECIDER_ADMIN_TOKEN is set; every call needs `Authorization: Bearer <it>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+
+from decider.reload import Reloader, RulesState
+
+
+class SegmentUsage(msgspec.Struct, frozen=True):
+    id: str
+    owner: str
+    description: str
+    priority: int
+    file: str
+    line: int
+    wins: int
+    errors: int
+    last_matched: datetime | None
+
+
+class SegmentsReport(msgspec.Struct, frozen=True):
+    """Which segments earn their keep: wins and last match since the service started."""
+
+    since: datetime
+    decisions: int
+    segments: tuple[SegmentUsage, ...]
+
+
+def _reloader(request: Request[Any, Any, Any]) -> Reloader:
+    reloader: Reloader = request.app.state.reloader
+    return reloader
+
+
+@get("/rules", summary="The loaded ruleset and the last reload")
+async def rules_state(request: Request[Any, Any, Any]) -> RulesState:
+    return _reloader(request).state()
+
+
+@post("/reload", summary="Reload the rules now; 422 if they are refused")
+async def reload_rules(request: Request[Any, Any, Any]) -> Response[RulesState]:
+    reloader = _reloader(request)
+    record = reloader.reload("admin")
+    return Response(reloader.state(), status_code=200 if record.ok else 422)
+
+
+@get("/segments", summary="Segment governance: owner, purpose, wins, last match")
+async def segments(request: Request[Any, Any, Any]) -> SegmentsReport:
+    decider = _reloader(request).decider
+    stats = decider.stats
+    usage = []
+    for segment in decider.ruleset.segments:
+        counted = stats.segments.get(segment.id)
+        usage.append(
+            SegmentUsage(
+                id=segment.id,
+                owner=segment.owner,
+                description=segment.description,
+                priority=segment.priority,
+                file=segment.file,
+                line=segment.line,
+                wins=counted.wins if counted else 0,
+                errors=counted.errors if counted else 0,
+                last_matched=counted.last_matched if counted else None,
+            )
+        )
+    return SegmentsReport(stats.started_at, stats.decisions, tuple(usage))
+
+
+def admin_router(token: str) -> Router:
+    expected = f"Bearer {token}".encode()
+
+    def bearer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        given = connection.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise NotAuthorizedException(
+                "admin endpoints need Authorization: Bearer <DECIDER_ADMIN_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return Router(
+        path="/admin",
+        route_handlers=[rules_state, reload_rules, segments],
+        guards=[bearer_guard],
+        tags=["admin"],
+    )

@@ -1,0 +1,111 @@
+"""Offline decisions and how they read: what `decider explain` and `decider test` print.
+
+An offline decision runs the server's own `decide` on a profile given by hand (no store),
+with everything evaluated so the trace is complete.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from decider.compiler import CompiledRuleset
+from decider.engine import decide
+from decider.model import Channel, ConsentSignal, DecideRequest, Decision, Identity
+from decider.profile import AccountProfile, Resolution, VisitorProfile
+
+UNAVAILABLE = "unavailable"
+
+OUTCOME_WORDS = {
+    "matched": "MATCHED",
+    "not_matched": "not matched",
+    "skipped_consent": "skipped: no consent to read the profile",
+    "error": "error",
+    "not_evaluated": "not evaluated",
+}
+
+
+class Fixture(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A profile given by hand: a visitor, an account, or both."""
+
+    visitor: VisitorProfile | None = None
+    account: AccountProfile | None = None
+
+
+def resolution_of(profile: Fixture | None, *, unavailable: bool = False) -> Resolution:
+    """A profile as the resolver would have stitched it (unavailable: the source failed)."""
+    if unavailable:
+        return Resolution("unavailable")
+    if profile is None or (profile.visitor is None and profile.account is None):
+        return Resolution("unknown")
+    return Resolution("resolved", profile.visitor, profile.account)
+
+
+def offline_decision(
+    ruleset: CompiledRuleset,
+    resolution: Resolution,
+    *,
+    placement: str,
+    now: datetime,
+    channel: Channel | None = None,
+    context: dict[str, Any] | None = None,
+    consent: tuple[str, ...] | None = None,
+    gpc: bool = False,
+    decision_id: str = "offline",
+) -> Decision:
+    """Raises InvalidRequest for an unknown placement or a channel it does not serve."""
+    request = DecideRequest(
+        placement=placement,
+        identity=Identity(visitor_id=resolution.visitor.id if resolution.visitor else "offline"),
+        channel=channel,
+        context=context or {},
+        consent=ConsentSignal(consent) if consent is not None else None,
+        explain=True,
+    )
+    evaluated = decide(ruleset, request, resolution, now=now, gpc=gpc, decision_id=decision_id)
+    return evaluated.decision
+
+
+def trace_lines(decision: Decision, indent: str = "  ") -> list[str]:
+    """The reasons, then every segment in priority order with its outcome."""
+    lines = [f"{indent}reasons:"]
+    lines += [f"{indent}  - {r.code}: {r.message}" for r in decision.reasons]
+    return lines + segment_lines(decision, indent)
+
+
+def segment_lines(decision: Decision, indent: str = "  ") -> list[str]:
+    lines = [f"{indent}segments, in priority order:"]
+    width = max((len(o.segment) for o in decision.explain or ()), default=0)
+    for o in decision.explain or ():
+        words = OUTCOME_WORDS[o.outcome] + (f" ({o.error})" if o.error else "")
+        lines.append(f"{indent}  {o.priority:>5}  {o.segment:<{width}}  {words}")
+    return lines
+
+
+def render(decision: Decision) -> str:
+    """One placement's decision, for a marketer: verdicts, segments, and the content chosen."""
+    consent = next((r for r in decision.reasons if r.code.startswith("consent.")), None)
+    suppression = next((r for r in decision.reasons if r.code.startswith("suppressed.")), None)
+    lines = [f"{decision.placement} ({decision.channel})"]
+    if consent is not None:
+        verdict = (
+            "granted"
+            if consent.code in ("consent.granted", "consent.not_required")
+            else "NOT granted"
+        )
+        lines.append(f"  consent:     {verdict}: {consent.message}")
+    lines.append(
+        f"  suppression: {'SUPPRESSED: ' + suppression.message if suppression else 'none'}"
+    )
+    identity = [r.message for r in decision.reasons if r.code.startswith("identity.")]
+    if identity:
+        lines.insert(1, f"  profile:     {'; '.join(identity)}")
+    lines += segment_lines(decision)
+    chosen = f"segment {decision.segment}" if decision.segment else "no segment"
+    kind = "personalized" if decision.personalized else "default"
+    lines.append(f"  variant: {decision.variant.id} ({kind}; {chosen})")
+    width = max(len(slot) for slot in decision.variant.content)
+    lines += [f"    {slot:<{width}}  {text}" for slot, text in decision.variant.content.items()]
+    return "\n".join(lines)
