@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 from decider.cli import main
@@ -94,3 +95,88 @@ def test_serve_refuses_to_start_on_broken_rules(rules_copy: Path, tmp_path: Path
     assert code == 1
     assert "context.yaml:" in out
     assert "ctx_migration_research" in out
+
+
+def test_decider_test_passes_on_the_shipped_suites() -> None:
+    """`decider test rules` runs every case and ends with the pass/fail count."""
+    code, out = run("test", str(RULES))
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].endswith(" passed, 0 failed")
+
+
+def test_decider_test_shows_a_readable_diff_on_failure(rules_copy: Path) -> None:
+    """A case edited to expect the wrong variant fails: expected, actual, and the trace."""
+    suite = rules_copy / "tests" / "b2b.yaml"
+    suite.write_text(
+        suite.read_text().replace("variant: nurture_pricing,", "variant: nurture_generic,")
+    )
+    code, out = run("test", str(rules_copy))
+    assert code == 1
+    assert "FAIL " in out
+    assert "legitimate interest is an accepted basis for email" in out
+    assert "variant: expected 'nurture_generic', got 'nurture_pricing'" in out
+    assert re.search(r"80  b2b_mid_tier_surge +MATCHED", out)
+    assert out.strip().splitlines()[-1].endswith(" passed, 1 failed")
+
+
+def test_decider_explain_prints_verdicts_segments_and_variant(tmp_path: Path) -> None:
+    """`decider explain` shows consent, suppression, each segment's outcome and the content."""
+    profile = tmp_path / "ada.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "visitor": {
+                    "id": "v-ada",
+                    "consent": [
+                        {
+                            "purpose": "personalization",
+                            "basis": "consent",
+                            "granted_at": "2026-06-01T00:00:00Z",
+                        }
+                    ],
+                },
+                "account": {"id": "acc-1", "traits": {"fit_score": 20}},
+            }
+        )
+    )
+    code, out = run(
+        "explain", str(RULES), "--profile", str(profile), "--placement", "home_hero",
+        "--context", '{"device": "mobile"}', "--now", "2026-11-20T12:00:00Z",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "home_hero (web)" in out
+    assert "consent:     granted" in out
+    assert "suppression: none" in out
+    assert "b2b_out_of_icp" in out
+    assert "variant: home_generic_self_serve (personalized; segment b2b_out_of_icp)" in out
+
+
+def test_decider_explain_by_channel_without_consent(tmp_path: Path) -> None:
+    """Without consent every profile segment reads as skipped; one block per email placement."""
+    code, out = run("explain", str(RULES), "--channel", "email", "--now", "2026-11-20T12:00:00Z")
+    assert code == 0, out
+    assert out.count("(email)") == 3
+    assert "skipped: no consent to read the profile" in out
+
+
+def test_decider_explain_names_a_bad_argument() -> None:
+    """An unknown placement or a context that is not JSON is a clear error, exit 2."""
+    code, out = run("explain", str(RULES), "--placement", "nope")
+    assert code == 2
+    assert "unknown placement 'nope'" in out
+    code, out = run("explain", str(RULES), "--context", "{not json")
+    assert code == 2
+    assert "--context" in out
+
+
+def test_serve_refuses_to_start_when_a_rule_test_fails(rules_copy: Path, tmp_path: Path) -> None:
+    """The rules' own suites run at start: a failing case stops the server, naming the case."""
+    suite = rules_copy / "tests" / "context.yaml"
+    suite.write_text(
+        suite.read_text().replace("variant: home_migration}", "variant: home_generic}")
+    )
+    env = {"DECIDER_PROFILE_DB": str(tmp_path / "p.db")}
+    code, out = run("serve", "--rules", str(rules_copy), "--port", "0", env=env)
+    assert code == 1
+    assert "tests/context.yaml:" in out
+    assert "an anonymous visitor with no consent still gets contextual content" in out

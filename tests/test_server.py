@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,44 +13,14 @@ from decider.cel import new_engine
 from decider.compiler import compile_ruleset
 
 from .conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from .service import running_service
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """`decider serve` on its embedded defaults (bundled rules, seeded SQLite), on loopback."""
-    workdir = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db")}
-    command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(ROOT / "rules")]
-    log = workdir / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"decider serve did not come up:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield client
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=10)
+    with running_service(ROOT / "rules", tmp_path_factory.mktemp("serve")) as running:
+        yield running.client
 
 
 def post(client: httpx.Client, body: dict[str, Any], **headers: str) -> dict[str, Any]:

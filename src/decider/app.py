@@ -119,7 +119,9 @@ def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response
 def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     field = "body" if exc.status_code == 413 else None
     code = "body_too_large" if exc.status_code == 413 else "http_error"
-    return _error(exc.status_code, ErrorDetail(code, str(exc.detail), field))
+    response = _error(exc.status_code, ErrorDetail(code, str(exc.detail), field))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -1,0 +1,58 @@
+"""Run `decider serve` as a real process on loopback, for tests that need the whole service."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Service:
+    def __init__(self, process: subprocess.Popen[bytes], client: httpx.Client, log: Path) -> None:
+        self.process = process
+        self.client = client
+        self.log = log
+
+
+@contextmanager
+def running_service(rules: Path, workdir: Path, **env: str) -> Iterator[Service]:
+    """`decider serve` over `rules`, its SQLite store in `workdir`; stopped on exit."""
+    port = free_port()
+    environ = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db"), **env}
+    log = workdir / f"serve-{port}.log"
+    command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(rules)]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], env=environ, stdout=output, stderr=subprocess.STDOUT
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"decider serve did not come up:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield Service(process, client, log)
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)

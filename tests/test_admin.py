@@ -1,0 +1,74 @@
+"""Admin endpoints in-process: off without a token, guarded with one, segment governance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from decider.app import create_app
+from decider.compiler import CompiledRuleset
+from decider.resolver import Resolver
+from decider.service import Decider
+from decider.settings import Settings
+from decider.store import SqliteProfileStore
+
+from .conftest import NOW, RULES
+
+TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def admin(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[TestClient[Any]]:
+    settings = Settings(rules_dir=RULES, admin_token=TOKEN, watch_rules=False)
+    decider = Decider(ruleset, Resolver(store), clock=lambda: NOW)
+    with TestClient(create_app(settings, decider=decider)) as client:
+        yield client
+
+
+def test_admin_endpoints_are_off_without_a_token(client: TestClient[Any]) -> None:
+    """With no DECIDER_ADMIN_TOKEN the admin routes do not exist."""
+    for path in ("/admin/rules", "/admin/segments"):
+        assert client.get(path, headers=ADMIN).status_code == 404
+    assert client.post("/admin/reload", headers=ADMIN).status_code == 404
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", TOKEN, f"Basic {TOKEN}"])
+def test_admin_endpoints_need_the_bearer_token(admin: TestClient[Any], header: str | None) -> None:
+    """Anything but `Authorization: Bearer <token>` is a 401 with a JSON error."""
+    headers = {"Authorization": header} if header else {}
+    response = admin.get("/admin/rules", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "http_error"
+
+
+def test_admin_rules_describes_the_loaded_ruleset(admin: TestClient[Any]) -> None:
+    """GET /admin/rules: version, engine, load time, files, and no reload yet."""
+    state = admin.get("/admin/rules", headers=ADMIN).json()
+    ruleset = admin.app.state.decider.ruleset
+    assert state["version"] == ruleset.version
+    assert state["engine"] == ruleset.engine.name
+    assert state["files"] == list(ruleset.files)
+    assert state["last_reload"] is None
+    assert state["loaded_at"]
+
+
+def test_admin_segments_reports_wins_and_last_match(admin: TestClient[Any]) -> None:
+    """GET /admin/segments: each segment's owner and purpose, wins since start, last match."""
+    for user in ("u-ada", "u-ada", "u-ben"):
+        body = {"placement": "home_hero", "identity": {"user_id": user}}
+        assert admin.post("/v1/decide", json=body).status_code == 200
+    report = admin.get("/admin/segments", headers=ADMIN).json()
+    assert report["decisions"] == 3
+    by_id = {s["id"]: s for s in report["segments"]}
+    assert set(by_id) == {s.id for s in admin.app.state.decider.ruleset.segments}
+    top = by_id["b2b_top_tier_evaluation"]
+    assert (top["wins"], top["owner"]) == (2, "abm@decider.example")
+    assert top["last_matched"] == NOW.isoformat().replace("+00:00", "Z")
+    assert top["description"].startswith("Top-tier ICP fit")
+    assert by_id["b2b_mid_tier_surge"]["wins"] == 1
+    assert by_id["shop_browser"] == by_id["shop_browser"] | {"wins": 0, "last_matched": None}
