@@ -54,6 +54,7 @@ def test_admin_rules_describes_the_loaded_ruleset(admin: TestClient[Any]) -> Non
     assert state["engine"] == ruleset.engine.name
     assert state["files"] == list(ruleset.files)
     assert state["last_reload"] is None
+    assert state["warnings"] == []
     assert state["loaded_at"]
 
 

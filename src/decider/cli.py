@@ -113,6 +113,8 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
         print(exc, file=out)
         return 1
     ruleset = app.state.decider.ruleset
+    for warning in ruleset.warnings:
+        print(warning, file=out)
     print(
         f"decider: ruleset {ruleset.version} ({len(ruleset.segments)} segments, "
         f"{len(ruleset.placements)} placements, engine {ruleset.engine.name}); "
@@ -128,9 +130,13 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
     try:
         ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     except RulesetError as exc:
-        print(exc, file=out)
+        for problem in sorted(exc.problems + exc.warnings):
+            print(problem, file=out)
         count = len(exc.problems)
-        print(f"{count} problem{'s' if count != 1 else ''} in {args.rules_dir}", file=out)
+        summary = f"{count} problem{'s' if count != 1 else ''}"
+        if exc.warnings:
+            summary += f" and {len(exc.warnings)} warning{'s' if len(exc.warnings) != 1 else ''}"
+        print(f"{summary} in {args.rules_dir}", file=out)
         return 1
     for warning in ruleset.warnings:
         print(warning, file=out)

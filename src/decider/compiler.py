@@ -120,7 +120,7 @@ def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
     builder = _Builder(engine, problems, schema)
     ruleset = builder.build(sources, paths)
     if problems:
-        raise RulesetError(problems)
+        raise RulesetError(problems, builder.warnings)
     return ruleset
 
 

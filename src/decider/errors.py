@@ -64,10 +64,12 @@ class DeciderError(Exception):
 
 
 class RulesetError(DeciderError):
-    """The ruleset is refused; `problems` holds all of them, sorted by place."""
+    """The ruleset is refused; `problems` holds every error, sorted by place, and `warnings`
+    the lint findings made on the way, for a report that shows both."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[Problem], warnings: Iterable[Problem] = ()) -> None:
         self.problems = tuple(sorted(problems))
+        self.warnings = tuple(sorted(warnings))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

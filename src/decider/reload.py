@@ -39,6 +39,7 @@ class RulesState(msgspec.Struct, frozen=True):
     engine: str
     loaded_at: datetime
     files: tuple[str, ...]
+    warnings: tuple[Problem, ...]
     last_reload: ReloadRecord | None
     reloads: int
     failed_reloads: int
@@ -86,6 +87,7 @@ class Reloader:
             engine=ruleset.engine.name,
             loaded_at=self.loaded_at,
             files=ruleset.files,
+            warnings=ruleset.warnings,
             last_reload=self.last,
             reloads=self.reloads,
             failed_reloads=self.failed,
