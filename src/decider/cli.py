@@ -121,7 +121,8 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
         f"listening on http://{settings.host}:{settings.port}",
         file=out,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # no access log: it would write client IP addresses, which are personal data
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     return 0
 
 

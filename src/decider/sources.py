@@ -7,6 +7,7 @@ when it cannot answer; nothing else escapes.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -15,6 +16,9 @@ import msgspec
 
 from decider.errors import ProfileSourceError
 from decider.profile import AccountProfile, VisitorProfile
+
+# httpx logs every request URL at INFO; ours carry visitor ids and email hashes.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 AliasKind = Literal["user_id", "email_sha256"]
 T = TypeVar("T")
