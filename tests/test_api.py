@@ -19,6 +19,7 @@ from decider.resolver import Resolver
 from decider.service import Decider
 from decider.settings import Settings
 from decider.sources import AliasKind
+from decider.store import SqliteProfileStore, parse_profiles
 
 from .conftest import NOW, RULES
 
@@ -298,3 +299,24 @@ def test_http_profile_source_is_wired_from_settings(ruleset: CompiledRuleset) ->
         decide(test_client, {"placement": "home_hero", "identity": {"visitor_id": "v-1"}})
     assert first["segment"] == "b2b_out_of_icp"
     assert seen == ["/visitors/v-1", "/accounts/acc-1"]  # the second call hit the cache
+
+
+def test_an_unsubscribed_email_is_suppressed_even_when_a_user_id_wins(
+    client: Client, store: SqliteProfileStore
+) -> None:
+    """Two ids naming two people: the stitch follows user_id, suppression checks both."""
+    pat_sha = hashlib.sha256(b"pat@example.com").hexdigest()
+    records = [
+        {"kind": "visitor", "id": "v-pat-crm", "user_ids": ["u-pat"]},
+        {
+            "kind": "visitor",
+            "id": "v-pat-esp",
+            "email_sha256": [pat_sha],
+            "flags": ["unsubscribed"],
+        },
+    ]
+    store.import_records(parse_profiles("\n".join(map(json.dumps, records)).encode(), "t"))
+    body = {"placement": "nurture_email", "identity": {"user_id": "u-pat", "email_sha256": pat_sha}}
+    decision = decide(client, body)
+    assert decision["suppressed"] is True
+    assert {"identity.conflict", "suppressed.flag"} <= set(codes(decision))

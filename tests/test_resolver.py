@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from typing import TypeVar
 
+import msgspec
 import pytest
 
 from decider.errors import ProfileSourceError
@@ -114,10 +115,13 @@ def test_email_hash_stitches_to_its_visitor(resolver: Resolver) -> None:
 def test_user_id_wins_over_an_email_hash_of_another_visitor(
     resolver: Resolver, source: FakeSource
 ) -> None:
-    """user_id is tried before email_sha256, and the first stitched visitor ends the search."""
+    """user_id wins the stitch, but the email's own visitor is still checked: its flags count."""
+    source.visitors["v-ben"] = msgspec.structs.replace(BEN, flags=frozenset({"unsubscribed"}))
     found = resolve(resolver, Identity(user_id="u-ada", email_sha256=BEN_EMAIL))
     assert (found.visitor, found.account) == (ADA, NORTHWIND)
-    assert source.calls["alias"] == 1
+    assert source.calls["alias"] == 2
+    assert "identity.conflict" in codes(found)
+    assert "unsubscribed" in found.flags
 
 
 def test_unknown_user_id_falls_back_to_email_hash(resolver: Resolver) -> None:

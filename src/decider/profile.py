@@ -73,8 +73,14 @@ class Resolution(msgspec.Struct, frozen=True):
     account: AccountProfile | None = None
     stale: bool = False
     notes: tuple[Reason, ...] = ()
+    linked_flags: frozenset[str] = frozenset()
 
     @property
     def flags(self) -> frozenset[str]:
-        visitor = self.visitor.flags if self.visitor else frozenset()
-        return visitor | self.account.flags if self.account else visitor
+        """Flags of the visitor, its account, and any other visitor the request's ids named."""
+        flags = self.linked_flags
+        if self.visitor is not None:
+            flags |= self.visitor.flags
+        if self.account is not None:
+            flags |= self.account.flags
+        return flags

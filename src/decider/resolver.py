@@ -57,8 +57,24 @@ class Resolver:
 
     async def _resolve(self, identity: Identity, deadline: float) -> Resolution:
         notes: list[Reason] = []
+        found, stale = await self._visitors(identity, deadline, notes)
+        visitor, linked = _stitch(identity, found, notes)
+        account, account_stale = await self._account(identity, visitor, deadline, notes)
+        if stale or account_stale:
+            notes.append(
+                Reason("identity.stale", "the profile source failed; cached data served stale")
+            )
+        status: Status = "resolved" if visitor or account else "unknown"
+        return Resolution(status, visitor, account, stale or account_stale, tuple(notes), linked)
+
+    async def _visitors(
+        self, identity: Identity, deadline: float, notes: list[Reason]
+    ) -> tuple[list[tuple[str, VisitorProfile]], bool]:
+        """Every visitor the request's ids name, strongest id first. Every id is looked up,
+        so each person named is checked for suppression: an unsubscribed email hash must not
+        hide behind a user id that wins the stitch."""
+        found: list[tuple[str, VisitorProfile]] = []
         stale = False
-        visitor: VisitorProfile | None = None
         for kind in _ALIASES:
             value = getattr(identity, kind)
             if value is None:
@@ -68,35 +84,30 @@ class Resolver:
             if link.value is None:
                 notes.append(Reason("identity.unknown", f"no visitor is linked to this {kind}"))
                 continue
-            found = await self.visitors.get(link.value, deadline)
-            stale |= found.stale
-            if found.value is None:
+            hit = await self.visitors.get(link.value, deadline)
+            stale |= hit.stale
+            if hit.value is None:
                 notes.append(
                     Reason("identity.dangling", f"{kind} links to visitor {link.value}, not found")
                 )
             else:
-                visitor = found.value
-                notes.append(
-                    Reason("identity.stitched", f"{kind} is linked to visitor {visitor.id}")
-                )
-                if identity.visitor_id and identity.visitor_id != visitor.id:
-                    notes.append(
-                        Reason(
-                            "identity.merged",
-                            f"visitor_id {identity.visitor_id} is read as {visitor.id}: "
-                            f"the known {kind} wins over the anonymous id",
-                        )
-                    )
-                break
-        if visitor is None and identity.visitor_id:
-            found = await self.visitors.get(identity.visitor_id, deadline)
-            stale |= found.stale
-            visitor = found.value
-            if visitor is None:
+                found.append((kind, hit.value))
+        if identity.visitor_id:
+            hit = await self.visitors.get(identity.visitor_id, deadline)
+            stale |= hit.stale
+            if hit.value is not None:
+                found.append(("visitor_id", hit.value))
+            elif not found:
                 notes.append(Reason("identity.unknown", "no profile for this visitor_id"))
-            else:
-                notes.append(Reason("identity.visitor", f"visitor {visitor.id}"))
+        return found, stale
 
+    async def _account(
+        self,
+        identity: Identity,
+        visitor: VisitorProfile | None,
+        deadline: float,
+        notes: list[Reason],
+    ) -> tuple[AccountProfile | None, bool]:
         account_id = visitor.account_id if visitor and visitor.account_id else identity.account_id
         if visitor and visitor.account_id and identity.account_id not in (None, visitor.account_id):
             notes.append(
@@ -106,18 +117,45 @@ class Resolver:
                     f"account_id {identity.account_id}",
                 )
             )
-        account: AccountProfile | None = None
-        if account_id:
-            found_account = await self.accounts.get(account_id, deadline)
-            stale |= found_account.stale
-            account = found_account.value
-            if account is None:
-                notes.append(Reason("identity.unknown", f"no profile for account {account_id}"))
-            else:
-                notes.append(Reason("identity.account", f"account {account.id}"))
-        if stale:
-            notes.append(
-                Reason("identity.stale", "the profile source failed; cached data served stale")
+        if not account_id:
+            return None, False
+        hit = await self.accounts.get(account_id, deadline)
+        if hit.value is None:
+            notes.append(Reason("identity.unknown", f"no profile for account {account_id}"))
+        else:
+            notes.append(Reason("identity.account", f"account {hit.value.id}"))
+        return hit.value, hit.stale
+
+
+def _stitch(
+    identity: Identity, found: list[tuple[str, VisitorProfile]], notes: list[Reason]
+) -> tuple[VisitorProfile | None, frozenset[str]]:
+    """The strongest id's visitor, and the flags of any other visitor the ids named."""
+    if not found:
+        return None, frozenset()
+    kind, visitor = found[0]
+    if kind == "visitor_id":
+        notes.append(Reason("identity.visitor", f"visitor {visitor.id}"))
+    else:
+        notes.append(Reason("identity.stitched", f"{kind} is linked to visitor {visitor.id}"))
+    if identity.visitor_id and identity.visitor_id != visitor.id:
+        notes.append(
+            Reason(
+                "identity.merged",
+                f"visitor_id {identity.visitor_id} is read as {visitor.id}: "
+                f"the known {kind} wins over the anonymous id",
             )
-        status: Status = "resolved" if visitor or account else "unknown"
-        return Resolution(status, visitor, account, stale, tuple(notes))
+        )
+    linked: frozenset[str] = frozenset()
+    others = {v.id: (k, v) for k, v in found[1:] if v.id != visitor.id}
+    for other_kind, other in others.values():
+        linked |= other.flags
+        if other_kind != "visitor_id":
+            notes.append(
+                Reason(
+                    "identity.conflict",
+                    f"{other_kind} names another visitor ({other.id}); {visitor.id} is used, "
+                    "and both are checked for suppression",
+                )
+            )
+    return visitor, linked
