@@ -13,7 +13,8 @@ from litestar.testing import TestClient
 
 from decider.app import create_app
 from decider.compiler import CompiledRuleset
-from decider.errors import ProfileSourceError
+from decider.errors import MalformedBody, ProfileSourceError
+from decider.model import decode_request
 from decider.profile import AccountProfile, VisitorProfile
 from decider.resolver import Resolver
 from decider.service import Decider
@@ -181,6 +182,13 @@ BAD_INPUT = [
     ("unknown placement", body(placement="nope"), 422, "placement"),
     ("channel mismatch", body(channel="email"), 422, "channel"),
     ("oversized body", body(context={"x": "a" * 5000}), 413, "body"),
+    (
+        "nested too deep",
+        body(context={"x": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}),
+        422,
+        "context.x.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0",
+    ),
+    ("integer beyond 64 bits", body(context={"n": 2**70}), 422, "context.n"),
 ]
 
 
@@ -199,6 +207,14 @@ def test_bad_input_is_a_4xx_naming_the_field(
     assert error["field"] == field
     assert error["message"]
     assert error["code"]
+
+
+def test_absurd_nesting_is_refused_as_malformed() -> None:
+    """Nesting past the decoder's recursion limit is a 400 on `body`, not a RecursionError."""
+    content = body(context={"x": "DEEP"}).replace(b'"DEEP"', b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(MalformedBody) as caught:
+        decode_request(content)
+    assert (caught.value.status, caught.value.field) == (400, "body")
 
 
 def test_health_readiness_and_openapi(client: Client) -> None:

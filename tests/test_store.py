@@ -242,3 +242,24 @@ def test_unopenable_path_is_a_source_error(tmp_path: Path) -> None:
     """A store path that cannot be opened is a ProfileSourceError, not a sqlite3 error."""
     with pytest.raises(ProfileSourceError, match="cannot open"):
         SqliteProfileStore(tmp_path / "missing-dir" / "profiles.db")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            '{"kind": "visitor", "id": "v", "consent": [{"purpose": "p", "basis": "consent",'
+            ' "granted_at": "2026-06-01T00:00:00"}]}',
+            "timezone",
+        ),
+        ('{"kind": "account", "id": "a", "traits": {"n": 100000000000000000000}}', "64-bit"),
+        ('{"kind": "account", "id": "a", "traits": {"x": ' + "[" * 20 + "]" * 20 + "}}", "nested"),
+    ],
+)
+def test_values_the_rules_cannot_use_are_refused_at_import(line: str, expected: str) -> None:
+    """A timestamp without an offset, a huge integer or deep nesting fails the import, placed."""
+    with pytest.raises(ImportFileError) as caught:
+        parse_profiles(line.encode(), "p.jsonl")
+    (problem,) = caught.value.problems
+    assert problem.startswith("p.jsonl:1:")
+    assert expected in problem

@@ -51,7 +51,7 @@ async def rules_state(request: Request[Any, Any, Any]) -> RulesState:
 @post("/reload", summary="Reload the rules now; 422 if they are refused")
 async def reload_rules(request: Request[Any, Any, Any]) -> Response[RulesState]:
     reloader = _reloader(request)
-    record = reloader.reload("admin")
+    record = await reloader.reload("admin")
     return Response(reloader.state(), status_code=200 if record.ok else 422)
 
 

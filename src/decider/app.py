@@ -176,7 +176,14 @@ def create_app(
             watcher = asyncio.create_task(
                 reloader.watch(stop, debounce_ms=settings.reload_debounce_ms)
             )
-        hangup = _on_sighup(lambda: reloader.reload("sighup"))
+        pending: set[asyncio.Task[object]] = set()
+
+        def on_sighup() -> None:
+            task: asyncio.Task[object] = asyncio.ensure_future(reloader.reload("sighup"))
+            pending.add(task)  # held until done, or it could be collected mid-reload
+            task.add_done_callback(pending.discard)
+
+        hangup = _on_sighup(on_sighup)
         try:
             yield
         finally:

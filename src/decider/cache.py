@@ -74,8 +74,14 @@ class ProfileCache(Generic[K, V]):
             future = asyncio.ensure_future(self._load(key))
             self._inflight[key] = future
             future.add_done_callback(lambda done: self._settle(key, done))
-        async with asyncio.timeout_at(deadline):
-            return await asyncio.shield(future)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            # the loop may have been busy past the deadline while the answer was already in
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()
+            raise
 
     async def _load(self, key: K) -> V | None:
         self.fetches += 1

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,6 +15,7 @@ from decider.cel import ENGINES, new_engine
 from decider.compiler import compile_ruleset
 from decider.errors import DeciderError, ImportFileError, RulesetError
 from decider.explain import Fixture, offline_decision, render, resolution_of
+from decider.model import Instant
 from decider.rules import read_yaml
 from decider.service import utcnow
 from decider.settings import Settings, SettingsError
@@ -171,9 +171,12 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
     ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     try:
         context = msgspec.json.decode(args.context, type=dict[str, Any])
-        now = msgspec.convert(args.now, datetime) if args.now else utcnow()
+        now = msgspec.convert(args.now, Instant) if args.now else utcnow()
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        print(f"decider: --context must be a JSON object and --now RFC 3339: {exc}", file=out)
+        print(
+            f"decider: --context must be a JSON object, --now RFC 3339 with an offset: {exc}",
+            file=out,
+        )
         return 2
     profile = None
     if args.profile is not None:

@@ -6,6 +6,7 @@ typo such as "placment" is an error naming the field instead of a silent default
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -23,6 +24,8 @@ Sha256Hex = Annotated[
 ]
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Purpose = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# a timestamp must say its offset: a naive one cannot be compared with `now`
+Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339, with an offset")]
 
 
 class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -108,9 +111,37 @@ def decode_request(body: bytes) -> DecideRequest:
     if not body.strip():
         raise MalformedBody("body", "request body is empty; expected a JSON object")
     try:
-        return _request_decoder.decode(body)
+        request = _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, path = validation_path(exc)
         raise InvalidRequest(".".join(map(str, path)) or "body", message) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody("body", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody("body", "nested too deeply") from None
+    problem = json_value_problem(request.context, "context")
+    if problem is not None:
+        raise InvalidRequest(*problem)
+    return request
+
+
+MAX_DEPTH = 16
+_INT64 = range(-(2**63), 2**63)
+
+
+def json_value_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """(path, why) if `value` is not one both CEL engines take: integers beyond 64 bits, or
+    nesting deeper than MAX_DEPTH; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if value in _INT64 else (path, "integer out of the 64-bit range")
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            return path, f"nested deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            problem = json_value_problem(item, f"{path}.{key}", depth + 1)
+            if problem is not None:
+                return problem
+    return None

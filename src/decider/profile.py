@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from decider.model import Ident, Reason, Sha256Hex
+from decider.model import Ident, Instant, Reason, Sha256Hex, json_value_problem
 
 
 class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -20,8 +20,8 @@ class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     purpose: str
     basis: str
-    granted_at: datetime
-    expires_at: datetime | None = None
+    granted_at: Instant
+    expires_at: Instant | None = None
 
     def valid_at(self, now: datetime) -> bool:
         return self.granted_at <= now and (self.expires_at is None or now < self.expires_at)
@@ -45,6 +45,12 @@ class AccountProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     id: Ident
     flags: frozenset[str] = frozenset()
     traits: dict[str, Any] = {}
+
+
+def traits_problem(profile: VisitorProfile | AccountProfile) -> str | None:
+    """Why a profile's traits cannot be given to the rules, or None."""
+    problem = json_value_problem(profile.traits, "traits")
+    return f"{problem[0]}: {problem[1]}" if problem else None
 
 
 class VisitorRecord(VisitorProfile, frozen=True, tag_field="kind", tag="visitor"):
@@ -84,3 +90,7 @@ class Resolution(msgspec.Struct, frozen=True):
         if self.account is not None:
             flags |= self.account.flags
         return flags
+
+
+visitor_decoder = msgspec.json.Decoder(VisitorProfile)
+account_decoder = msgspec.json.Decoder(AccountProfile)

@@ -1,10 +1,13 @@
 """Hot reload: build a whole new ruleset, test it, and swap one reference only if all passes.
 
 Triggers: a change under the rules directory (watched, bursts merged), SIGHUP, and
-POST /admin/reload. A failed reload keeps the last good ruleset serving and is recorded,
-logged and counted. Reloads run on the event loop thread: cel-python must compile and
-evaluate on one thread, and one reference swap between two requests means no request ever
-sees half a ruleset.
+POST /admin/reload; one reload runs at a time. A failed reload, whatever the failure, keeps
+the last good ruleset serving and is recorded, logged and counted.
+
+With cel-expr the new ruleset is compiled and tested in a worker thread, with an engine of
+its own, so requests keep flowing meanwhile; cel-python must compile and evaluate on the
+event loop's thread, so there a reload pauses requests for its duration. Either way the
+swap is one reference assignment on the loop: no request sees half a ruleset.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import msgspec
 from watchfiles import Change, awatch
 
+from decider.cel import new_engine
 from decider.errors import Problem, RulesetError
 from decider.service import Decider
 from decider.suites import compile_and_test
@@ -54,23 +58,30 @@ class Reloader:
         self.last: ReloadRecord | None = None
         self.reloads = 0
         self.failed = 0
+        self._lock = asyncio.Lock()
 
-    def reload(self, trigger: str) -> ReloadRecord:
+    async def reload(self, trigger: str) -> ReloadRecord:
         """Try the rules on disk now; swap them in only if they compile and their tests pass."""
-        engine = self.decider.ruleset.engine
-        self.reloads += 1
+        async with self._lock:
+            record = await self._reload(trigger)
+            self.reloads += 1  # counted once the outcome is recorded, never before
+            return record
+
+    async def _reload(self, trigger: str) -> ReloadRecord:
+        name = self.decider.ruleset.engine.name
         try:
-            ruleset = compile_and_test(self.rules_dir, engine)
+            if name == "cel-python":
+                ruleset = compile_and_test(self.rules_dir, new_engine(name))
+            else:
+                ruleset = await asyncio.to_thread(
+                    compile_and_test, self.rules_dir, new_engine(name)
+                )
         except RulesetError as exc:
-            self.failed += 1
-            record = ReloadRecord(self._clock(), False, trigger, exc.problems)
-            log.warning(
-                "reload (%s) refused, still serving %s: %d problem(s), first: %s",
-                trigger,
-                self.decider.ruleset.version,
-                len(exc.problems),
-                exc.problems[0],
-            )
+            return self._refused(trigger, exc.problems)
+        except Exception as exc:  # a bug or an I/O error must not stop reloading for good
+            log.exception("reload (%s) failed", trigger)
+            problem = Problem(str(self.rules_dir), 1, 1, f"reload failed: {exc!r}")
+            return self._refused(trigger, (problem,))
         else:
             previous = self.decider.ruleset.version
             self.decider.ruleset = ruleset
@@ -79,6 +90,18 @@ class Reloader:
             log.info("reload (%s): ruleset %s -> %s", trigger, previous, ruleset.version)
         self.last = record
         return record
+
+    def _refused(self, trigger: str, problems: tuple[Problem, ...]) -> ReloadRecord:
+        self.failed += 1
+        self.last = ReloadRecord(self._clock(), False, trigger, problems)
+        log.warning(
+            "reload (%s) refused, still serving %s: %d problem(s), first: %s",
+            trigger,
+            self.decider.ruleset.version,
+            len(problems),
+            problems[0],
+        )
+        return self.last
 
     def state(self) -> RulesState:
         ruleset = self.decider.ruleset
@@ -102,8 +125,8 @@ class Reloader:
             step=50,
             stop_event=stop,
         ):
-            self.reload("watch")
+            await self.reload("watch")
 
 
 def _is_rule_file(_: Change, path: str) -> bool:
-    return path.endswith((".yaml", ".yml"))
+    return path.endswith(".yaml")

@@ -15,7 +15,13 @@ import httpx
 import msgspec
 
 from decider.errors import ProfileSourceError
-from decider.profile import AccountProfile, VisitorProfile
+from decider.profile import (
+    AccountProfile,
+    VisitorProfile,
+    account_decoder,
+    traits_problem,
+    visitor_decoder,
+)
 
 # httpx logs every request URL at INFO; ours carry visitor ids and email hashes.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -41,8 +47,6 @@ class _Alias(msgspec.Struct, frozen=True):
     visitor_id: str
 
 
-_visitor_decoder = msgspec.json.Decoder(VisitorProfile)
-_account_decoder = msgspec.json.Decoder(AccountProfile)
 _alias_decoder = msgspec.json.Decoder(_Alias)
 
 
@@ -62,10 +66,12 @@ class HttpProfileSource:
         self._client = client
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
-        return await self._get(f"/visitors/{_segment(visitor_id)}", _visitor_decoder)
+        found = await self._get(f"/visitors/{_segment(visitor_id)}", visitor_decoder)
+        return _usable(found)
 
     async def account(self, account_id: str) -> AccountProfile | None:
-        return await self._get(f"/accounts/{_segment(account_id)}", _account_decoder)
+        found = await self._get(f"/accounts/{_segment(account_id)}", account_decoder)
+        return _usable(found)
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = await self._get(f"/identities/{kind}/{_segment(value)}", _alias_decoder)
@@ -102,3 +108,13 @@ def _segment(value: str) -> str:
     """Quote an id as one path segment: '/' and '?' escaped, and dots too, or an id of '..'
     would be resolved away by the URL."""
     return quote(value, safe="").replace(".", "%2E")
+
+
+Profile = TypeVar("Profile", VisitorProfile, AccountProfile)
+
+
+def _usable(profile: Profile | None) -> Profile | None:
+    problem = traits_problem(profile) if profile is not None else None
+    if problem:
+        raise ProfileSourceError(f"profile API sent a body off contract: {problem}")
+    return profile

@@ -24,6 +24,9 @@ from decider.profile import (
     ImportRecord,
     VisitorProfile,
     VisitorRecord,
+    account_decoder,
+    traits_problem,
+    visitor_decoder,
 )
 from decider.sources import AliasKind
 
@@ -37,8 +40,6 @@ CREATE TABLE IF NOT EXISTS aliases (
 """
 
 _record_decoder = msgspec.json.Decoder(ImportRecord)
-_visitor_decoder = msgspec.json.Decoder(VisitorProfile)
-_account_decoder = msgspec.json.Decoder(AccountProfile)
 _encoder = msgspec.json.Encoder()
 P = TypeVar("P", VisitorProfile, AccountProfile)
 
@@ -67,9 +68,15 @@ def parse_profiles(data: bytes, name: str) -> list[ImportRecord]:
         if not line.strip() or line.lstrip().startswith(b"#"):
             continue
         try:
-            records.append(_record_decoder.decode(line))
+            record = _record_decoder.decode(line)
         except msgspec.DecodeError as exc:
             problems.append(f"{name}:{number}: {exc}")
+            continue
+        problem = traits_problem(record)
+        if problem:
+            problems.append(f"{name}:{number}: {problem}")
+        else:
+            records.append(record)
     if problems:
         raise ImportFileError(problems)
     return records
@@ -146,11 +153,11 @@ class SqliteProfileStore:
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         doc = self._one("SELECT doc FROM visitors WHERE id = ?", (visitor_id,))
-        return _visitor_decoder.decode(doc) if doc is not None else None
+        return visitor_decoder.decode(doc) if doc is not None else None
 
     async def account(self, account_id: str) -> AccountProfile | None:
         doc = self._one("SELECT doc FROM accounts WHERE id = ?", (account_id,))
-        return _account_decoder.decode(doc) if doc is not None else None
+        return account_decoder.decode(doc) if doc is not None else None
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = self._one(

@@ -7,7 +7,6 @@ Sec-GPC, and what it expects. Cases run through the same `decide` as the server.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +16,7 @@ from decider.cel import Engine
 from decider.compiler import CompiledRuleset, compile_ruleset
 from decider.errors import InvalidRequest, Problem, RulesetError
 from decider.explain import UNAVAILABLE, Fixture, offline_decision, resolution_of, trace_lines
-from decider.model import Decision
+from decider.model import Decision, Instant
 from decider.rules import display_name, read_yaml
 
 
@@ -31,7 +30,7 @@ class Expect(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class Case(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
     placement: str
-    now: datetime
+    now: Instant
     expect: Expect
     profile: str | Fixture | None = None
     channel: Literal["web", "email"] | None = None
@@ -133,6 +132,8 @@ def _run_case(
         )
     except InvalidRequest as exc:
         return CaseResult(file, line, case.name, None, error=str(exc))
+    except Exception as exc:  # a case that cannot run fails; it must not end the run
+        return CaseResult(file, line, case.name, None, error=f"could not run: {exc!r}")
     return CaseResult(file, line, case.name, decision, tuple(_compare(case.expect, decision)))
 
 
