@@ -268,3 +268,22 @@ def test_fetch_error_reaches_every_coalesced_waiter_and_is_not_cached() -> None:
         assert fetch.calls == ["v1", "v1"]
 
     run(scenario)
+
+
+def test_unknown_ids_do_not_push_known_profiles_out() -> None:
+    """A full cache drops expired unknown-id entries before a known profile."""
+    clock = Clock()
+    fetch = Fetch({"known": "profile"})
+    cache: ProfileCache[str, str] = ProfileCache(
+        fetch, maxsize=3, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL, timer=clock
+    )
+
+    async def scenario() -> None:
+        assert (await cache.get("known")).value == "profile"
+        for anonymous in ("a1", "a2", "a3", "a4"):
+            clock.advance(2 * NEGATIVE_TTL)
+            assert (await cache.get(anonymous)).value is None
+        assert (await cache.get("known")).value == "profile"
+        assert fetch.calls.count("known") == 1
+
+    run(scenario)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import msgspec
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from decider.errors import ProfileSourceError
 
@@ -47,9 +47,15 @@ class ProfileCache(Generic[K, V]):
         self._fetch = fetch
         self._ttl, self._negative_ttl = ttl, negative_ttl
         self._timer = timer
-        self._entries: TTLCache[K, _Entry[V]] = TTLCache(maxsize, ttl + stale_ttl, timer=timer)
+        # an unknown id is kept for negative_ttl only: anonymous cookies, most of the traffic,
+        # must not push known profiles out of the cache
+        self._keep = ttl + stale_ttl
+        self._entries: TLRUCache[K, _Entry[V]] = TLRUCache(maxsize, self._expires, timer=timer)
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self.fetches = 0
+
+    def _expires(self, _: K, entry: _Entry[V], now: float) -> float:
+        return now + (self._keep if entry.value is not None else self._negative_ttl)
 
     async def get(self, key: K, deadline: float | None = None) -> Hit[V]:
         """The value for `key` (None: unknown id). `deadline` is in event-loop time.

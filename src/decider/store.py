@@ -1,7 +1,8 @@
 """The embedded profile store: SQLite, filled from JSONL files, read by point lookups.
 
 Lookups run inline on the event loop: an indexed SQLite read takes tens of microseconds,
-less than a hop to a worker thread, and the cache in front absorbs repeats.
+less than a hop to a worker thread, and the cache in front absorbs repeats. The database is
+in WAL mode, so a running `profiles import` never blocks those reads.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ class SqliteProfileStore:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=1.0
+            )
+            # readers never wait for a writer in WAL mode; writers wait up to `timeout`
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
