@@ -207,6 +207,24 @@ def test_file_shape_errors_are_placed(
             "unknown placement 'no_such_placement'",
         ),
         ("policy.yaml", "    flags: [legal_hold]\n", "", "give `when`, `flags` or both"),
+        (
+            "policy.yaml",
+            "    tags: [acquisition]",
+            "    tags: [acquisiton]",
+            "unknown tag 'acquisiton'",
+        ),
+        (
+            "policy.yaml",
+            "[unsubscribed, do_not",
+            "[unsubscibed, do_not",
+            "unknown flag 'unsubscibed'",
+        ),
+        (
+            "policy.yaml",
+            "    gpc_revokes: [personalization]",
+            "    gpc_revokes: [personalisation]",
+            "'personalisation' is not one of web's purposes",
+        ),
     ],
 )
 def test_meaning_errors_are_placed(

@@ -145,7 +145,7 @@ class _Builder:
         declared = {s.id for source in sources for s in source.rules.segments}
         placements = self._placements(sources, declared)
         policy = self._policy(sources, every_file_read=len(sources) == len(paths))
-        suppressions = self._suppressions(sources, set(placements))
+        suppressions = self._suppressions(sources, placements)
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
         self._lint(sources, ordered, placements)
         return CompiledRuleset(
@@ -289,13 +289,25 @@ class _Builder:
                     Problem(name, 1, 1, "no consent policy: add a `consent:` section")
                 )
             return {}
-        policy = found[0][1]
+        source, policy = found[0]
         assert policy is not None
-        return {"web": policy.web, "email": policy.email}
+        channels = {"web": policy.web, "email": policy.email}
+        for channel, rules in channels.items():
+            for i, purpose in enumerate(rules.gpc_revokes):
+                if purpose not in rules.purposes:
+                    self._problem(
+                        source,
+                        ("consent", channel, "gpc_revokes", i),
+                        f"{purpose!r} is not one of {channel}'s purposes "
+                        f"({', '.join(rules.purposes)}); Sec-GPC would withdraw nothing",
+                    )
+        return channels
 
     def _suppressions(
-        self, sources: list[SourceFile], placements: set[str]
+        self, sources: list[SourceFile], placements: dict[str, CompiledPlacement]
     ) -> list[CompiledSuppression]:
+        tags = {tag for p in placements.values() for tag in p.tags}
+        known_flags = self.schema.flags if self.schema is not None else None
         compiled: list[CompiledSuppression] = []
         seen: set[str] = set()
         for source in sources:
@@ -305,14 +317,21 @@ class _Builder:
                     continue
                 if rule.when is None and not rule.flags:
                     self._problem(source, path, "give `when`, `flags` or both", rule.id)
-                for i, placement in enumerate(rule.placements):
-                    if placement not in placements:
-                        self._problem(
-                            source,
-                            (*path, "placements", i),
-                            f"unknown placement {placement!r}",
-                            rule.id,
-                        )
+                for field, names, known in (
+                    ("placements", rule.placements, set(placements)),
+                    ("tags", rule.tags, tags),
+                    ("flags", rule.flags, known_flags),
+                ):
+                    for i, name in enumerate(names):
+                        if known is not None and name not in known:
+                            # a typo here would quietly switch a suppression off
+                            self._problem(
+                                source,
+                                (*path, field, i),
+                                f"unknown {field[:-1]} {name!r}"
+                                + (f" (known: {', '.join(sorted(known))})" if known else ""),
+                                rule.id,
+                            )
                 condition = None
                 if rule.when is not None:
                     condition = self._condition(source, (*path, "when"), rule.when, rule.id)

@@ -11,6 +11,7 @@ not have, so `account.fit_scor` is caught when written instead of silently never
       fit_score: int
       intent_topics: list
       enrichment: map            # `map` and `any`: fields beneath are not checked
+    flags: [unsubscribed, do_not_contact, bounced, legal_hold]   # what suppressions may name
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ Node = dict[str, Any]
 class Schema(msgspec.Struct, frozen=True):
     file: str
     roots: dict[str, Node]
+    flags: frozenset[str] | None = None
 
     def check(self, ref: Reference) -> str | None:
         """Why `ref` is not in the schema, or None if it is (or is not a profile read)."""
@@ -64,16 +66,22 @@ def read_schema(path: Path, name: str) -> Schema:
     if not isinstance(data, dict):
         raise RulesetError([document.problem((), "expected a map with visitor and account")])
     for key in data:
-        if key not in ("visitor", "account"):
+        if key not in ("visitor", "account", "flags"):
             problems.append(
-                document.problem((key,), f"unknown section {key!r}; use visitor, account")
+                document.problem((key,), f"unknown section {key!r}; use visitor, account, flags")
             )
+    flags = data.get("flags")
+    if flags is not None and not (
+        isinstance(flags, list) and all(isinstance(f, str) for f in flags)
+    ):
+        problems.append(document.problem(("flags",), "flags is a list of flag names"))
+        flags = None
     roots = {root: data.get(root) or {} for root in ("visitor", "account")}
     for root, node in roots.items():
         problems.extend(_check_node(document, (root,), node))
     if problems:
         raise RulesetError(problems)
-    return Schema(name, roots)
+    return Schema(name, roots, frozenset(flags) if flags is not None else None)
 
 
 def _check_node(document: Document, path: Path_, node: Any) -> list[Problem]:
