@@ -181,6 +181,12 @@ BAD_INPUT = [
     ("unknown channel", body(channel="sms"), 422, "channel"),
     ("unknown placement", body(placement="nope"), 422, "placement"),
     ("channel mismatch", body(channel="email"), 422, "channel"),
+    (
+        "banner consent on email",
+        body(placement="nurture_email", consent={"purposes": []}),
+        422,
+        "consent",
+    ),
     ("oversized body", body(context={"x": "a" * 5000}), 413, "body"),
     (
         "nested too deep",

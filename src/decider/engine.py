@@ -46,6 +46,12 @@ def select_placement(
             f"placement {placement.id!r} serves the {placement.channel} channel, "
             f"not {request.channel}",
         )
+    if request.consent is not None and placement.channel != "web":
+        raise InvalidRequest(
+            "consent",
+            f"{placement.channel} decisions use stored consent records only; "
+            "the consent banner's purposes are a web signal",
+        )
     return placement, placement.channel
 
 
