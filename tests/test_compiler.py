@@ -159,6 +159,13 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
             "suppressions:\n  - {id: x, description: y\n",
             "invalid YAML",
         ),
+        (
+            "b2b.yaml",
+            "    priority: 90\n",
+            "    priority: 90\n    priority: 95\n",
+            "duplicate key 'priority'",
+        ),
+        ("saas_trial.yaml", "    slots: [hero, cta]", "    slots: []", "of length >= 1"),
     ],
 )
 def test_file_shape_errors_are_placed(
@@ -207,6 +214,7 @@ def test_file_shape_errors_are_placed(
             "unknown placement 'no_such_placement'",
         ),
         ("policy.yaml", "    flags: [legal_hold]\n", "", "give `when`, `flags` or both"),
+        ("saas_trial.yaml", "    slots: [hero, cta]", "    slots: [hero, hero]", "listed twice"),
         (
             "policy.yaml",
             "    tags: [acquisition]",

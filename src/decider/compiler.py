@@ -226,6 +226,10 @@ class _Builder:
                 allowed = SLOTS[placement.channel]
                 slots = placement.slots if placement.slots is not None else allowed
                 for i, slot in enumerate(slots):
+                    if slot in slots[:i]:
+                        self._problem(
+                            source, (*path, "slots", i), f"slot {slot!r} listed twice", placement.id
+                        )
                     if slot not in allowed:
                         self._problem(
                             source,

@@ -38,7 +38,7 @@ class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     id: RuleId
     channel: Channel
     description: str = ""
-    slots: tuple[str, ...] | None = None
+    slots: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] | None = None
     tags: tuple[str, ...] = ()
     default: Variant
     variants: dict[str, Variant] = {}
@@ -140,6 +140,20 @@ class SourceFile(msgspec.Struct, frozen=True):
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 safe loading, except that timestamps stay strings: profile traits carry RFC 3339
     strings (see decider.profile), and typed fields such as `now` are parsed by msgspec."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A key given twice is an error: YAML would silently keep the last one."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads it from the class
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
