@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,3 +74,17 @@ def test_admin_segments_reports_wins_and_last_match(admin: TestClient[Any]) -> N
     assert top["description"].startswith("Top-tier ICP fit")
     assert by_id["b2b_mid_tier_surge"]["wins"] == 1
     assert by_id["shop_browser"] == by_id["shop_browser"] | {"wins": 0, "last_matched": None}
+
+
+def test_admin_segments_counts_suppressions(admin: TestClient[Any]) -> None:
+    """Each suppression rule reports how often it held, and how often through an error."""
+    unsubscribed = hashlib.sha256(b"max@globex.example").hexdigest()
+    for _ in range(2):
+        body = {"placement": "nurture_email", "identity": {"email_sha256": unsubscribed}}
+        assert admin.post("/v1/decide", json=body).json()["suppressed"] is True
+    report = admin.get("/admin/segments", headers=ADMIN).json()
+    by_id = {s["id"]: s for s in report["suppressions"]}
+    assert by_id["email_opt_outs"] | {"description": ""} == {
+        "id": "email_opt_outs", "description": "", "hits": 2, "errors": 0
+    }  # fmt: skip
+    assert by_id["customers_no_acquisition"]["hits"] == 0

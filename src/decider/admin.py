@@ -30,12 +30,21 @@ class SegmentUsage(msgspec.Struct, frozen=True):
     last_matched: datetime | None
 
 
+class SuppressionUsage(msgspec.Struct, frozen=True):
+    id: str
+    description: str
+    hits: int
+    errors: int
+
+
 class SegmentsReport(msgspec.Struct, frozen=True):
-    """Which segments earn their keep: wins and last match since the service started."""
+    """Which segments earn their keep: wins and last match since the service started; and
+    how often each suppression held (errors: held only because it failed to evaluate)."""
 
     since: datetime
     decisions: int
     segments: tuple[SegmentUsage, ...]
+    suppressions: tuple[SuppressionUsage, ...]
 
 
 def _reloader(request: Request[Any, Any, Any]) -> Reloader:
@@ -75,7 +84,15 @@ async def segments(request: Request[Any, Any, Any]) -> SegmentsReport:
                 last_matched=counted.last_matched if counted else None,
             )
         )
-    return SegmentsReport(stats.started_at, stats.decisions, tuple(usage))
+    suppressions = []
+    for rule in decider.ruleset.suppressions:
+        held = stats.suppressions.get(rule.id)
+        suppressions.append(
+            SuppressionUsage(
+                rule.id, rule.description, held.hits if held else 0, held.errors if held else 0
+            )
+        )
+    return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
 
 
 def admin_router(token: str) -> Router:

@@ -37,17 +37,14 @@ from decider.schema import Schema, read_schema
 
 
 class Condition(msgspec.Struct, frozen=True):
-    """A compiled CEL condition and what it reads."""
+    """A compiled CEL condition and what it reads.
 
-    source: str
+    `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
+    """
+
     program: Program
-    references: tuple[Reference, ...]
     reads: frozenset[str]
-
-    @property
-    def needs_profile(self) -> bool:
-        """True if it reads `visitor` or `account`: then it needs the channel's consent."""
-        return not self.reads.isdisjoint(PROFILE_VARIABLES)
+    needs_profile: bool
 
 
 class CompiledSegment(msgspec.Struct, frozen=True):
@@ -58,17 +55,6 @@ class CompiledSegment(msgspec.Struct, frozen=True):
     file: str
     line: int
     condition: Condition
-
-
-class CompiledPlacement(msgspec.Struct, frozen=True):
-    """A placement with each segment variant already filled out from the default."""
-
-    id: str
-    channel: Channel
-    slots: tuple[str, ...]
-    tags: frozenset[str]
-    default: Variant
-    variants: dict[str, Variant]
 
 
 class CompiledSuppression(msgspec.Struct, frozen=True):
@@ -86,6 +72,19 @@ class CompiledSuppression(msgspec.Struct, frozen=True):
             and (not self.placements or placement.id in self.placements)
             and (not self.tags or not self.tags.isdisjoint(placement.tags))
         )
+
+
+class CompiledPlacement(msgspec.Struct, frozen=True):
+    """A placement with each segment variant already filled out from the default, and the
+    suppressions that apply to it, in file order."""
+
+    id: str
+    channel: Channel
+    slots: tuple[str, ...]
+    tags: frozenset[str]
+    default: Variant
+    variants: dict[str, Variant]
+    suppressions: tuple[CompiledSuppression, ...] = ()
 
 
 class CompiledRuleset(msgspec.Struct, frozen=True):
@@ -146,6 +145,12 @@ class _Builder:
         placements = self._placements(sources, declared)
         policy = self._policy(sources, every_file_read=len(sources) == len(paths))
         suppressions = self._suppressions(sources, placements)
+        placements = {
+            key: msgspec.structs.replace(
+                p, suppressions=tuple(s for s in suppressions if s.applies_to(p))
+            )
+            for key, p in placements.items()
+        }
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
         self._lint(sources, ordered, placements)
         return CompiledRuleset(
@@ -174,7 +179,8 @@ class _Builder:
             self.problems.append(Problem(source.name, line, column, message, rule))
         if bad:
             return None
-        return Condition(text, program, refs, frozenset(r.root for r in refs))
+        reads = frozenset(r.root for r in refs)
+        return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES))
 
     def _reference_problem(self, ref: Reference) -> str | None:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""

@@ -16,7 +16,7 @@ import msgspec
 from decider.cel import CelEvalError
 from decider.compiler import CompiledPlacement, CompiledRuleset
 from decider.errors import InvalidRequest, UnknownPlacement
-from decider.gate import check_consent, check_suppression
+from decider.gate import Suppressed, check_consent, check_suppression
 from decider.model import Channel, DecideRequest, Decision, Reason, SegmentOutcome
 from decider.profile import Resolution
 
@@ -24,10 +24,42 @@ _EMPTY: dict[str, Any] = {}
 
 
 class Evaluated(msgspec.Struct, frozen=True):
-    """A decision and the outcome of every segment it evaluated (for counting and explain)."""
+    """A decision, the outcome of every segment it evaluated, and the suppression that held,
+    if any (for counting and explain)."""
 
     decision: Decision
     outcomes: tuple[SegmentOutcome, ...]
+    suppression: Suppressed | None = None
+
+
+class _Activations:
+    """The variables bound for CEL, built only when a rule needs them, and at most once."""
+
+    def __init__(
+        self, ruleset: CompiledRuleset, resolution: Resolution, context: Any, now: datetime
+    ) -> None:
+        self._engine, self._resolution = ruleset.engine, resolution
+        self._context, self._now = context, now
+        self._profile: Any = None
+        self._contextual: Any = None
+
+    def profile(self) -> Any:
+        if self._profile is None:
+            visitor = self._resolution.visitor
+            account = self._resolution.account
+            self._profile = self._engine.activation(
+                visitor.traits if visitor else _EMPTY,
+                account.traits if account else _EMPTY,
+                self._context,
+                self._now,
+            )
+        return self._profile
+
+    def contextual(self) -> Any:
+        """Without consent, rules see empty profile maps, whatever they reference."""
+        if self._contextual is None:
+            self._contextual = self._engine.activation(_EMPTY, _EMPTY, self._context, self._now)
+        return self._contextual
 
 
 def select_placement(
@@ -69,22 +101,16 @@ def decide(
     consent = check_consent(ruleset.policy[channel], resolution, request.consent, gpc=gpc, now=now)
     reasons.append(consent.reason)
 
-    visitor = resolution.visitor.traits if resolution.visitor else _EMPTY
-    account = resolution.account.traits if resolution.account else _EMPTY
-    engine = ruleset.engine
-    profile_activation = engine.activation(visitor, account, request.context, now)
-
-    suppression = check_suppression(ruleset, placement, resolution, profile_activation)
+    activations = _Activations(ruleset, resolution, request.context, now)
+    suppression = check_suppression(
+        ruleset.policy[channel], placement, resolution, activations.profile
+    )
     segment: str | None = None
     outcomes: tuple[SegmentOutcome, ...] = ()
     if suppression is not None:
-        reasons.append(suppression)
+        reasons.append(suppression.reason)
     else:
-        activation = (
-            profile_activation
-            if consent.granted
-            else engine.activation(_EMPTY, _EMPTY, request.context, now)
-        )
+        activation = activations.profile() if consent.granted else activations.contextual()
         segment, outcomes = _match(ruleset, activation, consent.granted, everything=request.explain)
         reasons.append(_segment_reason(placement, segment))
     variant = placement.variants.get(segment) if segment else None
@@ -100,7 +126,7 @@ def decide(
         reasons=tuple(reasons),
         explain=_explain(ruleset, outcomes) if request.explain else None,
     )
-    return Evaluated(decision, outcomes)
+    return Evaluated(decision, outcomes, suppression)
 
 
 def _segment_reason(placement: CompiledPlacement, segment: str | None) -> Reason:

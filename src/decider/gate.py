@@ -10,13 +10,14 @@ marketing. A suppression rule that fails to evaluate suppresses (fail closed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from decider.cel import CelEvalError
-from decider.compiler import CompiledPlacement, CompiledRuleset
+from decider.compiler import CompiledPlacement
 from decider.model import ConsentSignal, Reason
 from decider.profile import Resolution
 from decider.rules import ChannelPolicy
@@ -67,35 +68,44 @@ def check_consent(
     return ConsentVerdict(False, Reason("consent.denied", message))
 
 
+class Suppressed(msgspec.Struct, frozen=True):
+    """Why a request must not get the placement's message; `rule` is None when it is the
+    channel's policy (an unavailable profile), `error` when the rule failed to evaluate."""
+
+    reason: Reason
+    rule: str | None = None
+    error: bool = False
+
+
 def check_suppression(
-    ruleset: CompiledRuleset,
+    policy: ChannelPolicy,
     placement: CompiledPlacement,
     resolution: Resolution,
-    activation: Any,
-) -> Reason | None:
+    profile_activation: Callable[[], Any],
+) -> Suppressed | None:
     """The first reason this request must not get the placement's message, or None."""
-    policy = ruleset.policy[placement.channel]
     if resolution.status == "unavailable" and policy.suppress_if_profile_unavailable:
-        return Reason(
-            "suppressed.profile_unavailable",
-            f"{placement.channel} suppresses when suppression status cannot be checked",
+        return Suppressed(
+            Reason(
+                "suppressed.profile_unavailable",
+                f"{placement.channel} suppresses when suppression status cannot be checked",
+            )
         )
     flags = resolution.flags
-    for rule in ruleset.suppressions:
-        if not rule.applies_to(placement):
-            continue
+    for rule in placement.suppressions:
         hit = sorted(rule.flags & flags)
         if hit:
-            return Reason("suppressed.flag", f"{rule.id}: profile is flagged {', '.join(hit)}")
+            message = f"{rule.id}: profile is flagged {', '.join(hit)}"
+            return Suppressed(Reason("suppressed.flag", message), rule.id)
         if rule.condition is None:
             continue
         if rule.condition.needs_profile and resolution.status != "resolved":
             continue
         try:
-            if rule.condition.program.matches(activation):
-                return Reason("suppressed.rule", f"{rule.id}: {rule.description}")
+            if rule.condition.program.matches(profile_activation()):
+                message = f"{rule.id}: {rule.description}"
+                return Suppressed(Reason("suppressed.rule", message), rule.id)
         except CelEvalError as exc:
-            return Reason(
-                "suppressed.rule_error", f"{rule.id} could not be evaluated ({exc}); fail closed"
-            )
+            message = f"{rule.id} could not be evaluated ({exc}); fail closed"
+            return Suppressed(Reason("suppressed.rule_error", message), rule.id, error=True)
     return None

@@ -1,4 +1,5 @@
-"""Counters a running service keeps about its segments: wins, evaluation errors, last match."""
+"""Counters a running service keeps: per segment wins, evaluation errors and last match; per
+suppression rule how often it held and how often it held only because it failed to evaluate."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ class SegmentStats(msgspec.Struct):
     last_matched: datetime | None = None
 
 
+class SuppressionStats(msgspec.Struct):
+    hits: int = 0
+    errors: int = 0
+
+
 class Stats:
     """Mutated only on the event loop thread, so plain counters suffice."""
 
@@ -22,12 +28,18 @@ class Stats:
         self.started_at = started_at
         self.decisions = 0
         self.segments: dict[str, SegmentStats] = {}
+        self.suppressions: dict[str, SuppressionStats] = {}
 
     def record(self, evaluated: Evaluated, now: datetime) -> None:
         self.decisions += 1
         for outcome in evaluated.outcomes:
             if outcome.outcome == "error":
                 self._segment(outcome.segment).errors += 1
+        suppressed = evaluated.suppression
+        if suppressed is not None and suppressed.rule is not None:
+            counted = self.suppressions.setdefault(suppressed.rule, SuppressionStats())
+            counted.hits += 1
+            counted.errors += suppressed.error
         segment = evaluated.decision.segment
         if segment is not None:
             stats = self._segment(segment)
