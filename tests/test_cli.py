@@ -180,3 +180,15 @@ def test_serve_refuses_to_start_when_a_rule_test_fails(rules_copy: Path, tmp_pat
     assert code == 1
     assert "tests/context.yaml:" in out
     assert "an anonymous visitor with no consent still gets contextual content" in out
+
+
+def test_check_fails_when_a_rule_test_fails(rules_copy: Path) -> None:
+    """check loads what the server loads, suites included: a failing case fails the check."""
+    suite = rules_copy / "tests" / "context.yaml"
+    suite.write_text(
+        suite.read_text().replace("variant: home_migration}", "variant: home_generic}")
+    )
+    code, out = run("check", str(rules_copy))
+    assert code == 1
+    assert "rule test 'an anonymous visitor with no consent still gets contextual content'" in out
+    assert f"run `decider test {rules_copy}`" in out

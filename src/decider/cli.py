@@ -1,4 +1,7 @@
-"""The `decider` command: serve, check rules, import profiles. Same core as the server."""
+"""decider: serve decisions; check, test and explain rules; import profiles.
+
+Every command runs the same core as the server, so what `check` accepts is what serves.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from decider.rules import read_yaml
 from decider.service import utcnow
 from decider.settings import Settings, SettingsError
 from decider.store import SqliteProfileStore, parse_profiles
-from decider.suites import format_result, run_suites
+from decider.suites import compile_and_test, format_result, run_suites
 
 
 def main(
@@ -52,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--profile-db", help="SQLite profile store [DECIDER_PROFILE_DB]")
     serve.set_defaults(run=_serve)
 
-    check = commands.add_parser("check", help="compile a rules directory; print every problem")
+    check = commands.add_parser(
+        "check", help="compile, lint and test a rules directory, as the server loads it"
+    )
     check.add_argument("rules_dir", type=Path)
     check.add_argument("--engine", choices=ENGINES, default=None)
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
@@ -128,8 +133,11 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
 
 def _check(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     settings = Settings.from_env(env, engine=args.engine)
+    if not args.rules_dir.is_dir():
+        print(f"decider: {args.rules_dir} is not a directory of rule files", file=out)
+        return 2
     try:
-        ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
+        ruleset = compile_and_test(args.rules_dir, new_engine(settings.engine))
     except RulesetError as exc:
         for problem in sorted(exc.problems + exc.warnings):
             print(problem, file=out)
@@ -138,6 +146,8 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
         if exc.warnings:
             summary += f" and {len(exc.warnings)} warning{'s' if len(exc.warnings) != 1 else ''}"
         print(f"{summary} in {args.rules_dir}", file=out)
+        if any("rule test" in p.message for p in exc.problems):
+            print(f"run `decider test {args.rules_dir}` to see each failing case", file=out)
         return 1
     for warning in ruleset.warnings:
         print(warning, file=out)

@@ -51,16 +51,17 @@ class Mismatch(msgspec.Struct, frozen=True):
 
 
 class SuiteFile(msgspec.Struct, frozen=True):
-    """A decoded suite and the line each of its cases starts on."""
+    """A decoded suite and the place (line, column) each of its cases starts at."""
 
     name: str
     suite: Suite
-    lines: tuple[int, ...]
+    places: tuple[tuple[int, int], ...]
 
 
 class CaseResult(msgspec.Struct, frozen=True):
     file: str
     line: int
+    column: int
     case: str
     decision: Decision | None
     mismatches: tuple[Mismatch, ...] = ()
@@ -79,14 +80,14 @@ def load_suite(path: Path, name: str) -> SuiteFile:
     """Decode one suite file; a bad one raises RulesetError with its place."""
     document = read_yaml(path, name)
     suite = document.convert(Suite)
-    lines = tuple(document.mark(("cases", i)).line for i in range(len(suite.cases)))
-    return SuiteFile(name, suite, lines)
+    marks = (document.mark(("cases", i)) for i in range(len(suite.cases)))
+    return SuiteFile(name, suite, tuple((m.line, m.column) for m in marks))
 
 
 def run_suite(ruleset: CompiledRuleset, file: SuiteFile) -> list[CaseResult]:
     return [
-        _run_case(ruleset, file.suite, case, file.name, line)
-        for case, line in zip(file.suite.cases, file.lines, strict=True)
+        _run_case(ruleset, file.suite, case, file.name, place)
+        for case, place in zip(file.suite.cases, file.places, strict=True)
     ]
 
 
@@ -108,12 +109,12 @@ def run_suites(ruleset: CompiledRuleset, rules_dir: Path) -> list[CaseResult]:
 
 
 def _run_case(
-    ruleset: CompiledRuleset, suite: Suite, case: Case, file: str, line: int
+    ruleset: CompiledRuleset, suite: Suite, case: Case, file: str, place: tuple[int, int]
 ) -> CaseResult:
     profile = case.profile
     if isinstance(profile, str) and profile != UNAVAILABLE:
         if profile not in suite.fixtures:
-            return CaseResult(file, line, case.name, None, error=f"no fixture named {profile!r}")
+            return CaseResult(file, *place, case.name, None, error=f"no fixture named {profile!r}")
         profile = suite.fixtures[profile]
     resolution = resolution_of(
         profile if isinstance(profile, Fixture) else None, unavailable=profile == UNAVAILABLE
@@ -131,10 +132,10 @@ def _run_case(
             decision_id=case.name,
         )
     except InvalidRequest as exc:
-        return CaseResult(file, line, case.name, None, error=str(exc))
+        return CaseResult(file, *place, case.name, None, error=str(exc))
     except Exception as exc:  # a case that cannot run fails; it must not end the run
-        return CaseResult(file, line, case.name, None, error=f"could not run: {exc!r}")
-    return CaseResult(file, line, case.name, decision, tuple(_compare(case.expect, decision)))
+        return CaseResult(file, *place, case.name, None, error=f"could not run: {exc!r}")
+    return CaseResult(file, *place, case.name, decision, tuple(_compare(case.expect, decision)))
 
 
 def _compare(expect: Expect, decision: Decision) -> list[Mismatch]:
@@ -169,7 +170,9 @@ def failure_problem(result: CaseResult) -> Problem:
     what = result.error or "; ".join(
         f"{m.field} expected {m.expected!r}, got {m.actual!r}" for m in result.mismatches
     )
-    return Problem(result.file, result.line, 5, f"rule test {result.case!r} fails: {what}")
+    return Problem(
+        result.file, result.line, result.column, f"rule test {result.case!r} fails: {what}"
+    )
 
 
 def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
@@ -177,7 +180,11 @@ def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
 
     Raises RulesetError with every compile problem, or else every failing case."""
     ruleset = compile_ruleset(rules_dir, engine)
-    failures = [failure_problem(r) for r in run_suites(ruleset, rules_dir) if not r.passed]
+    try:
+        results = run_suites(ruleset, rules_dir)
+    except RulesetError as exc:
+        raise RulesetError(exc.problems, ruleset.warnings) from None
+    failures = [failure_problem(r) for r in results if not r.passed]
     if failures:
-        raise RulesetError(failures)
+        raise RulesetError(failures, ruleset.warnings)
     return ruleset
