@@ -236,6 +236,9 @@ def test_health_readiness_and_openapi(client: Client) -> None:
     identity = request_schema["properties"]["identity"]
     assert set(identity["properties"]) == {"visitor_id", "user_id", "email_sha256", "account_id"}
     assert "Decision" in spec["components"]["schemas"]
+    responses = spec["paths"]["/v1/decide"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "413", "422"}
+    assert "ErrorBody" in spec["components"]["schemas"]
 
 
 class FailingSource:

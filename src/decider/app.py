@@ -18,7 +18,7 @@ import httpx
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -81,7 +81,20 @@ def _decider(request: Request[Any, Any, Any]) -> Decider:
     return decider
 
 
-@post("/v1/decide", status_code=200, operation_class=_DecideOperation, summary="Decide")
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="The body is not JSON, or nested too deeply"),
+    413: ResponseSpec(ErrorBody, description="The body is larger than DECIDER_MAX_BODY_BYTES"),
+    422: ResponseSpec(ErrorBody, description="A field is wrong; `error.field` names it"),
+}
+
+
+@post(
+    "/v1/decide",
+    status_code=200,
+    operation_class=_DecideOperation,
+    summary="Decide",
+    responses=_ERRORS,
+)
 async def decide_endpoint(request: Request[Any, Any, Any]) -> Decision:
     """One decision: who is asking, consent and suppression, segment, variant, and why."""
     body = decode_request(await request.body())
@@ -144,7 +157,9 @@ def build_source(settings: Settings, http_client: httpx.AsyncClient | None) -> P
             ),
         )
         return HttpProfileSource(client)
-    return SqliteProfileStore.open_seeded(settings.profile_db, utcnow())
+    if settings.seed_samples:
+        return SqliteProfileStore.open_seeded(settings.profile_db, utcnow())
+    return SqliteProfileStore(settings.profile_db)
 
 
 def create_app(

@@ -70,10 +70,6 @@ class Reference(msgspec.Struct, frozen=True):
     line: int
     column: int
 
-    @property
-    def dotted(self) -> str:
-        return ".".join((self.root, *self.path))
-
 
 class Program(Protocol):
     def matches(self, activation: Any) -> bool:

@@ -6,6 +6,7 @@ Every command runs the same core as the server, so what `check` accepts is what 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -114,9 +115,13 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
     try:
         app = create_app(settings)
     except RulesetError as exc:
-        print(f"decider: refusing to start; the rules in {settings.rules_dir} have problems:")
+        print(
+            f"decider: refusing to start; the rules in {settings.rules_dir} have problems:",
+            file=out,
+        )
         print(exc, file=out)
         return 1
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     ruleset = app.state.decider.ruleset
     for warning in ruleset.warnings:
         print(warning, file=out)

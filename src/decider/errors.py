@@ -2,14 +2,16 @@
 
     DeciderError
     ├── RulesetError          the rules cannot be loaded; carries every Problem at once
-    ├── InvalidRequest        a caller sent something we cannot answer; names the field
-    │   ├── MalformedBody     not JSON, or not the shape of the request
+    ├── InvalidRequest        a caller sent something we cannot answer; names the field (422)
+    │   ├── MalformedBody     empty, not JSON, or nested past the decoder's limit (400)
     │   └── UnknownPlacement  the placement is not in the loaded rules
     ├── ProfileSourceError    the profile store or API failed (not "unknown id")
     └── ImportFileError       a profiles file has bad lines; carries every one
 
-Foreign exceptions (httpx, sqlite3, the CEL runtimes, msgspec) are translated into
-these in the module that imports that library, so callers handle one family.
+Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
+compile and evaluation errors) are translated into these, or into CelCompileErrors and
+CelEvalError (decider.cel), in the module that meets them, so callers handle one family.
+Anything else is a bug: the HTTP layer answers it with a JSON 500 and logs it.
 """
 
 from __future__ import annotations

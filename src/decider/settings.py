@@ -12,10 +12,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from decider.errors import validation_path
 from decider.resolver import CacheSettings
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PREFIX = "DECIDER_"
+_NO_API_URL = "the http profile source needs DECIDER_PROFILE_API_URL"
 
 
 class SettingsError(ValueError):
@@ -29,7 +31,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     profile_source: Literal["sqlite", "http"] = "sqlite"
     profile_db: Path = Path("decider.db")
-    profile_api_url: str | None = None
+    profile_api_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+\S*$")] | None = None
     profile_api_token: str | None = None
     profile_api_timeout: Positive = 0.2
     profile_budget_ms: Positive = 50.0
@@ -42,9 +44,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     watch_rules: bool = True
     reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0)] = 200
 
+    seed_samples: bool = True
+
     def __post_init__(self) -> None:
         if self.profile_source == "http" and not self.profile_api_url:
-            raise ValueError("profile_source is http but profile_api_url is not set")
+            raise ValueError(_NO_API_URL)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
@@ -55,13 +59,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if raw not in (None, ""):
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("profile_source") == "http" and not values.get("profile_api_url"):
+            raise SettingsError(f"{PREFIX}PROFILE_API_URL: {_NO_API_URL}")
         try:
             return msgspec.convert(values, cls, strict=False, dec_hook=_paths)
         except msgspec.ValidationError as exc:
-            message, _, where = str(exc).rpartition(" - at `$.")
-            field = where.rstrip("`")
-            if not message:  # raised by __post_init__, without a path
-                message, field = str(exc), "profile_api_url"
+            message, path = validation_path(exc)
+            field = str(path[0]) if path else "?"
             raise SettingsError(f"{PREFIX}{field.upper()}: {message}") from None
 
     @property
