@@ -54,6 +54,7 @@ def generated_rules(target: Path, count: int) -> Path:
         "placements:",
         "  - id: home_hero",
         "    channel: web",
+        "    tags: [acquisition]",
         "    default: {id: d, content: {hero: h, cta: c, proof: p}}",
         "    variants:",
         "      gen_last: {id: last, content: {hero: H}}",
