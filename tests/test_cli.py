@@ -167,6 +167,9 @@ def test_decider_explain_names_a_bad_argument() -> None:
     code, out = run("explain", str(RULES), "--context", "{not json")
     assert code == 2
     assert "--context" in out
+    code, out = run("explain", str(RULES), "--context", '{"n": 100000000000000000000000}')
+    assert code == 2
+    assert "context.n: integer out of the 64-bit range" in out
 
 
 def test_serve_refuses_to_start_when_a_rule_test_fails(rules_copy: Path, tmp_path: Path) -> None:

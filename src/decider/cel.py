@@ -78,6 +78,9 @@ class Program(Protocol):
 
 class Engine(Protocol):
     name: str
+    # may a new ruleset be compiled and tested on another thread while this engine's
+    # programs evaluate on the event loop?
+    off_loop: bool
 
     def compile(self, source: str) -> Program:
         """Compile once, at load. Raises CelCompileErrors."""
@@ -123,6 +126,7 @@ class _CelExprProgram:
 
 class CelExprEngine:
     name = "cel-expr"
+    off_loop = True
 
     def __init__(self) -> None:
         dyn_map = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
@@ -237,6 +241,7 @@ def _celpy_message(exc: BaseException) -> str:
 
 class CelPythonEngine:
     name = "cel-python"
+    off_loop = False  # celpy's compiled runner writes module globals when it evaluates
 
     def compile(self, source: str) -> Program:
         try:

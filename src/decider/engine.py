@@ -17,7 +17,14 @@ from decider.cel import CelEvalError
 from decider.compiler import CompiledPlacement, CompiledRuleset
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.gate import Suppressed, check_consent, check_suppression
-from decider.model import Channel, DecideRequest, Decision, Reason, SegmentOutcome
+from decider.model import (
+    Channel,
+    DecideRequest,
+    Decision,
+    Reason,
+    SegmentOutcome,
+    json_value_problem,
+)
 from decider.profile import Resolution
 
 _EMPTY: dict[str, Any] = {}
@@ -65,7 +72,9 @@ class _Activations:
 def select_placement(
     ruleset: CompiledRuleset, request: DecideRequest
 ) -> tuple[CompiledPlacement, Channel]:
-    """Check the placement and channel before any profile lookup is spent on the request."""
+    """Check the request against the ruleset, before any profile lookup is spent on it: the
+    placement, the channel, the consent signal, and context values both engines can take.
+    Every way into `decide` (the API, rule tests, explain) passes here."""
     placement = ruleset.placements.get(request.placement)
     if placement is None:
         known = ", ".join(sorted(ruleset.placements))
@@ -84,6 +93,9 @@ def select_placement(
             f"{placement.channel} decisions use stored consent records only; "
             "the consent banner's purposes are a web signal",
         )
+    problem = json_value_problem(request.context, "context")
+    if problem is not None:
+        raise InvalidRequest(*problem)
     return placement, placement.channel
 
 

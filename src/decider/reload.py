@@ -68,14 +68,12 @@ class Reloader:
             return record
 
     async def _reload(self, trigger: str) -> ReloadRecord:
-        name = self.decider.ruleset.engine.name
+        engine = new_engine(self.decider.ruleset.engine.name)
         try:
-            if name == "cel-python":
-                ruleset = compile_and_test(self.rules_dir, new_engine(name))
+            if engine.off_loop:
+                ruleset = await asyncio.to_thread(compile_and_test, self.rules_dir, engine)
             else:
-                ruleset = await asyncio.to_thread(
-                    compile_and_test, self.rules_dir, new_engine(name)
-                )
+                ruleset = compile_and_test(self.rules_dir, engine)
         except RulesetError as exc:
             return self._refused(trigger, exc.problems)
         except Exception as exc:  # a bug or an I/O error must not stop reloading for good
