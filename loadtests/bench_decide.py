@@ -1,6 +1,6 @@
 """In-process decision time, warm profile cache, on both CEL engines.
 
-Reports numbers; asserts nothing. Run:  python loadtests/bench_decide.py [--n 2000]
+Reports numbers; asserts nothing. Run:  .venv/bin/python loadtests/bench_decide.py [--n 2000]
 
 Rulesets: the shipped sample (13 segments), and a generated one of 200 segments where the
 visitor matches only the last, so every decision evaluates all 200 conditions.
@@ -14,15 +14,14 @@ import shutil
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from decider.cel import ENGINES, new_engine
-from decider.compiler import compile_ruleset
 from decider.model import DecideRequest, Identity
-from decider.resolver import Resolver
+from decider.profiles.sources.memory import MemorySettings
+from decider.rules.cel import ENGINES
 from decider.service import Decider
-from decider.store import SqliteProfileStore
+from decider.settings import Settings
+from decider.wiring import build_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [
@@ -85,9 +84,7 @@ def report(label: str, samples: list[float]) -> None:
 
 
 async def main(n: int) -> None:
-    now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as scratch:
-        store = SqliteProfileStore.open_seeded(Path(scratch) / "bench.db", now)
         rulesets = {
             "sample (13 segments)": ROOT / "rules",
             "generated (200 segments, last matches)": generated_rules(Path(scratch) / "gen", 200),
@@ -95,8 +92,10 @@ async def main(n: int) -> None:
         ada = Identity(user_id="u-ada")
         for label, directory in rulesets.items():
             for engine in ENGINES:
-                ruleset = compile_ruleset(directory, new_engine(engine))
-                decider = Decider(ruleset, Resolver(store, budget=1.0))
+                settings = Settings(
+                    rules_dir=directory, engine=engine, profile=MemorySettings(), watch_rules=False
+                )
+                decider = build_service(settings).decider
                 for explain in (False, True):
                     request = DecideRequest(placement="home_hero", identity=ada, explain=explain)
                     samples = await measure(decider, request, n)

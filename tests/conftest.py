@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 
-from decider.app import create_app
-from decider.cel import ENGINES, new_engine
-from decider.compiler import CompiledRuleset, compile_ruleset
-from decider.resolver import Resolver
-from decider.service import Decider
+from decider.profiles.sources.base import ProfileSource
+from decider.profiles.sources.sqlite import SqliteProfileStore
+from decider.rules.cel import ENGINES, new_engine
+from decider.rules.compiler import compile_ruleset
+from decider.ruleset import CompiledRuleset
+from decider.server.app import create_app
 from decider.settings import Settings
-from decider.store import SqliteProfileStore
+from decider.wiring import build_service
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
@@ -43,14 +47,31 @@ def rules_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteProfileStore:
-    return SqliteProfileStore.open_seeded(tmp_path / "profiles.db", NOW)
+def store(tmp_path: Path) -> Iterator[SqliteProfileStore]:
+    with SqliteProfileStore.open_seeded(tmp_path / "profiles.db", NOW) as store:
+        yield store
+
+
+@contextmanager
+def app_client(
+    ruleset: CompiledRuleset,
+    source: ProfileSource | None = None,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    **settings: Any,
+) -> Iterator[TestClient[Any]]:
+    """The real app, built by the composition root on the given ruleset and source (or the
+    one `settings` name), its clock fixed at NOW and its rules not watched."""
+    options = Settings(rules_dir=RULES, watch_rules=False, **settings)
+    service = build_service(
+        options, source=source, ruleset=ruleset, http_client=http_client, clock=lambda: NOW
+    )
+    with TestClient(create_app(service)) as client:
+        yield client
 
 
 @pytest.fixture
-def client(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def client(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[TestClient[Any]]:
     """The real app over the seeded SQLite store, its clock fixed at NOW."""
-    settings = Settings(rules_dir=RULES, max_body_bytes=4096, watch_rules=False)
-    decider = Decider(ruleset, Resolver(store), clock=lambda: NOW)
-    with TestClient(create_app(settings, decider=decider)) as test_client:
+    with app_client(ruleset, store, max_body_bytes=4096) as test_client:
         yield test_client

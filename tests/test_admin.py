@@ -9,14 +9,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from decider.app import create_app
-from decider.compiler import CompiledRuleset
-from decider.resolver import Resolver
-from decider.service import Decider
-from decider.settings import Settings
-from decider.store import SqliteProfileStore
+from decider.profiles.sources.sqlite import SqliteProfileStore
+from decider.ruleset import CompiledRuleset
 
-from .conftest import NOW, RULES
+from .conftest import NOW, app_client
 
 TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -24,9 +20,7 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def admin(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[TestClient[Any]]:
-    settings = Settings(rules_dir=RULES, admin_token=TOKEN, watch_rules=False)
-    decider = Decider(ruleset, Resolver(store), clock=lambda: NOW)
-    with TestClient(create_app(settings, decider=decider)) as client:
+    with app_client(ruleset, store, admin_token=TOKEN) as client:
         yield client
 
 
@@ -47,10 +41,11 @@ def test_admin_endpoints_need_the_bearer_token(admin: TestClient[Any], header: s
     assert response.json()["error"]["code"] == "http_error"
 
 
-def test_admin_rules_describes_the_loaded_ruleset(admin: TestClient[Any]) -> None:
+def test_admin_rules_describes_the_loaded_ruleset(
+    admin: TestClient[Any], ruleset: CompiledRuleset
+) -> None:
     """GET /admin/rules: version, engine, load time, files, and no reload yet."""
     state = admin.get("/admin/rules", headers=ADMIN).json()
-    ruleset = admin.app.state.decider.ruleset
     assert state["version"] == ruleset.version
     assert state["engine"] == ruleset.engine.name
     assert state["files"] == list(ruleset.files)
@@ -59,7 +54,9 @@ def test_admin_rules_describes_the_loaded_ruleset(admin: TestClient[Any]) -> Non
     assert state["loaded_at"]
 
 
-def test_admin_segments_reports_wins_and_last_match(admin: TestClient[Any]) -> None:
+def test_admin_segments_reports_wins_and_last_match(
+    admin: TestClient[Any], ruleset: CompiledRuleset
+) -> None:
     """GET /admin/segments: each segment's owner and purpose, wins since start, last match."""
     for user in ("u-ada", "u-ada", "u-ben"):
         body = {"placement": "home_hero", "identity": {"user_id": user}}
@@ -67,7 +64,7 @@ def test_admin_segments_reports_wins_and_last_match(admin: TestClient[Any]) -> N
     report = admin.get("/admin/segments", headers=ADMIN).json()
     assert report["decisions"] == 3
     by_id = {s["id"]: s for s in report["segments"]}
-    assert set(by_id) == {s.id for s in admin.app.state.decider.ruleset.segments}
+    assert set(by_id) == {s.id for s in ruleset.segments}
     top = by_id["b2b_top_tier_evaluation"]
     assert (top["wins"], top["owner"]) == (2, "abm@decider.example")
     assert top["last_matched"] == NOW.isoformat().replace("+00:00", "Z")

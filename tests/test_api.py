@@ -11,18 +11,15 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from decider.app import create_app
-from decider.compiler import CompiledRuleset
-from decider.errors import MalformedBody, ProfileSourceError
+from decider.errors import MalformedBody
 from decider.model import decode_request
-from decider.profile import AccountProfile, VisitorProfile
-from decider.resolver import Resolver
-from decider.service import Decider
-from decider.settings import Settings
-from decider.sources import AliasKind
-from decider.store import SqliteProfileStore, parse_profiles
+from decider.profiles.jsonl import parse_profiles, sample_profiles
+from decider.profiles.sources.http import HttpSettings
+from decider.profiles.sources.memory import MemoryProfileSource
+from decider.profiles.sources.sqlite import SqliteProfileStore
+from decider.ruleset import CompiledRuleset
 
-from .conftest import NOW, RULES
+from .conftest import NOW, app_client
 
 MAX_SHA = hashlib.sha256(b"max@globex.example").hexdigest()  # unsubscribed
 ADA_SHA = hashlib.sha256(b"ada@northwind.example").hexdigest()
@@ -41,7 +38,7 @@ def codes(decision: dict[str, Any]) -> list[str]:
     return [r["code"] for r in decision["reasons"]]
 
 
-def test_a_known_visitor_gets_the_segment_variant(client: Client) -> None:
+def test_a_known_visitor_gets_the_segment_variant(client: Client, ruleset: CompiledRuleset) -> None:
     """A logged-in VP of a top-tier account in evaluation gets the named-account hero, and why."""
     decision = decide(client, {"placement": "home_hero", "identity": {"user_id": "u-ada"}})
     assert decision["segment"] == "b2b_top_tier_evaluation"
@@ -51,7 +48,7 @@ def test_a_known_visitor_gets_the_segment_variant(client: Client) -> None:
     assert decision["suppressed"] is False
     assert decision["channel"] == "web"
     assert len(decision["decision_id"]) == 32
-    assert decision["ruleset"] == client.app.state.decider.ruleset.version
+    assert decision["ruleset"] == ruleset.version
     assert codes(decision) == [
         "identity.stitched",
         "identity.account",
@@ -69,13 +66,14 @@ def test_email_hash_stitches_to_the_same_visitor(client: Client) -> None:
     assert set(decision["variant"]["content"]) == {"subject", "opening", "proof", "cta"}
 
 
-def test_explain_lists_every_segment_in_priority_order(client: Client) -> None:
+def test_explain_lists_every_segment_in_priority_order(
+    client: Client, ruleset: CompiledRuleset
+) -> None:
     """With explain, every segment's outcome is listed; the winner is marked matched."""
     decision = decide(
         client, {"placement": "home_hero", "identity": {"user_id": "u-ada"}, "explain": True}
     )
     trace = decision["explain"]
-    ruleset = client.app.state.decider.ruleset
     assert [o["segment"] for o in trace] == [s.id for s in ruleset.segments]
     assert {o["segment"]: o["outcome"] for o in trace}["b2b_top_tier_evaluation"] == "matched"
     assert {o["outcome"] for o in trace} <= {"matched", "not_matched", "error"}
@@ -223,12 +221,12 @@ def test_absurd_nesting_is_refused_as_malformed() -> None:
     assert (caught.value.status, caught.value.field) == (400, "body")
 
 
-def test_health_readiness_and_openapi(client: Client) -> None:
+def test_health_readiness_and_openapi(client: Client, ruleset: CompiledRuleset) -> None:
     """Liveness, readiness and the OpenAPI document, which describes the decide body."""
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["ruleset"] == client.app.state.decider.ruleset.version
+    assert ready.json()["ruleset"] == ruleset.version
     spec = client.get("/schema/openapi.json").json()
     body = spec["paths"]["/v1/decide"]["post"]["requestBody"]["content"]["application/json"]
     request_schema = body["schema"]
@@ -241,31 +239,12 @@ def test_health_readiness_and_openapi(client: Client) -> None:
     assert "ErrorBody" in spec["components"]["schemas"]
 
 
-class FailingSource:
-    """A profile source that is down."""
-
-    async def visitor(self, visitor_id: str) -> VisitorProfile | None:
-        raise ProfileSourceError("down")
-
-    async def account(self, account_id: str) -> AccountProfile | None:
-        raise ProfileSourceError("down")
-
-    async def alias(self, kind: AliasKind, value: str) -> str | None:
-        raise ProfileSourceError("down")
-
-    async def ready(self) -> bool:
-        return False
-
-    async def aclose(self) -> None:
-        return None
-
-
 @pytest.fixture
 def down_client(ruleset: CompiledRuleset) -> Iterator[Client]:
-    decider = Decider(ruleset, Resolver(FailingSource()), clock=lambda: NOW)
-    with TestClient(
-        create_app(Settings(rules_dir=RULES, watch_rules=False), decider=decider)
-    ) as test_client:
+    """The app over a profile source that is down."""
+    source = MemoryProfileSource(sample_profiles(NOW))
+    source.available = False
+    with app_client(ruleset, source) as test_client:
         yield test_client
 
 
@@ -316,10 +295,8 @@ def test_http_profile_source_is_wired_from_settings(ruleset: CompiledRuleset) ->
     http = httpx.AsyncClient(
         transport=httpx.MockTransport(handler), base_url="http://profiles.test"
     )
-    settings = Settings(
-        rules_dir=RULES, profile_source="http", profile_api_url="http://profiles.test"
-    )
-    with TestClient(create_app(settings, ruleset=ruleset, http_client=http)) as test_client:
+    profile = HttpSettings(api_url="http://profiles.test")
+    with app_client(ruleset, http_client=http, profile=profile) as test_client:
         first = decide(test_client, {"placement": "home_hero", "identity": {"visitor_id": "v-1"}})
         decide(test_client, {"placement": "home_hero", "identity": {"visitor_id": "v-1"}})
     assert first["segment"] == "b2b_out_of_icp"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from decider.cache import Hit, ProfileCache
 from decider.errors import ProfileSourceError
+from decider.profiles.cache import CacheSettings, Hit, ProfileCache
 
 TTL, NEGATIVE_TTL, STALE_TTL = 60.0, 5.0, 600.0
 
@@ -50,13 +50,8 @@ class Fetch:
 
 
 def new_cache(fetch: Fetch, clock: Clock | None = None) -> ProfileCache[str, str]:
-    return ProfileCache(
-        fetch,
-        ttl=TTL,
-        negative_ttl=NEGATIVE_TTL,
-        stale_ttl=STALE_TTL,
-        timer=clock or Clock(),
-    )
+    settings = CacheSettings(ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL)
+    return ProfileCache(fetch, settings, timer=clock or Clock())
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -274,9 +269,8 @@ def test_unknown_ids_do_not_push_known_profiles_out() -> None:
     """A full cache drops expired unknown-id entries before a known profile."""
     clock = Clock()
     fetch = Fetch({"known": "profile"})
-    cache: ProfileCache[str, str] = ProfileCache(
-        fetch, maxsize=3, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL, timer=clock
-    )
+    settings = CacheSettings(maxsize=3, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL)
+    cache: ProfileCache[str, str] = ProfileCache(fetch, settings, timer=clock)
 
     async def scenario() -> None:
         assert (await cache.get("known")).value == "profile"

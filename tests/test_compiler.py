@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from decider.cel import new_engine
-from decider.compiler import CompiledRuleset, compile_ruleset
 from decider.errors import Problem, RulesetError
+from decider.rules.cel import new_engine
+from decider.rules.compiler import compile_ruleset
+from decider.ruleset import CompiledRuleset
 
 from .conftest import RULES
 
@@ -277,7 +278,7 @@ def test_lint_finds_unused_segments_ties_and_empty_slots(rules_copy: Path) -> No
     assert ("orphan", "no placement has a variant for this segment") in found
     assert ("orphan", "same priority as b2b_top_tier_evaluation") in found
     assert ("home_hero", "variant home_education leaves proof empty") in found
-    assert all(w.severity == "warning" and w.line > 1 for w in ruleset.warnings)
+    assert all(w.kind == "warning" and w.line > 1 for w in ruleset.warnings)
     assert all(str(w).split(": ")[1] == "warning" for w in ruleset.warnings)
 
 

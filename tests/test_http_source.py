@@ -14,9 +14,10 @@ import pytest
 
 from decider.errors import ProfileSourceError
 from decider.model import Identity
-from decider.profile import AccountProfile, ConsentRecord, Resolution, VisitorProfile
-from decider.resolver import CacheSettings, Resolver
-from decider.sources import AliasKind, HttpProfileSource
+from decider.profile import AccountProfile, AliasKind, ConsentRecord, Resolution, VisitorProfile
+from decider.profiles.cache import CacheSettings
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources.http import HttpProfileSource
 
 T = TypeVar("T")
 Lookup = Callable[[HttpProfileSource], Coroutine[Any, Any, object]]

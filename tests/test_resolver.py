@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import Counter
-from typing import TypeVar
 
 import msgspec
 import pytest
 
-from decider.errors import ProfileSourceError
 from decider.model import Identity
 from decider.profile import AccountProfile, Resolution, VisitorProfile
-from decider.resolver import CacheSettings, Resolver
-from decider.sources import AliasKind
-
-T = TypeVar("T")
+from decider.profiles.cache import CacheSettings
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources.memory import MemoryProfileSource
 
 ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
 NORTHWIND = AccountProfile(id="acc-northwind", traits={"name": "Northwind"})
@@ -30,44 +26,6 @@ BEN = VisitorProfile(id="v-ben", account_id="acc-globex", email_sha256=(BEN_EMAI
 ANON = VisitorProfile(id="v-anon")
 
 
-class FakeSource:
-    """An in-memory ProfileSource that counts calls and can be made to fail or to answer late."""
-
-    def __init__(self) -> None:
-        self.visitors = {v.id: v for v in (ADA, BEN, ANON)}
-        self.accounts = {a.id: a for a in (NORTHWIND, GLOBEX)}
-        self.aliases: dict[tuple[AliasKind, str], str] = {}
-        for v in self.visitors.values():
-            self.aliases.update({("user_id", u): v.id for u in v.user_ids})
-            self.aliases.update({("email_sha256", e): v.id for e in v.email_sha256})
-        self.calls: Counter[str] = Counter()
-        self.failing = False
-        self.delay = 0.0
-
-    async def _answer(self, method: str, value: T) -> T:
-        self.calls[method] += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.failing:
-            raise ProfileSourceError("profile source down")
-        return value
-
-    async def visitor(self, visitor_id: str) -> VisitorProfile | None:
-        return await self._answer("visitor", self.visitors.get(visitor_id))
-
-    async def account(self, account_id: str) -> AccountProfile | None:
-        return await self._answer("account", self.accounts.get(account_id))
-
-    async def alias(self, kind: AliasKind, value: str) -> str | None:
-        return await self._answer("alias", self.aliases.get((kind, value)))
-
-    async def ready(self) -> bool:
-        return not self.failing
-
-    async def aclose(self) -> None:
-        self.calls["aclose"] += 1
-
-
 def resolve(resolver: Resolver, identity: Identity) -> Resolution:
     return asyncio.run(resolver.resolve(identity))
 
@@ -77,13 +35,17 @@ def codes(resolution: Resolution) -> list[str]:
 
 
 @pytest.fixture
-def source() -> FakeSource:
-    return FakeSource()
+def source() -> MemoryProfileSource:
+    return MemoryProfileSource([ADA, BEN, ANON, NORTHWIND, GLOBEX])
+
+
+def resolver_of(source: MemoryProfileSource, budget: float = 1.0, **cache: float) -> Resolver:
+    return Resolver(source, budget=budget, cache=CacheSettings(**cache))  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def resolver(source: FakeSource) -> Resolver:
-    return Resolver(source, budget=1.0)
+def resolver(source: MemoryProfileSource) -> Resolver:
+    return resolver_of(source)
 
 
 def test_user_id_wins_over_a_different_visitor_id(resolver: Resolver) -> None:
@@ -113,13 +75,13 @@ def test_email_hash_stitches_to_its_visitor(resolver: Resolver) -> None:
 
 
 def test_user_id_wins_over_an_email_hash_of_another_visitor(
-    resolver: Resolver, source: FakeSource
+    resolver: Resolver, source: MemoryProfileSource
 ) -> None:
     """user_id wins the stitch, but the email's own visitor is still checked: its flags count."""
-    source.visitors["v-ben"] = msgspec.structs.replace(BEN, flags=frozenset({"unsubscribed"}))
+    source.put([msgspec.structs.replace(BEN, flags=frozenset({"unsubscribed"}))])
     found = resolve(resolver, Identity(user_id="u-ada", email_sha256=BEN_EMAIL))
     assert (found.visitor, found.account) == (ADA, NORTHWIND)
-    assert source.calls["alias"] == 2
+    assert source.lookups["alias"] == 2
     assert "identity.conflict" in codes(found)
     assert "unsubscribed" in found.flags
 
@@ -131,7 +93,9 @@ def test_unknown_user_id_falls_back_to_email_hash(resolver: Resolver) -> None:
     assert codes(found)[:2] == ["identity.unknown", "identity.stitched"]
 
 
-def test_an_alias_to_a_missing_visitor_is_reported(resolver: Resolver, source: FakeSource) -> None:
+def test_an_alias_to_a_missing_visitor_is_reported(
+    resolver: Resolver, source: MemoryProfileSource
+) -> None:
     """A user id linked to a visitor the source does not have says so, then falls back."""
     source.aliases[("user_id", "u-ghost")] = "v-ghost"
     resolution = resolve(resolver, Identity(user_id="u-ghost", visitor_id="v-anon"))
@@ -163,15 +127,17 @@ def test_visitors_own_account_wins_over_the_requests(
     assert ("identity.account_conflict" in codes(found)) is conflict
 
 
-def test_account_id_alone_resolves_an_account(resolver: Resolver, source: FakeSource) -> None:
+def test_account_id_alone_resolves_an_account(
+    resolver: Resolver, source: MemoryProfileSource
+) -> None:
     """A request with only an account_id resolves that account, with no visitor and no lookup."""
     found = resolve(resolver, Identity(account_id="acc-globex"))
     assert found.status == "resolved"
     assert found.visitor is None
     assert found.account == GLOBEX
     assert "identity.account" in codes(found)
-    assert source.calls["visitor"] == 0
-    assert source.calls["alias"] == 0
+    assert source.lookups["visitor"] == 0
+    assert source.lookups["alias"] == 0
 
 
 def test_account_id_backs_up_a_visitor_without_an_account(resolver: Resolver) -> None:
@@ -193,10 +159,10 @@ def test_nothing_known_is_unknown(resolver: Resolver) -> None:
 
 
 def test_failing_source_makes_the_profile_unavailable(
-    resolver: Resolver, source: FakeSource
+    resolver: Resolver, source: MemoryProfileSource
 ) -> None:
     """A source failure with nothing cached gives status "unavailable" and no profiles."""
-    source.failing = True
+    source.available = False
     found = resolve(resolver, Identity(visitor_id="v-ada"))
     assert found.status == "unavailable"
     assert (found.visitor, found.account) == (None, None)
@@ -204,38 +170,36 @@ def test_failing_source_makes_the_profile_unavailable(
 
 
 def test_repeat_lookups_within_ttl_are_served_from_cache(
-    resolver: Resolver, source: FakeSource
+    resolver: Resolver, source: MemoryProfileSource
 ) -> None:
     """A second resolution of the same ids within ttl asks the source nothing."""
     identity = Identity(user_id="u-ada")
     first = resolve(resolver, identity)
-    asked = source.calls.copy()
+    asked = source.lookups.copy()
     assert resolve(resolver, identity) == first
-    assert source.calls == asked == {"alias": 1, "visitor": 1, "account": 1}
+    assert source.lookups == asked == {"alias": 1, "visitor": 1, "account": 1}
 
 
-def test_failing_source_after_ttl_serves_stale_data(source: FakeSource) -> None:
+def test_failing_source_after_ttl_serves_stale_data(source: MemoryProfileSource) -> None:
     """Once ttl is over, a failing source is answered from the cache, marked stale."""
-    resolver = Resolver(
-        source, budget=1.0, cache=CacheSettings(ttl=0.02, negative_ttl=0.02, stale_ttl=60.0)
-    )
+    resolver = resolver_of(source, ttl=0.02, negative_ttl=0.02, stale_ttl=60.0)
     identity = Identity(user_id="u-ada", account_id="acc-globex")
     assert not resolve(resolver, identity).stale
 
-    source.failing = True
+    source.available = False
     time.sleep(0.05)
     found = resolve(resolver, identity)
     assert found.status == "resolved"
     assert found.stale
     assert (found.visitor, found.account) == (ADA, NORTHWIND)
     assert "identity.stale" in codes(found)
-    assert source.calls["alias"] == 2
+    assert source.lookups["alias"] == 2
 
 
-def test_slow_source_beyond_the_budget_is_unavailable(source: FakeSource) -> None:
+def test_slow_source_beyond_the_budget_is_unavailable(source: MemoryProfileSource) -> None:
     """A source slower than the request's budget gives "unavailable" within about that budget."""
-    source.delay = 0.2
-    resolver = Resolver(source, budget=0.02)
+    source.latency = 0.2
+    resolver = resolver_of(source, budget=0.02)
     started = time.monotonic()
     found = resolve(resolver, Identity(visitor_id="v-ada"))
     assert time.monotonic() - started < 0.15
@@ -243,10 +207,10 @@ def test_slow_source_beyond_the_budget_is_unavailable(source: FakeSource) -> Non
     assert codes(found) == ["identity.unavailable"]
 
 
-def test_budget_is_shared_by_all_lookups_of_one_request(source: FakeSource) -> None:
+def test_budget_is_shared_by_all_lookups_of_one_request(source: MemoryProfileSource) -> None:
     """Lookups that each fit the budget but not together make the resolution unavailable."""
-    source.delay = 0.05
-    resolver = Resolver(source, budget=0.13)
+    source.latency = 0.05
+    resolver = resolver_of(source, budget=0.13)
     found = resolve(resolver, Identity(user_id="u-ada"))
     assert found.status == "unavailable"
-    assert source.calls == {"alias": 1, "visitor": 1, "account": 1}
+    assert source.lookups == {"alias": 1, "visitor": 1, "account": 1}

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from decider.cel import new_engine
-from decider.compiler import compile_ruleset
+from decider.rules.cel import new_engine
+from decider.rules.compiler import compile_ruleset
 
 from .conftest import ROOT
 from .service import running_service

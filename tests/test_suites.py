@@ -8,10 +8,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from decider.cel import new_engine
-from decider.compiler import CompiledRuleset, compile_ruleset
 from decider.errors import RulesetError
-from decider.suites import format_result, load_suite, run_suite, run_suites, suite_files
+from decider.rules.cel import new_engine
+from decider.rules.compiler import compile_ruleset
+from decider.rules.suites import format_result, load_suite, run_suite, run_suites, suite_files
+from decider.ruleset import CompiledRuleset
 
 from .conftest import RULES
 

@@ -1,4 +1,4 @@
-"""decider: serve decisions; check, test and explain rules; import profiles.
+"""decider: serve decisions; start, check, test and explain rules; import profiles.
 
 Every command runs the same core as the server, so what `check` accepts is what serves.
 """
@@ -6,25 +6,37 @@ Every command runs the same core as the server, so what `check` accepts is what 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import msgspec
 
-from decider.cel import ENGINES, new_engine
-from decider.compiler import compile_ruleset
+from decider import __version__
 from decider.errors import DeciderError, ImportFileError, RulesetError
-from decider.explain import Fixture, offline_decision, render, resolution_of
 from decider.model import Instant
-from decider.rules import read_yaml
+from decider.profiles.jsonl import parse_profiles
+from decider.profiles.sources.sqlite import SqliteProfileStore, SqliteSettings
+from decider.rules.cel import ENGINES, new_engine
+from decider.rules.compiler import compile_ruleset
+from decider.rules.explain import Fixture, offline_decision, render, resolution_of
+from decider.rules.files import read_yaml
+from decider.rules.samples import write_samples
+from decider.rules.suites import compile_and_test, format_result, run_suites
 from decider.service import utcnow
-from decider.settings import Settings, SettingsError
-from decider.store import SqliteProfileStore, parse_profiles
-from decider.suites import compile_and_test, format_result, run_suites
+from decider.settings import SOURCE_VARIABLE, Settings, SettingsError, unknown_variables
+
+ENGINE_HELP = "CEL engine [DECIDER_ENGINE, default cel-expr]"
+
+
+class Streams(NamedTuple):
+    out: TextIO
+    err: TextIO
 
 
 def main(
@@ -33,78 +45,123 @@ def main(
     environ: Mapping[str, str] | None = None,
     out: TextIO | None = None,
 ) -> int:
+    """Run one command; returns the exit status. `out`, when given, takes both streams."""
     env = os.environ if environ is None else environ
-    stdout = out or sys.stdout
+    streams = Streams(out or sys.stdout, out or sys.stderr)
     args = _parser().parse_args(argv)
     try:
-        result: int = args.run(args, env, stdout)
+        result: int = args.run(args, env, streams)
     except (SettingsError, DeciderError) as exc:
-        print(f"decider: {exc}", file=stdout if out else sys.stderr)
+        print(f"decider: {exc}", file=streams.err)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`decider explain rules | head`): stop quietly, as cat does
+        if out is None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decider", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"decider {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP service", description="Run the HTTP decision service."
+    )
     serve.add_argument("--rules", dest="rules_dir", help="rules directory [DECIDER_RULES_DIR]")
-    serve.add_argument("--host", help="listen address [DECIDER_HOST, 127.0.0.1]")
-    serve.add_argument("--port", type=int, help="listen port [DECIDER_PORT, 8080]")
-    serve.add_argument("--engine", choices=ENGINES, help="CEL engine [DECIDER_ENGINE, cel-expr]")
-    serve.add_argument("--profile-db", help="SQLite profile store [DECIDER_PROFILE_DB]")
+    serve.add_argument("--host", help="listen address [DECIDER_HOST, default 127.0.0.1]")
+    serve.add_argument("--port", help="listen port; 0 picks one [DECIDER_PORT, default 8080]")
+    serve.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
+    serve.add_argument(
+        "--profile-db", help="SQLite profile store, for the sqlite source [DECIDER_PROFILE_DB]"
+    )
     serve.set_defaults(run=_serve)
 
-    check = commands.add_parser(
-        "check", help="compile, lint and test a rules directory, as the server loads it"
+    init = commands.add_parser(
+        "init",
+        help="write the sample rules, schema and rule tests into a new directory",
+        description="Write the sample ruleset to start from; then `decider serve --rules DIR`.",
     )
-    check.add_argument("rules_dir", type=Path)
-    check.add_argument("--engine", choices=ENGINES, default=None)
+    init.add_argument("rules_dir", metavar="DIR", type=Path, help="a new or empty directory")
+    init.set_defaults(run=_init)
+
+    check = commands.add_parser(
+        "check",
+        help="compile, lint and test a rules directory, as the server loads it",
+        description="Load a rules directory as the server would, and print every problem.",
+    )
+    check.add_argument("rules_dir", metavar="RULES_DIR", type=Path, help="the rules directory")
+    check.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(run=_check)
 
-    test = commands.add_parser("test", help="run the rule test suites in RULES_DIR/tests")
-    test.add_argument("rules_dir", type=Path)
-    test.add_argument("--engine", choices=ENGINES, default=None)
+    test = commands.add_parser(
+        "test",
+        help="run the rule test suites in RULES_DIR/tests",
+        description="Run the rule tests; show each failure with expected, actual and trace.",
+    )
+    test.add_argument("rules_dir", metavar="RULES_DIR", type=Path, help="the rules directory")
+    test.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     test.set_defaults(run=_test)
 
     explain = commands.add_parser(
-        "explain", help="explain a decision for a profile, offline, in words a marketer reads"
+        "explain",
+        help="explain a decision for a profile, offline, in words a marketer reads",
+        description="Decide offline for a profile given by hand, and say why, step by step.",
     )
-    explain.add_argument("rules_dir", type=Path)
+    explain.add_argument("rules_dir", metavar="RULES_DIR", type=Path, help="the rules directory")
     explain.add_argument(
         "--profile",
         type=Path,
         help='YAML or JSON file: {"visitor": {...}, "account": {...}} (default: unknown visitor)',
     )
     explain.add_argument("--context", default="{}", help="the request context, as JSON")
-    explain.add_argument("--now", help="the decision time, RFC 3339 (default: now)", default=None)
-    explain.add_argument("--channel", choices=("web", "email"))
+    explain.add_argument("--now", help="the decision time, RFC 3339 with an offset (default: now)")
+    explain.add_argument(
+        "--channel", choices=("web", "email"), help="only this channel's placements"
+    )
     explain.add_argument("--placement", help="one placement (default: every one, of --channel)")
     explain.add_argument(
         "--consent", help="the banner's granted purposes, comma-separated (default: none sent)"
     )
     explain.add_argument("--gpc", action="store_true", help="as if Sec-GPC: 1 was sent")
-    explain.add_argument("--engine", choices=ENGINES, default=None)
+    explain.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     explain.set_defaults(run=_explain)
 
-    profiles = commands.add_parser("profiles", help="manage the embedded profile store")
+    profiles = commands.add_parser(
+        "profiles",
+        help="manage the embedded profile store",
+        description="Manage the embedded SQLite profile store.",
+    )
     profile_commands = profiles.add_subparsers(required=True, metavar="ACTION")
-    load = profile_commands.add_parser("import", help="import a JSONL file of profiles")
-    load.add_argument("file", type=Path)
+    load = profile_commands.add_parser(
+        "import",
+        help="import a JSONL file of profiles",
+        description="Import visitor and account profiles, one JSON record a line; "
+        "a file with any bad line imports nothing.",
+    )
+    load.add_argument("file", type=Path, help="the JSONL file")
     load.add_argument("--db", dest="profile_db", help="SQLite file [DECIDER_PROFILE_DB]")
     load.set_defaults(run=_import)
     return parser
 
 
-def _serve(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    # the web stack loads only for `serve`, so `check` and `profiles` start fast
+def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:
+    """The environment with command-line flags written over their variables."""
+    given = {f"DECIDER_{name.upper()}": str(v) for name, v in flags.items() if v is not None}
+    return {**env, **given}
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+    # the web stack loads only for `serve`, so the other commands start fast
     import uvicorn  # noqa: PLC0415
 
-    from decider.app import create_app  # noqa: PLC0415
+    from decider.server.app import create_app  # noqa: PLC0415
+    from decider.wiring import build_service  # noqa: PLC0415
 
-    settings = Settings.from_env(
+    env = _with_flags(
         env,
         rules_dir=args.rules_dir,
         host=args.host,
@@ -112,77 +169,126 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int
         engine=args.engine,
         profile_db=args.profile_db,
     )
+    settings = Settings.from_env(env)
+    for problem in unknown_variables(env):
+        print(f"decider: warning: {problem}", file=io.err)
     try:
-        app = create_app(settings)
+        service = build_service(settings)
     except RulesetError as exc:
         print(
             f"decider: refusing to start; the rules in {settings.rules_dir} have problems:",
-            file=out,
+            file=io.err,
         )
-        print(exc, file=out)
+        print(exc, file=io.err)
+        return 1
+    try:
+        listener = _listen(settings.host, settings.port)
+    except OSError as exc:
+        asyncio.run(service.source.aclose())
+        print(
+            f"decider: cannot listen on {settings.host}:{settings.port} "
+            f"(DECIDER_HOST, DECIDER_PORT; --host, --port): {exc.strerror or exc}",
+            file=io.err,
+        )
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    ruleset = app.state.decider.ruleset
+    ruleset = service.decider.ruleset
     for warning in ruleset.warnings:
-        print(warning, file=out)
+        print(warning, file=io.out)
+    host, port = listener.getsockname()[:2]
     print(
         f"decider: ruleset {ruleset.version} ({len(ruleset.segments)} segments, "
-        f"{len(ruleset.placements)} placements, engine {ruleset.engine.name}); "
-        f"listening on http://{settings.host}:{settings.port}",
-        file=out,
+        f"{len(ruleset.placements)} placements, engine {ruleset.engine.name}), "
+        f"profile source {settings.profile_source}; listening on http://{host}:{port}",
+        file=io.out,
+        flush=True,
     )
     # no access log: it would write client IP addresses, which are personal data
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    config = uvicorn.Config(create_app(service), log_level="info", access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
-def _check(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    settings = Settings.from_env(env, engine=args.engine)
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind and listen before the server starts, so a taken port or a bad host stops the
+    command with a message, and nothing claims to be listening before it is."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)
+    return listener
+
+
+def _init(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+    try:
+        written = write_samples(args.rules_dir)
+    except OSError as exc:
+        print(f"decider: {exc}", file=io.err)
+        return 1
+    for path in written:
+        print(f"wrote {path}", file=io.out)
+    print(
+        f"next: decider check {args.rules_dir} && decider serve --rules {args.rules_dir}",
+        file=io.out,
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+    settings = Settings.from_env(_with_flags(env, engine=args.engine))
     if not args.rules_dir.is_dir():
-        print(f"decider: {args.rules_dir} is not a directory of rule files", file=out)
+        print(f"decider: {args.rules_dir} is not a directory of rule files", file=io.err)
         return 2
     try:
         ruleset = compile_and_test(args.rules_dir, new_engine(settings.engine))
     except RulesetError as exc:
         for problem in sorted(exc.problems + exc.warnings):
-            print(problem, file=out)
+            print(problem, file=io.out)
         count = len(exc.problems)
         summary = f"{count} problem{'s' if count != 1 else ''}"
         if exc.warnings:
             summary += f" and {len(exc.warnings)} warning{'s' if len(exc.warnings) != 1 else ''}"
-        print(f"{summary} in {args.rules_dir}", file=out)
-        if any("rule test" in p.message for p in exc.problems):
-            print(f"run `decider test {args.rules_dir}` to see each failing case", file=out)
+        print(f"{summary} in {args.rules_dir}", file=io.out)
+        if any(p.kind == "test_failure" for p in exc.problems):
+            print(f"run `decider test {args.rules_dir}` to see each failing case", file=io.out)
         return 1
     for warning in ruleset.warnings:
-        print(warning, file=out)
+        print(warning, file=io.out)
     print(
         f"ok: ruleset {ruleset.version}: {len(ruleset.files)} files, "
         f"{len(ruleset.segments)} segments, {len(ruleset.placements)} placements, "
         f"{len(ruleset.suppressions)} suppressions (engine {settings.engine})"
         + (f", {len(ruleset.warnings)} warnings" if ruleset.warnings else ""),
-        file=out,
+        file=io.out,
     )
     return 1 if args.strict and ruleset.warnings else 0
 
 
-def _test(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    settings = Settings.from_env(env, engine=args.engine)
+def _test(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+    settings = Settings.from_env(_with_flags(env, engine=args.engine))
     ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     results = run_suites(ruleset, args.rules_dir)
     failed = [r for r in results if not r.passed]
     for result in failed:
-        print(format_result(result), file=out)
-        print(file=out)
+        print(format_result(result), file=io.out)
+        print(file=io.out)
     if not results:
-        print(f"no rule tests in {args.rules_dir / 'tests'}", file=out)
+        print(f"no rule tests in {args.rules_dir / 'tests'}", file=io.out)
         return 1
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=out)
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=io.out)
     return 1 if failed else 0
 
 
-def _explain(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    settings = Settings.from_env(env, engine=args.engine)
+def _explain(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+    settings = Settings.from_env(_with_flags(env, engine=args.engine))
     ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     try:
         context = msgspec.json.decode(args.context, type=dict[str, Any])
@@ -190,7 +296,7 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         print(
             f"decider: --context must be a JSON object, --now RFC 3339 with an offset: {exc}",
-            file=out,
+            file=io.err,
         )
         return 2
     profile = None
@@ -219,28 +325,29 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
         )
         for placement in placements
     ]
-    print(f"ruleset {ruleset.version} ({ruleset.engine.name}), now {now.isoformat()}", file=out)
+    print(f"ruleset {ruleset.version} ({ruleset.engine.name}), now {now.isoformat()}", file=io.out)
     for decision in decisions:
-        print(file=out)
-        print(render(decision), file=out)
+        print(file=io.out)
+        print(render(decision), file=io.out)
     return 0
 
 
-def _import(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    settings = Settings.from_env(env, profile_db=args.profile_db)
+def _import(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+    env = {**_with_flags(env, profile_db=args.profile_db), SOURCE_VARIABLE: "sqlite"}
+    settings = Settings.from_env(env).profile
+    assert isinstance(settings, SqliteSettings)
     try:
         records = parse_profiles(args.file.read_bytes(), str(args.file))
     except OSError as exc:
-        print(f"decider: cannot read {args.file}: {exc.strerror}", file=out)
+        print(f"decider: cannot read {args.file}: {exc.strerror}", file=io.err)
         return 1
     except ImportFileError as exc:
-        print(exc, file=out)
-        print(f"nothing imported: {len(exc.problems)} bad line(s) in {args.file}", file=out)
+        print(exc, file=io.out)
+        print(f"nothing imported: {len(exc.problems)} bad line(s) in {args.file}", file=io.out)
         return 1
-    visitors, accounts = SqliteProfileStore(settings.profile_db).import_records(records)
-    print(
-        f"imported {visitors} visitors and {accounts} accounts into {settings.profile_db}", file=out
-    )
+    with SqliteProfileStore(settings.db) as store:
+        visitors, accounts = store.import_records(records)
+    print(f"imported {visitors} visitors and {accounts} accounts into {settings.db}", file=io.out)
     return 0
 
 

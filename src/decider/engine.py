@@ -13,19 +13,12 @@ from typing import Any
 
 import msgspec
 
-from decider.cel import CelEvalError
-from decider.compiler import CompiledPlacement, CompiledRuleset
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.gate import Suppressed, check_consent, check_suppression
-from decider.model import (
-    Channel,
-    DecideRequest,
-    Decision,
-    Reason,
-    SegmentOutcome,
-    json_value_problem,
-)
+from decider.model import DecideRequest, Decision, SegmentOutcome, json_value_problem
 from decider.profile import Resolution
+from decider.reasons import Reason, ReasonCode
+from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset
 
 _EMPTY: dict[str, Any] = {}
 
@@ -69,12 +62,10 @@ class _Activations:
         return self._contextual
 
 
-def select_placement(
-    ruleset: CompiledRuleset, request: DecideRequest
-) -> tuple[CompiledPlacement, Channel]:
+def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> CompiledPlacement:
     """Check the request against the ruleset, before any profile lookup is spent on it: the
     placement, the channel, the consent signal, and context values both engines can take.
-    Every way into `decide` (the API, rule tests, explain) passes here."""
+    Every way into `decide` (the API, rule tests, explain) passes here, once."""
     placement = ruleset.placements.get(request.placement)
     if placement is None:
         known = ", ".join(sorted(ruleset.placements))
@@ -96,11 +87,12 @@ def select_placement(
     problem = json_value_problem(request.context, "context")
     if problem is not None:
         raise InvalidRequest(*problem)
-    return placement, placement.channel
+    return placement
 
 
 def decide(
     ruleset: CompiledRuleset,
+    placement: CompiledPlacement,
     request: DecideRequest,
     resolution: Resolution,
     *,
@@ -108,7 +100,8 @@ def decide(
     gpc: bool,
     decision_id: str,
 ) -> Evaluated:
-    placement, channel = select_placement(ruleset, request)
+    """The decision for `request`, whose `placement` select_placement found in `ruleset`."""
+    channel = placement.channel
     reasons = list(resolution.notes)
     consent = check_consent(ruleset.policy[channel], resolution, request.consent, gpc=gpc, now=now)
     reasons.append(consent.reason)
@@ -143,11 +136,13 @@ def decide(
 
 def _segment_reason(placement: CompiledPlacement, segment: str | None) -> Reason:
     if segment is None:
-        return Reason("segment.none", "no segment matched; default variant")
+        return Reason(ReasonCode.SEGMENT_NONE, "no segment matched; default variant")
     if segment in placement.variants:
-        return Reason("segment.matched", f"{segment} is the highest-priority match; its variant")
+        return Reason(
+            ReasonCode.SEGMENT_MATCHED, f"{segment} is the highest-priority match; its variant"
+        )
     return Reason(
-        "segment.no_variant",
+        ReasonCode.SEGMENT_NO_VARIANT,
         f"{segment} is the highest-priority match; {placement.id} has no variant for it, "
         "so the default",
     )

@@ -9,8 +9,9 @@
     └── ImportFileError       a profiles file has bad lines; carries every one
 
 Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
-compile and evaluation errors) are translated into these, or into CelCompileErrors and
-CelEvalError (decider.cel), in the module that meets them, so callers handle one family.
+compile and evaluation errors) are translated into these, or into CelEvalError
+(decider.ruleset) and CelCompileErrors (decider.rules.cel), in the module that meets them,
+so callers handle one family.
 Anything else is a bug: the HTTP layer answers it with a JSON 500 and logs it.
 """
 
@@ -42,10 +43,14 @@ def validation_path(error: msgspec.ValidationError) -> tuple[str, tuple[str | in
     return message, tuple(path)
 
 
+ProblemKind = Literal["error", "warning", "test_failure"]
+
+
 class Problem(msgspec.Struct, frozen=True, order=True):
     """One thing wrong in a rules directory, with its place (1-based line and column).
 
-    Errors refuse the ruleset; warnings (lint) are reported and the ruleset still loads.
+    `kind`: an `error` (the rules do not compile) or a `test_failure` (a rule test case
+    fails) refuses the ruleset; a `warning` (lint) is reported and the ruleset still loads.
     """
 
     file: str
@@ -53,12 +58,12 @@ class Problem(msgspec.Struct, frozen=True, order=True):
     column: int
     message: str
     rule: str | None = None
-    severity: Literal["error", "warning"] = "error"
+    kind: ProblemKind = "error"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"
         what = f"{self.rule}: {self.message}" if self.rule else self.message
-        return f"{where}: warning: {what}" if self.severity == "warning" else f"{where}: {what}"
+        return f"{where}: warning: {what}" if self.kind == "warning" else f"{where}: {what}"
 
 
 class DeciderError(Exception):

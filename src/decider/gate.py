@@ -16,11 +16,10 @@ from typing import Any
 
 import msgspec
 
-from decider.cel import CelEvalError
-from decider.compiler import CompiledPlacement
-from decider.model import ConsentSignal, Reason
+from decider.model import ConsentSignal
 from decider.profile import Resolution
-from decider.rules import ChannelPolicy
+from decider.reasons import Reason, ReasonCode
+from decider.ruleset import CelEvalError, ChannelPolicy, CompiledPlacement
 
 
 class ConsentVerdict(msgspec.Struct, frozen=True):
@@ -39,12 +38,14 @@ def check_consent(
     """May this request's profile data be used on this channel?"""
     required = policy.purposes
     if not required:
-        return ConsentVerdict(True, Reason("consent.not_required", "this channel needs no consent"))
+        return ConsentVerdict(
+            True, Reason(ReasonCode.CONSENT_NOT_REQUIRED, "this channel needs no consent")
+        )
     if resolution.status == "unavailable":
         return ConsentVerdict(
             False,
             Reason(
-                "consent.unknown",
+                ReasonCode.CONSENT_UNKNOWN,
                 "the profile could not be fetched, so consent is unknown and counts as not granted",
             ),
         )
@@ -60,12 +61,12 @@ def check_consent(
     missing = [p for p in required if p not in granted]
     if not missing:
         return ConsentVerdict(
-            True, Reason("consent.granted", f"{', '.join(required)} granted by {source}")
+            True, Reason(ReasonCode.CONSENT_GRANTED, f"{', '.join(required)} granted by {source}")
         )
     message = f"{', '.join(missing)} not granted by {source}"
     if revoked:
         message += f" (Sec-GPC: 1 withdraws {', '.join(sorted(revoked))})"
-    return ConsentVerdict(False, Reason("consent.denied", message))
+    return ConsentVerdict(False, Reason(ReasonCode.CONSENT_DENIED, message))
 
 
 class Suppressed(msgspec.Struct, frozen=True):
@@ -87,7 +88,7 @@ def check_suppression(
     if resolution.status == "unavailable" and policy.suppress_if_profile_unavailable:
         return Suppressed(
             Reason(
-                "suppressed.profile_unavailable",
+                ReasonCode.SUPPRESSED_PROFILE_UNAVAILABLE,
                 f"{placement.channel} suppresses when suppression status cannot be checked",
             )
         )
@@ -96,7 +97,7 @@ def check_suppression(
         hit = sorted(rule.flags & flags)
         if hit:
             message = f"{rule.id}: profile is flagged {', '.join(hit)}"
-            return Suppressed(Reason("suppressed.flag", message), rule.id)
+            return Suppressed(Reason(ReasonCode.SUPPRESSED_FLAG, message), rule.id)
         if rule.condition is None:
             continue
         if rule.condition.needs_profile and resolution.status != "resolved":
@@ -104,8 +105,10 @@ def check_suppression(
         try:
             if rule.condition.program.matches(profile_activation()):
                 message = f"{rule.id}: {rule.description}"
-                return Suppressed(Reason("suppressed.rule", message), rule.id)
+                return Suppressed(Reason(ReasonCode.SUPPRESSED_RULE, message), rule.id)
         except CelEvalError as exc:
             message = f"{rule.id} could not be evaluated ({exc}); fail closed"
-            return Suppressed(Reason("suppressed.rule_error", message), rule.id, error=True)
+            return Suppressed(
+                Reason(ReasonCode.SUPPRESSED_RULE_ERROR, message), rule.id, error=True
+            )
     return None

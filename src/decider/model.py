@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from decider.errors import InvalidRequest, MalformedBody, validation_path
+from decider.reasons import Reason
 
 Channel = Literal["web", "email"]
 SLOTS: dict[str, tuple[str, ...]] = {
@@ -61,13 +62,6 @@ class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     content: dict[str, str]
-
-
-class Reason(msgspec.Struct, frozen=True):
-    """Why the decision came out as it did: a stable code for machines, a sentence for people."""
-
-    code: str
-    message: str
 
 
 Outcome = Literal["matched", "not_matched", "skipped_consent", "error", "not_evaluated"]

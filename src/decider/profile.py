@@ -1,4 +1,4 @@
-"""Profile records, as stored, imported and served by a profile API, and the result of stitching.
+"""Profile records, as every profile source serves them, and the result of stitching.
 
 Rules see `traits` only: `visitor` is the visitor's traits, `account` the account's. Timestamps
 inside traits are RFC 3339 strings (read them with CEL's `timestamp()`), because the C++ CEL
@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from decider.model import Ident, Instant, Reason, Sha256Hex, json_value_problem
+from decider.model import Ident, Instant, Sha256Hex, json_value_problem
+from decider.reasons import Reason
 
 
 class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -53,17 +54,10 @@ def traits_problem(profile: VisitorProfile | AccountProfile) -> str | None:
     return f"{problem[0]}: {problem[1]}" if problem else None
 
 
-class VisitorRecord(VisitorProfile, frozen=True, tag_field="kind", tag="visitor"):
-    """A visitor line in a profiles JSONL file."""
-
-
-class AccountRecord(AccountProfile, frozen=True, tag_field="kind", tag="account"):
-    """An account line in a profiles JSONL file."""
-
-
-ImportRecord = VisitorRecord | AccountRecord
-
 Status = Literal["resolved", "unknown", "unavailable"]
+# the ids that link to a visitor; looked up in this order, strongest first
+AliasKind = Literal["user_id", "email_sha256"]
+ALIAS_KINDS: tuple[AliasKind, ...] = ("user_id", "email_sha256")
 
 
 class Resolution(msgspec.Struct, frozen=True):

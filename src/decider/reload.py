@@ -4,27 +4,29 @@ Triggers: a change under the rules directory (watched, bursts merged), SIGHUP, a
 POST /admin/reload; one reload runs at a time. A failed reload, whatever the failure, keeps
 the last good ruleset serving and is recorded, logged and counted.
 
-With cel-expr the new ruleset is compiled and tested in a worker thread, with an engine of
-its own, so requests keep flowing meanwhile; cel-python must compile and evaluate on the
-event loop's thread, so there a reload pauses requests for its duration. Either way the
-swap is one reference assignment on the loop: no request sees half a ruleset.
+`load` (given by the composition root) builds and tests a ruleset from the files. With
+cel-expr it runs in a worker thread, with an engine of its own, so requests keep flowing
+meanwhile; cel-python must compile and evaluate on the event loop's thread, so there a reload
+pauses requests for its duration. Either way the swap is one reference assignment on the
+loop: no request sees half a ruleset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
 import msgspec
 from watchfiles import Change, awatch
 
-from decider.cel import new_engine
 from decider.errors import Problem, RulesetError
+from decider.ruleset import CompiledRuleset
 from decider.service import Decider
-from decider.suites import compile_and_test
 
 log = logging.getLogger("decider.reload")
 
@@ -50,9 +52,19 @@ class RulesState(msgspec.Struct, frozen=True):
 
 
 class Reloader:
-    def __init__(self, decider: Decider, rules_dir: Path, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        decider: Decider,
+        load: Callable[[], CompiledRuleset],
+        *,
+        off_loop: bool,
+        rules_dir: Path,
+        clock: Callable[[], datetime],
+    ) -> None:
         self.decider = decider
         self.rules_dir = rules_dir
+        self._load = load
+        self._off_loop = off_loop
         self._clock = clock
         self.loaded_at = clock()
         self.last: ReloadRecord | None = None
@@ -68,12 +80,8 @@ class Reloader:
             return record
 
     async def _reload(self, trigger: str) -> ReloadRecord:
-        engine = new_engine(self.decider.ruleset.engine.name)
         try:
-            if engine.off_loop:
-                ruleset = await asyncio.to_thread(compile_and_test, self.rules_dir, engine)
-            else:
-                ruleset = compile_and_test(self.rules_dir, engine)
+            ruleset = await asyncio.to_thread(self._load) if self._off_loop else self._load()
         except RulesetError as exc:
             return self._refused(trigger, exc.problems)
         except Exception as exc:  # a bug or an I/O error must not stop reloading for good
@@ -81,11 +89,10 @@ class Reloader:
             problem = Problem(str(self.rules_dir), 1, 1, f"reload failed: {exc!r}")
             return self._refused(trigger, (problem,))
         else:
-            previous = self.decider.ruleset.version
-            self.decider.ruleset = ruleset
+            previous = self.decider.swap(ruleset)
             self.loaded_at = self._clock()
             record = ReloadRecord(self.loaded_at, True, trigger)
-            log.info("reload (%s): ruleset %s -> %s", trigger, previous, ruleset.version)
+            log.info("reload (%s): ruleset %s -> %s", trigger, previous.version, ruleset.version)
         self.last = record
         return record
 
@@ -114,7 +121,28 @@ class Reloader:
             failed_reloads=self.failed,
         )
 
-    async def watch(self, stop: asyncio.Event, *, debounce_ms: int = 200) -> None:
+    @asynccontextmanager
+    async def running(self, *, watch: bool, debounce_ms: int) -> AsyncIterator[None]:
+        """Reload on SIGHUP (where signals can be had) and, if `watch`, on file changes."""
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(self.watch(stop, debounce_ms=debounce_ms)) if watch else None
+        pending: set[asyncio.Task[ReloadRecord]] = set()
+
+        def on_sighup() -> None:
+            task = asyncio.ensure_future(self.reload("sighup"))
+            pending.add(task)  # held until done, or it could be collected mid-reload
+            task.add_done_callback(pending.discard)
+
+        hangup = _on_sighup(on_sighup)
+        try:
+            yield
+        finally:
+            hangup()
+            stop.set()
+            if watcher is not None:
+                await watcher
+
+    async def watch(self, stop: asyncio.Event, *, debounce_ms: int) -> None:
         """Reload on every burst of changes to YAML files under the rules directory."""
         async for _ in awatch(
             self.rules_dir,
@@ -128,3 +156,13 @@ class Reloader:
 
 def _is_rule_file(_: Change, path: str) -> bool:
     return path.endswith(".yaml")
+
+
+def _on_sighup(reload: Callable[[], object]) -> Callable[[], object]:
+    """Reload on SIGHUP where signals can be had (the main thread); returns the undo."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or Windows
+        return lambda: False
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)

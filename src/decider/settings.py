@@ -1,81 +1,137 @@
-"""Service settings: one immutable object, built from an injected environment, checked at start.
+"""Service settings: one immutable object, every default defined once, read from DECIDER_*.
 
-Every field `name` is read from the variable DECIDER_NAME (upper case); a bad value stops the
-service with a message naming that variable.
+A field `name` is read from DECIDER_NAME; the cache's fields from DECIDER_CACHE_<NAME>, and
+the chosen profile source's own settings (DECIDER_PROFILE_SOURCE) from
+DECIDER_PROFILE_<NAME>. A bad value stops the service with a message naming its variable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, TypeVar
 
 import msgspec
 
 from decider.errors import validation_path
-from decider.resolver import CacheSettings
+from decider.profiles.cache import CacheSettings
+from decider.profiles.sources import DEFAULT, DRIVERS, driver_for
+from decider.profiles.sources.base import SourceSettings
+from decider.ruleset import EngineName
+
+PREFIX = "DECIDER_"
+CACHE_PREFIX = PREFIX + "CACHE_"
+PROFILE_PREFIX = PREFIX + "PROFILE_"
+SOURCE_VARIABLE = PROFILE_PREFIX + "SOURCE"
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
-PREFIX = "DECIDER_"
-_NO_API_URL = "the http profile source needs DECIDER_PROFILE_API_URL"
 
 
 class SettingsError(ValueError):
-    pass
+    """A setting is wrong; the message starts with the variable's name."""
+
+
+def _default_source() -> SourceSettings:
+    settings: SourceSettings = DRIVERS[DEFAULT].settings()
+    return settings
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     rules_dir: Path = Path("rules")
-    engine: Literal["cel-expr", "cel-python"] = "cel-expr"
+    engine: EngineName = "cel-expr"
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
-    profile_source: Literal["sqlite", "http"] = "sqlite"
-    profile_db: Path = Path("decider.db")
-    profile_api_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+\S*$")] | None = None
-    profile_api_token: str | None = None
-    profile_api_timeout: Positive = 0.2
+    profile: SourceSettings = msgspec.field(default_factory=_default_source)
     profile_budget_ms: Positive = 50.0
-    cache_maxsize: Annotated[int, msgspec.Meta(ge=1)] = 100_000
-    cache_ttl: Positive = 60.0
-    cache_negative_ttl: Positive = 5.0
-    cache_stale_ttl: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     max_body_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
     admin_token: Annotated[str, msgspec.Meta(min_length=16)] | None = None
     watch_rules: bool = True
     reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0)] = 200
 
-    seed_samples: bool = True
-
-    def __post_init__(self) -> None:
-        if self.profile_source == "http" and not self.profile_api_url:
-            raise ValueError(_NO_API_URL)
+    @property
+    def profile_source(self) -> str:
+        """The name of the profile source `profile` configures."""
+        return driver_for(self.profile).name
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
-        """Settings from DECIDER_* variables; `overrides` (command-line flags) win."""
-        values: dict[str, object] = {}
-        for name in cls.__struct_fields__:
-            raw = environ.get(PREFIX + name.upper())
-            if raw not in (None, ""):
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if values.get("profile_source") == "http" and not values.get("profile_api_url"):
-            raise SettingsError(f"{PREFIX}PROFILE_API_URL: {_NO_API_URL}")
-        try:
-            return msgspec.convert(values, cls, strict=False, dec_hook=_paths)
-        except msgspec.ValidationError as exc:
-            message, path = validation_path(exc)
-            field = str(path[0]) if path else "?"
-            raise SettingsError(f"{PREFIX}{field.upper()}: {message}") from None
-
-    @property
-    def cache(self) -> CacheSettings:
-        return CacheSettings(
-            maxsize=self.cache_maxsize,
-            ttl=self.cache_ttl,
-            negative_ttl=self.cache_negative_ttl,
-            stale_ttl=self.cache_stale_ttl,
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings from DECIDER_* variables; unset or empty ones keep their defaults."""
+        name = environ.get(SOURCE_VARIABLE) or DEFAULT
+        driver = DRIVERS.get(name)
+        if driver is None:
+            raise SettingsError(
+                f"{SOURCE_VARIABLE}: unknown profile source {name!r}; "
+                f"choose one of {', '.join(DRIVERS)}"
+            )
+        top = _read(cls, environ, PREFIX, skip=("profile", "cache"))
+        return msgspec.structs.replace(
+            top,
+            profile=_read(driver.settings, environ, PROFILE_PREFIX, source=name),
+            cache=_read(CacheSettings, environ, CACHE_PREFIX),
         )
+
+
+def variables() -> Iterator[tuple[str, str | None]]:
+    """Every variable Decider reads, with the profile source it belongs to (None: all)."""
+    yield from ((PREFIX + n.upper(), None) for n in _fields(Settings, ("profile", "cache")))
+    yield SOURCE_VARIABLE, None
+    yield from ((CACHE_PREFIX + n.upper(), None) for n in _fields(CacheSettings))
+    for driver in DRIVERS.values():
+        yield from ((PROFILE_PREFIX + n.upper(), driver.name) for n in _fields(driver.settings))
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A sentence for each DECIDER_* variable that is not a setting, or that belongs to a
+    profile source other than the chosen one: both are ignored, and likely a typo."""
+    owners = dict(variables())
+    chosen = environ.get(SOURCE_VARIABLE) or DEFAULT
+    found = []
+    for name in sorted(environ):
+        if not name.startswith(PREFIX):
+            continue
+        if name in owners:
+            owner = owners[name]
+            if owner not in (None, chosen):
+                found.append(
+                    f"{name} is a setting of the {owner} profile source, not {chosen}: ignored"
+                )
+            continue
+        close = difflib.get_close_matches(name, list(owners), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        found.append(f"{name} is not a Decider setting: ignored{hint}")
+    return found
+
+
+def _fields(kind: type[msgspec.Struct], skip: tuple[str, ...] = ()) -> list[str]:
+    return [name for name in kind.__struct_fields__ if name not in skip]
+
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+def _read(
+    kind: type[T],
+    environ: Mapping[str, str],
+    prefix: str,
+    *,
+    skip: tuple[str, ...] = (),
+    source: str | None = None,
+) -> T:
+    values = {
+        name: raw
+        for name in _fields(kind, skip)
+        if (raw := environ.get(prefix + name.upper())) not in (None, "")
+    }
+    try:
+        return msgspec.convert(values, kind, strict=False, dec_hook=_paths)
+    except msgspec.ValidationError as exc:
+        message, path = validation_path(exc)
+        variable = f"{prefix}{str(path[-1]).upper()}" if path else prefix.rstrip("_")
+        if message.startswith("Object missing required field") and source:
+            message = f"required by {SOURCE_VARIABLE}={source}"
+        raise SettingsError(f"{variable}: {message}") from None
 
 
 def _paths(kind: type, value: object) -> object:

@@ -1,4 +1,4 @@
-"""The only module that imports a CEL runtime: two engines behind one small interface.
+"""The only module that imports a CEL runtime: two engines behind the core's `Engine`.
 
 - ``cel-expr``: Google's C++ runtime (PyPI ``cel-expr-python``), the default; type-checks at
   compile time and evaluates a rule in a few microseconds.
@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from string import Template
-from typing import Any, Protocol
+from typing import Any, get_args
 
 import celpy
 import msgspec
@@ -30,9 +30,9 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError as CelpyEvalError
 from lark import Token, Tree
 
-VARIABLES = ("visitor", "account", "context", "now")
-PROFILE_VARIABLES = frozenset({"visitor", "account"})
-ENGINES = ("cel-expr", "cel-python")
+from decider.ruleset import CelEvalError, Engine, EngineName, Program
+
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _TYPE_NAMES = frozenset(
     {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
@@ -58,10 +58,6 @@ class CelCompileErrors(Exception):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-class CelEvalError(Exception):
-    """A rule failed at evaluation (missing field, wrong type). It then does not match."""
-
-
 class Reference(msgspec.Struct, frozen=True):
     """A read of a variable, with the field path that follows it (`account.fit_score`)."""
 
@@ -69,30 +65,6 @@ class Reference(msgspec.Struct, frozen=True):
     path: tuple[str, ...]
     line: int
     column: int
-
-
-class Program(Protocol):
-    def matches(self, activation: Any) -> bool:
-        """True if the condition holds; raises CelEvalError when it cannot be evaluated."""
-
-
-class Engine(Protocol):
-    name: str
-    # may a new ruleset be compiled and tested on another thread while this engine's
-    # programs evaluate on the event loop?
-    off_loop: bool
-
-    def compile(self, source: str) -> Program:
-        """Compile once, at load. Raises CelCompileErrors."""
-
-    def activation(
-        self,
-        visitor: Mapping[str, Any],
-        account: Mapping[str, Any],
-        context: Mapping[str, Any],
-        now: datetime,
-    ) -> Any:
-        """Bind the variables once per request; every rule of that request shares it."""
 
 
 def new_engine(name: str) -> Engine:
@@ -125,7 +97,7 @@ class _CelExprProgram:
 
 
 class CelExprEngine:
-    name = "cel-expr"
+    name: EngineName = "cel-expr"
     off_loop = True
 
     def __init__(self) -> None:
@@ -240,7 +212,7 @@ def _celpy_message(exc: BaseException) -> str:
 
 
 class CelPythonEngine:
-    name = "cel-python"
+    name: EngineName = "cel-python"
     off_loop = False  # celpy's compiled runner writes module globals when it evaluates
 
     def compile(self, source: str) -> Program:

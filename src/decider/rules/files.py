@@ -16,6 +16,7 @@ import yaml
 
 from decider.errors import Problem, RulesetError, validation_path
 from decider.model import Channel, Variant
+from decider.ruleset import ChannelPolicy
 
 T = TypeVar("T")
 SCHEMA_FILE = "schema.yaml"
@@ -42,15 +43,6 @@ class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     tags: tuple[str, ...] = ()
     default: Variant
     variants: dict[str, Variant] = {}
-
-
-class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """What a channel needs before profile data may be used."""
-
-    purposes: tuple[str, ...]
-    bases: tuple[str, ...] = ("consent",)
-    gpc_revokes: tuple[str, ...] = ()
-    suppress_if_profile_unavailable: bool = False
 
 
 class ConsentPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

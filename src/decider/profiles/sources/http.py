@@ -1,14 +1,10 @@
-"""Where profiles come from: one interface, the embedded SQLite store or an HTTP profile API.
-
-Both answer three point lookups; stitching (resolver) and caching (cache) sit in front and
-are shared. A source returns None for an id it does not know and raises ProfileSourceError
-when it cannot answer; nothing else escapes.
-"""
+"""The HTTP profile API source (DECIDER_PROFILE_SOURCE=http): a service of yours that answers
+point lookups; its contract is in the README ("The profile API")."""
 
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol, TypeVar
+from typing import Annotated, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -17,30 +13,26 @@ import msgspec
 from decider.errors import ProfileSourceError
 from decider.profile import (
     AccountProfile,
+    AliasKind,
     VisitorProfile,
     account_decoder,
     traits_problem,
     visitor_decoder,
 )
+from decider.profiles.sources.base import Driver, Opening, SourceSettings
 
 # httpx logs every request URL at INFO; ours carry visitor ids and email hashes.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-AliasKind = Literal["user_id", "email_sha256"]
 T = TypeVar("T")
 
 
-class ProfileSource(Protocol):
-    async def visitor(self, visitor_id: str) -> VisitorProfile | None: ...
+class HttpSettings(SourceSettings, frozen=True, kw_only=True):
+    """DECIDER_PROFILE_API_URL (required), _TOKEN (sent as a bearer token), _TIMEOUT (s)."""
 
-    async def account(self, account_id: str) -> AccountProfile | None: ...
-
-    async def alias(self, kind: AliasKind, value: str) -> str | None:
-        """The visitor id a user id or email hash is linked to."""
-
-    async def ready(self) -> bool: ...
-
-    async def aclose(self) -> None: ...
+    api_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+\S*$")]
+    api_token: str | None = None
+    api_timeout: Annotated[float, msgspec.Meta(gt=0)] = 0.2
 
 
 class _Alias(msgspec.Struct, frozen=True):
@@ -118,3 +110,18 @@ def _usable(profile: Profile | None) -> Profile | None:
     if problem:
         raise ProfileSourceError(f"profile API sent a body off contract: {problem}")
     return profile
+
+
+def open_source(settings: HttpSettings, opening: Opening) -> HttpProfileSource:
+    """Over the caller's client if given (tests pass one on an httpx.MockTransport)."""
+    client = opening.http_client or httpx.AsyncClient(
+        base_url=settings.api_url,
+        timeout=settings.api_timeout,
+        headers={"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {},
+    )
+    return HttpProfileSource(client)
+
+
+DRIVER = Driver(
+    "http", "a profile API over HTTP, at DECIDER_PROFILE_API_URL", HttpSettings, open_source
+)

@@ -1,4 +1,5 @@
-"""The embedded profile store: SQLite, filled from JSONL files, read by point lookups.
+"""The embedded profile store (DECIDER_PROFILE_SOURCE=sqlite, the default): one SQLite file,
+filled from JSONL files, read by point lookups.
 
 Lookups run inline on the event loop: an indexed SQLite read takes tens of microseconds,
 less than a hop to a worker thread, and the cache in front absorbs repeats. The database is
@@ -7,29 +8,26 @@ in WAL mode, so a running `profiles import` never blocks those reads.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from importlib import resources
+from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 import msgspec
 
-from decider.errors import ImportFileError, ProfileSourceError
+from decider.errors import ProfileSourceError
 from decider.profile import (
     AccountProfile,
-    AccountRecord,
-    ImportRecord,
+    AliasKind,
     VisitorProfile,
-    VisitorRecord,
     account_decoder,
-    traits_problem,
     visitor_decoder,
 )
-from decider.sources import AliasKind
+from decider.profiles.jsonl import sample_profiles
+from decider.profiles.sources.base import Driver, Opening, SourceSettings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS visitors (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
@@ -40,47 +38,16 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 """
 
-_record_decoder = msgspec.json.Decoder(ImportRecord)
 _encoder = msgspec.json.Encoder()
 P = TypeVar("P", VisitorProfile, AccountProfile)
 
 
-_RELATIVE = re.compile(rb"\{\{now-(\d+)([dh])\}\}")
+class SqliteSettings(SourceSettings, frozen=True, kw_only=True):
+    """DECIDER_PROFILE_DB (the file) and DECIDER_PROFILE_SEED_SAMPLES (seed an empty store
+    with the bundled sample profiles; set false in production)."""
 
-
-def sample_profiles(now: datetime) -> bytes:
-    """The bundled sample profiles (some for every sample segment), with their `{{now-3d}}`
-    placeholders made timestamps relative to `now`, so recency windows hold out of the box."""
-    text = resources.files("decider").joinpath("samples/profiles.jsonl").read_bytes()
-
-    def stamp(match: re.Match[bytes]) -> bytes:
-        unit = "days" if match[2] == b"d" else "hours"
-        at = now - timedelta(**{unit: int(match[1])})
-        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-
-    return _RELATIVE.sub(stamp, text)
-
-
-def parse_profiles(data: bytes, name: str) -> list[ImportRecord]:
-    """Decode a JSONL file, reporting every bad line (line number and field) at once."""
-    records: list[ImportRecord] = []
-    problems: list[str] = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith(b"#"):
-            continue
-        try:
-            record = _record_decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            problems.append(f"{name}:{number}: {exc}")
-            continue
-        problem = traits_problem(record)
-        if problem:
-            problems.append(f"{name}:{number}: {problem}")
-        else:
-            records.append(record)
-    if problems:
-        raise ImportFileError(problems)
-    return records
+    db: Path = Path("decider.db")
+    seed_samples: bool = True
 
 
 class SqliteProfileStore:
@@ -92,19 +59,41 @@ class SqliteProfileStore:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=1.0
             )
+        except sqlite3.Error as exc:
+            raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
+        try:
             # readers never wait for a writer in WAL mode; writers wait up to `timeout`
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
+            self._db.close()
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
 
     @classmethod
     def open_seeded(cls, path: Path | str, now: datetime) -> SqliteProfileStore:
         """Open the store; a new, empty one gets the bundled sample profiles."""
         store = cls(path)
-        if store.is_empty():
-            store.import_records(parse_profiles(sample_profiles(now), "samples/profiles.jsonl"))
+        try:
+            if store.is_empty():
+                store.import_records(sample_profiles(now))
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteProfileStore:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def is_empty(self) -> bool:
         row = self._db.execute(
@@ -112,23 +101,23 @@ class SqliteProfileStore:
         ).fetchone()
         return bool(row[0] == 0)
 
-    def import_records(self, records: Iterable[ImportRecord]) -> tuple[int, int]:
+    def import_records(self, records: Iterable[VisitorProfile | AccountProfile]) -> tuple[int, int]:
         """Upsert records in one transaction; returns (visitors, accounts) written."""
         visitors = accounts = 0
         try:
             with self._transaction():
                 for record in records:
-                    if isinstance(record, VisitorRecord):
+                    if isinstance(record, VisitorProfile):
                         self._put_visitor(record)
                         visitors += 1
-                    elif isinstance(record, AccountRecord):
+                    else:
                         self._put("accounts", record.id, _plain(AccountProfile, record))
                         accounts += 1
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"import into {self.path} failed: {exc}") from None
         return visitors, accounts
 
-    def _put_visitor(self, record: VisitorRecord) -> None:
+    def _put_visitor(self, record: VisitorProfile) -> None:
         profile = _plain(VisitorProfile, record)
         self._put("visitors", profile.id, profile)
         self._db.execute("DELETE FROM aliases WHERE visitor_id = ?", (profile.id,))
@@ -178,7 +167,7 @@ class SqliteProfileStore:
         return True
 
     async def aclose(self) -> None:
-        self._db.close()
+        self.close()
 
     def _one(self, sql: str, args: tuple[str, ...]) -> bytes | str | None:
         try:
@@ -188,6 +177,17 @@ class SqliteProfileStore:
         return row[0] if row else None
 
 
-def _plain(kind: type[P], record: ImportRecord) -> P:
+def _plain(kind: type[P], record: P) -> P:
     """The stored profile of an import record (the record minus its `kind` tag)."""
-    return kind(**msgspec.structs.asdict(record))
+    return record if type(record) is kind else kind(**msgspec.structs.asdict(record))
+
+
+def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStore:
+    if settings.seed_samples:
+        return SqliteProfileStore.open_seeded(settings.db, opening.now)
+    return SqliteProfileStore(settings.db)
+
+
+DRIVER = Driver(
+    "sqlite", "the embedded SQLite store at DECIDER_PROFILE_DB", SqliteSettings, open_source
+)

@@ -13,89 +13,30 @@ from typing import Any
 
 import msgspec
 
-from decider.cel import (
-    PROFILE_VARIABLES,
-    VARIABLES,
-    CelCompileErrors,
-    Engine,
-    Program,
-    Reference,
-    references,
-)
 from decider.errors import Problem, RulesetError
-from decider.model import SLOTS, Channel, Variant
-from decider.rules import (
+from decider.model import SLOTS, Variant
+from decider.rules.cel import CelCompileErrors, Reference, references
+from decider.rules.files import (
     SCHEMA_FILE,
-    ChannelPolicy,
     Path_,
     SourceFile,
     display_name,
     read_rule_file,
     rule_files,
 )
-from decider.schema import Schema, read_schema
-
-
-class Condition(msgspec.Struct, frozen=True):
-    """A compiled CEL condition and what it reads.
-
-    `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
-    """
-
-    program: Program
-    reads: frozenset[str]
-    needs_profile: bool
-
-
-class CompiledSegment(msgspec.Struct, frozen=True):
-    id: str
-    priority: int
-    description: str
-    owner: str
-    file: str
-    line: int
-    condition: Condition
-
-
-class CompiledSuppression(msgspec.Struct, frozen=True):
-    id: str
-    description: str
-    flags: frozenset[str]
-    condition: Condition | None
-    channels: frozenset[str]
-    placements: frozenset[str]
-    tags: frozenset[str]
-
-    def applies_to(self, placement: CompiledPlacement) -> bool:
-        return (
-            (not self.channels or placement.channel in self.channels)
-            and (not self.placements or placement.id in self.placements)
-            and (not self.tags or not self.tags.isdisjoint(placement.tags))
-        )
-
-
-class CompiledPlacement(msgspec.Struct, frozen=True):
-    """A placement with each segment variant already filled out from the default, and the
-    suppressions that apply to it, in file order."""
-
-    id: str
-    channel: Channel
-    slots: tuple[str, ...]
-    tags: frozenset[str]
-    default: Variant
-    variants: dict[str, Variant]
-    suppressions: tuple[CompiledSuppression, ...] = ()
-
-
-class CompiledRuleset(msgspec.Struct, frozen=True):
-    version: str
-    engine: Engine
-    files: tuple[str, ...]
-    segments: tuple[CompiledSegment, ...]
-    placements: dict[str, CompiledPlacement]
-    policy: dict[str, ChannelPolicy]
-    suppressions: tuple[CompiledSuppression, ...]
-    warnings: tuple[Problem, ...] = ()
+from decider.rules.lint import lint
+from decider.rules.schema import Schema, read_schema
+from decider.ruleset import (
+    PROFILE_VARIABLES,
+    VARIABLES,
+    ChannelPolicy,
+    CompiledPlacement,
+    CompiledRuleset,
+    CompiledSegment,
+    CompiledSuppression,
+    Condition,
+    Engine,
+)
 
 
 def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
@@ -135,7 +76,7 @@ class _Builder:
     def __init__(self, engine: Engine, problems: list[Problem], schema: Schema | None) -> None:
         self.engine = engine
         self.problems = problems
-        self.warnings: list[Problem] = []
+        self.warnings: tuple[Problem, ...] = ()
         self.schema = schema
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
@@ -152,7 +93,7 @@ class _Builder:
             for key, p in placements.items()
         }
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
-        self._lint(sources, ordered, placements)
+        self.warnings = lint(sources, placements)
         return CompiledRuleset(
             version=version_of((s.name, s.document.content) for s in sources),
             engine=self.engine,
@@ -161,7 +102,7 @@ class _Builder:
             placements=placements,
             policy=policy,
             suppressions=tuple(suppressions),
-            warnings=tuple(sorted(self.warnings)),
+            warnings=self.warnings,
         )
 
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
@@ -360,47 +301,3 @@ class _Builder:
 
     def _problem(self, source: SourceFile, path: Path_, message: str, rule: Any = None) -> None:
         self.problems.append(source.document.problem(path, message, rule))
-
-    def _warn(self, source: SourceFile, path: Path_, message: str, rule: str) -> None:
-        found = source.document.problem(path, message, rule)
-        self.warnings.append(msgspec.structs.replace(found, severity="warning"))
-
-    def _lint(
-        self,
-        sources: list[SourceFile],
-        segments: list[CompiledSegment],
-        placements: dict[str, CompiledPlacement],
-    ) -> None:
-        """Findings that do not stop a ruleset but are almost always a mistake."""
-        used = {segment for p in placements.values() for segment in p.variants}
-        by_priority: dict[int, str] = {}
-        for source in sources:
-            for index, segment in enumerate(source.rules.segments):
-                path: Path_ = ("segments", index)
-                if segment.id not in used:
-                    self._warn(
-                        source,
-                        (*path, "id"),
-                        "no placement has a variant for this segment; winning it changes nothing",
-                        segment.id,
-                    )
-                tie = by_priority.setdefault(segment.priority, segment.id)
-                if tie != segment.id:
-                    self._warn(
-                        source,
-                        (*path, "priority"),
-                        f"same priority as {tie}; the tie goes to the lower segment id",
-                        segment.id,
-                    )
-            for index, placement in enumerate(source.rules.placements):
-                slots = placements[placement.id].slots if placement.id in placements else ()
-                for segment_id, variant in placement.variants.items():
-                    empty = [slot for slot in slots if slot not in variant.content]
-                    if empty:
-                        self._warn(
-                            source,
-                            ("placements", index, "variants", segment_id, "content"),
-                            f"variant {variant.id} leaves {', '.join(empty)} empty; "
-                            "the default's text is shown there",
-                            placement.id,
-                        )

@@ -11,12 +11,14 @@ from typing import Any
 
 import msgspec
 
-from decider.compiler import CompiledRuleset
-from decider.engine import decide
+from decider.engine import decide, select_placement
 from decider.model import Channel, ConsentSignal, DecideRequest, Decision, Identity
 from decider.profile import AccountProfile, Resolution, VisitorProfile
+from decider.reasons import ReasonCode
+from decider.ruleset import CompiledRuleset
 
 UNAVAILABLE = "unavailable"
+_GRANTED = (ReasonCode.CONSENT_GRANTED, ReasonCode.CONSENT_NOT_REQUIRED)
 
 OUTCOME_WORDS = {
     "matched": "MATCHED",
@@ -64,7 +66,10 @@ def offline_decision(
         consent=ConsentSignal(consent) if consent is not None else None,
         explain=True,
     )
-    evaluated = decide(ruleset, request, resolution, now=now, gpc=gpc, decision_id=decision_id)
+    chosen = select_placement(ruleset, request)
+    evaluated = decide(
+        ruleset, chosen, request, resolution, now=now, gpc=gpc, decision_id=decision_id
+    )
     return evaluated.decision
 
 
@@ -86,20 +91,16 @@ def segment_lines(decision: Decision, indent: str = "  ") -> list[str]:
 
 def render(decision: Decision) -> str:
     """One placement's decision, for a marketer: verdicts, segments, and the content chosen."""
-    consent = next((r for r in decision.reasons if r.code.startswith("consent.")), None)
-    suppression = next((r for r in decision.reasons if r.code.startswith("suppressed.")), None)
+    by_family = {r.code.family: r for r in decision.reasons}
+    consent, suppression = by_family.get("consent"), by_family.get("suppressed")
     lines = [f"{decision.placement} ({decision.channel})"]
     if consent is not None:
-        verdict = (
-            "granted"
-            if consent.code in ("consent.granted", "consent.not_required")
-            else "NOT granted"
-        )
+        verdict = "granted" if consent.code in _GRANTED else "NOT granted"
         lines.append(f"  consent:     {verdict}: {consent.message}")
     lines.append(
         f"  suppression: {'SUPPRESSED: ' + suppression.message if suppression else 'none'}"
     )
-    identity = [r.message for r in decision.reasons if r.code.startswith("identity.")]
+    identity = [r.message for r in decision.reasons if r.code.family == "identity"]
     if identity:
         lines.insert(1, f"  profile:     {'; '.join(identity)}")
     lines += segment_lines(decision)

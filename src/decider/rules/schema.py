@@ -22,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from decider.cel import Reference
 from decider.errors import Problem, RulesetError
-from decider.rules import Document, Path_, read_yaml
+from decider.rules.cel import Reference
+from decider.rules.files import Document, Path_, read_yaml
 
 TYPES = frozenset({"string", "int", "double", "bool", "timestamp", "list", "map", "any"})
 OPEN = frozenset({"map", "any"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
 from cachetools import TLRUCache
@@ -21,6 +21,15 @@ from decider.errors import ProfileSourceError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Size, and lifetimes in seconds, of cached lookups (DECIDER_CACHE_*)."""
+
+    maxsize: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    ttl: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    negative_ttl: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    stale_ttl: Annotated[float, msgspec.Meta(ge=0)] = 600.0
 
 
 class Hit(msgspec.Struct, Generic[V], frozen=True):
@@ -37,20 +46,19 @@ class ProfileCache(Generic[K, V]):
     def __init__(
         self,
         fetch: Callable[[K], Awaitable[V | None]],
+        settings: CacheSettings,
         *,
-        maxsize: int = 100_000,
-        ttl: float = 60.0,
-        negative_ttl: float = 5.0,
-        stale_ttl: float = 600.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self._ttl, self._negative_ttl = ttl, negative_ttl
+        self._ttl, self._negative_ttl = settings.ttl, settings.negative_ttl
         self._timer = timer
         # an unknown id is kept for negative_ttl only: anonymous cookies, most of the traffic,
         # must not push known profiles out of the cache
-        self._keep = ttl + stale_ttl
-        self._entries: TLRUCache[K, _Entry[V]] = TLRUCache(maxsize, self._expires, timer=timer)
+        self._keep = settings.ttl + settings.stale_ttl
+        self._entries: TLRUCache[K, _Entry[V]] = TLRUCache(
+            settings.maxsize, self._expires, timer=timer
+        )
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self.fetches = 0
 

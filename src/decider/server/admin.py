@@ -10,12 +10,20 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, get, post
+from litestar import Response, Router, get, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import ResponseSpec
 
+from decider.model import ErrorBody
 from decider.reload import Reloader, RulesState
+from decider.service import Decider
+from decider.stats import Stats
+
+SECURITY_SCHEME = "adminToken"
+_UNAUTHORIZED = {401: ResponseSpec(ErrorBody, description="No bearer token, or a wrong one")}
 
 
 class SegmentUsage(msgspec.Struct, frozen=True):
@@ -47,29 +55,46 @@ class SegmentsReport(msgspec.Struct, frozen=True):
     suppressions: tuple[SuppressionUsage, ...]
 
 
-def _reloader(request: Request[Any, Any, Any]) -> Reloader:
-    reloader: Reloader = request.app.state.reloader
-    return reloader
+@get(
+    "/rules",
+    operation_id="rules",
+    summary="The loaded ruleset and the last reload",
+    responses=_UNAUTHORIZED,
+)
+async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
+    return reloader.state()
 
 
-@get("/rules", summary="The loaded ruleset and the last reload")
-async def rules_state(request: Request[Any, Any, Any]) -> RulesState:
-    return _reloader(request).state()
-
-
-@post("/reload", summary="Reload the rules now; 422 if they are refused")
-async def reload_rules(request: Request[Any, Any, Any]) -> Response[RulesState]:
-    reloader = _reloader(request)
+@post(
+    "/reload",
+    operation_id="reload",
+    summary="Reload the rules now; 422 if they are refused",
+    status_code=200,
+    responses={
+        422: ResponseSpec(
+            RulesState,
+            description="Refused: `last_reload.errors` says why; the last good ruleset serves on",
+        ),
+        **_UNAUTHORIZED,
+    },
+)
+async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesState]:
     record = await reloader.reload("admin")
     return Response(reloader.state(), status_code=200 if record.ok else 422)
 
 
-@get("/segments", summary="Segment governance: owner, purpose, wins, last match")
-async def segments(request: Request[Any, Any, Any]) -> SegmentsReport:
-    decider = _reloader(request).decider
-    stats = decider.stats
+@get(
+    "/segments",
+    operation_id="segments",
+    summary="Segment governance: owner, purpose, wins, last match",
+    responses=_UNAUTHORIZED,
+)
+async def segments(
+    decider: NamedDependency[Decider], stats: NamedDependency[Stats]
+) -> SegmentsReport:
+    ruleset = decider.ruleset
     usage = []
-    for segment in decider.ruleset.segments:
+    for segment in ruleset.segments:
         counted = stats.segments.get(segment.id)
         usage.append(
             SegmentUsage(
@@ -85,7 +110,7 @@ async def segments(request: Request[Any, Any, Any]) -> SegmentsReport:
             )
         )
     suppressions = []
-    for rule in decider.ruleset.suppressions:
+    for rule in ruleset.suppressions:
         held = stats.suppressions.get(rule.id)
         suppressions.append(
             SuppressionUsage(
@@ -96,6 +121,7 @@ async def segments(request: Request[Any, Any, Any]) -> SegmentsReport:
 
 
 def admin_router(token: str) -> Router:
+    """The admin routes behind one bearer-token guard."""
     expected = f"Bearer {token}".encode()
 
     def bearer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -110,5 +136,6 @@ def admin_router(token: str) -> Router:
         path="/admin",
         route_handlers=[rules_state, reload_rules, segments],
         guards=[bearer_guard],
+        security=[{SECURITY_SCHEME: []}],
         tags=["admin"],
     )

@@ -12,12 +12,18 @@ from typing import Any, Literal
 
 import msgspec
 
-from decider.cel import Engine
-from decider.compiler import CompiledRuleset, compile_ruleset
 from decider.errors import InvalidRequest, Problem, RulesetError
-from decider.explain import UNAVAILABLE, Fixture, offline_decision, resolution_of, trace_lines
 from decider.model import Decision, Instant
-from decider.rules import display_name, read_yaml
+from decider.rules.compiler import compile_ruleset
+from decider.rules.explain import (
+    UNAVAILABLE,
+    Fixture,
+    offline_decision,
+    resolution_of,
+    trace_lines,
+)
+from decider.rules.files import display_name, read_yaml
+from decider.ruleset import CompiledRuleset, Engine
 
 
 class Expect(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -171,7 +177,11 @@ def failure_problem(result: CaseResult) -> Problem:
         f"{m.field} expected {m.expected!r}, got {m.actual!r}" for m in result.mismatches
     )
     return Problem(
-        result.file, result.line, result.column, f"rule test {result.case!r} fails: {what}"
+        result.file,
+        result.line,
+        result.column,
+        f"rule test {result.case!r} fails: {what}",
+        kind="test_failure",
     )
 
 

@@ -11,41 +11,38 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
-from decider.cache import ProfileCache
 from decider.errors import ProfileSourceError
-from decider.model import Identity, Reason
-from decider.profile import AccountProfile, Resolution, Status, VisitorProfile
-from decider.sources import AliasKind, ProfileSource
-
-_ALIASES: tuple[AliasKind, ...] = ("user_id", "email_sha256")
-
-
-class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Size, and lifetimes in seconds, of cached lookups (see decider.cache)."""
-
-    maxsize: int = 100_000
-    ttl: float = 60.0
-    negative_ttl: float = 5.0
-    stale_ttl: float = 600.0
+from decider.model import Identity
+from decider.profile import (
+    ALIAS_KINDS,
+    AccountProfile,
+    AliasKind,
+    Resolution,
+    Status,
+    VisitorProfile,
+)
+from decider.profiles.cache import CacheSettings, ProfileCache
+from decider.profiles.sources.base import ProfileSource
+from decider.reasons import Reason, ReasonCode
 
 
 class Resolver:
+    """Stitches identities over three caches (visitors, accounts, aliases) of one source.
+
+    `budget`: seconds all lookups of one resolution may take together."""
+
     def __init__(
         self,
         source: ProfileSource,
         *,
-        budget: float = 0.05,
-        cache: CacheSettings | None = None,
+        budget: float,
+        cache: CacheSettings,
     ) -> None:
-        options = msgspec.structs.asdict(cache or CacheSettings())
-        self.source = source
         self.budget = budget
-        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(source.visitor, **options)
-        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(source.account, **options)
+        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(source.visitor, cache)
+        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(source.account, cache)
         self.aliases: ProfileCache[tuple[AliasKind, str], str] = ProfileCache(
-            lambda key: source.alias(*key), **options
+            lambda key: source.alias(*key), cache
         )
 
     async def resolve(self, identity: Identity) -> Resolution:
@@ -53,7 +50,9 @@ class Resolver:
         try:
             return await self._resolve(identity, deadline)
         except ProfileSourceError as exc:
-            return Resolution("unavailable", notes=(Reason("identity.unavailable", str(exc)),))
+            return Resolution(
+                "unavailable", notes=(Reason(ReasonCode.IDENTITY_UNAVAILABLE, str(exc)),)
+            )
 
     async def _resolve(self, identity: Identity, deadline: float) -> Resolution:
         notes: list[Reason] = []
@@ -62,7 +61,9 @@ class Resolver:
         account, account_stale = await self._account(identity, visitor, deadline, notes)
         if stale or account_stale:
             notes.append(
-                Reason("identity.stale", "the profile source failed; cached data served stale")
+                Reason(
+                    ReasonCode.IDENTITY_STALE, "the profile source failed; cached data served stale"
+                )
             )
         status: Status = "resolved" if visitor or account else "unknown"
         return Resolution(status, visitor, account, stale or account_stale, tuple(notes), linked)
@@ -75,20 +76,25 @@ class Resolver:
         hide behind a user id that wins the stitch."""
         found: list[tuple[str, VisitorProfile]] = []
         stale = False
-        for kind in _ALIASES:
+        for kind in ALIAS_KINDS:
             value = getattr(identity, kind)
             if value is None:
                 continue
             link = await self.aliases.get((kind, value), deadline)
             stale |= link.stale
             if link.value is None:
-                notes.append(Reason("identity.unknown", f"no visitor is linked to this {kind}"))
+                notes.append(
+                    Reason(ReasonCode.IDENTITY_UNKNOWN, f"no visitor is linked to this {kind}")
+                )
                 continue
             hit = await self.visitors.get(link.value, deadline)
             stale |= hit.stale
             if hit.value is None:
                 notes.append(
-                    Reason("identity.dangling", f"{kind} links to visitor {link.value}, not found")
+                    Reason(
+                        ReasonCode.IDENTITY_DANGLING,
+                        f"{kind} links to visitor {link.value}, not found",
+                    )
                 )
             else:
                 found.append((kind, hit.value))
@@ -98,7 +104,7 @@ class Resolver:
             if hit.value is not None:
                 found.append(("visitor_id", hit.value))
             elif not found:
-                notes.append(Reason("identity.unknown", "no profile for this visitor_id"))
+                notes.append(Reason(ReasonCode.IDENTITY_UNKNOWN, "no profile for this visitor_id"))
         return found, stale
 
     async def _account(
@@ -112,7 +118,7 @@ class Resolver:
         if visitor and visitor.account_id and identity.account_id not in (None, visitor.account_id):
             notes.append(
                 Reason(
-                    "identity.account_conflict",
+                    ReasonCode.IDENTITY_ACCOUNT_CONFLICT,
                     f"the visitor's own account {visitor.account_id} wins over the request's "
                     f"account_id {identity.account_id}",
                 )
@@ -121,9 +127,11 @@ class Resolver:
             return None, False
         hit = await self.accounts.get(account_id, deadline)
         if hit.value is None:
-            notes.append(Reason("identity.unknown", f"no profile for account {account_id}"))
+            notes.append(
+                Reason(ReasonCode.IDENTITY_UNKNOWN, f"no profile for account {account_id}")
+            )
         else:
-            notes.append(Reason("identity.account", f"account {hit.value.id}"))
+            notes.append(Reason(ReasonCode.IDENTITY_ACCOUNT, f"account {hit.value.id}"))
         return hit.value, hit.stale
 
 
@@ -135,13 +143,15 @@ def _stitch(
         return None, frozenset()
     kind, visitor = found[0]
     if kind == "visitor_id":
-        notes.append(Reason("identity.visitor", f"visitor {visitor.id}"))
+        notes.append(Reason(ReasonCode.IDENTITY_VISITOR, f"visitor {visitor.id}"))
     else:
-        notes.append(Reason("identity.stitched", f"{kind} is linked to visitor {visitor.id}"))
+        notes.append(
+            Reason(ReasonCode.IDENTITY_STITCHED, f"{kind} is linked to visitor {visitor.id}")
+        )
     if identity.visitor_id and identity.visitor_id != visitor.id:
         notes.append(
             Reason(
-                "identity.merged",
+                ReasonCode.IDENTITY_MERGED,
                 f"visitor_id {identity.visitor_id} is read as {visitor.id}: "
                 f"the known {kind} wins over the anonymous id",
             )
@@ -153,7 +163,7 @@ def _stitch(
         if other_kind != "visitor_id":
             notes.append(
                 Reason(
-                    "identity.conflict",
+                    ReasonCode.IDENTITY_CONFLICT,
                     f"{other_kind} names another visitor ({other.id}); {visitor.id} is used, "
                     "and both are checked for suppression",
                 )

@@ -1,0 +1,124 @@
+"""What a compiled ruleset is: the values the engine decides over, and the CEL interface it calls.
+
+`decider.rules.compiler` builds these from rule files and `decider.rules.cel` implements
+`Engine` and `Program` for the two CEL runtimes; the core (engine, gate, service) reads them
+and never imports either, so the decision path depends on nothing outside the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from decider.errors import Problem
+from decider.model import Channel, Variant
+
+EngineName = Literal["cel-expr", "cel-python"]
+# what a rule may read; `visitor` and `account` are profile data and need consent
+VARIABLES = ("visitor", "account", "context", "now")
+PROFILE_VARIABLES = frozenset({"visitor", "account"})
+
+
+class CelEvalError(Exception):
+    """A rule failed at evaluation (missing field, wrong type). It then does not match."""
+
+
+class Program(Protocol):
+    def matches(self, activation: Any) -> bool:
+        """True if the condition holds; raises CelEvalError when it cannot be evaluated."""
+
+
+class Engine(Protocol):
+    name: EngineName
+    # may a new ruleset be compiled and tested on another thread while this engine's
+    # programs evaluate on the event loop?
+    off_loop: bool
+
+    def compile(self, source: str) -> Program:
+        """Compile once, at load. Raises decider.rules.cel.CelCompileErrors."""
+
+    def activation(
+        self,
+        visitor: Mapping[str, Any],
+        account: Mapping[str, Any],
+        context: Mapping[str, Any],
+        now: datetime,
+    ) -> Any:
+        """Bind the variables once per request; every rule of that request shares it."""
+
+
+class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a channel needs before profile data may be used (the `consent:` section)."""
+
+    purposes: tuple[str, ...]
+    bases: tuple[str, ...] = ("consent",)
+    gpc_revokes: tuple[str, ...] = ()
+    suppress_if_profile_unavailable: bool = False
+
+
+class Condition(msgspec.Struct, frozen=True):
+    """A compiled CEL condition and what it reads.
+
+    `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
+    """
+
+    program: Program
+    reads: frozenset[str]
+    needs_profile: bool
+
+
+class CompiledSegment(msgspec.Struct, frozen=True):
+    id: str
+    priority: int
+    description: str
+    owner: str
+    file: str
+    line: int
+    condition: Condition
+
+
+class CompiledSuppression(msgspec.Struct, frozen=True):
+    id: str
+    description: str
+    flags: frozenset[str]
+    condition: Condition | None
+    channels: frozenset[str]
+    placements: frozenset[str]
+    tags: frozenset[str]
+
+    def applies_to(self, placement: CompiledPlacement) -> bool:
+        return (
+            (not self.channels or placement.channel in self.channels)
+            and (not self.placements or placement.id in self.placements)
+            and (not self.tags or not self.tags.isdisjoint(placement.tags))
+        )
+
+
+class CompiledPlacement(msgspec.Struct, frozen=True):
+    """A placement with each segment variant already filled out from the default, and the
+    suppressions that apply to it, in file order."""
+
+    id: str
+    channel: Channel
+    slots: tuple[str, ...]
+    tags: frozenset[str]
+    default: Variant
+    variants: dict[str, Variant]
+    suppressions: tuple[CompiledSuppression, ...] = ()
+
+
+class CompiledRuleset(msgspec.Struct, frozen=True):
+    """Segments in evaluation order (priority descending, then id), placements by id, and the
+    consent policy by channel. `version` is a content hash of the rule files."""
+
+    version: str
+    engine: Engine
+    files: tuple[str, ...]
+    segments: tuple[CompiledSegment, ...]
+    placements: dict[str, CompiledPlacement]
+    policy: dict[str, ChannelPolicy]
+    suppressions: tuple[CompiledSuppression, ...]
+    warnings: tuple[Problem, ...] = ()

@@ -1,0 +1,115 @@
+"""The litestar app over a built Service: routes, dependency injection, errors as JSON.
+
+Handlers receive their collaborators (decider, source, reloader, stats) as parameters, by
+name, from the Service the app was made with; nothing is read from `app.state`. A process
+manager can serve it from an import string with no arguments:
+
+    uvicorn --factory decider.server.app:app_from_env
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from decider import __version__
+from decider.errors import InvalidRequest
+from decider.model import ErrorBody, ErrorDetail
+from decider.server.admin import SECURITY_SCHEME, admin_router
+from decider.server.decide import decide
+from decider.server.health import healthz, readyz
+from decider.settings import Settings, unknown_variables
+from decider.wiring import Service, build_service
+
+log = logging.getLogger("decider")
+
+
+def create_app(service: Service) -> Litestar:
+    """The HTTP app of `service`; its lifespan holds the service running (reloads, close)."""
+    settings = service.settings
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    handlers: list[Any] = [decide, healthz, readyz]
+    schemes: dict[str, Any] = {}
+    if settings.admin_token:
+        handlers.append(admin_router(settings.admin_token))
+        schemes[SECURITY_SCHEME] = SecurityScheme(
+            type="http", scheme="bearer", description="DECIDER_ADMIN_TOKEN"
+        )
+    return Litestar(
+        route_handlers=handlers,
+        dependencies={
+            "decider": _provide(service.decider),
+            "source": _provide(service.source),
+            "reloader": _provide(service.reloader),
+            "stats": _provide(service.stats),
+        },
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        exception_handlers={
+            InvalidRequest: _invalid_request,
+            HTTPException: _http_exception,
+            Exception: _unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Decider",
+            version=__version__,
+            description="Personalization decisions: identity, consent first, segment, variant.",
+            components=Components(security_schemes=schemes or None),
+        ),
+    )
+
+
+def app_from_env() -> Litestar:
+    """The app on settings read from the environment (DECIDER_*), for process managers."""
+    for problem in unknown_variables(os.environ):
+        log.warning("%s", problem)
+    return create_app(build_service(Settings.from_env(os.environ)))
+
+
+def _provide(value: object) -> Provide:
+    def dependency() -> object:
+        return value
+
+    return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def _error(status: int, detail: ErrorDetail) -> Response[bytes]:
+    return Response(
+        msgspec.json.encode(ErrorBody(detail)), status_code=status, media_type=MediaType.JSON
+    )
+
+
+def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response[bytes]:
+    return _error(exc.status, ErrorDetail(exc.code, exc.message, exc.field))
+
+
+def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    field = "body" if exc.status_code == 413 else None
+    code = "body_too_large" if exc.status_code == 413 else "http_error"
+    response = _error(exc.status_code, ErrorDetail(code, str(exc.detail), field))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unexpected error", exc_info=exc)
+    return _error(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        ErrorDetail("internal_error", "the decision could not be made; see the service log"),
+    )

@@ -1,0 +1,88 @@
+"""The composition root: settings in, everything a running Decider needs out, built once.
+
+`build_service` is the one place that picks implementations (CEL engine, profile source) and
+wires them together; the HTTP app and the CLI take the finished `Service`. Time, decision
+ids, the profile API's HTTP client, and for tests a ready source or ruleset, are injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources import driver_for
+from decider.profiles.sources.base import Opening, ProfileSource
+from decider.reload import Reloader
+from decider.rules.cel import new_engine
+from decider.rules.suites import compile_and_test
+from decider.ruleset import CompiledRuleset, EngineName
+from decider.service import Decider, new_decision_id, utcnow
+from decider.settings import Settings
+from decider.stats import Stats
+
+if TYPE_CHECKING:
+    import httpx
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running Decider's parts. `running()` holds them live: reloads on file changes and
+    SIGHUP while inside, and the profile source closed on the way out."""
+
+    settings: Settings
+    decider: Decider
+    source: ProfileSource
+    resolver: Resolver
+    stats: Stats
+    reloader: Reloader
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Service]:
+        try:
+            async with self.reloader.running(
+                watch=self.settings.watch_rules, debounce_ms=self.settings.reload_debounce_ms
+            ):
+                yield self
+        finally:
+            await self.source.aclose()
+
+
+def load_rules(rules_dir: Path, engine: EngineName) -> CompiledRuleset:
+    """What the service serves: the rules compiled on a new engine, their tests passing.
+    Raises RulesetError with every problem."""
+    return compile_and_test(rules_dir, new_engine(engine))
+
+
+def build_service(
+    settings: Settings,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    ids: Callable[[], str] = new_decision_id,
+    source: ProfileSource | None = None,
+    ruleset: CompiledRuleset | None = None,
+) -> Service:
+    """Compile and test the rules (so broken rules stop the service before it listens), then
+    open the profile source and build the rest around them.
+
+    Raises RulesetError for rules that fail, ProfileSourceError for a source that cannot open.
+    """
+    ruleset = ruleset or load_rules(settings.rules_dir, settings.engine)
+    # reloads compile on the engine the service serves with
+    load = partial(load_rules, settings.rules_dir, ruleset.engine.name)
+    if source is None:
+        opening = Opening(now=clock(), http_client=http_client)
+        source = driver_for(settings.profile).open_with(settings.profile, opening)
+    resolver = Resolver(source, budget=settings.profile_budget_ms / 1000, cache=settings.cache)
+    stats = Stats(clock())
+    decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids)
+    reloader = Reloader(
+        decider, load, off_loop=ruleset.engine.off_loop, rules_dir=settings.rules_dir, clock=clock
+    )
+    return Service(settings, decider, source, resolver, stats, reloader)
