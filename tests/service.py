@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,15 +29,28 @@ class Service:
 
 
 @contextmanager
-def running_service(rules: Path, workdir: Path, **env: str) -> Iterator[Service]:
-    """`decider serve` over `rules`, its SQLite store in `workdir`; stopped on exit."""
+def running_service(
+    rules: Path,
+    workdir: Path,
+    *,
+    command: Sequence[str] | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Service]:
+    """`decider serve` over `rules` (or `command`, given `--port N`), its SQLite store in
+    `workdir`, started in `cwd`; stopped on exit."""
     port = free_port()
-    environ = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db"), **env}
+    environ = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db"), **(env or {})}
     log = workdir / f"serve-{port}.log"
-    command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(rules)]
+    if command is None:
+        command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(rules)]
     with log.open("w") as output:
         process = subprocess.Popen(
-            [*command, "--port", str(port)], env=environ, stdout=output, stderr=subprocess.STDOUT
+            [*command, "--port", str(port)],
+            env=environ,
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from decider.cli import main
+import pytest
 
-from .conftest import RULES
+from decider import __version__
+from decider.cli import _parser, main
+
+from .conftest import NOW, RULES
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -195,3 +204,94 @@ def test_check_fails_when_a_rule_test_fails(rules_copy: Path) -> None:
     assert code == 1
     assert "rule test 'an anonymous visitor with no consent still gets contextual content'" in out
     assert f"run `decider test {rules_copy}`" in out
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`decider --version` prints the version and exits 0."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"decider {__version__}"
+
+
+def test_every_argument_has_help() -> None:
+    """Every option and positional argument of every command says what it is for."""
+    missing = []
+    parsers = [_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif not action.help:
+                missing.append(f"{parser.prog}: {action.dest}")
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["explain", str(RULES), "--now", NOW.isoformat()], ["check", str(RULES)]]
+)
+def test_output_into_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
+    """Output piped into a reader that stops early (`| head`) ends without a traceback, be
+    it longer than the pipe's buffer or shorter."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "decider.cli", *argv],
+            # as in a user's shell: stdout buffered, so small outputs meet the pipe at the end
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another socket already listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def test_serve_on_a_taken_port_stops_naming_the_setting(taken_port: int, tmp_path: Path) -> None:
+    """A port in use stops `serve` with exit 1 and a message naming the setting, and nothing
+    says it is listening."""
+    env = {"DECIDER_PROFILE_DB": str(tmp_path / "p.db")}
+    code, out = run("serve", "--port", str(taken_port), env=env)
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{taken_port}" in out
+    assert "DECIDER_PORT" in out
+    assert "listening" not in out
+
+
+def test_serve_on_a_host_that_cannot_be_bound_stops_naming_the_setting(tmp_path: Path) -> None:
+    """An address that is not this machine's, or not an address, stops `serve` with exit 1."""
+    env = {"DECIDER_PROFILE_DB": str(tmp_path / "p.db")}
+    for host in ("192.0.2.1", "no-such-host.invalid"):
+        code, out = run("serve", "--host", host, "--port", "0", env=env)
+        assert code == 1, out
+        assert f"cannot listen on {host}:0" in out
+        assert "DECIDER_HOST" in out
+
+
+def test_unknown_decider_variables_are_reported_at_start(taken_port: int, tmp_path: Path) -> None:
+    """A DECIDER_* variable that is no setting, or belongs to another source, is reported."""
+    env = {
+        "DECIDER_PROFILE_DB": str(tmp_path / "p.db"),
+        "DECIDER_ADMIN_TOKN": "a-token-of-sixteen-chars",
+        "DECIDER_PROFILE_API_URL": "http://profiles.test",
+    }
+    _, out = run("serve", "--port", str(taken_port), env=env)
+    assert (
+        "DECIDER_ADMIN_TOKN is not a Decider setting: ignored; did you mean DECIDER_ADMIN_TOKEN?"
+        in out
+    )
+    assert "DECIDER_PROFILE_API_URL is a setting of the http profile source, not sqlite" in out

@@ -61,7 +61,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
     rules = workdir / "rules"
     shutil.copytree(RULES, rules)
     env = {"DECIDER_ADMIN_TOKEN": TOKEN, "DECIDER_RELOAD_DEBOUNCE_MS": "100"}
-    with running_service(rules, workdir, **env) as service:
+    with running_service(rules, workdir, env=env) as service:
         yield service, rules
 
 
@@ -236,7 +236,7 @@ def test_sighup_reloads(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(RULES, rules)
     env = {"DECIDER_ADMIN_TOKEN": TOKEN, "DECIDER_WATCH_RULES": "false"}
-    with running_service(rules, tmp_path, **env) as service:
+    with running_service(rules, tmp_path, env=env) as service:
         before = decide(service.client)["ruleset"]
         edit(rules / "b2b.yaml", CTA, "cta: Book a briefing\n")
         time.sleep(0.5)

@@ -31,7 +31,8 @@ from decider.rules.suites import compile_and_test, format_result, run_suites
 from decider.service import utcnow
 from decider.settings import SOURCE_VARIABLE, Settings, SettingsError, unknown_variables
 
-ENGINE_HELP = "CEL engine [DECIDER_ENGINE, default cel-expr]"
+_DEFAULTS = Settings()
+ENGINE_HELP = f"CEL engine [DECIDER_ENGINE, default {_DEFAULTS.engine}]"
 
 
 class Streams(NamedTuple):
@@ -51,6 +52,7 @@ def main(
     args = _parser().parse_args(argv)
     try:
         result: int = args.run(args, env, streams)
+        streams.out.flush()  # here, so a reader that went away is met below, not at exit
     except (SettingsError, DeciderError) as exc:
         print(f"decider: {exc}", file=streams.err)
         return 2
@@ -70,12 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run the HTTP service", description="Run the HTTP decision service."
     )
-    serve.add_argument("--rules", dest="rules_dir", help="rules directory [DECIDER_RULES_DIR]")
-    serve.add_argument("--host", help="listen address [DECIDER_HOST, default 127.0.0.1]")
-    serve.add_argument("--port", help="listen port; 0 picks one [DECIDER_PORT, default 8080]")
+    serve.add_argument(
+        "--rules",
+        dest="rules_dir",
+        help=f"rules directory [DECIDER_RULES_DIR, default {_DEFAULTS.rules_dir}]",
+    )
+    serve.add_argument("--host", help=f"listen address [DECIDER_HOST, default {_DEFAULTS.host}]")
+    serve.add_argument(
+        "--port", help=f"listen port; 0 picks one [DECIDER_PORT, default {_DEFAULTS.port}]"
+    )
     serve.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     serve.add_argument(
-        "--profile-db", help="SQLite profile store, for the sqlite source [DECIDER_PROFILE_DB]"
+        "--profile-db", help="SQLite file of the sqlite profile source [DECIDER_PROFILE_DB]"
     )
     serve.set_defaults(run=_serve)
 

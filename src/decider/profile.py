@@ -8,7 +8,7 @@ runtime refuses a datetime nested inside a map and strings behave the same on bo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -46,6 +46,17 @@ class AccountProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     id: Ident
     flags: frozenset[str] = frozenset()
     traits: dict[str, Any] = {}
+
+
+P = TypeVar("P", VisitorProfile, AccountProfile)
+
+
+def stored(profile: P) -> P:
+    """The profile as sources keep it: a JSONL import record without its `kind` tag."""
+    if type(profile) in (VisitorProfile, AccountProfile):
+        return profile
+    # an import record subclasses the profile it carries
+    return type(profile).__mro__[1](**msgspec.structs.asdict(profile))  # type: ignore[no-any-return]
 
 
 def traits_problem(profile: VisitorProfile | AccountProfile) -> str | None:

@@ -24,12 +24,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from decider import __version__
-from decider.errors import InvalidRequest
+from decider.errors import DeciderError, InvalidRequest
 from decider.model import ErrorBody, ErrorDetail
 from decider.server.admin import SECURITY_SCHEME, admin_router
 from decider.server.decide import decide
 from decider.server.health import healthz, readyz
-from decider.settings import Settings, unknown_variables
+from decider.settings import Settings, SettingsError, unknown_variables
 from decider.wiring import Service, build_service
 
 log = logging.getLogger("decider")
@@ -76,10 +76,14 @@ def create_app(service: Service) -> Litestar:
 
 
 def app_from_env() -> Litestar:
-    """The app on settings read from the environment (DECIDER_*), for process managers."""
+    """The app on settings read from the environment (DECIDER_*), for process managers.
+    A bad setting, rules that fail or a source that cannot open stop the process, saying why."""
     for problem in unknown_variables(os.environ):
         log.warning("%s", problem)
-    return create_app(build_service(Settings.from_env(os.environ)))
+    try:
+        return create_app(build_service(Settings.from_env(os.environ)))
+    except (SettingsError, DeciderError) as exc:
+        raise SystemExit(f"decider: refusing to start: {exc}") from None
 
 
 def _provide(value: object) -> Provide:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from decider.errors import ProfileSourceError
-from decider.profile import AccountProfile, AliasKind, VisitorProfile
+from decider.profile import AccountProfile, AliasKind, VisitorProfile, stored
 from decider.profiles.jsonl import parse_profiles, sample_profiles
 from decider.profiles.sources.base import Driver, Opening, SourceSettings
 
@@ -46,9 +46,9 @@ class MemoryProfileSource:
         """Insert or replace profiles, as an import does: a visitor's links are its own."""
         for record in records:
             if isinstance(record, VisitorProfile):
-                self._put_visitor(record)
+                self._put_visitor(stored(record))
             else:
-                self.accounts[record.id] = record
+                self.accounts[record.id] = stored(record)
 
     def _put_visitor(self, visitor: VisitorProfile) -> None:
         self.aliases = {key: v for key, v in self.aliases.items() if v != visitor.id}

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 import msgspec
 
@@ -24,6 +23,7 @@ from decider.profile import (
     AliasKind,
     VisitorProfile,
     account_decoder,
+    stored,
     visitor_decoder,
 )
 from decider.profiles.jsonl import sample_profiles
@@ -39,7 +39,6 @@ CREATE TABLE IF NOT EXISTS aliases (
 """
 
 _encoder = msgspec.json.Encoder()
-P = TypeVar("P", VisitorProfile, AccountProfile)
 
 
 class SqliteSettings(SourceSettings, frozen=True, kw_only=True):
@@ -111,14 +110,14 @@ class SqliteProfileStore:
                         self._put_visitor(record)
                         visitors += 1
                     else:
-                        self._put("accounts", record.id, _plain(AccountProfile, record))
+                        self._put("accounts", record.id, stored(record))
                         accounts += 1
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"import into {self.path} failed: {exc}") from None
         return visitors, accounts
 
     def _put_visitor(self, record: VisitorProfile) -> None:
-        profile = _plain(VisitorProfile, record)
+        profile = stored(record)
         self._put("visitors", profile.id, profile)
         self._db.execute("DELETE FROM aliases WHERE visitor_id = ?", (profile.id,))
         aliases = [("user_id", u) for u in profile.user_ids]
@@ -175,11 +174,6 @@ class SqliteProfileStore:
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"profile store read failed: {exc}") from None
         return row[0] if row else None
-
-
-def _plain(kind: type[P], record: P) -> P:
-    """The stored profile of an import record (the record minus its `kind` tag)."""
-    return record if type(record) is kind else kind(**msgspec.structs.asdict(record))
 
 
 def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStore:
