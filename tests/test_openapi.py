@@ -76,5 +76,7 @@ def test_admin_operations_declare_their_bearer_scheme(spec: dict[str, Any]) -> N
         "adminToken": {"type": "http", "scheme": "bearer", "description": "DECIDER_ADMIN_TOKEN"}
     }
     for name, operation in operations(spec).items():
-        expected = [{"adminToken": []}] if "/admin/" in name else None
+        expected: list[dict[str, list[str]]] | None = (
+            [{"adminToken": []}] if "/admin/" in name else None
+        )
         assert operation.get("security") == expected, name
