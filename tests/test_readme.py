@@ -1,0 +1,181 @@
+"""The README's examples, run as a new user would run them from a fresh copy of the
+repository: every `$ decider ...` output exactly, every curl against a real server (shown JSON
+compared, "..." standing for what is left out), and its tables against the code."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from decider.cli import main
+from decider.reasons import ReasonCode
+from decider.settings import variables
+
+from .conftest import ROOT
+from .service import Service, running_service
+
+README = (ROOT / "README.md").read_text()
+TOKEN = "change-me-to-a-long-secret"  # the README's own
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+ELIDED = "..."
+# values that differ on every run: their shape is checked, not their value
+VOLATILE = {
+    "decision_id": re.compile(r"^[0-9a-f]{32}$"),
+    "loaded_at": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"),
+}
+
+
+def blocks() -> list[tuple[str, str]]:
+    """Every fenced block of the README, (language, text), in order."""
+    return [(m[1], m[2]) for m in BLOCK.finditer(README)]
+
+
+def table(heading: str) -> list[list[str]]:
+    """The rows of the first table after `heading`, as lists of cells."""
+    after = README.split(heading, 1)[1]
+    lines = after[after.index("\n|") + 1 :].split("\n\n", 1)[0].splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_the_reasons_table_is_the_enum() -> None:
+    """The README lists every reason code, with the enum's meaning, and no other code."""
+    shown = {code.strip("`"): meaning for code, meaning in table("### Reasons")}
+    assert shown == {code.value: code.meaning for code in ReasonCode}
+
+
+def test_the_configuration_table_lists_every_setting() -> None:
+    """Every variable Decider reads is in the configuration table, and nothing else is."""
+    shown = {row[0].strip("`") for row in table("## Configuration")}
+    assert shown == {name for name, _ in variables()}
+
+
+def test_the_jsonl_record_shown_is_in_the_example_file() -> None:
+    """The record the README spreads over lines is a line of examples/profiles.jsonl."""
+    (shown,) = [json.loads(text) for lang, text in blocks() if lang == "json" and '"kind"' in text]
+    lines = (ROOT / "examples" / "profiles.jsonl").read_text().splitlines()
+    assert shown in [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def matches(shown: Any, actual: Any, key: str = "") -> bool:
+    """`actual` as `shown` says: "..." matches anything, a "..." key allows other keys, a
+    "..." item stands for any items between the ones shown."""
+    if shown == ELIDED:
+        return True
+    if key in VOLATILE:
+        return isinstance(actual, str) and bool(VOLATILE[key].match(actual))
+    if isinstance(shown, dict):
+        keys = set(shown) - {ELIDED}
+        if not isinstance(actual, dict) or not keys <= set(actual):
+            return False
+        if ELIDED not in shown and keys != set(actual):
+            return False
+        return all(matches(shown[k], actual[k], k) for k in keys)
+    if isinstance(shown, list):
+        if not isinstance(actual, list):
+            return False
+        if ELIDED not in shown:
+            return len(shown) == len(actual) and all(map(matches, shown, actual))
+        rest = iter(actual)  # the items shown appear in order, anything between them
+        return all(any(matches(item, other) for other in rest) for item in shown if item != ELIDED)
+    return bool(shown == actual)
+
+
+def text_matches(shown: list[str], actual: list[str]) -> bool:
+    """Lines equal, where a line "..." stands for any lines."""
+    if not shown:
+        return not actual
+    if shown[0] == ELIDED:
+        return any(text_matches(shown[1:], actual[i:]) for i in range(len(actual) + 1))
+    return bool(actual) and shown[0] == actual[0] and text_matches(shown[1:], actual[1:])
+
+
+def commands(text: str) -> Iterator[tuple[list[str], list[str]]]:
+    """The `$ command` lines of a text block (joined over trailing backslashes), each with the
+    output lines shown after it."""
+    lines = text.rstrip("\n").split("\n")
+    while lines:
+        command = lines.pop(0).removeprefix("$ ")
+        while command.endswith("\\"):
+            command = command[:-1] + lines.pop(0).strip()
+        output = []
+        while lines and not lines[0].startswith("$ "):
+            output.append(lines.pop(0))
+        while output and not output[-1]:
+            output.pop()
+        program, *argv = shlex.split(command)
+        assert program == "decider", command
+        yield argv, output
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Service]]:
+    """A fresh copy of the repository's rules and examples, and `decider serve` started in it
+    on its defaults (with the README's admin token)."""
+    where = tmp_path_factory.mktemp("readme")
+    for name in ("rules", "examples"):
+        shutil.copytree(ROOT / name, where / name)
+    env = {"DECIDER_ADMIN_TOKEN": TOKEN}
+    with running_service(where / "rules", where, cwd=where, env=env) as service:
+        yield where, service
+
+
+def test_every_example_runs_as_shown(
+    workspace: tuple[Path, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In README order: `$ decider ...` prints exactly what is shown; each curl's answer is
+    the JSON shown after it."""
+    where, service = workspace
+    monkeypatch.chdir(where)
+    port = service.client.base_url.port
+    shown = blocks()
+    ran = 0
+    for index, (lang, text) in enumerate(shown):
+        if lang == "text" and text.startswith("$ decider "):
+            for argv, expected in commands(text):
+                out = io.StringIO()
+                main(argv, environ={}, out=out)
+                lines = out.getvalue().rstrip("\n").split("\n")
+                assert text_matches(expected, lines), (
+                    f"$ decider {' '.join(argv)}\n{out.getvalue()}"
+                )
+                ran += 1
+        elif lang == "sh" and "curl " in text:
+            script = text.replace("localhost:8080", f"127.0.0.1:{port}")
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "DECIDER_ADMIN_TOKEN": ""},
+            )
+            next_lang, answer_shown = shown[index + 1]
+            assert next_lang == "json", f"no JSON shown after:\n{text}"
+            answer = json.loads(done.stdout)
+            assert matches(json.loads(answer_shown), answer), f"{text}\ngot {json.dumps(answer)}"
+            ran += 1
+    assert ran >= 12
+
+
+def test_the_benchmark_runs_as_written() -> None:
+    """`python loadtests/bench_decide.py` runs from the repository and reports every row
+    (a few decisions each here: the numbers are not the point)."""
+    done = subprocess.run(
+        [sys.executable, "loadtests/bench_decide.py", "--n", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if " p50 " in line]
+    assert len(rows) == 8
