@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -12,9 +11,6 @@ import pytest
 from decider.errors import ImportFileError
 from decider.profiles.jsonl import parse_profiles
 
-T = TypeVar("T")
-
-NOW = datetime(2026, 3, 15, 9, 30, tzinfo=UTC)
 ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
 
 ACCOUNT_LINE: dict[str, Any] = {

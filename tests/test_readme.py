@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from decider.cli import main
@@ -54,10 +55,27 @@ def test_the_reasons_table_is_the_enum() -> None:
     assert shown == {code.value: code.meaning for code in ReasonCode}
 
 
-def test_the_configuration_table_lists_every_setting() -> None:
-    """Every variable Decider reads is in the configuration table, and nothing else is."""
-    shown = {row[0].strip("`") for row in table("## Configuration")}
-    assert shown == {name for name, _ in variables()}
+def shown_default(value: object) -> str:
+    """A default as the configuration table writes it: `60`, `true`, `rules`; none: blank."""
+    if value is None or value is msgspec.NODEFAULT:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_the_configuration_table_lists_every_setting_and_its_default() -> None:
+    """Every variable Decider reads is in the configuration table with the code's default,
+    and nothing else is."""
+    shown = {row[0].strip("`"): row[1] for row in table("## Configuration")}
+    expected = {v.name: shown_default(v.default) for v in variables()}
+    assert set(shown) == set(expected)
+    for name, default in expected.items():
+        cell = shown[name]
+        written = cell.split("`")[1] if cell.startswith("`") else ""
+        assert written == default, f"{name}: README says {cell!r}, the code {default!r}"
 
 
 def test_the_jsonl_record_shown_is_in_the_example_file() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,35 +15,11 @@ from decider.errors import ImportFileError, ProfileSourceError
 from decider.profiles.jsonl import parse_profiles, sample_profiles
 from decider.profiles.sources.sqlite import SqliteProfileStore
 
+from .test_jsonl import ACCOUNT_LINE, VISITOR_LINE, jsonl
+
 T = TypeVar("T")
 
 NOW = datetime(2026, 3, 15, 9, 30, tzinfo=UTC)
-ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
-
-ACCOUNT_LINE: dict[str, Any] = {
-    "kind": "account",
-    "id": "acc-1",
-    "flags": ["customer"],
-    "traits": {"name": "Acme"},
-}
-VISITOR_LINE: dict[str, Any] = {
-    "kind": "visitor",
-    "id": "v-1",
-    "account_id": "acc-1",
-    "user_ids": ["u-1"],
-    "email_sha256": [ADA_EMAIL],
-    "consent": [
-        {"purpose": "personalization", "basis": "consent", "granted_at": "2026-01-01T00:00:00Z"}
-    ],
-    "traits": {"role": "vp"},
-}
-
-
-def jsonl(*lines: dict[str, Any] | str) -> bytes:
-    """A JSONL file of records (dicts) and raw lines (strings), in order."""
-    return b"\n".join(
-        line.encode() if isinstance(line, str) else msgspec.json.encode(line) for line in lines
-    )
 
 
 def run(lookup: Coroutine[Any, Any, T]) -> T:

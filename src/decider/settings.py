@@ -73,19 +73,46 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         )
 
 
-def variables() -> Iterator[tuple[str, str | None]]:
-    """Every variable Decider reads, with the profile source it belongs to (None: all)."""
-    yield from ((PREFIX + n.upper(), None) for n in _fields(Settings, ("profile", "cache")))
-    yield SOURCE_VARIABLE, None
-    yield from ((CACHE_PREFIX + n.upper(), None) for n in _fields(CacheSettings))
+class Variable(msgspec.Struct, frozen=True):
+    """A variable Decider reads: its default (UNSET when required), and the profile source it
+    configures (None: it applies whatever the source)."""
+
+    name: str
+    default: object
+    source: str | None = None
+
+
+def variables() -> Iterator[Variable]:
+    """Every variable Decider reads."""
+    yield from _variables(Settings, PREFIX, skip=("profile", "cache"))
+    yield Variable(SOURCE_VARIABLE, DEFAULT)
+    yield from _variables(CacheSettings, CACHE_PREFIX)
     for driver in DRIVERS.values():
-        yield from ((PROFILE_PREFIX + n.upper(), driver.name) for n in _fields(driver.settings))
+        yield from _variables(driver.settings, PROFILE_PREFIX, source=driver.name)
+
+
+def _variables(
+    kind: type[msgspec.Struct],
+    prefix: str,
+    *,
+    skip: tuple[str, ...] = (),
+    source: str | None = None,
+) -> Iterator[Variable]:
+    for field in msgspec.structs.fields(kind):
+        if field.name in skip:
+            continue
+        default = (
+            field.default_factory()
+            if field.default_factory is not msgspec.NODEFAULT
+            else field.default
+        )
+        yield Variable(prefix + field.name.upper(), default, source)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A sentence for each DECIDER_* variable that is not a setting, or that belongs to a
     profile source other than the chosen one: both are ignored, and likely a typo."""
-    owners = dict(variables())
+    owners = {variable.name: variable.source for variable in variables()}
     chosen = environ.get(SOURCE_VARIABLE) or DEFAULT
     found = []
     for name in sorted(environ):
