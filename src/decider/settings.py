@@ -38,6 +38,8 @@ def _default_source() -> SourceSettings:
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything configurable; `profile` holds the chosen profile source's own settings."""
+
     rules_dir: Path = Path("rules")
     engine: EngineName = "cel-expr"
     host: str = "127.0.0.1"
@@ -74,8 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class Variable(msgspec.Struct, frozen=True):
-    """A variable Decider reads: its default (UNSET when required), and the profile source it
-    configures (None: it applies whatever the source)."""
+    """A variable Decider reads: its default (msgspec.NODEFAULT when required), and the
+    profile source it configures (None: it applies whatever the source)."""
 
     name: str
     default: object

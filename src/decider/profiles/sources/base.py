@@ -57,7 +57,6 @@ class Driver(Generic[S]):
     """A profile source as the registry knows it."""
 
     name: str
-    summary: str
     settings: type[S]
     open: Callable[[S, Opening], ProfileSource]
 

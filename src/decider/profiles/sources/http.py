@@ -122,6 +122,4 @@ def open_source(settings: HttpSettings, opening: Opening) -> HttpProfileSource:
     return HttpProfileSource(client)
 
 
-DRIVER = Driver(
-    "http", "a profile API over HTTP, at DECIDER_PROFILE_API_URL", HttpSettings, open_source
-)
+DRIVER = Driver("http", HttpSettings, open_source)

@@ -91,6 +91,4 @@ def open_source(settings: MemorySettings, opening: Opening) -> MemoryProfileSour
     return MemoryProfileSource(parse_profiles(data, str(settings.file)))
 
 
-DRIVER = Driver(
-    "memory", "profiles held in memory, from DECIDER_PROFILE_FILE", MemorySettings, open_source
-)
+DRIVER = Driver("memory", MemorySettings, open_source)

@@ -182,6 +182,4 @@ def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStor
     return SqliteProfileStore(settings.db)
 
 
-DRIVER = Driver(
-    "sqlite", "the embedded SQLite store at DECIDER_PROFILE_DB", SqliteSettings, open_source
-)
+DRIVER = Driver("sqlite", SqliteSettings, open_source)
