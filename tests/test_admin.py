@@ -31,7 +31,10 @@ def test_admin_endpoints_are_off_without_a_token(client: TestClient[Any]) -> Non
     assert client.post("/admin/reload", headers=ADMIN).status_code == 404
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", TOKEN, f"Basic {TOKEN}"])
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer wrong-token-0123456789", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"],
+)
 def test_admin_endpoints_need_the_bearer_token(admin: TestClient[Any], header: str | None) -> None:
     """Anything but `Authorization: Bearer <token>` is a 401 with a JSON error."""
     headers = {"Authorization": header} if header else {}
@@ -85,3 +88,11 @@ def test_admin_segments_counts_suppressions(admin: TestClient[Any]) -> None:
         "id": "email_opt_outs", "description": "", "hits": 2, "errors": 0
     }  # fmt: skip
     assert by_id["customers_no_acquisition"]["hits"] == 0
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_auth_scheme_is_case_insensitive(admin: TestClient[Any], scheme: str) -> None:
+    """RFC 7235: the scheme name is case-insensitive; the token itself is not."""
+    assert admin.get("/admin/rules", headers={"Authorization": f"{scheme} {TOKEN}"}).is_success
+    wrong = {"Authorization": f"{scheme} {TOKEN.upper()}"}
+    assert admin.get("/admin/rules", headers=wrong).status_code == 401

@@ -193,6 +193,12 @@ BAD_INPUT = [
         "context.x.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0",
     ),
     ("integer beyond 64 bits", body(context={"n": 2**70}), 422, "context.n"),
+    (
+        "number beyond a double",
+        b'{"placement": "home_hero", "identity": {"user_id": "u"}, "context": {"url": 1e999}}',
+        422,
+        "context",
+    ),
 ]
 
 

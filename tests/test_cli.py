@@ -7,12 +7,15 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from decider import __version__
@@ -252,6 +255,17 @@ def test_output_into_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     assert done.stderr == ""
 
 
+def wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    pytest.fail(f"{url} did not come up")
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     """A port another socket already listens on."""
@@ -295,3 +309,45 @@ def test_unknown_decider_variables_are_reported_at_start(taken_port: int, tmp_pa
         in out
     )
     assert "DECIDER_PROFILE_API_URL is a setting of the http profile source, not sqlite" in out
+
+
+def test_an_empty_flag_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
+    """`--port "$PORT"` with PORT unset must not quietly mean 8080."""
+    code, out = run("serve", "--port", "", env={"DECIDER_PROFILE_DB": str(tmp_path / "p.db")})
+    assert code == 2
+    assert "DECIDER_PORT (--port): empty" in out
+
+
+def test_ctrl_c_stops_serve_quietly(tmp_path: Path) -> None:
+    """SIGINT to a serving `decider serve` shuts it down with exit 0 and no traceback."""
+    env = {**os.environ, "DECIDER_PROFILE_DB": str(tmp_path / "p.db")}
+    command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(RULES), "--port", "0"]
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        url = process.stdout.readline().rsplit("listening on ", 1)[1].strip()
+        wait_until_up(url)
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=20)
+    assert process.returncode == 0, errors
+    assert "Traceback" not in errors
+
+
+@pytest.mark.parametrize(
+    ("redirect", "status", "said"),
+    [(">&-", 0, ""), (">/dev/full", 1, "decider: cannot write the output: No space left")],
+)
+def test_output_that_cannot_be_written_is_no_traceback(
+    redirect: str, status: int, said: str
+) -> None:
+    """With stdout closed the command's own status stands; on a full disk it says so."""
+    done = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m decider.cli check "{RULES}" {redirect}'],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == status
+    assert done.stderr.startswith(said)
+    assert "Traceback" not in done.stderr

@@ -103,3 +103,11 @@ def test_values_the_rules_cannot_use_are_refused_at_import(line: str, expected: 
     (problem,) = caught.value.problems
     assert problem.startswith("p.jsonl:1:")
     assert expected in problem
+
+
+def test_a_line_that_is_not_utf8_is_reported_with_its_place() -> None:
+    """Bytes that are not UTF-8 are one more bad line, placed, not a crash."""
+    data = jsonl(ACCOUNT_LINE) + b'\n{"kind": "account", "id": "acc-\xff"}\n' + jsonl(VISITOR_LINE)
+    with pytest.raises(ImportFileError) as raised:
+        parse_profiles(data, "bytes.jsonl")
+    assert raised.value.problems == ("bytes.jsonl:2: not valid UTF-8",)

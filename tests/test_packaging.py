@@ -99,3 +99,5 @@ def test_uvicorn_serves_the_app_from_an_import_string(tmp_path: Path) -> None:
         ready = service.client.get("/readyz")
     assert decision["segment"] == "b2b_top_tier_evaluation"
     assert ready.status_code == 200
+    log = service.log.read_text()
+    assert "POST /v1/decide" not in log  # no access log: it would hold client IP addresses

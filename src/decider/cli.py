@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -48,7 +51,7 @@ def main(
 ) -> int:
     """Run one command; returns the exit status. `out`, when given, takes both streams."""
     env = os.environ if environ is None else environ
-    streams = Streams(out or sys.stdout, out or sys.stderr)
+    streams = Streams(out or sys.stdout or io.StringIO(), out or sys.stderr or io.StringIO())
     args = _parser().parse_args(argv)
     try:
         result: int = args.run(args, env, streams)
@@ -61,6 +64,11 @@ def main(
         if out is None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # output that cannot be written: a full disk, a closed stream
+        print(f"decider: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return result
 
 
@@ -157,12 +165,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:
-    """The environment with command-line flags written over their variables."""
+    """The environment with command-line flags written over their variables. An empty flag
+    is a mistake (`--port "$PORT"` with PORT unset), not a wish for the default."""
     given = {f"DECIDER_{name.upper()}": str(v) for name, v in flags.items() if v is not None}
+    for variable, value in given.items():
+        if not value.strip():
+            flag = "--" + variable.removeprefix("DECIDER_").lower().replace("_", "-")
+            raise SettingsError(f"{variable} ({flag}): empty; leave the flag out for the default")
     return {**env, **given}
 
 
-def _serve(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     # the web stack loads only for `serve`, so the other commands start fast
     import uvicorn  # noqa: PLC0415
 
@@ -179,15 +192,17 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int
     )
     settings = Settings.from_env(env)
     for problem in unknown_variables(env):
-        print(f"decider: warning: {problem}", file=io.err)
+        print(f"decider: warning: {problem}", file=std.err)
+    # until the service's own handler is in place, a SIGHUP (reload) must not end it
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         service = build_service(settings)
     except RulesetError as exc:
         print(
             f"decider: refusing to start; the rules in {settings.rules_dir} have problems:",
-            file=io.err,
+            file=std.err,
         )
-        print(exc, file=io.err)
+        print(exc, file=std.err)
         return 1
     try:
         listener = _listen(settings.host, settings.port)
@@ -196,24 +211,26 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int
         print(
             f"decider: cannot listen on {settings.host}:{settings.port} "
             f"(DECIDER_HOST, DECIDER_PORT; --host, --port): {exc.strerror or exc}",
-            file=io.err,
+            file=std.err,
         )
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     ruleset = service.decider.ruleset
     for warning in ruleset.warnings:
-        print(warning, file=io.out)
+        print(warning, file=std.out)
     host, port = listener.getsockname()[:2]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     print(
         f"decider: ruleset {ruleset.version} ({len(ruleset.segments)} segments, "
         f"{len(ruleset.placements)} placements, engine {ruleset.engine.name}), "
-        f"profile source {settings.profile_source}; listening on http://{host}:{port}",
-        file=io.out,
+        f"profile source {settings.profile_source}; listening on http://{address}",
+        file=std.out,
         flush=True,
     )
     # no access log: it would write client IP addresses, which are personal data
     config = uvicorn.Config(create_app(service), log_level="info", access_log=False)
-    uvicorn.Server(config).run(sockets=[listener])
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
@@ -235,67 +252,67 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _init(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+def _init(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     try:
         written = write_samples(args.rules_dir)
     except OSError as exc:
-        print(f"decider: {exc}", file=io.err)
+        print(f"decider: {exc}", file=std.err)
         return 1
     for path in written:
-        print(f"wrote {path}", file=io.out)
+        print(f"wrote {path}", file=std.out)
     print(
         f"next: decider check {args.rules_dir} && decider serve --rules {args.rules_dir}",
-        file=io.out,
+        file=std.out,
     )
     return 0
 
 
-def _check(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+def _check(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     settings = Settings.from_env(_with_flags(env, engine=args.engine))
     if not args.rules_dir.is_dir():
-        print(f"decider: {args.rules_dir} is not a directory of rule files", file=io.err)
+        print(f"decider: {args.rules_dir} is not a directory of rule files", file=std.err)
         return 2
     try:
         ruleset = compile_and_test(args.rules_dir, new_engine(settings.engine))
     except RulesetError as exc:
         for problem in sorted(exc.problems + exc.warnings):
-            print(problem, file=io.out)
+            print(problem, file=std.out)
         count = len(exc.problems)
         summary = f"{count} problem{'s' if count != 1 else ''}"
         if exc.warnings:
             summary += f" and {len(exc.warnings)} warning{'s' if len(exc.warnings) != 1 else ''}"
-        print(f"{summary} in {args.rules_dir}", file=io.out)
+        print(f"{summary} in {args.rules_dir}", file=std.out)
         if any(p.kind == "test_failure" for p in exc.problems):
-            print(f"run `decider test {args.rules_dir}` to see each failing case", file=io.out)
+            print(f"run `decider test {args.rules_dir}` to see each failing case", file=std.out)
         return 1
     for warning in ruleset.warnings:
-        print(warning, file=io.out)
+        print(warning, file=std.out)
     print(
         f"ok: ruleset {ruleset.version}: {len(ruleset.files)} files, "
         f"{len(ruleset.segments)} segments, {len(ruleset.placements)} placements, "
         f"{len(ruleset.suppressions)} suppressions (engine {settings.engine})"
         + (f", {len(ruleset.warnings)} warnings" if ruleset.warnings else ""),
-        file=io.out,
+        file=std.out,
     )
     return 1 if args.strict and ruleset.warnings else 0
 
 
-def _test(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+def _test(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     settings = Settings.from_env(_with_flags(env, engine=args.engine))
     ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     results = run_suites(ruleset, args.rules_dir)
     failed = [r for r in results if not r.passed]
     for result in failed:
-        print(format_result(result), file=io.out)
-        print(file=io.out)
+        print(format_result(result), file=std.out)
+        print(file=std.out)
     if not results:
-        print(f"no rule tests in {args.rules_dir / 'tests'}", file=io.out)
+        print(f"no rule tests in {args.rules_dir / 'tests'}", file=std.out)
         return 1
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=io.out)
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=std.out)
     return 1 if failed else 0
 
 
-def _explain(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     settings = Settings.from_env(_with_flags(env, engine=args.engine))
     ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     try:
@@ -304,7 +321,7 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> i
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         print(
             f"decider: --context must be a JSON object, --now RFC 3339 with an offset: {exc}",
-            file=io.err,
+            file=std.err,
         )
         return 2
     profile = None
@@ -333,29 +350,29 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> i
         )
         for placement in placements
     ]
-    print(f"ruleset {ruleset.version} ({ruleset.engine.name}), now {now.isoformat()}", file=io.out)
+    print(f"ruleset {ruleset.version} ({ruleset.engine.name}), now {now.isoformat()}", file=std.out)
     for decision in decisions:
-        print(file=io.out)
-        print(render(decision), file=io.out)
+        print(file=std.out)
+        print(render(decision), file=std.out)
     return 0
 
 
-def _import(args: argparse.Namespace, env: Mapping[str, str], io: Streams) -> int:
+def _import(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     env = {**_with_flags(env, profile_db=args.profile_db), SOURCE_VARIABLE: "sqlite"}
     settings = Settings.from_env(env).profile
     assert isinstance(settings, SqliteSettings)
     try:
         records = parse_profiles(args.file.read_bytes(), str(args.file))
     except OSError as exc:
-        print(f"decider: cannot read {args.file}: {exc.strerror}", file=io.err)
+        print(f"decider: cannot read {args.file}: {exc.strerror}", file=std.err)
         return 1
     except ImportFileError as exc:
-        print(exc, file=io.out)
-        print(f"nothing imported: {len(exc.problems)} bad line(s) in {args.file}", file=io.out)
+        print(exc, file=std.out)
+        print(f"nothing imported: {len(exc.problems)} bad line(s) in {args.file}", file=std.out)
         return 1
     with SqliteProfileStore(settings.db) as store:
         visitors, accounts = store.import_records(records)
-    print(f"imported {visitors} visitors and {accounts} accounts into {settings.db}", file=io.out)
+    print(f"imported {visitors} visitors and {accounts} accounts into {settings.db}", file=std.out)
     return 0
 
 

@@ -34,9 +34,11 @@ def validation_path(error: msgspec.ValidationError) -> tuple[str, tuple[str | in
     message, sep, where = str(error).rpartition(" - at `")
     if not sep:
         message, where = str(error), "$`"
+    # `[...]` stands for a map key msgspec does not name: the path ends at the map
+    known = where.rstrip("`").removeprefix("$").split("[...]")[0]
     path: list[str | int] = [
         int(index) if index else (name or quoted)
-        for name, index, quoted in _PATH_PART.findall(where.rstrip("`").removeprefix("$"))
+        for name, index, quoted in _PATH_PART.findall(known)
     ]
     if message.startswith(_NAMES_A_FIELD):
         path.append(message.split("`")[1])

@@ -24,8 +24,11 @@ PREFIX = "DECIDER_"
 CACHE_PREFIX = PREFIX + "CACHE_"
 PROFILE_PREFIX = PREFIX + "PROFILE_"
 SOURCE_VARIABLE = PROFILE_PREFIX + "SOURCE"
-
-Positive = Annotated[float, msgspec.Meta(gt=0)]
+# visible ASCII, as an HTTP header carries it
+ADMIN_TOKEN = "^[!-~]{16,}$"
+_IN_WORDS = {ADMIN_TOKEN: "16 or more visible ASCII characters, no spaces"}
+# old name -> new name: the old one is still read (the new one wins) and reported at start
+RENAMED = {PREFIX + "SEED_SAMPLES": PROFILE_PREFIX + "SEED_SAMPLES"}
 
 
 class SettingsError(ValueError):
@@ -45,12 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     profile: SourceSettings = msgspec.field(default_factory=_default_source)
-    profile_budget_ms: Positive = 50.0
+    profile_budget_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] = 50.0
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
-    admin_token: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=256, le=64 * 1024 * 1024)] = 64 * 1024
+    admin_token: Annotated[str, msgspec.Meta(pattern=ADMIN_TOKEN)] | None = None
     watch_rules: bool = True
-    reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0)] = 200
+    reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 200
 
     @property
     def profile_source(self) -> str:
@@ -60,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Settings from DECIDER_* variables; unset or empty ones keep their defaults."""
+        renamed = {new: environ[old] for old, new in RENAMED.items() if old in environ}
+        environ = {**renamed, **environ}
         name = environ.get(SOURCE_VARIABLE) or DEFAULT
         driver = DRIVERS.get(name)
         if driver is None:
@@ -120,6 +125,12 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith(PREFIX):
             continue
+        if name in RENAMED:
+            found.append(
+                f"{name} is now {RENAMED[name]}: its value is used unless {RENAMED[name]} is "
+                "set; rename it"
+            )
+            continue
         if name in owners:
             owner = owners[name]
             if owner not in (None, chosen):
@@ -153,6 +164,9 @@ def _read(
         for name in _fields(kind, skip)
         if (raw := environ.get(prefix + name.upper())) not in (None, "")
     }
+    for name, raw in values.items():
+        if not raw.isprintable() or raw != raw.encode("utf-8", "replace").decode():
+            raise SettingsError(f"{prefix}{name.upper()}: not printable UTF-8 text")
     try:
         return msgspec.convert(values, kind, strict=False, dec_hook=_paths)
     except msgspec.ValidationError as exc:
@@ -160,6 +174,9 @@ def _read(
         variable = f"{prefix}{str(path[-1]).upper()}" if path else prefix.rstrip("_")
         if message.startswith("Object missing required field") and source:
             message = f"required by {SOURCE_VARIABLE}={source}"
+        for pattern, words in _IN_WORDS.items():
+            if pattern in message:
+                message = f"expected {words}"
         raise SettingsError(f"{variable}: {message}") from None
 
 

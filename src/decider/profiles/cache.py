@@ -21,15 +21,16 @@ from decider.errors import ProfileSourceError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+_MONTH = 30 * 24 * 3600.0  # longer lifetimes are a typo, and inf would keep entries forever
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Size, and lifetimes in seconds, of cached lookups (DECIDER_CACHE_*)."""
 
-    maxsize: Annotated[int, msgspec.Meta(ge=1)] = 100_000
-    ttl: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    negative_ttl: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    stale_ttl: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    maxsize: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 100_000
+    ttl: Annotated[float, msgspec.Meta(gt=0, le=_MONTH)] = 60.0
+    negative_ttl: Annotated[float, msgspec.Meta(gt=0, le=_MONTH)] = 5.0
+    stale_ttl: Annotated[float, msgspec.Meta(ge=0, le=_MONTH)] = 600.0
 
 
 class Hit(msgspec.Struct, Generic[V], frozen=True):

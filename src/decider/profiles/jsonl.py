@@ -43,6 +43,9 @@ def parse_profiles(data: bytes, name: str) -> list[ImportRecord]:
         except msgspec.DecodeError as exc:
             problems.append(f"{name}:{number}: {exc}")
             continue
+        except UnicodeDecodeError:
+            problems.append(f"{name}:{number}: not valid UTF-8")
+            continue
         problem = traits_problem(record)
         if problem:
             problems.append(f"{name}:{number}: {problem}")

@@ -23,7 +23,11 @@ from decider.service import Decider
 from decider.stats import Stats
 
 SECURITY_SCHEME = "adminToken"
-_UNAUTHORIZED = {401: ResponseSpec(ErrorBody, description="No bearer token, or a wrong one")}
+_UNAUTHORIZED = {
+    401: ResponseSpec(
+        ErrorBody, generate_examples=False, description="No bearer token, or a wrong one"
+    )
+}
 
 
 class SegmentUsage(msgspec.Struct, frozen=True):
@@ -73,6 +77,7 @@ async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
     responses={
         422: ResponseSpec(
             RulesState,
+            generate_examples=False,
             description="Refused: `last_reload.errors` says why; the last good ruleset serves on",
         ),
         **_UNAUTHORIZED,
@@ -122,11 +127,14 @@ async def segments(
 
 def admin_router(token: str) -> Router:
     """The admin routes behind one bearer-token guard."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     def bearer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        given = connection.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        scheme, _space, given = connection.headers.get("authorization", "").partition(" ")
+        # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("latin-1", "replace"), expected
+        ):
             raise NotAuthorizedException(
                 "admin endpoints need Authorization: Bearer <DECIDER_ADMIN_TOKEN>",
                 headers={"WWW-Authenticate": "Bearer"},

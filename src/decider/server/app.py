@@ -78,8 +78,14 @@ def create_app(service: Service) -> Litestar:
 def app_from_env() -> Litestar:
     """The app on settings read from the environment (DECIDER_*), for process managers.
     A bad setting, rules that fail or a source that cannot open stop the process, saying why."""
+    # no access log: it would write client IP addresses (and any query string) to the log.
+    # A filter, as logging configured later (litestar's) re-enables disabled loggers.
+    logging.getLogger("uvicorn.access").addFilter(lambda _: False)
     for problem in unknown_variables(os.environ):
         log.warning("%s", problem)
+    for listener in ("DECIDER_HOST", "DECIDER_PORT"):
+        if os.environ.get(listener):
+            log.warning("%s is read by `decider serve` only: the process manager listens", listener)
     try:
         return create_app(build_service(Settings.from_env(os.environ)))
     except (SettingsError, DeciderError) as exc:

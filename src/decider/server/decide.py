@@ -13,9 +13,9 @@ import msgspec
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody
 
-from decider.model import DecideRequest, Decision, ErrorBody, decode_request
+from decider.model import DecideRequest, Decision, ErrorBody, ErrorDetail, decode_request
 from decider.service import Decider
 
 
@@ -56,6 +56,15 @@ class _DecideOperation(Operation):
         )
 
 
+def _error(description: str, example: ErrorDetail) -> ResponseSpec:
+    return ResponseSpec(
+        ErrorBody,
+        generate_examples=False,
+        description=description,
+        examples=[Example(summary=example.code, value=msgspec.to_builtins(ErrorBody(example)))],
+    )
+
+
 @post(
     "/v1/decide",
     status_code=200,
@@ -63,9 +72,18 @@ class _DecideOperation(Operation):
     operation_id="decide",
     summary="Decide",
     responses={
-        400: ResponseSpec(ErrorBody, description="The body is not JSON, or nested too deeply"),
-        413: ResponseSpec(ErrorBody, description="The body is larger than DECIDER_MAX_BODY_BYTES"),
-        422: ResponseSpec(ErrorBody, description="A field is wrong; `error.field` names it"),
+        400: _error(
+            "The body is not JSON, or nested too deeply",
+            ErrorDetail("malformed_body", "not valid JSON: malformed number", "body"),
+        ),
+        413: _error(
+            "The body is larger than DECIDER_MAX_BODY_BYTES",
+            ErrorDetail("body_too_large", "Request Entity Too Large", "body"),
+        ),
+        422: _error(
+            "A field is wrong; `error.field` names it",
+            ErrorDetail("invalid_request", "Object contains unknown field `placment`", "placment"),
+        ),
     },
 )
 async def decide(request: Request[Any, Any, Any], decider: NamedDependency[Decider]) -> Decision:

@@ -34,7 +34,11 @@ async def healthz() -> Liveness:
     "/readyz",
     operation_id="readyz",
     summary="Readiness: rules loaded and profile source answering",
-    responses={503: ResponseSpec(Readiness, description="The profile source is not answering")},
+    responses={
+        503: ResponseSpec(
+            Readiness, generate_examples=False, description="The profile source is not answering"
+        )
+    },
 )
 async def readyz(
     decider: NamedDependency[Decider], source: NamedDependency[ProfileSource]

@@ -30,9 +30,9 @@ T = TypeVar("T")
 class HttpSettings(SourceSettings, frozen=True, kw_only=True):
     """DECIDER_PROFILE_API_URL (required), _TOKEN (sent as a bearer token), _TIMEOUT (s)."""
 
-    api_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+\S*$")]
-    api_token: str | None = None
-    api_timeout: Annotated[float, msgspec.Meta(gt=0)] = 0.2
+    api_url: str
+    api_token: Annotated[str, msgspec.Meta(pattern="^[!-~]+$")] | None = None
+    api_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
 
 
 class _Alias(msgspec.Struct, frozen=True):
@@ -72,7 +72,7 @@ class HttpProfileSource:
     async def ready(self) -> bool:
         try:
             response = await self._client.get("/healthz")
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError):
             return False
         return response.is_success
 
@@ -84,7 +84,7 @@ class HttpProfileSource:
             response = await self._client.get(path)
         except httpx.TimeoutException:
             raise ProfileSourceError("profile API timed out") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise ProfileSourceError(f"profile API unreachable: {type(exc).__name__}") from None
         if response.status_code == 404:
             return None
@@ -112,8 +112,28 @@ def _usable(profile: Profile | None) -> Profile | None:
     return profile
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be the profile API's base URL, or None."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port  # parsing checks its range only when asked
+    except (httpx.InvalidURL, ValueError) as exc:
+        return f"not a URL ({exc})"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "expected http:// or https:// and a host"
+    if port is not None and not 0 < port < 65536:
+        return "the port is out of range"
+    if parsed.query or parsed.fragment:
+        return "a base URL takes no query or fragment (send a token with DECIDER_PROFILE_API_TOKEN)"
+    return None
+
+
 def open_source(settings: HttpSettings, opening: Opening) -> HttpProfileSource:
-    """Over the caller's client if given (tests pass one on an httpx.MockTransport)."""
+    """Over the caller's client if given (tests pass one on an httpx.MockTransport).
+    Raises ProfileSourceError for a base URL that cannot work."""
+    problem = url_problem(settings.api_url)
+    if problem:
+        raise ProfileSourceError(f"DECIDER_PROFILE_API_URL: {problem}")
     client = opening.http_client or httpx.AsyncClient(
         base_url=settings.api_url,
         timeout=settings.api_timeout,

@@ -87,7 +87,9 @@ def open_source(settings: MemorySettings, opening: Opening) -> MemoryProfileSour
     try:
         data = settings.file.read_bytes()
     except OSError as exc:
-        raise ProfileSourceError(f"cannot read {settings.file}: {exc.strerror}") from None
+        raise ProfileSourceError(
+            f"DECIDER_PROFILE_FILE: cannot read {settings.file}: {exc.strerror}"
+        ) from None
     return MemoryProfileSource(parse_profiles(data, str(settings.file)))
 
 

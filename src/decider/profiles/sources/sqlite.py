@@ -177,9 +177,12 @@ class SqliteProfileStore:
 
 
 def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStore:
-    if settings.seed_samples:
-        return SqliteProfileStore.open_seeded(settings.db, opening.now)
-    return SqliteProfileStore(settings.db)
+    try:
+        if settings.seed_samples:
+            return SqliteProfileStore.open_seeded(settings.db, opening.now)
+        return SqliteProfileStore(settings.db)
+    except ProfileSourceError as exc:
+        raise ProfileSourceError(f"DECIDER_PROFILE_DB: {exc}") from None
 
 
 DRIVER = Driver("sqlite", SqliteSettings, open_source)
