@@ -78,7 +78,7 @@ def report(label: str, samples: list[float]) -> None:
     ordered = sorted(samples)
     p99 = ordered[int(len(ordered) * 0.99) - 1]
     print(
-        f"{label:<62} mean {statistics.fmean(samples):8.1f} µs   "
+        f"{label:<64} mean {statistics.fmean(samples):8.1f} µs   "
         f"p50 {statistics.median(samples):8.1f} µs   p99 {p99:8.1f} µs"
     )
 

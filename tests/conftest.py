@@ -13,7 +13,9 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
+from decider.profiles.jsonl import sample_profiles
 from decider.profiles.sources.base import ProfileSource
+from decider.profiles.sources.memory import MemoryProfileSource
 from decider.profiles.sources.sqlite import SqliteProfileStore
 from decider.rules.cel import ENGINES, new_engine
 from decider.rules.compiler import compile_ruleset
@@ -25,6 +27,15 @@ from decider.wiring import build_service
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_files_left_in_the_checkout() -> Iterator[None]:
+    """Tests write into temporary directories only: a store left in the checkout would be
+    served, stale, by the next `decider serve` there."""
+    before = set(ROOT.glob("decider.db*"))
+    yield
+    assert set(ROOT.glob("decider.db*")) == before
 
 
 @pytest.fixture(params=ENGINES)
@@ -61,7 +72,10 @@ def app_client(
     **settings: Any,
 ) -> Iterator[TestClient[Any]]:
     """The real app, built by the composition root on the given ruleset and source (or the
-    one `settings` name), its clock fixed at NOW and its rules not watched."""
+    one `settings` name; else the sample profiles in memory), its clock fixed at NOW and its
+    rules not watched."""
+    if source is None and "profile" not in settings:
+        source = MemoryProfileSource(sample_profiles(NOW))
     options = Settings(rules_dir=RULES, watch_rules=False, **settings)
     service = build_service(
         options, source=source, ruleset=ruleset, http_client=http_client, clock=lambda: NOW

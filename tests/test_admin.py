@@ -41,7 +41,7 @@ def test_admin_endpoints_need_the_bearer_token(admin: TestClient[Any], header: s
     response = admin.get("/admin/rules", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["error"]["code"] == "http_error"
+    assert response.json()["error"]["code"] == "unauthorized"
 
 
 def test_admin_rules_describes_the_loaded_ruleset(

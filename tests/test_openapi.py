@@ -80,3 +80,18 @@ def test_admin_operations_declare_their_bearer_scheme(spec: dict[str, Any]) -> N
             [{"adminToken": []}] if "/admin/" in name else None
         )
         assert operation.get("security") == expected, name
+
+
+def test_the_decide_operation_documents_the_gpc_header(spec: dict[str, Any]) -> None:
+    """Sec-GPC, which the service honours, is a documented header parameter."""
+    (parameter,) = operations(spec)["POST /v1/decide"]["parameters"]
+    assert (parameter["name"], parameter["in"]) == ("Sec-GPC", "header")
+    assert parameter["required"] is False
+
+
+def test_error_codes_are_a_closed_set(spec: dict[str, Any]) -> None:
+    """Callers may branch on `error.code`: the document lists every code it can take."""
+    code = spec["components"]["schemas"]["ErrorDetail"]["properties"]["code"]
+    assert {"invalid_request", "malformed_body", "unauthorized", "internal_error"} <= set(
+        code["enum"]
+    )

@@ -209,8 +209,8 @@ def test_slow_source_beyond_the_budget_is_unavailable(source: MemoryProfileSourc
 
 def test_budget_is_shared_by_all_lookups_of_one_request(source: MemoryProfileSource) -> None:
     """Lookups that each fit the budget but not together make the resolution unavailable."""
-    source.latency = 0.05
-    resolver = resolver_of(source, budget=0.13)
+    source.latency = 0.1
+    resolver = resolver_of(source, budget=0.25)
     found = resolve(resolver, Identity(user_id="u-ada"))
     assert found.status == "unavailable"
     assert source.lookups == {"alias": 1, "visitor": 1, "account": 1}

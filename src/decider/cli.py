@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import logging
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from decider.service import utcnow
 from decider.settings import SOURCE_VARIABLE, Settings, SettingsError, unknown_variables
 
 _DEFAULTS = Settings()
+_DB = SqliteSettings().db
 ENGINE_HELP = f"CEL engine [DECIDER_ENGINE, default {_DEFAULTS.engine}]"
 
 
@@ -52,8 +52,14 @@ def main(
     """Run one command; returns the exit status. `out`, when given, takes both streams."""
     env = os.environ if environ is None else environ
     streams = Streams(out or sys.stdout or io.StringIO(), out or sys.stderr or io.StringIO())
-    args = _parser().parse_args(argv)
     try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version or a usage error, already printed
+            sys.stdout.flush()
+            return done.code if isinstance(done.code, int) else 2
+        for problem in unknown_variables(env):
+            print(f"decider: warning: {problem}", file=streams.err)
         result: int = args.run(args, env, streams)
         streams.out.flush()  # here, so a reader that went away is met below, not at exit
     except (SettingsError, DeciderError) as exc:
@@ -91,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     serve.add_argument(
-        "--profile-db", help="SQLite file of the sqlite profile source [DECIDER_PROFILE_DB]"
+        "--profile-db",
+        help=f"SQLite file of the sqlite profile source [DECIDER_PROFILE_DB, default {_DB}]",
     )
     serve.set_defaults(run=_serve)
 
@@ -158,8 +165,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Import visitor and account profiles, one JSON record a line; "
         "a file with any bad line imports nothing.",
     )
-    load.add_argument("file", type=Path, help="the JSONL file")
-    load.add_argument("--db", dest="profile_db", help="SQLite file [DECIDER_PROFILE_DB]")
+    load.add_argument("file", metavar="FILE", type=Path, help="the JSONL file")
+    load.add_argument(
+        "--db", dest="profile_db", help=f"SQLite file [DECIDER_PROFILE_DB, default {_DB}]"
+    )
     load.set_defaults(run=_import)
     return parser
 
@@ -179,7 +188,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
     # the web stack loads only for `serve`, so the other commands start fast
     import uvicorn  # noqa: PLC0415
 
-    from decider.server.app import create_app  # noqa: PLC0415
+    from decider.server.app import configure_logging, create_app  # noqa: PLC0415
     from decider.wiring import build_service  # noqa: PLC0415
 
     env = _with_flags(
@@ -191,8 +200,9 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         profile_db=args.profile_db,
     )
     settings = Settings.from_env(env)
-    for problem in unknown_variables(env):
-        print(f"decider: warning: {problem}", file=std.err)
+    if not settings.rules_dir.is_dir():
+        print(_no_rules(settings.rules_dir), file=std.err)
+        return 1
     # until the service's own handler is in place, a SIGHUP (reload) must not end it
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -214,7 +224,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
             file=std.err,
         )
         return 1
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    configure_logging()
     ruleset = service.decider.ruleset
     for warning in ruleset.warnings:
         print(warning, file=std.out)
@@ -252,6 +262,13 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
+def _no_rules(rules_dir: Path) -> str:
+    return (
+        f"decider: {rules_dir} is not a directory of rule files; "
+        f"`decider init {rules_dir}` writes the sample rules to start from"
+    )
+
+
 def _init(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     try:
         written = write_samples(args.rules_dir)
@@ -270,7 +287,7 @@ def _init(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int
 def _check(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     settings = Settings.from_env(_with_flags(env, engine=args.engine))
     if not args.rules_dir.is_dir():
-        print(f"decider: {args.rules_dir} is not a directory of rule files", file=std.err)
+        print(_no_rules(args.rules_dir), file=std.err)
         return 2
     try:
         ruleset = compile_and_test(args.rules_dir, new_engine(settings.engine))
@@ -317,12 +334,13 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> 
     ruleset = compile_ruleset(args.rules_dir, new_engine(settings.engine))
     try:
         context = msgspec.json.decode(args.context, type=dict[str, Any])
+    except msgspec.DecodeError as exc:
+        print(f"decider: --context must be a JSON object: {exc}", file=std.err)
+        return 2
+    try:
         now = msgspec.convert(args.now, Instant) if args.now else utcnow()
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        print(
-            f"decider: --context must be a JSON object, --now RFC 3339 with an offset: {exc}",
-            file=std.err,
-        )
+    except msgspec.ValidationError as exc:
+        print(f"decider: --now must be RFC 3339 with an offset: {exc}", file=std.err)
         return 2
     profile = None
     if args.profile is not None:

@@ -136,15 +136,16 @@ def decide(
 
 def _segment_reason(placement: CompiledPlacement, segment: str | None) -> Reason:
     if segment is None:
-        return Reason(ReasonCode.SEGMENT_NONE, "no segment matched; default variant")
+        return Reason(ReasonCode.SEGMENT_NONE, "no segment matched; the default variant is served")
     if segment in placement.variants:
         return Reason(
-            ReasonCode.SEGMENT_MATCHED, f"{segment} is the highest-priority match; its variant"
+            ReasonCode.SEGMENT_MATCHED,
+            f"{segment} is the highest-priority match; its variant is served",
         )
     return Reason(
         ReasonCode.SEGMENT_NO_VARIANT,
         f"{segment} is the highest-priority match; {placement.id} has no variant for it, "
-        "so the default",
+        "so the default is served",
     )
 
 

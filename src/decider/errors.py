@@ -86,7 +86,7 @@ class InvalidRequest(DeciderError):
     """A request we refuse to answer. `field` is a dotted path into the request body."""
 
     status = 422
-    code = "invalid_request"
+    code: Literal["invalid_request", "malformed_body", "unknown_placement"] = "invalid_request"
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field

@@ -87,8 +87,22 @@ class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     explain: tuple[SegmentOutcome, ...] | None = None
 
 
+# what went wrong, for machines; `message` says it for people
+ErrorCode = Literal[
+    "malformed_body",
+    "invalid_request",
+    "unknown_placement",
+    "body_too_large",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "http_error",
+    "internal_error",
+]
+
+
 class ErrorDetail(msgspec.Struct, frozen=True):
-    code: str
+    code: ErrorCode
     message: str
     field: str | None = None
 

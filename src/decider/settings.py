@@ -8,9 +8,10 @@ DECIDER_PROFILE_<NAME>. A bad value stops the service with a message naming its 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, get_args, get_type_hints
 
 import msgspec
 
@@ -174,10 +175,25 @@ def _read(
         variable = f"{prefix}{str(path[-1]).upper()}" if path else prefix.rstrip("_")
         if message.startswith("Object missing required field") and source:
             message = f"required by {SOURCE_VARIABLE}={source}"
-        for pattern, words in _IN_WORDS.items():
-            if pattern in message:
-                message = f"expected {words}"
+        message = _in_words(message, kind, str(path[-1]) if path else "")
         raise SettingsError(f"{variable}: {message}") from None
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _in_words(message: str, kind: type[msgspec.Struct], field: str) -> str:
+    """msgspec's message, said for someone who wrote an environment variable."""
+    for pattern, words in _IN_WORDS.items():
+        if pattern in message:
+            return f"expected {words}"
+    if message.startswith("Invalid enum value"):
+        choices = get_args(get_type_hints(kind).get(field))
+        return f"{message}; choose one of {', '.join(map(str, choices))}"
+    expected = re.match(r"Expected `(\w+)`, got `str`$", message)
+    if expected and expected[1] in _TYPE_WORDS:
+        return f"expected {_TYPE_WORDS[expected[1]]}"
+    return message
 
 
 def _paths(kind: type, value: object) -> object:

@@ -161,7 +161,7 @@ def _compare(expect: Expect, decision: Decision) -> list[Mismatch]:
 
 def format_result(result: CaseResult) -> str:
     """A failure as a rule author reads it: expected against actual, then the trace."""
-    lines = [f"FAIL {result.file}:{result.line}: {result.case}"]
+    lines = [f"FAIL {result.file}:{result.line}:{result.column}: {result.case}"]
     if result.error:
         lines.append(f"  error: {result.error}")
     for m in result.mismatches:

@@ -25,7 +25,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from decider import __version__
 from decider.errors import DeciderError, InvalidRequest
-from decider.model import ErrorBody, ErrorDetail
+from decider.model import ErrorBody, ErrorCode, ErrorDetail
 from decider.server.admin import SECURITY_SCHEME, admin_router
 from decider.server.decide import decide
 from decider.server.health import healthz, readyz
@@ -53,6 +53,7 @@ def create_app(service: Service) -> Litestar:
         )
     return Litestar(
         route_handlers=handlers,
+        logging_config=None,  # logging is the process's to configure (configure_logging)
         dependencies={
             "decider": _provide(service.decider),
             "source": _provide(service.source),
@@ -78,8 +79,8 @@ def create_app(service: Service) -> Litestar:
 def app_from_env() -> Litestar:
     """The app on settings read from the environment (DECIDER_*), for process managers.
     A bad setting, rules that fail or a source that cannot open stop the process, saying why."""
-    # no access log: it would write client IP addresses (and any query string) to the log.
-    # A filter, as logging configured later (litestar's) re-enables disabled loggers.
+    configure_logging()
+    # no access log: it would write client IP addresses (and any query string) to the log
     logging.getLogger("uvicorn.access").addFilter(lambda _: False)
     for problem in unknown_variables(os.environ):
         log.warning("%s", problem)
@@ -90,6 +91,12 @@ def app_from_env() -> Litestar:
         return create_app(build_service(Settings.from_env(os.environ)))
     except (SettingsError, DeciderError) as exc:
         raise SystemExit(f"decider: refusing to start: {exc}") from None
+
+
+def configure_logging() -> None:
+    """Decider's own messages (reloads, warnings) at INFO, in uvicorn's style; never ids or
+    profile data (see the Privacy section of the README)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
 
 
 def _provide(value: object) -> Provide:
@@ -109,9 +116,17 @@ def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response
     return _error(exc.status, ErrorDetail(exc.code, exc.message, exc.field))
 
 
+_HTTP_CODES: dict[int, ErrorCode] = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
 def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     field = "body" if exc.status_code == 413 else None
-    code = "body_too_large" if exc.status_code == 413 else "http_error"
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
     response = _error(exc.status_code, ErrorDetail(code, str(exc.detail), field))
     response.headers.update(exc.headers or {})
     return response

@@ -12,8 +12,17 @@ from typing import Any
 import msgspec
 from litestar import Request, post
 from litestar.di import NamedDependency
+from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 
 from decider.model import DecideRequest, Decision, ErrorBody, ErrorDetail, decode_request
 from decider.service import Decider
@@ -47,6 +56,16 @@ class _DecideOperation(Operation):
     """Documents the body the handler decodes itself."""
 
     def __post_init__(self) -> None:
+        self.parameters = [
+            Parameter(
+                name="Sec-GPC",
+                param_in=ParamType.HEADER,
+                required=False,
+                schema=Schema(type=OpenAPIType.STRING, enum=["1"]),
+                description="Global Privacy Control: `1` withdraws what the channel's policy "
+                "lists under `gpc_revokes`",
+            )
+        ]
         self.request_body = RequestBody(
             required=True,
             content={
@@ -71,6 +90,7 @@ def _error(description: str, example: ErrorDetail) -> ResponseSpec:
     operation_class=_DecideOperation,
     operation_id="decide",
     summary="Decide",
+    response_description="The decision, and why",
     responses={
         400: _error(
             "The body is not JSON, or nested too deeply",
