@@ -185,6 +185,15 @@ def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
+    # until the service's own handler is in place, a SIGHUP (reload) must not end it
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return _start(args, env, std)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     # the web stack loads only for `serve`, so the other commands start fast
     import uvicorn  # noqa: PLC0415
 
@@ -203,8 +212,6 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
     if not settings.rules_dir.is_dir():
         print(_no_rules(settings.rules_dir), file=std.err)
         return 1
-    # until the service's own handler is in place, a SIGHUP (reload) must not end it
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         service = build_service(settings)
     except RulesetError as exc:
@@ -258,7 +265,6 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError:
         listener.close()
         raise
-    listener.set_inheritable(True)
     return listener
 
 
