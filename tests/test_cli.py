@@ -164,10 +164,13 @@ def test_decider_explain_prints_verdicts_segments_and_variant(tmp_path: Path) ->
 
 
 def test_decider_explain_by_channel_without_consent(tmp_path: Path) -> None:
-    """Without consent every profile segment reads as skipped; one block per email placement."""
+    """Without consent, email sends nothing (one block per email placement), and on the web
+    every profile segment reads as skipped."""
     code, out = run("explain", str(RULES), "--channel", "email", "--now", "2026-11-20T12:00:00Z")
     assert code == 0, out
     assert out.count("(email)") == 3
+    assert out.count("suppression: SUPPRESSED: email sends only with email_marketing") == 3
+    code, out = run("explain", str(RULES), "--channel", "web", "--now", "2026-11-20T12:00:00Z")
     assert "skipped: no consent to read the profile" in out
 
 

@@ -83,7 +83,10 @@ def test_user_id_wins_over_an_email_hash_of_another_visitor(
     assert (found.visitor, found.account) == (ADA, NORTHWIND)
     assert source.lookups["alias"] == 2
     assert "identity.conflict" in codes(found)
-    assert "unsubscribed" in found.flags
+    (other,) = found.others
+    assert (other.visitor.id, other.named_by, other.account) == ("v-ben", ("email_sha256",), GLOBEX)
+    assert "unsubscribed" in other.flags
+    assert "unsubscribed" not in found.flags
 
 
 def test_unknown_user_id_falls_back_to_email_hash(resolver: Resolver) -> None:
@@ -214,3 +217,35 @@ def test_budget_is_shared_by_all_lookups_of_one_request(source: MemoryProfileSou
     found = resolve(resolver, Identity(user_id="u-ada"))
     assert found.status == "unavailable"
     assert source.lookups == {"alias": 1, "visitor": 1, "account": 1}
+
+
+def test_on_email_the_recipient_is_the_email_hash_owner(resolver: Resolver) -> None:
+    """On email the email hash decides, even against a user id of someone else, and the
+    conflict names the ids, not their values."""
+    found = asyncio.run(
+        resolver.resolve(Identity(user_id="u-ada", email_sha256=BEN_EMAIL), "email")
+    )
+    assert (found.visitor, found.account) == (BEN, GLOBEX)
+    (other,) = found.others
+    assert (other.visitor, other.named_by) == (ADA, ("user_id",))
+    conflict = next(r for r in found.notes if r.code == "identity.conflict")
+    assert "user_id and email_sha256 name different people" in conflict.message
+    assert "u-ada" not in conflict.message
+    assert BEN_EMAIL not in conflict.message
+
+
+def test_on_email_an_unknown_recipient_uses_nothing_personal(resolver: Resolver) -> None:
+    """An email hash that names nobody leaves nothing to personalize with; the user id's
+    person is still there to be checked for suppression."""
+    unknown = hashlib.sha256(b"nobody@example.com").hexdigest()
+    found = asyncio.run(resolver.resolve(Identity(user_id="u-ada", email_sha256=unknown), "email"))
+    assert (found.status, found.visitor, found.account) == ("unknown", None, None)
+    assert [p.visitor for p in found.others] == [ADA]
+    assert "identity.conflict" in codes(found)
+
+
+def test_a_cookie_naming_someone_else_is_merged_not_a_conflict(resolver: Resolver) -> None:
+    """The anonymous cookie's profile is checked for suppression, without a conflict."""
+    found = resolve(resolver, Identity(visitor_id="v-anon", user_id="u-ada"))
+    assert [p.visitor.id for p in found.others] == ["v-anon"]
+    assert "identity.conflict" not in codes(found)

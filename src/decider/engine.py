@@ -16,7 +16,7 @@ import msgspec
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.gate import Suppressed, check_consent, check_suppression
 from decider.model import DecideRequest, Decision, SegmentOutcome, json_value_problem
-from decider.profile import Resolution
+from decider.profile import Person, Resolution
 from decider.reasons import Reason, ReasonCode
 from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset
 
@@ -54,6 +54,14 @@ class _Activations:
                 self._now,
             )
         return self._profile
+
+    def for_person(self, person: Person | None) -> Any:
+        """The activation of the person decided for (None), or of another person the ids
+        name, over their own traits and account, for suppression rules."""
+        if person is None:
+            return self.profile()
+        account = person.account.traits if person.account else _EMPTY
+        return self._engine.activation(person.visitor.traits, account, self._context, self._now)
 
     def contextual(self) -> Any:
         """Without consent, rules see empty profile maps, whatever they reference."""
@@ -108,7 +116,7 @@ def decide(
 
     activations = _Activations(ruleset, resolution, request.context, now)
     suppression = check_suppression(
-        ruleset.policy[channel], placement, resolution, activations.profile
+        ruleset.policy[channel], placement, resolution, consent, activations.for_person
     )
     segment: str | None = None
     outcomes: tuple[SegmentOutcome, ...] = ()

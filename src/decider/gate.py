@@ -4,8 +4,9 @@ Consent is fail-closed: a profile that could not be fetched, an expired record, 
 channel does not accept, or a purpose withdrawn by `Sec-GPC: 1` all mean "not granted".
 
 Suppression is checked whenever profile data is at hand, with or without personalization
-consent: honouring an unsubscribe or a legal hold is a duty, not a use of the data for
-marketing. A suppression rule that fails to evaluate suppresses (fail closed).
+consent, for every person the request's ids name: honouring an unsubscribe or a legal hold is
+a duty, not a use of the data for marketing. A suppression rule that fails to evaluate
+suppresses (fail closed). A channel may also refuse to send at all without consent.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import msgspec
 
 from decider.model import ConsentSignal
-from decider.profile import Resolution
+from decider.profile import Person, Resolution, Status
 from decider.reasons import Reason, ReasonCode
-from decider.ruleset import CelEvalError, ChannelPolicy, CompiledPlacement
+from decider.ruleset import CelEvalError, ChannelPolicy, CompiledPlacement, CompiledSuppression
 
 
 class ConsentVerdict(msgspec.Struct, frozen=True):
@@ -82,9 +83,14 @@ def check_suppression(
     policy: ChannelPolicy,
     placement: CompiledPlacement,
     resolution: Resolution,
-    profile_activation: Callable[[], Any],
+    consent: ConsentVerdict,
+    activation_for: Callable[[Person | None], Any],
 ) -> Suppressed | None:
-    """The first reason this request must not get the placement's message, or None."""
+    """The first reason this request must not get the placement's message, or None.
+
+    Every person the ids name is checked, flags and `when` rules alike: the person decided
+    for (`activation_for(None)`) and each of `resolution.others`. Last, a channel whose policy
+    says `send_requires_consent` sends nothing without the consent it requires."""
     if resolution.status == "unavailable" and policy.suppress_if_profile_unavailable:
         return Suppressed(
             Reason(
@@ -92,23 +98,50 @@ def check_suppression(
                 f"{placement.channel} suppresses when suppression status cannot be checked",
             )
         )
-    flags = resolution.flags
+    people: list[tuple[Person | None, frozenset[str]]] = [(None, resolution.flags)]
+    people += [(other, other.flags) for other in resolution.others]
     for rule in placement.suppressions:
-        hit = sorted(rule.flags & flags)
-        if hit:
-            message = f"{rule.id}: profile is flagged {', '.join(hit)}"
-            return Suppressed(Reason(ReasonCode.SUPPRESSED_FLAG, message), rule.id)
-        if rule.condition is None:
-            continue
-        if rule.condition.needs_profile and resolution.status != "resolved":
-            continue
-        try:
-            if rule.condition.program.matches(profile_activation()):
-                message = f"{rule.id}: {rule.description}"
-                return Suppressed(Reason(ReasonCode.SUPPRESSED_RULE, message), rule.id)
-        except CelEvalError as exc:
-            message = f"{rule.id} could not be evaluated ({exc}); fail closed"
-            return Suppressed(
-                Reason(ReasonCode.SUPPRESSED_RULE_ERROR, message), rule.id, error=True
+        for person, flags in people:
+            held = _held(rule, person, flags, resolution.status, activation_for)
+            if held is not None:
+                return held
+    if policy.send_requires_consent and not consent.granted:
+        return Suppressed(
+            Reason(
+                ReasonCode.SUPPRESSED_NO_CONSENT,
+                f"{placement.channel} sends only with {', '.join(policy.purposes)} consent, "
+                "not granted here",
             )
+        )
+    return None
+
+
+def _held(
+    rule: CompiledSuppression,
+    person: Person | None,
+    flags: frozenset[str],
+    status: Status,
+    activation_for: Callable[[Person | None], Any],
+) -> Suppressed | None:
+    """Whether `rule` holds for one person (None: the person decided for)."""
+    whose = "profile" if person is None else "another person the ids name"
+    hit = sorted(rule.flags & flags)
+    if hit:
+        message = f"{rule.id}: {whose} is flagged {', '.join(hit)}"
+        return Suppressed(Reason(ReasonCode.SUPPRESSED_FLAG, message), rule.id)
+    condition = rule.condition
+    if condition is None:
+        return None
+    if condition.needs_profile and person is None and status != "resolved":
+        return None
+    if not condition.needs_profile and person is not None:
+        return None  # reads only the request: decided once, for the person decided for
+    try:
+        if condition.program.matches(activation_for(person)):
+            extra = "" if person is None else " (another person the ids name)"
+            message = f"{rule.id}: {rule.description}{extra}"
+            return Suppressed(Reason(ReasonCode.SUPPRESSED_RULE, message), rule.id)
+    except CelEvalError as exc:
+        message = f"{rule.id} could not be evaluated ({exc}); fail closed"
+        return Suppressed(Reason(ReasonCode.SUPPRESSED_RULE_ERROR, message), rule.id, error=True)
     return None

@@ -69,10 +69,25 @@ Status = Literal["resolved", "unknown", "unavailable"]
 # the ids that link to a visitor; looked up in this order, strongest first
 AliasKind = Literal["user_id", "email_sha256"]
 ALIAS_KINDS: tuple[AliasKind, ...] = ("user_id", "email_sha256")
+IdKind = Literal["user_id", "email_sha256", "visitor_id"]
+
+
+class Person(msgspec.Struct, frozen=True):
+    """Someone a request's ids name besides the person decided for: checked for suppression
+    (flags and `when` rules, over their own traits and account), never used otherwise."""
+
+    visitor: VisitorProfile
+    account: AccountProfile | None
+    named_by: tuple[IdKind, ...]
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return self.visitor.flags | (self.account.flags if self.account else frozenset())
 
 
 class Resolution(msgspec.Struct, frozen=True):
-    """Who is asking, after stitching.
+    """Who is asking, after stitching: the visitor and account decided for, whose consent
+    and traits may be used, and every other person the ids name.
 
     `unknown`: no profile matches the ids given (rules see empty maps).
     `unavailable`: the source failed with nothing stale to serve; consent is unknown, so
@@ -84,12 +99,12 @@ class Resolution(msgspec.Struct, frozen=True):
     account: AccountProfile | None = None
     stale: bool = False
     notes: tuple[Reason, ...] = ()
-    linked_flags: frozenset[str] = frozenset()
+    others: tuple[Person, ...] = ()
 
     @property
     def flags(self) -> frozenset[str]:
-        """Flags of the visitor, its account, and any other visitor the request's ids named."""
-        flags = self.linked_flags
+        """Flags of the visitor decided for and of its account."""
+        flags: frozenset[str] = frozenset()
         if self.visitor is not None:
             flags |= self.visitor.flags
         if self.account is not None:

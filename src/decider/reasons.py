@@ -39,7 +39,8 @@ class ReasonCode(StrEnum):
     )
     IDENTITY_CONFLICT = (
         "identity.conflict",
-        "the ids name two people; the strongest id wins and both are checked for suppression",
+        "the ids name different people: one is decided for (on email, the email hash's "
+        "owner), all are checked for suppression",
     )
     IDENTITY_UNKNOWN = "identity.unknown", "no profile is known for an id the request gave"
     IDENTITY_DANGLING = "identity.dangling", "an id links to a visitor whose profile is missing"
@@ -70,8 +71,18 @@ class ReasonCode(StrEnum):
         "suppressed.profile_unavailable",
         "the channel suppresses when the profile, and so opt-outs, cannot be checked",
     )
-    SUPPRESSED_FLAG = "suppressed.flag", "a person the ids name carries a suppressing flag"
-    SUPPRESSED_RULE = "suppressed.rule", "a suppression rule's condition holds"
+    SUPPRESSED_FLAG = (
+        "suppressed.flag",
+        "a person the ids name (or their account) carries a suppressing flag",
+    )
+    SUPPRESSED_RULE = (
+        "suppressed.rule",
+        "a suppression rule's condition holds for a person the ids name",
+    )
+    SUPPRESSED_NO_CONSENT = (
+        "suppressed.no_consent",
+        "the channel sends only with the consent it requires, and it is not granted",
+    )
     SUPPRESSED_RULE_ERROR = (
         "suppressed.rule_error",
         "a suppression rule failed to evaluate, so it suppresses (fail closed)",

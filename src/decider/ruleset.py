@@ -57,6 +57,8 @@ class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     bases: tuple[str, ...] = ("consent",)
     gpc_revokes: tuple[str, ...] = ()
     suppress_if_profile_unavailable: bool = False
+    # without the consent `purposes` names, nothing is sent (suppressed), not even the default
+    send_requires_consent: bool = False
 
 
 class Condition(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from decider.engine import decide, select_placement
-from decider.model import DecideRequest, Decision, Identity
+from decider.model import Channel, DecideRequest, Decision, Identity
 from decider.profile import Resolution
 from decider.ruleset import CompiledRuleset
 from decider.stats import Stats
@@ -29,7 +29,7 @@ def new_decision_id() -> str:
 
 
 class IdentityResolver(Protocol):
-    async def resolve(self, identity: Identity) -> Resolution:
+    async def resolve(self, identity: Identity, channel: Channel) -> Resolution:
         """Who is asking; never raises for a failing source (the answer is "unavailable")."""
 
 
@@ -61,7 +61,7 @@ class Decider:
     async def decide(self, request: DecideRequest, *, gpc: bool) -> Decision:
         ruleset = self._ruleset  # one read: the whole decision uses one ruleset
         placement = select_placement(ruleset, request)  # refused before any lookup is spent
-        resolution = await self._resolver.resolve(request.identity)
+        resolution = await self._resolver.resolve(request.identity, placement.channel)
         now = self._clock()
         evaluated = decide(
             ruleset, placement, request, resolution, now=now, gpc=gpc, decision_id=self._ids()

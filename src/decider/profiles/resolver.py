@@ -1,10 +1,18 @@
-"""Identity stitching: the ids a request carries become one visitor and its account.
+"""Identity stitching: the ids a request carries become the person decided for, their account,
+and every other person the ids name.
 
-Known identities win over the anonymous cookie: user_id, then email_sha256, then visitor_id.
-The visitor's own account link wins over a request's account_id (which often comes from a
-reverse-IP guess). Every lookup goes through a cache, and the whole resolution shares one
-time budget; any lookup that fails with nothing stale to serve makes the profile
-"unavailable", which the consent gate treats as not granted.
+The policy (README, "Identity conflicts"):
+- Every id the request gives is looked up, and every person the ids name is checked for
+  suppression: an unsubscribed email hash must not hide behind a user id that wins the stitch.
+- On email, the recipient is the owner of the email hash: only their consent and profile may
+  personalize the message; if the hash names nobody known, nothing personal is used.
+- Elsewhere (and on email without an email hash), known identities win over the anonymous
+  cookie: user_id, then email_sha256, then visitor_id.
+- The visitor's own account link wins over a request's account_id (often a reverse-IP guess).
+
+Every lookup goes through a cache, and the whole resolution shares one time budget; any lookup
+that fails with nothing stale to serve makes the profile "unavailable", which the consent gate
+treats as not granted.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from __future__ import annotations
 import asyncio
 
 from decider.errors import ProfileSourceError
-from decider.model import Identity
+from decider.model import Channel, Identity
 from decider.profile import (
     ALIAS_KINDS,
     AccountProfile,
     AliasKind,
+    IdKind,
+    Person,
     Resolution,
     Status,
     VisitorProfile,
@@ -25,19 +35,15 @@ from decider.profiles.cache import CacheSettings, ProfileCache
 from decider.profiles.sources.base import ProfileSource
 from decider.reasons import Reason, ReasonCode
 
+Named = dict[IdKind, VisitorProfile | None]
+
 
 class Resolver:
     """Stitches identities over three caches (visitors, accounts, aliases) of one source.
 
     `budget`: seconds all lookups of one resolution may take together."""
 
-    def __init__(
-        self,
-        source: ProfileSource,
-        *,
-        budget: float,
-        cache: CacheSettings,
-    ) -> None:
+    def __init__(self, source: ProfileSource, *, budget: float, cache: CacheSettings) -> None:
         self.budget = budget
         self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(source.visitor, cache)
         self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(source.account, cache)
@@ -45,36 +51,38 @@ class Resolver:
             lambda key: source.alias(*key), cache
         )
 
-    async def resolve(self, identity: Identity) -> Resolution:
+    async def resolve(self, identity: Identity, channel: Channel = "web") -> Resolution:
         deadline = asyncio.get_running_loop().time() + self.budget
         try:
-            return await self._resolve(identity, deadline)
+            return await self._resolve(identity, channel, deadline)
         except ProfileSourceError as exc:
             return Resolution(
                 "unavailable", notes=(Reason(ReasonCode.IDENTITY_UNAVAILABLE, str(exc)),)
             )
 
-    async def _resolve(self, identity: Identity, deadline: float) -> Resolution:
+    async def _resolve(self, identity: Identity, channel: Channel, deadline: float) -> Resolution:
         notes: list[Reason] = []
-        found, stale = await self._visitors(identity, deadline, notes)
-        visitor, linked = _stitch(identity, found, notes)
+        named, stale = await self._named(identity, deadline, notes)
+        kind, visitor = _decided_for(identity, channel, named)
+        _stitch_notes(identity, kind, visitor, notes)
         account, account_stale = await self._account(identity, visitor, deadline, notes)
-        if stale or account_stale:
+        others, others_stale = await self._others(named, visitor, deadline)
+        _conflict_notes(kind, visitor, others, notes)
+        stale = stale or account_stale or others_stale
+        if stale:
             notes.append(
                 Reason(
                     ReasonCode.IDENTITY_STALE, "the profile source failed; cached data served stale"
                 )
             )
         status: Status = "resolved" if visitor or account else "unknown"
-        return Resolution(status, visitor, account, stale or account_stale, tuple(notes), linked)
+        return Resolution(status, visitor, account, stale, tuple(notes), others)
 
-    async def _visitors(
+    async def _named(
         self, identity: Identity, deadline: float, notes: list[Reason]
-    ) -> tuple[list[tuple[str, VisitorProfile]], bool]:
-        """Every visitor the request's ids name, strongest id first. Every id is looked up,
-        so each person named is checked for suppression: an unsubscribed email hash must not
-        hide behind a user id that wins the stitch."""
-        found: list[tuple[str, VisitorProfile]] = []
+    ) -> tuple[Named, bool]:
+        """The visitor each id of the request names (None: nobody known), strongest first."""
+        named: Named = {}
         stale = False
         for kind in ALIAS_KINDS:
             value = getattr(identity, kind)
@@ -82,6 +90,7 @@ class Resolver:
                 continue
             link = await self.aliases.get((kind, value), deadline)
             stale |= link.stale
+            named[kind] = None
             if link.value is None:
                 notes.append(
                     Reason(ReasonCode.IDENTITY_UNKNOWN, f"no visitor is linked to this {kind}")
@@ -89,6 +98,7 @@ class Resolver:
                 continue
             hit = await self.visitors.get(link.value, deadline)
             stale |= hit.stale
+            named[kind] = hit.value
             if hit.value is None:
                 notes.append(
                     Reason(
@@ -96,16 +106,13 @@ class Resolver:
                         f"{kind} links to visitor {link.value}, not found",
                     )
                 )
-            else:
-                found.append((kind, hit.value))
         if identity.visitor_id:
             hit = await self.visitors.get(identity.visitor_id, deadline)
             stale |= hit.stale
-            if hit.value is not None:
-                found.append(("visitor_id", hit.value))
-            elif not found:
+            named["visitor_id"] = hit.value
+            if hit.value is None and not any(named.values()):
                 notes.append(Reason(ReasonCode.IDENTITY_UNKNOWN, "no profile for this visitor_id"))
-        return found, stale
+        return named, stale
 
     async def _account(
         self,
@@ -134,20 +141,48 @@ class Resolver:
             notes.append(Reason(ReasonCode.IDENTITY_ACCOUNT, f"account {hit.value.id}"))
         return hit.value, hit.stale
 
+    async def _others(
+        self, named: Named, visitor: VisitorProfile | None, deadline: float
+    ) -> tuple[tuple[Person, ...], bool]:
+        """Every other person the ids name, with their own account, for suppression."""
+        kinds: dict[str, list[IdKind]] = {}
+        profiles: dict[str, VisitorProfile] = {}
+        for kind, other in named.items():
+            if other is not None and (visitor is None or other.id != visitor.id):
+                kinds.setdefault(other.id, []).append(kind)
+                profiles[other.id] = other
+        others: list[Person] = []
+        stale = False
+        for other_id, other in profiles.items():
+            account = None
+            if other.account_id:
+                hit = await self.accounts.get(other.account_id, deadline)
+                account, stale = hit.value, stale or hit.stale
+            others.append(Person(other, account, tuple(kinds[other_id])))
+        return tuple(others), stale
 
-def _stitch(
-    identity: Identity, found: list[tuple[str, VisitorProfile]], notes: list[Reason]
-) -> tuple[VisitorProfile | None, frozenset[str]]:
-    """The strongest id's visitor, and the flags of any other visitor the ids named."""
-    if not found:
-        return None, frozenset()
-    kind, visitor = found[0]
+
+def _decided_for(
+    identity: Identity, channel: Channel, named: Named
+) -> tuple[IdKind | None, VisitorProfile | None]:
+    """Whose consent and traits the decision uses, and the id that names them."""
+    if channel == "email" and identity.email_sha256 is not None:
+        return "email_sha256", named["email_sha256"]  # the recipient, known or not
+    for kind, visitor in named.items():
+        if visitor is not None:
+            return kind, visitor
+    return None, None
+
+
+def _stitch_notes(
+    identity: Identity, kind: IdKind | None, visitor: VisitorProfile | None, notes: list[Reason]
+) -> None:
+    if visitor is None:
+        return
     if kind == "visitor_id":
         notes.append(Reason(ReasonCode.IDENTITY_VISITOR, f"visitor {visitor.id}"))
-    else:
-        notes.append(
-            Reason(ReasonCode.IDENTITY_STITCHED, f"{kind} is linked to visitor {visitor.id}")
-        )
+        return
+    notes.append(Reason(ReasonCode.IDENTITY_STITCHED, f"{kind} is linked to visitor {visitor.id}"))
     if identity.visitor_id and identity.visitor_id != visitor.id:
         notes.append(
             Reason(
@@ -156,16 +191,27 @@ def _stitch(
                 f"the known {kind} wins over the anonymous id",
             )
         )
-    linked: frozenset[str] = frozenset()
-    others = {v.id: (k, v) for k, v in found[1:] if v.id != visitor.id}
-    for other_kind, other in others.values():
-        linked |= other.flags
-        if other_kind != "visitor_id":
-            notes.append(
-                Reason(
-                    ReasonCode.IDENTITY_CONFLICT,
-                    f"{other_kind} names another visitor ({other.id}); {visitor.id} is used, "
-                    "and both are checked for suppression",
-                )
+
+
+def _conflict_notes(
+    kind: IdKind | None,
+    visitor: VisitorProfile | None,
+    others: tuple[Person, ...],
+    notes: list[Reason],
+) -> None:
+    """Known ids that name someone else: which ids disagree, never their values."""
+    for other in others:
+        known = [k for k in other.named_by if k != "visitor_id"]  # a cookie is merged, not known
+        if not known:
+            continue
+        if visitor is None:
+            message = (
+                f"{kind} names no known person but {' and '.join(known)} does: nothing "
+                "personal is used, and that person is checked for suppression"
             )
-    return visitor, linked
+        else:
+            message = (
+                f"{' and '.join(known)} and {kind} name different people: {kind}'s is "
+                "decided for, and both are checked for suppression"
+            )
+        notes.append(Reason(ReasonCode.IDENTITY_CONFLICT, message))
