@@ -20,6 +20,7 @@ import pytest
 
 from decider import __version__
 from decider.cli import _parser, main
+from decider.profiles.sources.sqlite import SqliteProfileStore
 
 from .conftest import NOW, RULES
 
@@ -94,8 +95,9 @@ def test_profiles_import_refuses_a_file_with_bad_lines(tmp_path: Path) -> None:
     assert f"{source}:2:" in out
     assert "email" in out
     assert f"{source}:3:" in out
-    assert "nothing imported: 2 bad line(s)" in out
-    assert not db.exists()
+    assert "nothing imported: 2 problem(s)" in out
+    with SqliteProfileStore(db) as store:
+        assert store.is_empty()
 
 
 def test_serve_refuses_to_start_on_broken_rules(rules_copy: Path, tmp_path: Path) -> None:

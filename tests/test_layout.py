@@ -16,7 +16,18 @@ from .conftest import ROOT
 
 PACKAGE = ROOT / "src" / "decider"
 # the pure core: what a decision is and how it is made, free of frameworks and I/O
-CORE = ("errors", "model", "reasons", "ruleset", "profile", "gate", "engine", "service", "stats")
+CORE = (
+    "errors",
+    "model",
+    "reasons",
+    "ruleset",
+    "traits",
+    "profile",
+    "gate",
+    "engine",
+    "service",
+    "stats",
+)
 # a web framework or server, an HTTP client, a database, a YAML parser, a file watcher, and
 # the CEL runtimes (the core calls them through the Engine interface only)
 FOREIGN = (

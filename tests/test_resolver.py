@@ -78,7 +78,7 @@ def test_user_id_wins_over_an_email_hash_of_another_visitor(
     resolver: Resolver, source: MemoryProfileSource
 ) -> None:
     """user_id wins the stitch, but the email's own visitor is still checked: its flags count."""
-    source.put([msgspec.structs.replace(BEN, flags=frozenset({"unsubscribed"}))])
+    source.load([msgspec.structs.replace(BEN, flags=frozenset({"unsubscribed"}))])
     found = resolve(resolver, Identity(user_id="u-ada", email_sha256=BEN_EMAIL))
     assert (found.visitor, found.account) == (ADA, NORTHWIND)
     assert source.lookups["alias"] == 2

@@ -80,7 +80,7 @@ class MemoryHarness:
         self.source = self.memory = MemoryProfileSource()
 
     def load(self, *records: Profile) -> None:
-        self.memory.put(records)
+        self.memory.load(records)
 
     def take_down(self) -> None:
         self.memory.available = False
@@ -98,7 +98,7 @@ class HttpHarness:
         )
 
     def load(self, *records: Profile) -> None:
-        self.backing.put(records)
+        self.backing.load(records)
 
     def take_down(self) -> None:
         self.down = True

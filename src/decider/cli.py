@@ -22,8 +22,10 @@ import msgspec
 from decider import __version__
 from decider.errors import DeciderError, ImportFileError, RulesetError
 from decider.model import Instant
-from decider.profiles.jsonl import parse_profiles
-from decider.profiles.sources.sqlite import SqliteProfileStore, SqliteSettings
+from decider.profile import AccountProfile, VisitorProfile
+from decider.profiles.importer import import_file
+from decider.profiles.sources.base import ProfileStore
+from decider.profiles.sources.sqlite import SqliteSettings
 from decider.rules.cel import ENGINES, new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.rules.explain import Fixture, offline_decision, render, resolution_of
@@ -31,7 +33,9 @@ from decider.rules.files import read_yaml
 from decider.rules.samples import write_samples
 from decider.rules.suites import compile_and_test, format_result, run_suites
 from decider.service import utcnow
-from decider.settings import SOURCE_VARIABLE, Settings, SettingsError, unknown_variables
+from decider.settings import Settings, SettingsError, unknown_variables
+from decider.traits import TraitSchema
+from decider.wiring import open_store, read_profile_schema
 
 _DEFAULTS = Settings()
 _DB = SqliteSettings().db
@@ -155,21 +159,52 @@ def _parser() -> argparse.ArgumentParser:
 
     profiles = commands.add_parser(
         "profiles",
-        help="manage the embedded profile store",
-        description="Manage the embedded SQLite profile store.",
+        help="import, show and erase profiles in the store",
+        description="Import, show and erase profiles in the store DECIDER_PROFILE_SOURCE "
+        "names (sqlite, the default, or redis). Running services see each change on their "
+        "next decision.",
     )
     profile_commands = profiles.add_subparsers(required=True, metavar="ACTION")
     load = profile_commands.add_parser(
         "import",
         help="import a JSONL file of profiles",
-        description="Import visitor and account profiles, one JSON record a line; "
-        "a file with any bad line imports nothing.",
+        description="Import visitor and account profiles, one JSON record a line, checked "
+        "against the rules' profile schema; a file with any bad line imports nothing.",
     )
     load.add_argument("file", metavar="FILE", type=Path, help="the JSONL file")
     load.add_argument(
-        "--db", dest="profile_db", help=f"SQLite file [DECIDER_PROFILE_DB, default {_DB}]"
+        "--replace",
+        action="store_true",
+        help="move a user id or email hash another visitor holds to the file's visitor",
+    )
+    load.add_argument(
+        "--rules",
+        dest="rules_dir",
+        help="rules whose schema.yaml types the traits [DECIDER_RULES_DIR]",
     )
     load.set_defaults(run=_import)
+    show = profile_commands.add_parser(
+        "show",
+        help="print one stored profile (right of access)",
+        description="Print what the store holds about one person or account, as JSON.",
+    )
+    show.set_defaults(run=_show)
+    erase = profile_commands.add_parser(
+        "delete",
+        help="erase one visitor, with its ids, or one account (right to erasure)",
+        description="Erase a visitor (its profile, user ids and email hashes) or an account.",
+    )
+    erase.set_defaults(run=_delete)
+    for action in (load, show, erase):
+        action.add_argument(
+            "--db", dest="profile_db", help=f"SQLite file [DECIDER_PROFILE_DB, default {_DB}]"
+        )
+    for action in (show, erase):
+        who = action.add_mutually_exclusive_group(required=True)
+        who.add_argument("--visitor-id", help="the visitor's id")
+        who.add_argument("--user-id", help="a user id linked to the visitor")
+        who.add_argument("--email-sha256", help="an email hash linked to the visitor")
+        who.add_argument("--account-id", help="an account's id")
     return parser
 
 
@@ -381,23 +416,113 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> 
     return 0
 
 
+class _Opened(NamedTuple):
+    settings: Settings
+    schema: TraitSchema | None
+    store: ProfileStore
+
+
+def _store(args: argparse.Namespace, env: Mapping[str, str]) -> _Opened:
+    """The configured store, and the profile schema of the configured rules (if any)."""
+    rules = getattr(args, "rules_dir", None)
+    settings = Settings.from_env(_with_flags(env, profile_db=args.profile_db, rules_dir=rules))
+    schema = read_profile_schema(settings.rules_dir) if settings.rules_dir.is_dir() else None
+    return _Opened(settings, schema, open_store(settings, schema=schema, now=utcnow()))
+
+
 def _import(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
-    env = {**_with_flags(env, profile_db=args.profile_db), SOURCE_VARIABLE: "sqlite"}
-    settings = Settings.from_env(env).profile
-    assert isinstance(settings, SqliteSettings)
+    settings, schema, store = _store(args, env)
+    progress = _Progress(std.err) if std.err.isatty() else None
     try:
-        records = parse_profiles(args.file.read_bytes(), str(args.file))
+        report = asyncio.run(
+            import_file(args.file, store, schema=schema, replace=args.replace, progress=progress)
+        )
     except OSError as exc:
         print(f"decider: cannot read {args.file}: {exc.strerror}", file=std.err)
         return 1
     except ImportFileError as exc:
         print(exc, file=std.out)
-        print(f"nothing imported: {len(exc.problems)} bad line(s) in {args.file}", file=std.out)
+        print(f"nothing imported: {exc.count} problem(s) in {args.file}", file=std.out)
         return 1
-    with SqliteProfileStore(settings.db) as store:
-        visitors, accounts = store.import_records(records)
-    print(f"imported {visitors} visitors and {accounts} accounts into {settings.db}", file=std.out)
+    finally:
+        if progress is not None:
+            progress.done()
+        asyncio.run(store.aclose())
+    profile = settings.profile
+    where = profile.db if isinstance(profile, SqliteSettings) else settings.profile_source
+    print(
+        f"imported {report.visitors} visitors and {report.accounts} accounts into {where}"
+        + (f"; {report.moved} linked ids moved from other visitors" if report.moved else ""),
+        file=std.out,
+    )
     return 0
+
+
+def _show(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
+    store = _store(args, env).store
+    try:
+        found = asyncio.run(_find(store, args))
+    finally:
+        asyncio.run(store.aclose())
+    if found is None:
+        print(f"decider: no profile for that {_selector(args)}", file=std.err)
+        return 1
+    print(msgspec.json.format(msgspec.json.encode(found)).decode(), file=std.out)
+    return 0
+
+
+def _delete(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
+    store = _store(args, env).store
+    try:
+        found = asyncio.run(_find(store, args))
+        change = asyncio.run(store.delete(type(found), found.id)) if found is not None else None
+    finally:
+        asyncio.run(store.aclose())
+    if found is None or change is None:
+        print(f"decider: no profile for that {_selector(args)}", file=std.err)
+        return 1
+    if isinstance(found, VisitorProfile):
+        print(f"deleted visitor {found.id} and its {len(change.aliases)} linked ids", file=std.out)
+    else:
+        print(f"deleted account {found.id}", file=std.out)
+    return 0
+
+
+async def _find(
+    store: ProfileStore, args: argparse.Namespace
+) -> VisitorProfile | AccountProfile | None:
+    if args.account_id:
+        return await store.account(args.account_id)
+    visitor_id = args.visitor_id
+    if args.user_id:
+        visitor_id = await store.alias("user_id", args.user_id)
+    elif args.email_sha256:
+        visitor_id = await store.alias("email_sha256", args.email_sha256.lower())
+    return await store.visitor(visitor_id) if visitor_id else None
+
+
+def _selector(args: argparse.Namespace) -> str:
+    for name in ("visitor_id", "user_id", "email_sha256", "account_id"):
+        if getattr(args, name):
+            return name.replace("_", " ").replace("sha256", "hash")
+    return "id"
+
+
+class _Progress:
+    """A progress line on a terminal: phase, percent, rewritten in place."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        filled = 30 * percent // 100
+        self._stream.write(f"\r{phase} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}%")
+        self._stream.flush()
+
+    def done(self) -> None:
+        self._stream.write("\r\x1b[K")
+        self._stream.flush()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
     │   ├── MalformedBody     empty, not JSON, or nested past the decoder's limit (400)
     │   └── UnknownPlacement  the placement is not in the loaded rules
     ├── ProfileSourceError    the profile store or API failed (not "unknown id")
+    ├── ProfileConflict       a write would give one user id or email hash to two visitors
     └── ImportFileError       a profiles file has bad lines; carries every one
 
 Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
@@ -107,9 +108,15 @@ class ProfileSourceError(DeciderError):
     """The profile source could not answer. Never carries personal data in its message."""
 
 
-class ImportFileError(DeciderError):
-    """A profiles file was refused; `problems` lists each bad line."""
+class ProfileConflict(DeciderError):
+    """A write would link an alias (user id, email hash) to a second visitor."""
 
-    def __init__(self, problems: Iterable[str]) -> None:
+
+class ImportFileError(DeciderError):
+    """A profiles file was refused; `problems` lists bad lines (the first ones, if there are
+    many), `count` how many problems there are in all."""
+
+    def __init__(self, problems: Iterable[str], count: int | None = None) -> None:
         self.problems = tuple(problems)
+        self.count = len(self.problems) if count is None else count
         super().__init__("\n".join(self.problems))

@@ -12,8 +12,9 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from decider.model import Ident, Instant, Sha256Hex, json_value_problem
+from decider.model import Ident, Instant, Sha256Hex
 from decider.reasons import Reason
+from decider.traits import TraitError, TraitSchema, no_raw_email, normalize
 
 
 class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -59,10 +60,27 @@ def stored(profile: P) -> P:
     return type(profile).__mro__[1](**msgspec.structs.asdict(profile))  # type: ignore[no-any-return]
 
 
-def traits_problem(profile: VisitorProfile | AccountProfile) -> str | None:
-    """Why a profile's traits cannot be given to the rules, or None."""
-    problem = json_value_problem(profile.traits, "traits")
-    return f"{problem[0]}: {problem[1]}" if problem else None
+def normalized(profile: P, schema: TraitSchema | None) -> P:
+    """The profile as every source keeps it: traits checked and converted (decider.traits),
+    no raw email in any field, no import tag. Raises TraitError naming the field."""
+    if isinstance(profile, VisitorProfile):
+        texts = {"id": profile.id, "account_id": profile.account_id or ""}
+        texts |= {f"user_ids.{i}": u for i, u in enumerate(profile.user_ids)}
+        texts |= {
+            f"consent.{i}.{field}": getattr(record, field)
+            for i, record in enumerate(profile.consent)
+            for field in ("purpose", "basis")
+        }
+        declared = schema.visitor if schema else None
+    else:
+        texts = {"id": profile.id}
+        declared = schema.account if schema else None
+    texts |= {f"flags.{flag}": flag for flag in profile.flags}
+    for path, text in texts.items():
+        no_raw_email(text, path)
+        if "\x00" in text:
+            raise TraitError(path, "holds a NUL character")
+    return msgspec.structs.replace(stored(profile), traits=normalize(profile.traits, declared))
 
 
 Status = Literal["resolved", "unknown", "unavailable"]

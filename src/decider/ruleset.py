@@ -15,6 +15,7 @@ import msgspec
 
 from decider.errors import Problem
 from decider.model import Channel, Variant
+from decider.traits import TraitSchema
 
 EngineName = Literal["cel-expr", "cel-python"]
 # what a rule may read; `visitor` and `account` are profile data and need consent
@@ -124,3 +125,4 @@ class CompiledRuleset(msgspec.Struct, frozen=True):
     policy: dict[str, ChannelPolicy]
     suppressions: tuple[CompiledSuppression, ...]
     warnings: tuple[Problem, ...] = ()
+    schema: TraitSchema | None = None  # the profile schema (rules/schema.yaml), if any

@@ -15,16 +15,22 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources import driver_for
-from decider.profiles.sources.base import Opening, ProfileSource
+from decider.profiles.sources.base import Opening, ProfileSource, ProfileStore
+from decider.profiles.sources.sqlite import SqliteSettings
 from decider.reload import Reloader
 from decider.rules.cel import new_engine
+from decider.rules.files import SCHEMA_FILE, display_name
+from decider.rules.schema import read_schema
 from decider.rules.suites import compile_and_test
 from decider.ruleset import CompiledRuleset, EngineName
 from decider.service import Decider, new_decision_id, utcnow
-from decider.settings import Settings
+from decider.settings import SOURCE_VARIABLE, Settings, SettingsError
 from decider.stats import Stats
+from decider.traits import TraitSchema
 
 if TYPE_CHECKING:
     import httpx
@@ -76,13 +82,49 @@ def build_service(
     ruleset = ruleset or load_rules(settings.rules_dir, settings.engine)
     # reloads compile on the engine the service serves with
     load = partial(load_rules, settings.rules_dir, ruleset.engine.name)
+
+    decider: Decider | None = None
+
+    def schema() -> TraitSchema | None:
+        """The current profile schema: a reload may change it."""
+        return (decider.ruleset if decider is not None else ruleset).schema
+
     if source is None:
-        opening = Opening(now=clock(), http_client=http_client)
+        opening = Opening(now=clock(), http_client=http_client, schema=schema)
         source = driver_for(settings.profile).open_with(settings.profile, opening)
-    resolver = Resolver(source, budget=settings.profile_budget_ms / 1000, cache=settings.cache)
+    resolver = Resolver(
+        source,
+        budget=settings.profile_budget_ms / 1000,
+        cache=settings.cache,
+        changes=source.changes if isinstance(source, ProfileStore) else None,
+    )
     stats = Stats(clock())
     decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids)
     reloader = Reloader(
         decider, load, off_loop=ruleset.engine.off_loop, rules_dir=settings.rules_dir, clock=clock
     )
     return Service(settings, decider, source, resolver, stats, reloader)
+
+
+def open_store(settings: Settings, *, schema: TraitSchema | None, now: datetime) -> ProfileStore:
+    """The configured profile store, for `decider profiles` (imports, access, erasure): one
+    whose writes reach every process serving from it, opened without seeding samples.
+    Raises SettingsError for a source Decider cannot write from the command line."""
+    profile = settings.profile
+    driver = driver_for(profile)
+    if not driver.shared:
+        raise SettingsError(
+            f"{SOURCE_VARIABLE}={driver.name}: `decider profiles` writes the sqlite or redis "
+            "store; the http source is read-only and the memory one lives inside a server"
+        )
+    if isinstance(profile, SqliteSettings):
+        profile = msgspec.structs.replace(profile, seed_samples=False)
+    store = driver.open_with(profile, Opening(now=now, schema=lambda: schema))
+    assert isinstance(store, ProfileStore)
+    return store
+
+
+def read_profile_schema(rules_dir: Path) -> TraitSchema | None:
+    """The profile schema of a rules directory, if it has one. Raises RulesetError."""
+    path = rules_dir / SCHEMA_FILE
+    return read_schema(path, display_name(path)) if path.is_file() else None

@@ -5,6 +5,8 @@
   gives up at its deadline does not cancel it for the others, and its answer still lands).
 - After `ttl`, a hit stays usable for `stale_ttl` more seconds, served only if a refetch fails
   or misses the caller's deadline (stale-if-error).
+- `evict` forgets a key at once (a profile changed or was erased): the next lookup fetches,
+  and no fetch begun before the eviction may write its older answer back.
 """
 
 from __future__ import annotations
@@ -61,7 +63,23 @@ class ProfileCache(Generic[K, V]):
             settings.maxsize, self._expires, timer=timer
         )
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
+        self._epoch = 0  # bumped by every eviction: a fetch begun before it stores nothing
         self.fetches = 0
+
+    def peek(self, key: K) -> V | None:
+        """The cached value for `key`, fresh or not, without fetching."""
+        entry = self._entries.get(key)
+        return entry.value if entry is not None else None
+
+    def evict(self, key: K) -> None:
+        self._entries.pop(key, None)
+        self._inflight.pop(key, None)
+        self._epoch += 1
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._inflight.clear()
+        self._epoch += 1
 
     def _expires(self, _: K, entry: _Entry[V], now: float) -> float:
         return now + (self._keep if entry.value is not None else self._negative_ttl)
@@ -100,12 +118,15 @@ class ProfileCache(Generic[K, V]):
 
     async def _load(self, key: K) -> V | None:
         self.fetches += 1
+        epoch = self._epoch
         value = await self._fetch(key)
-        ttl = self._ttl if value is not None else self._negative_ttl
-        self._entries[key] = _Entry(value, self._timer() + ttl)
+        if epoch == self._epoch:
+            ttl = self._ttl if value is not None else self._negative_ttl
+            self._entries[key] = _Entry(value, self._timer() + ttl)
         return value
 
     def _settle(self, key: K, done: asyncio.Future[V | None]) -> None:
-        self._inflight.pop(key, None)
+        if self._inflight.get(key) is done:  # not a newer fetch, begun after an eviction
+            del self._inflight[key]
         if not done.cancelled():
             done.exception()  # retrieved, so a fetch nobody waited for logs no warning

@@ -1,19 +1,23 @@
 """Profiles as JSONL, one record a line: the import format, and the bundled sample profiles.
 
-Each line is a visitor or an account profile with a `"kind"` tag. Every bad line is reported
-with its number and field, all at once; raw emails are refused (`email` is not a field).
+Each line is a visitor or an account profile with a `"kind"` tag. A line is decoded, then
+normalized against the profile schema (decider.traits): what comes out is exactly what a
+store keeps. A bad line is a problem placed at its line and field; raw emails are refused
+(`email` is not a field, and no value may look like one).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import msgspec
 
 from decider.errors import ImportFileError
-from decider.profile import AccountProfile, VisitorProfile, traits_problem
+from decider.profile import AccountProfile, VisitorProfile, normalized
+from decider.traits import TraitError, TraitSchema
 
 
 class VisitorRecord(VisitorProfile, frozen=True, tag_field="kind", tag="visitor"):
@@ -25,38 +29,54 @@ class AccountRecord(AccountProfile, frozen=True, tag_field="kind", tag="account"
 
 
 ImportRecord = VisitorRecord | AccountRecord
+Profile = VisitorProfile | AccountProfile
 SAMPLES = "samples/profiles.jsonl"
 
 _record_decoder = msgspec.json.Decoder(ImportRecord)
 _RELATIVE = re.compile(rb"\{\{now-(\d+)([dh])\}\}")
 
 
-def parse_profiles(data: bytes, name: str) -> list[ImportRecord]:
-    """Decode a JSONL file, reporting every bad line (line number and field) at once."""
-    records: list[ImportRecord] = []
-    problems: list[str] = []
-    for number, line in enumerate(data.splitlines(), start=1):
+class Line(msgspec.Struct, frozen=True):
+    """One line of a profiles file: its record, or why it has none."""
+
+    number: int
+    record: Profile | None = None
+    problem: str | None = None
+
+
+def read_lines(lines: Iterable[bytes], schema: TraitSchema | None) -> Iterator[Line]:
+    """Every record or problem of a JSONL stream, in order; blank lines and `#` comments
+    are skipped but counted. Streams: nothing is held but the line at hand."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith(b"#"):
             continue
         try:
-            record = _record_decoder.decode(line)
+            record = normalized(_record_decoder.decode(line), schema)
         except msgspec.DecodeError as exc:
-            problems.append(f"{name}:{number}: {exc}")
-            continue
+            yield Line(number, problem=str(exc))
         except UnicodeDecodeError:
-            problems.append(f"{name}:{number}: not valid UTF-8")
-            continue
-        problem = traits_problem(record)
-        if problem:
-            problems.append(f"{name}:{number}: {problem}")
+            yield Line(number, problem="not valid UTF-8")
+        except TraitError as exc:
+            yield Line(number, problem=str(exc))
         else:
-            records.append(record)
+            yield Line(number, record)
+
+
+def parse_profiles(data: bytes, name: str, schema: TraitSchema | None = None) -> list[Profile]:
+    """A whole (small) JSONL file's records; raises ImportFileError with every bad line."""
+    records: list[Profile] = []
+    problems: list[str] = []
+    for line in read_lines(data.splitlines(), schema):
+        if line.record is None:
+            problems.append(f"{name}:{line.number}: {line.problem}")
+        else:
+            records.append(line.record)
     if problems:
         raise ImportFileError(problems)
     return records
 
 
-def sample_profiles(now: datetime) -> list[ImportRecord]:
+def sample_profiles(now: datetime, schema: TraitSchema | None = None) -> list[Profile]:
     """The bundled sample profiles (some for every sample segment), with their `{{now-3d}}`
     placeholders made timestamps relative to `now`, so recency windows hold out of the box."""
     text = resources.files("decider").joinpath(SAMPLES).read_bytes()
@@ -66,4 +86,4 @@ def sample_profiles(now: datetime) -> list[ImportRecord]:
         at = now - timedelta(**{unit: int(match[1])})
         return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
-    return parse_profiles(_RELATIVE.sub(stamp, text), SAMPLES)
+    return parse_profiles(_RELATIVE.sub(stamp, text), SAMPLES, schema)

@@ -18,6 +18,7 @@ treats as not granted.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from decider.errors import ProfileSourceError
 from decider.model import Channel, Identity
@@ -32,7 +33,7 @@ from decider.profile import (
     VisitorProfile,
 )
 from decider.profiles.cache import CacheSettings, ProfileCache
-from decider.profiles.sources.base import ProfileSource
+from decider.profiles.sources.base import AliasKey, Change, ProfileSource
 from decider.reasons import Reason, ReasonCode
 
 Named = dict[IdKind, VisitorProfile | None]
@@ -41,17 +42,63 @@ Named = dict[IdKind, VisitorProfile | None]
 class Resolver:
     """Stitches identities over three caches (visitors, accounts, aliases) of one source.
 
-    `budget`: seconds all lookups of one resolution may take together."""
+    `budget`: seconds all lookups of one resolution may take together. `changes`, if given,
+    is asked before each resolution for what other processes changed in the store, so a
+    write anywhere is seen on the next decision."""
 
-    def __init__(self, source: ProfileSource, *, budget: float, cache: CacheSettings) -> None:
+    def __init__(
+        self,
+        source: ProfileSource,
+        *,
+        budget: float,
+        cache: CacheSettings,
+        changes: Callable[[], list[Change]] | None = None,
+    ) -> None:
         self.budget = budget
+        self._changes = changes
         self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(source.visitor, cache)
         self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(source.account, cache)
         self.aliases: ProfileCache[tuple[AliasKind, str], str] = ProfileCache(
             lambda key: source.alias(*key), cache
         )
 
+    def apply(self, change: Change) -> None:
+        """Forget what `change` made stale."""
+        if change.everything:
+            for cache in (self.visitors, self.accounts, self.aliases):
+                cache.clear()
+            return
+        for visitor_id in change.visitors:
+            self.visitors.evict(visitor_id)
+        for account_id in change.accounts:
+            self.accounts.evict(account_id)
+        for alias in change.aliases:
+            self.aliases.evict(alias)
+
+    def forget(self, identity: Identity) -> Change:
+        """Forget every cached entry of the person `identity` names (a profile API's
+        webhook says they changed): their visitor, every alias it or the ids link, and the
+        account if `account_id` is given. Returns what was forgotten."""
+        aliases: set[AliasKey] = {
+            (kind, value) for kind in ALIAS_KINDS if (value := getattr(identity, kind))
+        }
+        visitors = {v for key in aliases if (v := self.aliases.peek(key)) is not None}
+        if identity.visitor_id:
+            visitors.add(identity.visitor_id)
+        for visitor_id in visitors:
+            cached = self.visitors.peek(visitor_id)
+            if cached is not None:
+                aliases |= {("user_id", u) for u in cached.user_ids}
+                aliases |= {("email_sha256", e) for e in cached.email_sha256}
+        accounts = (identity.account_id,) if identity.account_id else ()
+        change = Change(tuple(sorted(visitors)), accounts, tuple(sorted(aliases)))
+        self.apply(change)
+        return change
+
     async def resolve(self, identity: Identity, channel: Channel = "web") -> Resolution:
+        if self._changes is not None:
+            for change in self._changes():
+                self.apply(change)
         deadline = asyncio.get_running_loop().time() + self.budget
         try:
             return await self._resolve(identity, channel, deadline)

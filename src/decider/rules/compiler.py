@@ -25,7 +25,7 @@ from decider.rules.files import (
     rule_files,
 )
 from decider.rules.lint import lint
-from decider.rules.schema import Schema, read_schema
+from decider.rules.schema import check_reference, read_schema
 from decider.ruleset import (
     PROFILE_VARIABLES,
     VARIABLES,
@@ -37,6 +37,7 @@ from decider.ruleset import (
     Condition,
     Engine,
 )
+from decider.traits import TraitSchema
 
 
 def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
@@ -73,7 +74,7 @@ def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
 
 
 class _Builder:
-    def __init__(self, engine: Engine, problems: list[Problem], schema: Schema | None) -> None:
+    def __init__(self, engine: Engine, problems: list[Problem], schema: TraitSchema | None) -> None:
         self.engine = engine
         self.problems = problems
         self.warnings: tuple[Problem, ...] = ()
@@ -103,6 +104,7 @@ class _Builder:
             policy=policy,
             suppressions=tuple(suppressions),
             warnings=self.warnings,
+            schema=self.schema,
         )
 
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
@@ -127,7 +129,7 @@ class _Builder:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""
         if ref.root not in VARIABLES:
             return f"undeclared reference to {ref.root!r}; rules read {', '.join(VARIABLES)}"
-        return self.schema.check(ref) if self.schema is not None else None
+        return check_reference(self.schema, ref) if self.schema is not None else None
 
     def _unique(self, source: SourceFile, path: Path_, kind: str, id_: str, seen: set[str]) -> bool:
         if id_ in seen:

@@ -12,6 +12,8 @@ not have, so `account.fit_scor` is caught when written instead of silently never
       intent_topics: list
       enrichment: map            # `map` and `any`: fields beneath are not checked
     flags: [unsubscribed, do_not_contact, bounced, legal_hold]   # what suppressions may name
+
+The same schema fixes trait values where profiles enter (decider.traits).
 """
 
 from __future__ import annotations
@@ -20,45 +22,34 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from decider.errors import Problem, RulesetError
 from decider.rules.cel import Reference
 from decider.rules.files import Document, Path_, read_yaml
-
-TYPES = frozenset({"string", "int", "double", "bool", "timestamp", "list", "map", "any"})
-OPEN = frozenset({"map", "any"})
-
-Node = dict[str, Any]
+from decider.traits import OPEN, TYPES, TraitSchema
 
 
-class Schema(msgspec.Struct, frozen=True):
-    file: str
-    roots: dict[str, Node]
-    flags: frozenset[str] | None = None
-
-    def check(self, ref: Reference) -> str | None:
-        """Why `ref` is not in the schema, or None if it is (or is not a profile read)."""
-        node: Any = self.roots.get(ref.root)
-        if node is None:
-            return None
-        walked = [ref.root]
-        for name in ref.path:
-            if isinstance(node, str):
-                if node in OPEN:
-                    return None
-                return f"{'.'.join(walked)} is a {node}; it has no field {name!r}"
-            if name not in node:
-                where = ".".join(walked)
-                close = difflib.get_close_matches(name, list(node), n=1)
-                hint = f"; did you mean {where}.{close[0]}?" if close else ""
-                return f"{where}.{name} is not in the profile schema ({self.file}){hint}"
-            node = node[name]
-            walked.append(name)
+def check_reference(schema: TraitSchema, ref: Reference) -> str | None:
+    """Why `ref` is not in the schema, or None if it is (or is not a profile read)."""
+    node: Any = {"visitor": schema.visitor, "account": schema.account}.get(ref.root)
+    if node is None:
         return None
+    walked = [ref.root]
+    for name in ref.path:
+        if isinstance(node, str):
+            if node in OPEN:
+                return None
+            return f"{'.'.join(walked)} is a {node}; it has no field {name!r}"
+        if name not in node:
+            where = ".".join(walked)
+            close = difflib.get_close_matches(name, list(node), n=1)
+            hint = f"; did you mean {where}.{close[0]}?" if close else ""
+            return f"{where}.{name} is not in the profile schema ({schema.file}){hint}"
+        node = node[name]
+        walked.append(name)
+    return None
 
 
-def read_schema(path: Path, name: str) -> Schema:
+def read_schema(path: Path, name: str) -> TraitSchema:
     """Read and check a schema file. Raises RulesetError with every problem, placed."""
     document = read_yaml(path, name)
     data = document.data if document.data is not None else {}
@@ -81,7 +72,9 @@ def read_schema(path: Path, name: str) -> Schema:
         problems.extend(_check_node(document, (root,), node))
     if problems:
         raise RulesetError(problems)
-    return Schema(name, roots, frozenset(flags) if flags is not None else None)
+    return TraitSchema(
+        roots["visitor"], roots["account"], frozenset(flags) if flags is not None else None, name
+    )
 
 
 def _check_node(document: Document, path: Path_, node: Any) -> list[Problem]:

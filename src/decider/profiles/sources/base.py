@@ -1,4 +1,5 @@
-"""What every profile source is: three point lookups, a readiness probe, and a close.
+"""What every profile source is: three point lookups, a readiness probe, and a close; and what
+a store Decider can write is besides (imports, the write API, erasure, change notices).
 
 A source returns None for an id it does not know and raises ProfileSourceError when it
 cannot answer; nothing else escapes. Stitching (resolver) and caching (cache) sit in front
@@ -10,7 +11,8 @@ each field `x` read from DECIDER_PROFILE_X, and how to open it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
@@ -18,6 +20,10 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 import msgspec
 
 from decider.profile import AccountProfile, AliasKind, VisitorProfile
+from decider.traits import TraitSchema
+
+Profile = VisitorProfile | AccountProfile
+AliasKey = tuple[AliasKind, str]
 
 if TYPE_CHECKING:
     import httpx
@@ -37,16 +43,56 @@ class ProfileSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Change(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a write made stale, for every cache in every process: entries by key, or
+    `everything` (a bulk import)."""
+
+    visitors: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    aliases: tuple[AliasKey, ...] = ()
+    everything: bool = False
+
+
+class ImportSession(Protocol):
+    async def write(self, records: Sequence[Profile]) -> None:
+        """Part of one all-or-nothing import, already checked (decider.profiles.importer)."""
+
+
+@runtime_checkable
+class ProfileStore(ProfileSource, Protocol):
+    """A source Decider itself fills and changes. Every write records a Change that every
+    process serving from the store applies to its caches (`changes`)."""
+
+    def importing(self, *, replace: bool) -> AbstractAsyncContextManager[ImportSession]:
+        """One import: all of it lands, or none (`replace`: aliases may move to another
+        visitor)."""
+
+    async def alias_owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
+        """The visitor each of `keys` links to, for those linked."""
+
+    async def put(self, profile: Profile) -> Change:
+        """Create or replace one profile; a visitor's aliases become exactly its own.
+        Raises ProfileConflict when an alias belongs to another visitor."""
+
+    async def delete(self, kind: type[Profile], key: str) -> Change | None:
+        """Erase a visitor (with its aliases) or an account; None if there was none."""
+
+    def changes(self) -> list[Change]:
+        """Changes recorded by other processes since the last call; cheap when none."""
+
+
 class SourceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of each source's own settings."""
 
 
 class Opening(msgspec.Struct, frozen=True, kw_only=True):
     """What a source may take from the service as it opens, besides its settings: the time
-    (to date sample profiles) and an HTTP client made by the caller (tests, pooling)."""
+    (to date sample profiles), an HTTP client made by the caller (tests, pooling), and the
+    current profile schema (to normalize the traits it reads or seeds)."""
 
     now: datetime
     http_client: httpx.AsyncClient | None = None
+    schema: Callable[[], TraitSchema | None] = lambda: None
 
 
 S = TypeVar("S", bound=SourceSettings)
@@ -59,6 +105,8 @@ class Driver(Generic[S]):
     name: str
     settings: type[S]
     open: Callable[[S, Opening], ProfileSource]
+    # its writes reach every process serving from it (so `decider profiles` may write it)
+    shared: bool = False
 
     def open_with(self, settings: SourceSettings, opening: Opening) -> ProfileSource:
         if not isinstance(settings, self.settings):

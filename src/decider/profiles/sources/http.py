@@ -4,6 +4,7 @@ point lookups; its contract is in the README ("The profile API")."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, TypeVar
 from urllib.parse import quote
 
@@ -16,15 +17,17 @@ from decider.profile import (
     AliasKind,
     VisitorProfile,
     account_decoder,
-    traits_problem,
+    normalized,
     visitor_decoder,
 )
 from decider.profiles.sources.base import Driver, Opening, SourceSettings
+from decider.traits import TraitError, TraitSchema
 
 # httpx logs every request URL at INFO; ours carry visitor ids and email hashes.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 T = TypeVar("T")
+P = TypeVar("P", VisitorProfile, AccountProfile)
 
 
 class HttpSettings(SourceSettings, frozen=True, kw_only=True):
@@ -51,19 +54,26 @@ class HttpProfileSource:
         GET {base}/healthz                        -> 2xx when ready
 
     Any other status, a timeout, a transport error or a body that is not the contract's
-    shape is a ProfileSourceError (the cache may then serve stale data).
+    shape is a ProfileSourceError (the cache may then serve stale data). Profiles are
+    normalized as they arrive, against the current profile schema (decider.traits): one
+    the rules could misread is off contract too.
     """
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        schema: Callable[[], TraitSchema | None] = lambda: None,
+    ) -> None:
         self._client = client
+        self._schema = schema
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         found = await self._get(f"/visitors/{_segment(visitor_id)}", visitor_decoder)
-        return _usable(found)
+        return self._usable(found)
 
     async def account(self, account_id: str) -> AccountProfile | None:
         found = await self._get(f"/accounts/{_segment(account_id)}", account_decoder)
-        return _usable(found)
+        return self._usable(found)
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = await self._get(f"/identities/{kind}/{_segment(value)}", _alias_decoder)
@@ -78,6 +88,14 @@ class HttpProfileSource:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def _usable(self, profile: P | None) -> P | None:
+        if profile is None:
+            return None
+        try:
+            return normalized(profile, self._schema())
+        except TraitError as exc:
+            raise ProfileSourceError(f"profile API sent a body off contract: {exc}") from None
 
     async def _get(self, path: str, decoder: msgspec.json.Decoder[T]) -> T | None:
         try:
@@ -100,16 +118,6 @@ def _segment(value: str) -> str:
     """Quote an id as one path segment: '/' and '?' escaped, and dots too, or an id of '..'
     would be resolved away by the URL."""
     return quote(value, safe="").replace(".", "%2E")
-
-
-Profile = TypeVar("Profile", VisitorProfile, AccountProfile)
-
-
-def _usable(profile: Profile | None) -> Profile | None:
-    problem = traits_problem(profile) if profile is not None else None
-    if problem:
-        raise ProfileSourceError(f"profile API sent a body off contract: {problem}")
-    return profile
 
 
 def url_problem(url: str) -> str | None:
@@ -139,7 +147,7 @@ def open_source(settings: HttpSettings, opening: Opening) -> HttpProfileSource:
         timeout=settings.api_timeout,
         headers={"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {},
     )
-    return HttpProfileSource(client)
+    return HttpProfileSource(client, opening.schema)
 
 
 DRIVER = Driver("http", HttpSettings, open_source)

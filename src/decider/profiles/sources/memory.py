@@ -1,23 +1,31 @@
-"""The in-memory profile source (DECIDER_PROFILE_SOURCE=memory), for tests and demos.
+"""The in-memory profile store (DECIDER_PROFILE_SOURCE=memory), for tests and demos.
 
 Holds profiles in dicts, loaded at start from a JSONL file (DECIDER_PROFILE_FILE) or, by
-default, from the bundled sample profiles. Nothing is written anywhere. For tests and demos
-of failure it can act as a remote store would: `latency` delays each lookup and
-`available = False` fails each one as an outage does.
+default, from the bundled sample profiles; the write API changes them. Nothing is written
+anywhere, and each process has its own. For tests and demos of failure it can act as a remote
+store would: `latency` delays each lookup and `available = False` fails each one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from decider.errors import ProfileSourceError
+from decider.errors import ProfileConflict, ProfileSourceError
 from decider.profile import AccountProfile, AliasKind, VisitorProfile, stored
 from decider.profiles.jsonl import parse_profiles, sample_profiles
-from decider.profiles.sources.base import Driver, Opening, SourceSettings
+from decider.profiles.sources.base import (
+    AliasKey,
+    Change,
+    Driver,
+    Opening,
+    Profile,
+    SourceSettings,
+)
 
 T = TypeVar("T")
 
@@ -40,21 +48,64 @@ class MemoryProfileSource:
         self.latency = latency
         self.available = True
         self.lookups: Counter[str] = Counter()
-        self.put(records)
+        self.load(records)
 
-    def put(self, records: Iterable[VisitorProfile | AccountProfile]) -> None:
-        """Insert or replace profiles, as an import does: a visitor's links are its own."""
+    def load(self, records: Iterable[VisitorProfile | AccountProfile]) -> None:
+        """Insert or replace profiles, as an import with --replace does."""
         for record in records:
             if isinstance(record, VisitorProfile):
                 self._put_visitor(stored(record))
             else:
                 self.accounts[record.id] = stored(record)
 
-    def _put_visitor(self, visitor: VisitorProfile) -> None:
-        self.aliases = {key: v for key, v in self.aliases.items() if v != visitor.id}
-        self.aliases.update({("user_id", u): visitor.id for u in visitor.user_ids})
-        self.aliases.update({("email_sha256", e): visitor.id for e in visitor.email_sha256})
+    def _put_visitor(self, visitor: VisitorProfile) -> Change:
+        old = [key for key, owner in self.aliases.items() if owner == visitor.id]
+        for key in old:
+            del self.aliases[key]
+        new = _aliases(visitor)
+        self.aliases.update(dict.fromkeys(new, visitor.id))
         self.visitors[visitor.id] = visitor
+        return Change(visitors=(visitor.id,), aliases=tuple({*old, *new}))
+
+    # --- ProfileStore ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def importing(self, *, replace: bool) -> AsyncIterator[_Import]:
+        pending: list[Profile] = []
+        yield _Import(pending)
+        for record in pending:  # checked already; with `replace`, a taken alias moves
+            if isinstance(record, VisitorProfile) and not replace:
+                taken = [k for k in _aliases(record) if self.aliases.get(k, record.id) != record.id]
+                if taken:
+                    raise ProfileConflict("a user id or email hash is linked to another visitor")
+        self.load(pending)
+
+    async def alias_owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
+        return {key: self.aliases[key] for key in keys if key in self.aliases}
+
+    async def put(self, profile: Profile) -> Change:
+        if not isinstance(profile, VisitorProfile):
+            self.accounts[profile.id] = stored(profile)
+            return Change(accounts=(profile.id,))
+        for key in _aliases(profile):
+            if self.aliases.get(key, profile.id) != profile.id:
+                raise ProfileConflict(f"this {key[0]} is linked to another visitor")
+        return self._put_visitor(stored(profile))
+
+    async def delete(self, kind: type[Profile], key: str) -> Change | None:
+        if kind is VisitorProfile:
+            if self.visitors.pop(key, None) is None:
+                return None
+            old = tuple(k for k, owner in self.aliases.items() if owner == key)
+            for alias in old:
+                del self.aliases[alias]
+            return Change(visitors=(key,), aliases=old)
+        if self.accounts.pop(key, None) is None:
+            return None
+        return Change(accounts=(key,))
+
+    def changes(self) -> list[Change]:
+        return []  # one process: its own writes are applied as they are made
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         return await self._answer("visitor", self.visitors.get(visitor_id))
@@ -80,17 +131,30 @@ class MemoryProfileSource:
         return value
 
 
+class _Import:
+    def __init__(self, pending: list[Profile]) -> None:
+        self._pending = pending
+
+    async def write(self, records: Sequence[Profile]) -> None:
+        self._pending.extend(records)
+
+
+def _aliases(visitor: VisitorProfile) -> list[AliasKey]:
+    keys: list[AliasKey] = [("user_id", u) for u in visitor.user_ids]
+    return keys + [("email_sha256", e) for e in visitor.email_sha256]
+
+
 def open_source(settings: MemorySettings, opening: Opening) -> MemoryProfileSource:
     """Raises ImportFileError for a file with bad lines, ProfileSourceError if unreadable."""
     if settings.file is None:
-        return MemoryProfileSource(sample_profiles(opening.now))
+        return MemoryProfileSource(sample_profiles(opening.now, opening.schema()))
     try:
         data = settings.file.read_bytes()
     except OSError as exc:
         raise ProfileSourceError(
             f"DECIDER_PROFILE_FILE: cannot read {settings.file}: {exc.strerror}"
         ) from None
-    return MemoryProfileSource(parse_profiles(data, str(settings.file)))
+    return MemoryProfileSource(parse_profiles(data, str(settings.file), opening.schema()))
 
 
 DRIVER = Driver("memory", MemorySettings, open_source)

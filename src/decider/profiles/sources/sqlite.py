@@ -1,23 +1,29 @@
 """The embedded profile store (DECIDER_PROFILE_SOURCE=sqlite, the default): one SQLite file,
-filled from JSONL files, read by point lookups.
+filled by imports and the write API, read by point lookups.
 
 Lookups run inline on the event loop: an indexed SQLite read takes tens of microseconds,
 less than a hop to a worker thread, and the cache in front absorbs repeats. The database is
-in WAL mode, so a running `profiles import` never blocks those reads.
+in WAL mode, so an import never blocks those reads.
+
+Every write appends its Change to a `changes` table in the same transaction. Each process
+serving from the file asks SQLite, before each decision, whether another connection committed
+since (`PRAGMA data_version`, a read of shared memory), and only then reads the new changes:
+a write is seen by every process on its next decision.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import msgspec
 
-from decider.errors import ProfileSourceError
+from decider.errors import ProfileConflict, ProfileSourceError
 from decider.profile import (
     AccountProfile,
     AliasKind,
@@ -27,7 +33,15 @@ from decider.profile import (
     visitor_decoder,
 )
 from decider.profiles.jsonl import sample_profiles
-from decider.profiles.sources.base import Driver, Opening, SourceSettings
+from decider.profiles.sources.base import (
+    AliasKey,
+    Change,
+    Driver,
+    Opening,
+    Profile,
+    SourceSettings,
+)
+from decider.traits import TraitSchema
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS visitors (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
@@ -36,9 +50,13 @@ CREATE TABLE IF NOT EXISTS aliases (
     kind TEXT NOT NULL, value TEXT NOT NULL, visitor_id TEXT NOT NULL,
     PRIMARY KEY (kind, value)
 );
+CREATE INDEX IF NOT EXISTS aliases_by_visitor ON aliases (visitor_id);
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, change BLOB NOT NULL);
 """
+KEEP_CHANGES = 10_000  # older ones are pruned; a process that far behind flushes its caches
 
 _encoder = msgspec.json.Encoder()
+_change_decoder = msgspec.json.Decoder(Change)
 
 
 class SqliteSettings(SourceSettings, frozen=True, kw_only=True):
@@ -50,13 +68,13 @@ class SqliteSettings(SourceSettings, frozen=True, kw_only=True):
 
 
 class SqliteProfileStore:
-    """A ProfileSource over one SQLite file, and the importer that fills it."""
+    """A ProfileStore over one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         try:
             self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=1.0
+                self.path, check_same_thread=False, isolation_level=None, timeout=5.0
             )
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
@@ -64,17 +82,21 @@ class SqliteProfileStore:
             # readers never wait for a writer in WAL mode; writers wait up to `timeout`
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            self._data_version = self._scalar("PRAGMA data_version")
+            self._seen = self._scalar("SELECT coalesce(max(seq), 0) FROM changes")
         except sqlite3.Error as exc:
             self._db.close()
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
 
     @classmethod
-    def open_seeded(cls, path: Path | str, now: datetime) -> SqliteProfileStore:
+    def open_seeded(
+        cls, path: Path | str, now: datetime, schema: TraitSchema | None = None
+    ) -> SqliteProfileStore:
         """Open the store; a new, empty one gets the bundled sample profiles."""
         store = cls(path)
         try:
             if store.is_empty():
-                store.import_records(sample_profiles(now))
+                store.import_records(sample_profiles(now, schema))
         except BaseException:
             store.close()
             raise
@@ -95,54 +117,90 @@ class SqliteProfileStore:
         self.close()
 
     def is_empty(self) -> bool:
-        row = self._db.execute(
-            "SELECT (SELECT count(*) FROM visitors) + (SELECT count(*) FROM accounts)"
-        ).fetchone()
-        return bool(row[0] == 0)
+        return (
+            self._scalar("SELECT (SELECT count(*) FROM visitors) + (SELECT count(*) FROM accounts)")
+            == 0
+        )
 
-    def import_records(self, records: Iterable[VisitorProfile | AccountProfile]) -> tuple[int, int]:
-        """Upsert records in one transaction; returns (visitors, accounts) written."""
+    def import_records(
+        self, records: Iterable[Profile], *, replace: bool = False
+    ) -> tuple[int, int]:
+        """Write records in one transaction (checked and normalized already, e.g. by
+        `parse_profiles`); returns (visitors, accounts) written."""
         visitors = accounts = 0
-        try:
-            with self._transaction():
-                for record in records:
-                    if isinstance(record, VisitorProfile):
-                        self._put_visitor(record)
-                        visitors += 1
-                    else:
-                        self._put("accounts", record.id, stored(record))
-                        accounts += 1
-        except sqlite3.Error as exc:
-            raise ProfileSourceError(f"import into {self.path} failed: {exc}") from None
+        with self._writing():
+            batch = list(records)
+            self._write(batch, replace=replace)
+            visitors = sum(isinstance(r, VisitorProfile) for r in batch)
+            accounts = len(batch) - visitors
+            self._record(Change(everything=True))
         return visitors, accounts
 
-    def _put_visitor(self, record: VisitorProfile) -> None:
-        profile = stored(record)
-        self._put("visitors", profile.id, profile)
-        self._db.execute("DELETE FROM aliases WHERE visitor_id = ?", (profile.id,))
-        aliases = [("user_id", u) for u in profile.user_ids]
-        aliases += [("email_sha256", e) for e in profile.email_sha256]
-        self._db.executemany(
-            "INSERT OR REPLACE INTO aliases (kind, value, visitor_id) VALUES (?, ?, ?)",
-            [(kind, value, profile.id) for kind, value in aliases],
-        )
+    # --- ProfileStore ------------------------------------------------------------------
 
-    def _put(self, table: str, key: str, value: VisitorProfile | AccountProfile) -> None:
-        self._db.execute(
-            # `table` is one of two fixed names, never input
-            f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)",
-            (key, _encoder.encode(value)),
-        )
+    @asynccontextmanager
+    async def importing(self, *, replace: bool) -> AsyncIterator[_Import]:
+        with self._writing():
+            yield _Import(self, replace)
+            self._record(Change(everything=True))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+    async def alias_owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
+        found: dict[AliasKey, str] = {}
+        for start in range(0, len(keys), 400):  # SQLite takes up to 999 parameters
+            chunk = keys[start : start + 400]
+            where = " OR ".join(["(kind = ? AND value = ?)"] * len(chunk))
+            rows = self._all(
+                f"SELECT kind, value, visitor_id FROM aliases WHERE {where}",
+                [part for key in chunk for part in key],
+            )
+            found |= {(kind, value): visitor for kind, value, visitor in rows}
+        return found
+
+    async def put(self, profile: Profile) -> Change:
+        with self._writing():
+            if isinstance(profile, VisitorProfile):
+                change = self._put_visitor(profile, replace=False)
+            else:
+                self._put_doc("accounts", profile)
+                change = Change(accounts=(profile.id,))
+            self._record(change)
+        return change
+
+    async def delete(self, kind: type[Profile], key: str) -> Change | None:
+        with self._writing():
+            if kind is VisitorProfile:
+                aliases = self._aliases_of(key)
+                gone = self._db.execute("DELETE FROM visitors WHERE id = ?", (key,)).rowcount
+                self._db.execute("DELETE FROM aliases WHERE visitor_id = ?", (key,))
+                change = Change(visitors=(key,), aliases=aliases)
+            else:
+                gone = self._db.execute("DELETE FROM accounts WHERE id = ?", (key,)).rowcount
+                change = Change(accounts=(key,))
+            if not gone:
+                return None
+            self._record(change)
+        return change
+
+    def changes(self) -> list[Change]:
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            version = self._scalar("PRAGMA data_version")
+            if version == self._data_version:
+                return []
+            self._data_version = version
+            rows = self._all(
+                "SELECT seq, change FROM changes WHERE seq > ? ORDER BY seq", [self._seen]
+            )
+        except ProfileSourceError:
+            return [Change(everything=True)]  # cannot tell what changed: assume all did
+        if not rows:
+            return []
+        missed = rows[0][0] > self._seen + 1
+        self._seen = rows[-1][0]
+        if missed:  # pruned before this process read them
+            return [Change(everything=True)]
+        return [_change_decoder.decode(change) for _, change in rows]
+
+    # --- ProfileSource -----------------------------------------------------------------
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         doc = self._one("SELECT doc FROM visitors WHERE id = ?", (visitor_id,))
@@ -168,6 +226,77 @@ class SqliteProfileStore:
     async def aclose(self) -> None:
         self.close()
 
+    # --- inside -------------------------------------------------------------------------
+
+    def _write(self, records: Sequence[Profile], *, replace: bool) -> None:
+        """Many records at once: documents, then each visitor's aliases made its own."""
+        visitors = [stored(r) for r in records if isinstance(r, VisitorProfile)]
+        accounts = [stored(r) for r in records if not isinstance(r, VisitorProfile)]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO accounts (id, doc) VALUES (?, ?)",
+            [(a.id, _encoder.encode(a)) for a in accounts],
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO visitors (id, doc) VALUES (?, ?)",
+            [(v.id, _encoder.encode(v)) for v in visitors],
+        )
+        self._db.executemany(
+            "DELETE FROM aliases WHERE visitor_id = ?", [(v.id,) for v in visitors]
+        )
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        try:
+            self._db.executemany(
+                f"{verb} INTO aliases (kind, value, visitor_id) VALUES (?, ?, ?)",
+                [(kind, value, v.id) for v in visitors for kind, value in _aliases(v)],
+            )
+        except sqlite3.IntegrityError:
+            raise ProfileConflict(
+                "a user id or email hash is already linked to another visitor"
+            ) from None
+
+    def _put_visitor(self, visitor: VisitorProfile, *, replace: bool) -> Change:
+        old = self._aliases_of(visitor.id)
+        self._write([visitor], replace=replace)
+        return Change(visitors=(visitor.id,), aliases=tuple({*old, *_aliases(visitor)}))
+
+    def _put_doc(self, table: str, profile: Profile) -> None:
+        self._db.execute(
+            # `table` is one of two fixed names, never input
+            f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)",
+            (profile.id, _encoder.encode(profile)),
+        )
+
+    def _aliases_of(self, visitor_id: str) -> tuple[AliasKey, ...]:
+        rows = self._all("SELECT kind, value FROM aliases WHERE visitor_id = ?", [visitor_id])
+        return tuple((kind, value) for kind, value in rows)
+
+    def _record(self, change: Change) -> None:
+        seq = self._db.execute(
+            "INSERT INTO changes (change) VALUES (?)", (_encoder.encode(change),)
+        ).lastrowid
+        self._db.execute("DELETE FROM changes WHERE seq <= ?", ((seq or 0) - KEEP_CHANGES,))
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One transaction; SQLite's failures become ProfileSourceError."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise ProfileSourceError(f"profile store {self.path} is busy: {exc}") from None
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ProfileSourceError(f"writing to {self.path} failed: {exc}") from None
+
+    def _scalar(self, sql: str) -> int:
+        row = self._db.execute(sql).fetchone()
+        return int(row[0])
+
     def _one(self, sql: str, args: tuple[str, ...]) -> bytes | str | None:
         try:
             row = self._db.execute(sql, args).fetchone()
@@ -175,14 +304,40 @@ class SqliteProfileStore:
             raise ProfileSourceError(f"profile store read failed: {exc}") from None
         return row[0] if row else None
 
+    def _all(self, sql: str, args: Sequence[object]) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise ProfileSourceError(f"profile store read failed: {exc}") from None
+
+
+class _Import:
+    """One all-or-nothing import into a SqliteProfileStore: the store's open transaction."""
+
+    def __init__(self, store: SqliteProfileStore, replace: bool) -> None:
+        self._store, self._replace = store, replace
+
+    async def write(self, records: Sequence[Profile]) -> None:
+        try:
+            self._store._write(records, replace=self._replace)
+        except sqlite3.Error as exc:
+            raise ProfileSourceError(f"import failed: {exc}") from None
+
+
+def _aliases(visitor: VisitorProfile) -> list[AliasKey]:
+    keys: list[AliasKey] = [("user_id", u) for u in visitor.user_ids]
+    return keys + [("email_sha256", e) for e in visitor.email_sha256]
+
 
 def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStore:
     try:
         if settings.seed_samples:
-            return SqliteProfileStore.open_seeded(settings.db, opening.now)
-        return SqliteProfileStore(settings.db)
+            store = SqliteProfileStore.open_seeded(settings.db, opening.now, opening.schema())
+        else:
+            store = SqliteProfileStore(settings.db)
     except ProfileSourceError as exc:
         raise ProfileSourceError(f"DECIDER_PROFILE_DB: {exc}") from None
+    return store
 
 
-DRIVER = Driver("sqlite", SqliteSettings, open_source)
+DRIVER = Driver("sqlite", SqliteSettings, open_source, shared=True)
