@@ -7,6 +7,7 @@
     │   └── UnknownPlacement  the placement is not in the loaded rules
     ├── ProfileSourceError    the profile store or API failed (not "unknown id")
     ├── ProfileConflict       a write would give one user id or email hash to two visitors
+    ├── ReadOnlySource        a write to a source Decider only reads (a profile API)
     └── ImportFileError       a profiles file has bad lines; carries every one
 
 Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
@@ -110,6 +111,10 @@ class ProfileSourceError(DeciderError):
 
 class ProfileConflict(DeciderError):
     """A write would link an alias (user id, email hash) to a second visitor."""
+
+
+class ReadOnlySource(DeciderError):
+    """A write to a source Decider only reads (a profile API)."""
 
 
 class ImportFileError(DeciderError):

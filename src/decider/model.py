@@ -96,6 +96,9 @@ ErrorCode = Literal[
     "unauthorized",
     "not_found",
     "method_not_allowed",
+    "conflict",
+    "read_only",
+    "unavailable",
     "http_error",
     "internal_error",
 ]

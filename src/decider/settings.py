@@ -26,8 +26,8 @@ CACHE_PREFIX = PREFIX + "CACHE_"
 PROFILE_PREFIX = PREFIX + "PROFILE_"
 SOURCE_VARIABLE = PROFILE_PREFIX + "SOURCE"
 # visible ASCII, as an HTTP header carries it
-ADMIN_TOKEN = "^[!-~]{16,}$"
-_IN_WORDS = {ADMIN_TOKEN: "16 or more visible ASCII characters, no spaces"}
+TOKEN = "^[!-~]{16,}$"
+_IN_WORDS = {TOKEN: "16 or more visible ASCII characters, no spaces"}
 # old name -> new name: the old one is still read (the new one wins) and reported at start
 RENAMED = {PREFIX + "SEED_SAMPLES": PROFILE_PREFIX + "SEED_SAMPLES"}
 
@@ -52,7 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     profile_budget_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] = 50.0
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     max_body_bytes: Annotated[int, msgspec.Meta(ge=256, le=64 * 1024 * 1024)] = 64 * 1024
-    admin_token: Annotated[str, msgspec.Meta(pattern=ADMIN_TOKEN)] | None = None
+    admin_token: Annotated[str, msgspec.Meta(pattern=TOKEN)] | None = None
+    profiles_token: Annotated[str, msgspec.Meta(pattern=TOKEN)] | None = None
     watch_rules: bool = True
     reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 200
 

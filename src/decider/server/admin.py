@@ -5,29 +5,19 @@ Mounted only when DECIDER_ADMIN_TOKEN is set; every call needs `Authorization: B
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
-from typing import Any
 
 import msgspec
 from litestar import Response, Router, get, post
-from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 
-from decider.model import ErrorBody
 from decider.reload import Reloader, RulesState
+from decider.server.auth import UNAUTHORIZED, bearer_guard
 from decider.service import Decider
 from decider.stats import Stats
 
 SECURITY_SCHEME = "adminToken"
-_UNAUTHORIZED = {
-    401: ResponseSpec(
-        ErrorBody, generate_examples=False, description="No bearer token, or a wrong one"
-    )
-}
 
 
 class SegmentUsage(msgspec.Struct, frozen=True):
@@ -63,7 +53,7 @@ class SegmentsReport(msgspec.Struct, frozen=True):
     "/rules",
     operation_id="rules",
     summary="The loaded ruleset and the last reload",
-    responses=_UNAUTHORIZED,
+    responses=UNAUTHORIZED,
 )
 async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
     return reloader.state()
@@ -80,7 +70,7 @@ async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
             generate_examples=False,
             description="Refused: `last_reload.errors` says why; the last good ruleset serves on",
         ),
-        **_UNAUTHORIZED,
+        **UNAUTHORIZED,
     },
 )
 async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesState]:
@@ -92,7 +82,7 @@ async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesSta
     "/segments",
     operation_id="segments",
     summary="Segment governance: owner, purpose, wins, last match",
-    responses=_UNAUTHORIZED,
+    responses=UNAUTHORIZED,
 )
 async def segments(
     decider: NamedDependency[Decider], stats: NamedDependency[Stats]
@@ -126,24 +116,11 @@ async def segments(
 
 
 def admin_router(token: str) -> Router:
-    """The admin routes behind one bearer-token guard."""
-    expected = token.encode()
-
-    def bearer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        scheme, _space, given = connection.headers.get("authorization", "").partition(" ")
-        # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("latin-1", "replace"), expected
-        ):
-            raise NotAuthorizedException(
-                "admin endpoints need Authorization: Bearer <DECIDER_ADMIN_TOKEN>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
+    """The admin routes behind the admin token."""
     return Router(
         path="/admin",
         route_handlers=[rules_state, reload_rules, segments],
-        guards=[bearer_guard],
+        guards=[bearer_guard(token, "DECIDER_ADMIN_TOKEN")],
         security=[{SECURITY_SCHEME: []}],
         tags=["admin"],
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,11 +24,20 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from decider import __version__
-from decider.errors import DeciderError, InvalidRequest
+from decider.errors import (
+    DeciderError,
+    InvalidRequest,
+    ProfileConflict,
+    ProfileSourceError,
+    ReadOnlySource,
+)
 from decider.model import ErrorBody, ErrorCode, ErrorDetail
-from decider.server.admin import SECURITY_SCHEME, admin_router
+from decider.server.admin import SECURITY_SCHEME as ADMIN_SCHEME
+from decider.server.admin import admin_router
 from decider.server.decide import decide
 from decider.server.health import healthz, readyz
+from decider.server.profiles import SECURITY_SCHEME as PROFILES_SCHEME
+from decider.server.profiles import profiles_router
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.wiring import Service, build_service
 
@@ -48,8 +57,13 @@ def create_app(service: Service) -> Litestar:
     schemes: dict[str, Any] = {}
     if settings.admin_token:
         handlers.append(admin_router(settings.admin_token))
-        schemes[SECURITY_SCHEME] = SecurityScheme(
+        schemes[ADMIN_SCHEME] = SecurityScheme(
             type="http", scheme="bearer", description="DECIDER_ADMIN_TOKEN"
+        )
+    if settings.profiles_token:
+        handlers.append(profiles_router(settings.profiles_token))
+        schemes[PROFILES_SCHEME] = SecurityScheme(
+            type="http", scheme="bearer", description="DECIDER_PROFILES_TOKEN"
         )
     return Litestar(
         route_handlers=handlers,
@@ -59,11 +73,15 @@ def create_app(service: Service) -> Litestar:
             "source": _provide(service.source),
             "reloader": _provide(service.reloader),
             "stats": _provide(service.stats),
+            "resolver": _provide(service.resolver),
         },
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={
             InvalidRequest: _invalid_request,
+            ProfileConflict: _refused(409, "conflict"),
+            ReadOnlySource: _refused(409, "read_only"),
+            ProfileSourceError: _refused(503, "unavailable"),
             HTTPException: _http_exception,
             Exception: _unexpected,
         },
@@ -114,6 +132,18 @@ def _error(status: int, detail: ErrorDetail) -> Response[bytes]:
 
 def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response[bytes]:
     return _error(exc.status, ErrorDetail(exc.code, exc.message, exc.field))
+
+
+def _refused(
+    status: int, code: ErrorCode
+) -> Callable[[Request[Any, Any, Any], DeciderError], Response[bytes]]:
+    """An answer for a DeciderError raised while writing profiles; its message carries no
+    personal data (decider.errors)."""
+
+    def answer(_: Request[Any, Any, Any], exc: DeciderError) -> Response[bytes]:
+        return _error(status, ErrorDetail(code, str(exc)))
+
+    return answer
 
 
 _HTTP_CODES: dict[int, ErrorCode] = {

@@ -1,0 +1,234 @@
+"""The profile write API: create, replace, merge and erase profiles in the embedded store, and
+tell the service that a profile API's profile changed.
+
+Mounted only when DECIDER_PROFILES_TOKEN is set; every call needs `Authorization: Bearer
+<it>`. A write is normalized as an import is (decider.traits), lands in the store, is applied
+to this process's caches at once, and reaches every other process through the store's change
+feed before its next decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Router, delete, get, patch, post, put
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
+
+from decider.errors import InvalidRequest, MalformedBody, ReadOnlySource, validation_path
+from decider.model import ErrorBody, Identity
+from decider.profile import AccountProfile, VisitorProfile, normalized
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources.base import ProfileSource, ProfileStore
+from decider.server.auth import UNAUTHORIZED, bearer_guard
+from decider.service import Decider
+from decider.traits import TraitError
+
+SECURITY_SCHEME = "profilesToken"
+P = TypeVar("P", VisitorProfile, AccountProfile)
+
+
+class ProfilePatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A merge: top-level traits set (null removes one), flags added and removed."""
+
+    traits: dict[str, Any] = {}
+    add_flags: frozenset[str] = frozenset()
+    remove_flags: frozenset[str] = frozenset()
+
+
+class Forgotten(msgspec.Struct, frozen=True):
+    """How many cached entries an invalidation dropped, by kind."""
+
+    visitors: int
+    accounts: int
+    aliases: int
+
+
+def _answers(*statuses: int) -> dict[int, ResponseSpec]:
+    words = {
+        404: "No such profile",
+        409: "Read-only source, or a user id or email hash another visitor holds",
+        422: "A field is wrong; `error.field` names it",
+    }
+    specs = {
+        status: ResponseSpec(ErrorBody, generate_examples=False, description=words[status])
+        for status in statuses
+    }
+    return {**specs, **UNAUTHORIZED}
+
+
+@get("/visitors/{visitor_id:str}", operation_id="getVisitor", responses=_answers(404))
+async def get_visitor(
+    visitor_id: FromPath[str], source: NamedDependency[ProfileSource]
+) -> VisitorProfile:
+    """A stored visitor, as the rules see it (right of access)."""
+    return _found(await _store(source).visitor(visitor_id))
+
+
+@get("/accounts/{account_id:str}", operation_id="getAccount", responses=_answers(404))
+async def get_account(
+    account_id: FromPath[str], source: NamedDependency[ProfileSource]
+) -> AccountProfile:
+    return _found(await _store(source).account(account_id))
+
+
+@put("/visitors/{visitor_id:str}", operation_id="putVisitor", responses=_answers(409, 422))
+async def put_visitor(
+    visitor_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    source: NamedDependency[ProfileSource],
+    resolver: NamedDependency[Resolver],
+    decider: NamedDependency[Decider],
+) -> VisitorProfile:
+    """Create or replace a visitor; its user ids and email hashes become exactly these."""
+    profile = _decode(await request.body(), VisitorProfile, visitor_id)
+    return await _write(_store(source), profile, resolver, decider)
+
+
+@put("/accounts/{account_id:str}", operation_id="putAccount", responses=_answers(409, 422))
+async def put_account(
+    account_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    source: NamedDependency[ProfileSource],
+    resolver: NamedDependency[Resolver],
+    decider: NamedDependency[Decider],
+) -> AccountProfile:
+    profile = _decode(await request.body(), AccountProfile, account_id)
+    return await _write(_store(source), profile, resolver, decider)
+
+
+@patch("/visitors/{visitor_id:str}", operation_id="patchVisitor", responses=_answers(404, 409, 422))
+async def patch_visitor(
+    visitor_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    source: NamedDependency[ProfileSource],
+    resolver: NamedDependency[Resolver],
+    decider: NamedDependency[Decider],
+) -> VisitorProfile:
+    """Merge traits and flags into a stored visitor (an unsubscribe: add_flags)."""
+    store = _store(source)
+    changes = _decode(await request.body(), ProfilePatch)
+    current = _found(await store.visitor(visitor_id))
+    return await _write(store, _merged(current, changes), resolver, decider)
+
+
+@patch("/accounts/{account_id:str}", operation_id="patchAccount", responses=_answers(404, 409, 422))
+async def patch_account(
+    account_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    source: NamedDependency[ProfileSource],
+    resolver: NamedDependency[Resolver],
+    decider: NamedDependency[Decider],
+) -> AccountProfile:
+    store = _store(source)
+    changes = _decode(await request.body(), ProfilePatch)
+    current = _found(await store.account(account_id))
+    return await _write(store, _merged(current, changes), resolver, decider)
+
+
+@delete("/visitors/{visitor_id:str}", operation_id="deleteVisitor", responses=_answers(404, 409))
+async def delete_visitor(
+    visitor_id: FromPath[str],
+    source: NamedDependency[ProfileSource],
+    resolver: NamedDependency[Resolver],
+) -> None:
+    """Erase a visitor, its user ids and email hashes (right to erasure)."""
+    change = await _store(source).delete(VisitorProfile, visitor_id)
+    resolver.apply(_found(change))
+
+
+@delete("/accounts/{account_id:str}", operation_id="deleteAccount", responses=_answers(404, 409))
+async def delete_account(
+    account_id: FromPath[str],
+    source: NamedDependency[ProfileSource],
+    resolver: NamedDependency[Resolver],
+) -> None:
+    change = await _store(source).delete(AccountProfile, account_id)
+    resolver.apply(_found(change))
+
+
+@post("/invalidate", operation_id="invalidate", status_code=200, responses=_answers(422))
+async def invalidate(
+    request: Request[Any, Any, Any], resolver: NamedDependency[Resolver]
+) -> Forgotten:
+    """A profile changed at its source (a profile API's webhook): forget every cached entry
+    of the person the ids name, so the next decision fetches them anew."""
+    change = resolver.forget(_decode(await request.body(), Identity))
+    return Forgotten(len(change.visitors), len(change.accounts), len(change.aliases))
+
+
+def profiles_router(token: str) -> Router:
+    """The profile routes behind the profiles token."""
+    return Router(
+        path="/v1/profiles",
+        route_handlers=[
+            get_visitor,
+            get_account,
+            put_visitor,
+            put_account,
+            patch_visitor,
+            patch_account,
+            delete_visitor,
+            delete_account,
+            invalidate,
+        ],
+        guards=[bearer_guard(token, "DECIDER_PROFILES_TOKEN")],
+        security=[{SECURITY_SCHEME: []}],
+        tags=["profiles"],
+    )
+
+
+async def _write(store: ProfileStore, profile: P, resolver: Resolver, decider: Decider) -> P:
+    try:
+        profile = normalized(profile, decider.ruleset.schema)
+    except TraitError as exc:
+        raise InvalidRequest(exc.path, exc.message) from None
+    resolver.apply(await store.put(profile))
+    return profile
+
+
+def _merged(current: P, changes: ProfilePatch) -> P:
+    traits = {**current.traits, **changes.traits}
+    traits = {key: value for key, value in traits.items() if value is not None}
+    flags = (current.flags | changes.add_flags) - changes.remove_flags
+    return msgspec.structs.replace(current, traits=traits, flags=flags)
+
+
+T = TypeVar("T")
+
+
+def _decode(body: bytes, kind: type[T], path_id: str | None = None) -> T:
+    """The body, strictly, as `kind`; errors name the field. A profile's `id` must be the
+    path's."""
+    if not body.strip():
+        raise MalformedBody("body", "request body is empty; expected a JSON object")
+    try:
+        value = msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        message, where = validation_path(exc)
+        raise InvalidRequest(".".join(map(str, where)) or "body", message) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody("body", f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise MalformedBody("body", "not valid UTF-8") from None
+    if path_id is not None and getattr(value, "id", path_id) != path_id:
+        raise InvalidRequest("id", "must be the id in the path")
+    return value
+
+
+def _store(source: ProfileSource) -> ProfileStore:
+    if not isinstance(source, ProfileStore):
+        raise ReadOnlySource(
+            "the http profile source is read-only: change the profile in your profile API, "
+            "then POST /v1/profiles/invalidate"
+        )
+    return source
+
+
+def _found(value: T | None) -> T:
+    if value is None:
+        raise NotFoundException("no such profile")
+    return value

@@ -1,0 +1,193 @@
+"""The profile write API in-process: writes, merges and erasures seen by the very next
+decision, normalized as imports are, refused with the field named; and invalidation of the
+HTTP source's cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+from decider.profiles.jsonl import sample_profiles
+from decider.profiles.sources.http import HttpSettings
+from decider.profiles.sources.memory import MemoryProfileSource
+from decider.profiles.sources.sqlite import SqliteProfileStore
+from decider.ruleset import CompiledRuleset
+
+from .conftest import NOW, app_client
+
+TOKEN = "profiles-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+Client = TestClient[Any]
+ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
+VISITORS = "/v1/profiles/visitors/"
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def client(
+    request: pytest.FixtureRequest, ruleset: CompiledRuleset, store: SqliteProfileStore
+) -> Iterator[Client]:
+    """The app with the write API on, over each writable store seeded with the samples."""
+    source = store if request.param == "sqlite" else MemoryProfileSource(sample_profiles(NOW))
+    with app_client(ruleset, source, profiles_token=TOKEN) as test_client:
+        yield test_client
+
+
+def decide(client: Client, body: dict[str, Any] = ADA) -> dict[str, Any]:
+    response = client.post("/v1/decide", json=body)
+    assert response.status_code == 200, response.text
+    decision: dict[str, Any] = response.json()
+    return decision
+
+
+def test_a_trait_change_counts_on_the_next_decision(client: Client) -> None:
+    """PATCH the account's stage: the very next decision reads the new stage."""
+    assert decide(client)["segment"] == "b2b_top_tier_evaluation"
+    patched = client.patch(
+        "/v1/profiles/accounts/acc-northwind", json={"traits": {"stage": "awareness"}}, headers=AUTH
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["traits"]["stage"] == "awareness"
+    assert decide(client)["segment"] != "b2b_top_tier_evaluation"
+
+
+def test_an_unsubscribe_counts_on_the_next_email(client: Client) -> None:
+    """add_flags: unsubscribed; the next email decision is suppressed."""
+    email = {"placement": "nurture_email", "identity": {"user_id": "u-ada"}}
+    assert decide(client, email)["suppressed"] is False
+    patched = client.patch(
+        "/v1/profiles/visitors/v-ada", json={"add_flags": ["unsubscribed"]}, headers=AUTH
+    )
+    assert patched.status_code == 200, patched.text
+    assert decide(client, email)["suppressed"] is True
+
+
+def test_an_erased_visitor_is_unknown_on_the_next_decision(client: Client) -> None:
+    """DELETE erases the visitor and its user ids: the next decision knows nobody."""
+    decide(client)  # cached
+    assert client.delete("/v1/profiles/visitors/v-ada", headers=AUTH).status_code == 204
+    decision = decide(client)
+    assert decision["segment"] is None
+    assert "identity.unknown" in [r["code"] for r in decision["reasons"]]
+    assert client.get("/v1/profiles/visitors/v-ada", headers=AUTH).status_code == 404
+    assert client.delete("/v1/profiles/visitors/v-ada", headers=AUTH).status_code == 404
+
+
+def test_a_new_visitor_is_found_by_its_new_ids_at_once(client: Client) -> None:
+    """PUT a visitor whose user id was just looked up and unknown: found on the next call."""
+    body = {"placement": "home_hero", "identity": {"user_id": "u-new"}}
+    assert "identity.unknown" in [r["code"] for r in decide(client, body)["reasons"]]
+    visitor = {
+        "id": "v-new",
+        "account_id": "acc-northwind",
+        "user_ids": ["u-new"],
+        "consent": [
+            {"purpose": "personalization", "basis": "consent", "granted_at": "2026-06-01T00:00:00Z"}
+        ],
+    }
+    put = client.put("/v1/profiles/visitors/v-new", json=visitor, headers=AUTH)
+    assert put.status_code == 200, put.text
+    assert decide(client, body)["segment"] == "b2b_top_tier_evaluation"
+
+
+def test_writes_are_normalized_against_the_schema(client: Client) -> None:
+    """An int where the schema says timestamp is refused naming the field; a timestamp with
+    another offset is stored in the one form both engines read."""
+    bad = client.patch(
+        "/v1/profiles/accounts/acc-northwind", json={"traits": {"last_seen_at": 5}}, headers=AUTH
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "traits.last_seen_at"
+    good = client.patch(
+        "/v1/profiles/accounts/acc-northwind",
+        json={"traits": {"last_seen_at": "2026-11-19T10:00:00+01:00"}},
+        headers=AUTH,
+    )
+    assert good.json()["traits"]["last_seen_at"] == "2026-11-19T09:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        (VISITORS + "v-ada", {"id": "v-ada", "email": "ada@example.com"}, 422, "email"),
+        (VISITORS + "v-ada", {"id": "v-ada", "traits": {"n": "a@x.example"}}, 422, "traits.n"),
+        (VISITORS + "v-ada", {"id": "v-other"}, 422, "id"),
+        (VISITORS + "v-x", {"id": "v-x", "user_ids": ["u-ada"]}, 409, None),
+        ("/v1/profiles/accounts/acc-x", {"id": "acc-x", "traits": {"n": 2**70}}, 422, "traits.n"),
+    ],
+)  # fmt: skip
+def test_bad_writes_are_refused_and_write_nothing(
+    client: Client, path: str, body: dict[str, Any], status: int, field: str | None
+) -> None:
+    """A raw email, a mismatched id, a user id another visitor holds, a value the engines
+    would misread: a 4xx naming the field, and the stored profile is unchanged."""
+    before = client.get("/v1/profiles/visitors/v-ada", headers=AUTH).json()
+    response = client.put(path, json=body, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["field"] == field
+    assert client.get("/v1/profiles/visitors/v-ada", headers=AUTH).json() == before
+
+
+def test_the_write_api_needs_its_own_token(client: Client) -> None:
+    """No token or the wrong one: 401; the admin token is not this one."""
+    for headers in ({}, {"Authorization": "Bearer not-the-profiles-token"}):
+        response = client.get("/v1/profiles/visitors/v-ada", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_the_write_api_is_off_without_a_token(ruleset: CompiledRuleset) -> None:
+    """Without DECIDER_PROFILES_TOKEN the routes do not exist."""
+    with app_client(ruleset) as client:
+        assert client.get("/v1/profiles/visitors/v-ada", headers=AUTH).status_code == 404
+
+
+class ProfileApi:
+    """A profile API over MockTransport whose answers the test changes, counting fetches."""
+
+    def __init__(self) -> None:
+        self.fit = 92
+        self.paths: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        bodies: dict[str, Any] = {
+            "/identities/user_id/u-1": {"visitor_id": "v-1"},
+            "/visitors/v-1": {"id": "v-1", "account_id": "acc-1", "user_ids": ["u-1"]},
+            "/accounts/acc-1": {"id": "acc-1", "traits": {"fit_score": self.fit}},
+        }
+        body = bodies.get(request.url.path)
+        return (
+            httpx.Response(200, content=msgspec.json.encode(body)) if body else httpx.Response(404)
+        )
+
+
+def test_invalidation_makes_the_http_source_fetch_again(ruleset: CompiledRuleset) -> None:
+    """The profile API's webhook names a person by any id: their cached entries go, and the
+    next decision reads the changed profile; writes to a profile API are refused."""
+    api = ProfileApi()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api), base_url="http://profiles.test")
+    body = {"placement": "home_hero", "identity": {"user_id": "u-1"}, "explain": True}
+    with app_client(
+        ruleset,
+        http_client=http,
+        profile=HttpSettings(api_url="http://profiles.test"),
+        profiles_token=TOKEN,
+    ) as client:
+        decide(client, body)
+        fetched = len(api.paths)
+        decide(client, body)
+        assert len(api.paths) == fetched  # cached
+        forgotten = client.post(
+            "/v1/profiles/invalidate", json={"user_id": "u-1", "account_id": "acc-1"}, headers=AUTH
+        )
+        assert forgotten.json() == {"visitors": 1, "accounts": 1, "aliases": 1}
+        decide(client, body)
+        assert len(api.paths) == 2 * fetched
+        refused = client.put("/v1/profiles/visitors/v-1", json={"id": "v-1"}, headers=AUTH)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "read_only"
