@@ -1,0 +1,138 @@
+"""Trait values fixed where profiles enter: converted to the schema's types, written in the
+one form both CEL engines read, and refused (with their path) where they would be misread or
+where they carry a raw email."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from decider.profile import AccountProfile, ConsentRecord, VisitorProfile, normalized
+from decider.rules.cel import ENGINES, new_engine
+from decider.traits import TraitError, TraitSchema, normalize
+
+SCHEMA = TraitSchema(
+    visitor={"email_hash": "sha256", "shop": {"session_at": "timestamp", "cart_adds": "int"}},
+    account={
+        "score": "double",
+        "employees": "int",
+        "stage": "string",
+        "active": "bool",
+        "topics": "list",
+        "enrichment": "map",
+    },
+)
+
+SESSION_AT = "traits.shop.session_at"
+
+
+@pytest.mark.parametrize(
+    ("traits", "expected"),
+    [
+        ({"score": 1}, {"score": 1.0}),
+        ({"employees": 12.0}, {"employees": 12}),
+        ({"stage": "evaluation", "active": False}, {"stage": "evaluation", "active": False}),
+        ({"enrichment": {"x": [1, {"y": None}]}}, {"enrichment": {"x": [1, {"y": None}]}}),
+        ({"undeclared": "2026-11-20T12:00:00Z"}, {"undeclared": "2026-11-20T12:00:00Z"}),
+    ],
+)
+def test_declared_types_are_converted(traits: dict[str, Any], expected: dict[str, Any]) -> None:
+    """An int where a double is declared becomes a double; an integral double an int."""
+    result = normalize(traits, SCHEMA.account)
+    assert result == expected
+    assert [type(v) for v in result.values()] == [type(v) for v in expected.values()]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "2026-11-20T13:00:00+01:00",
+        "2026-11-20t12:00:00z",
+        "2026-11-20T12:00:00.000Z",
+        "2026-11-20T07:00:00-05:00",
+    ],
+)
+def test_timestamps_are_written_in_one_form(written: str) -> None:
+    """Any RFC 3339 spelling with an offset becomes UTC with an uppercase T and Z."""
+    result = normalize({"shop": {"session_at": written}}, SCHEMA.visitor)
+    assert result == {"shop": {"session_at": "2026-11-20T12:00:00Z"}}
+
+
+@pytest.mark.parametrize(
+    ("declared", "traits", "path", "why"),
+    [
+        (SCHEMA.account, {"score": "high"}, "traits.score", "expected double, got string"),
+        (SCHEMA.account, {"employees": 1.5}, "traits.employees", "expected int, got double"),
+        (SCHEMA.account, {"active": 1}, "traits.active", "expected bool, got int"),
+        (SCHEMA.account, {"stage": 3}, "traits.stage", "expected string, got int"),
+        (SCHEMA.visitor, {"shop": "s"}, "traits.shop", "expected a map"),
+        (SCHEMA.visitor, {"shop": {"session_at": "2026-11-20T12:00:00"}}, SESSION_AT, "offset"),
+        (SCHEMA.visitor, {"shop": {"session_at": "2026-11-20"}}, SESSION_AT, "offset"),
+        (None, {"seen": "2026-11-20 12:00"}, "traits.seen", "needs an offset"),
+        (None, {"n": 2**64}, "traits.n", "64-bit"),
+        (None, {"a\x00b": 1}, "traits.a\x00b", "NUL"),
+        (None, {"tags": ["ok", "x\x00"]}, "traits.tags.1", "NUL"),
+        (None, {"note": "write to ada@example.com"}, "traits.note", "email address"),
+        (None, {"ada@example.com": True}, "traits.ada@example.com", "email address"),
+        (None, {"deep": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}, "traits.deep", "nested deeper"),
+    ],
+)  # fmt: skip
+def test_values_the_engines_would_misread_are_refused(
+    declared: dict[str, Any] | None, traits: dict[str, Any], path: str, why: str
+) -> None:
+    with pytest.raises(TraitError) as refused:
+        normalize(traits, declared)
+    assert refused.value.path.startswith(path)
+    assert why in refused.value.message
+
+
+def test_a_sha256_field_hashes_an_email_and_keeps_a_hash() -> None:
+    """A field declared sha256 takes an email (hashed on the way in) or a digest."""
+    digest = hashlib.sha256(b"ada@example.com").hexdigest()
+    assert normalize({"email_hash": " Ada@Example.com "}, SCHEMA.visitor) == {"email_hash": digest}
+    assert normalize({"email_hash": digest.upper()}, SCHEMA.visitor) == {"email_hash": digest}
+    with pytest.raises(TraitError, match="SHA-256"):
+        normalize({"email_hash": "not-a-hash"}, SCHEMA.visitor)
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        VisitorProfile(id="ada@example.com"),
+        VisitorProfile(id="v-1", user_ids=("ada@example.com",)),
+        VisitorProfile(id="v-1", flags=frozenset({"contact:ada@example.com"})),
+        VisitorProfile(
+            id="v-1",
+            consent=(ConsentRecord("p", "ada@example.com", datetime(2026, 1, 1, tzinfo=UTC)),),
+        ),
+        AccountProfile(id="acc-1", traits={"owner": "ada@example.com"}),
+    ],
+)
+def test_no_raw_email_anywhere_in_a_profile(profile: VisitorProfile | AccountProfile) -> None:
+    """Ids, flags, consent and traits alike: a raw email address is refused."""
+    with pytest.raises(TraitError, match="email address"):
+        normalize_any(profile)
+
+
+def normalize_any(profile: VisitorProfile | AccountProfile) -> object:
+    if isinstance(profile, VisitorProfile):
+        return normalized(profile, None)
+    return normalized(profile, None)
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_normalized_values_read_the_same_on_both_engines(engine_name: str) -> None:
+    """The cases the engines read differently raw (a double stored as 1, an offset other
+    than Z) match on both once normalized."""
+    traits = normalize(
+        {"score": 1, "seen": "2026-11-20T13:00:00+01:00"}, {"score": "double", "seen": "timestamp"}
+    )
+    engine = new_engine(engine_name)
+    program = engine.compile(
+        'account.score == 1.0 && timestamp(account.seen) == timestamp("2026-11-20T12:00:00Z")'
+    )
+    activation = engine.activation({}, traits, {}, datetime(2026, 11, 21, tzinfo=UTC))
+    assert program.matches(activation) is True
