@@ -185,15 +185,24 @@ def test_every_example_runs_as_shown(
     assert ran >= 12
 
 
-def test_the_benchmark_runs_as_written() -> None:
-    """`python loadtests/bench_decide.py` runs from the repository and reports every row
-    (a few decisions each here: the numbers are not the point)."""
-    done = subprocess.run(
+def test_the_benchmarks_run_as_written() -> None:
+    """`loadtests/bench_decide.py` and `bench_import.py` run from the repository and report
+    (a little work each here: the numbers are not the point)."""
+    decide = subprocess.run(
         [sys.executable, "loadtests/bench_decide.py", "--n", "3"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    rows = [line for line in done.stdout.splitlines() if " p50 " in line]
+    rows = [line for line in decide.stdout.splitlines() if " p50 " in line]
     assert len(rows) == 8
+    imported = subprocess.run(
+        [sys.executable, "loadtests/bench_import.py", "--records", "600"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "600 records" in imported.stdout
+    assert "records/s; peak memory" in imported.stdout

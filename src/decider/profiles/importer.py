@@ -1,10 +1,11 @@
 """Importing a profiles file into a store: streamed, checked whole before anything is written,
 then written in batches inside one all-or-nothing import.
 
-Memory stays flat however large the file: lines are read one at a time, twice (a check pass,
-then a write pass), and the user ids and email hashes the file claims are kept in a scratch
-SQLite file, not in memory, to find two visitors claiming one of them, or a claim on one
-that another visitor in the store already holds.
+Memory stays flat however large the file: lines are read one at a time. The check pass
+decodes and normalizes each line, writes the records it makes to a scratch file, and keeps
+the user ids and email hashes the file claims in a scratch SQLite file (not in memory), to
+find two visitors claiming one of them, or a claim on one another visitor in the store
+holds. The write pass reads the scratch file back, already normalized.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 import msgspec
 
 from decider.errors import ImportFileError
-from decider.profile import VisitorProfile
-from decider.profiles.jsonl import Line, Profile, read_lines
+from decider.profile import VisitorProfile, account_decoder, visitor_decoder
+from decider.profiles.jsonl import Profile, read_lines
 from decider.profiles.sources.base import AliasKey, ProfileStore
 from decider.traits import TraitSchema
 
@@ -26,6 +27,8 @@ from decider.traits import TraitSchema
 Progress = Callable[[str, int, int], None]
 PROGRESS_EVERY = 20_000
 MAX_SHOWN = 50  # problems listed; the rest are counted
+Problem = tuple[int, str]  # a line number, and what is wrong there
+_encoder = msgspec.json.Encoder()
 
 
 class ImportReport(msgspec.Struct, frozen=True):
@@ -46,69 +49,78 @@ async def import_file(
     """Raises ImportFileError with every bad line (and nothing is written), OSError if the
     file cannot be read, ProfileSourceError if the store fails (and nothing is written)."""
     name = str(path)
-    total = path.stat().st_size
     with tempfile.TemporaryDirectory(prefix="decider-import-") as scratch:
+        checked = Path(scratch) / "records"
         claims = _Claims(Path(scratch) / "claims.db")
         try:
-            problems, counts = _check(path, schema, claims, progress, total)
+            problems, counts = _check(path, checked, schema, claims, progress)
             problems += claims.doubles()
             collisions = await claims.collisions(store)
         finally:
             claims.close()
-    if not replace:
-        problems += collisions
-    if problems:
-        shown = [f"{name}:{line}: {what}" for line, what in sorted(problems)[:MAX_SHOWN]]
-        if len(problems) > MAX_SHOWN:
-            shown.append(f"... and {len(problems) - MAX_SHOWN} more")
-        raise ImportFileError(shown, len(problems))
-    async with store.importing(replace=replace) as session:
-        pending: list[Profile] = []
-        for line in _lines(path, schema, "importing", progress, total):
-            assert line.record is not None  # checked above
-            pending.append(line.record)
-            if len(pending) >= batch:
+        if not replace:
+            problems += collisions
+        if problems:
+            shown = [f"{name}:{line}: {what}" for line, what in sorted(problems)[:MAX_SHOWN]]
+            if len(problems) > MAX_SHOWN:
+                shown.append(f"... and {len(problems) - MAX_SHOWN} more")
+            raise ImportFileError(shown, len(problems))
+        async with store.importing(replace=replace) as session:
+            pending: list[Profile] = []
+            for record in _checked(checked, progress):
+                pending.append(record)
+                if len(pending) >= batch:
+                    await session.write(pending)
+                    pending = []
+            if pending:
                 await session.write(pending)
-                pending = []
-        if pending:
-            await session.write(pending)
     return ImportReport(counts["visitor"], counts["account"], len(collisions))
-
-
-Problem = tuple[int, str]  # a line number, and what is wrong there
 
 
 def _check(
     path: Path,
+    checked: Path,
     schema: TraitSchema | None,
     claims: _Claims,
     progress: Progress | None,
-    total: int,
 ) -> tuple[list[Problem], dict[str, int]]:
+    """Every problem of the file; its records, normalized, written to `checked`."""
     problems: list[Problem] = []
     counts = {"visitor": 0, "account": 0}
-    for line in _lines(path, schema, "checking", progress, total):
-        if line.record is None:
-            problems.append((line.number, str(line.problem)))
-        elif isinstance(line.record, VisitorProfile):
-            counts["visitor"] += 1
-            claims.add(line.record, line.number)
-        else:
-            counts["account"] += 1
+    total = path.stat().st_size
+    with path.open("rb") as file, checked.open("wb") as out:
+        for line in read_lines(file, schema):
+            if progress is not None and line.number % PROGRESS_EVERY == 0:
+                progress("checking", file.tell(), total)
+            record = line.record
+            if record is None:
+                problems.append((line.number, str(line.problem)))
+            elif isinstance(record, VisitorProfile):
+                counts["visitor"] += 1
+                claims.add(record, line.number)
+                out.write(b"v" + _encoder.encode(record) + b"\n")
+            else:
+                counts["account"] += 1
+                out.write(b"a" + _encoder.encode(record) + b"\n")
+    if progress is not None:
+        progress("checking", total, total)
     claims.flush()
     return problems, counts
 
 
-def _lines(
-    path: Path, schema: TraitSchema | None, phase: str, progress: Progress | None, total: int
-) -> Iterator[Line]:
-    with path.open("rb") as file:
-        for line in read_lines(file, schema):
-            if progress is not None and line.number % PROGRESS_EVERY == 0:
-                progress(phase, file.tell(), total)
-            yield line
-        if progress is not None:
-            progress(phase, total, total)
+def _checked(checked: Path, progress: Progress | None) -> Iterator[Profile]:
+    """The records the check pass wrote, read back."""
+    total = checked.stat().st_size
+    with checked.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            if progress is not None and number % PROGRESS_EVERY == 0:
+                progress("importing", file.tell(), total)
+            if line[:1] == b"v":
+                yield visitor_decoder.decode(line[1:])
+            else:
+                yield account_decoder.decode(line[1:])
+    if progress is not None:
+        progress("importing", total, total)
 
 
 class _Claims:
