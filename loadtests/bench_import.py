@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,7 @@ def generate(path: Path, records: int) -> None:
     """`records` lines, streamed to disk (the generator holds one line at a time)."""
     with path.open("w") as out:
         for n in range(records):
+            record: dict[str, Any]
             if n % 6 == 0:
                 record = {
                     "kind": "account",
