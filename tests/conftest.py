@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +27,8 @@ from decider.server.app import create_app
 from decider.settings import Settings
 from decider.wiring import build_service
 
+from .service import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -36,6 +41,42 @@ def _no_files_left_in_the_checkout() -> Iterator[None]:
     before = set(ROOT.glob("decider.db*"))
     yield
     assert set(ROOT.glob("decider.db*")) == before
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for the session (Debian's package; `.ci/run` installs
+    it). Tests keep apart by key prefix."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: apt install redis-server (.ci/run does)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        str(workdir),
+    ]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) as server:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.02)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
 
 
 @pytest.fixture(params=ENGINES)

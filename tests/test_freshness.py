@@ -1,18 +1,24 @@
 """Profile changes across processes: two `decider serve` processes over one SQLite store (as
 several workers of one host are) see a write through either, or through `decider profiles`,
-on their very next decision."""
+on their very next decision; two replicas over one Redis store, within a notice's travel."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from decider.cli import main
+from decider.profiles.jsonl import sample_profiles
 
 from .conftest import RULES
 from .service import Service, running_service
@@ -91,3 +97,60 @@ def test_an_erasure_from_the_command_line_counts_on_every_workers_next_decision(
         decision = decide(worker.client, ben)
         assert decision["segment"] is None
         assert "identity.unknown" in [r["code"] for r in decision["reasons"]]
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[tuple[Service, Service]]:
+    """Two replicas over one Redis store, filled by `decider profiles import`."""
+    workdir = tmp_path_factory.mktemp("replicas")
+    env = {
+        "DECIDER_PROFILES_TOKEN": TOKEN,
+        "DECIDER_WATCH_RULES": "false",
+        "DECIDER_PROFILE_SOURCE": "redis",
+        "DECIDER_PROFILE_REDIS_URL": redis_url,
+        "DECIDER_PROFILE_REDIS_PREFIX": f"replicas-{uuid.uuid4().hex[:8]}:",
+    }
+    samples = workdir / "samples.jsonl"
+    samples.write_text(
+        "".join(
+            json.dumps(
+                msgspec.to_builtins(p) | {"kind": type(p).__name__.removesuffix("Profile").lower()}
+            )
+            + "\n"
+            for p in sample_profiles(datetime.now(UTC))
+        )
+    )
+    out = io.StringIO()
+    assert main(["profiles", "import", str(samples)], environ=env, out=out) == 0, out.getvalue()
+    with (
+        running_service(RULES, workdir, env=env) as first,
+        running_service(RULES, workdir, env=env) as second,
+    ):
+        yield first, second
+
+
+def until(condition: Callable[[], bool], seconds: float = 2.0) -> float:
+    """Seconds until `condition` holds; fails past `seconds`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"not within {seconds} s")
+        time.sleep(0.001)
+    return time.monotonic() - started
+
+
+def test_a_write_through_one_replica_reaches_the_other(replicas: tuple[Service, Service]) -> None:
+    """Redis: an unsubscribe through one replica stops the other's email as soon as the
+    change notice arrives (a millisecond or so here; README, "Freshness"), and counts on the
+    writing replica's own next decision."""
+    first, second = replicas
+    assert decide(second.client, ADA_EMAIL)["suppressed"] is False
+    first.client.patch(
+        "/v1/profiles/visitors/v-ada", json={"add_flags": ["unsubscribed"]}, headers=AUTH
+    )
+    assert decide(first.client, ADA_EMAIL)["suppressed"] is True
+    until(lambda: decide(second.client, ADA_EMAIL)["suppressed"] is True)
+    first.client.delete("/v1/profiles/visitors/v-ada", headers=AUTH)
+    until(lambda: decide(second.client, ADA)["segment"] is None)

@@ -4,7 +4,9 @@ HTTP source's cache."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,8 +15,11 @@ import pytest
 from litestar.testing import TestClient
 
 from decider.profiles.jsonl import sample_profiles
+from decider.profiles.sources.base import Opening, ProfileSource
 from decider.profiles.sources.http import HttpSettings
 from decider.profiles.sources.memory import MemoryProfileSource
+from decider.profiles.sources.redis import RedisSettings
+from decider.profiles.sources.redis import open_source as open_redis
 from decider.profiles.sources.sqlite import SqliteProfileStore
 from decider.ruleset import CompiledRuleset
 
@@ -27,13 +32,35 @@ ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
 VISITORS = "/v1/profiles/visitors/"
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+def seeded_redis(url: str) -> ProfileSource:
+    """A Redis store of its own key prefix, filled with the samples by an import (through a
+    handle of its own: a client belongs to the event loop it first ran in)."""
+    settings = RedisSettings(redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+
+    async def seed() -> None:
+        seeder = open_redis(settings, Opening(now=NOW))
+        async with seeder.importing(replace=False) as session:
+            await session.write(sample_profiles(NOW))
+        await seeder.aclose()
+
+    asyncio.run(seed())
+    return open_redis(settings, Opening(now=NOW))
+
+
+@pytest.fixture(params=["sqlite", "redis", "memory"])
 def client(
-    request: pytest.FixtureRequest, ruleset: CompiledRuleset, store: SqliteProfileStore
+    request: pytest.FixtureRequest,
+    ruleset: CompiledRuleset,
+    store: SqliteProfileStore,
+    redis_url: str,
 ) -> Iterator[Client]:
     """The app with the write API on, over each writable store seeded with the samples."""
-    source = store if request.param == "sqlite" else MemoryProfileSource(sample_profiles(NOW))
-    with app_client(ruleset, source, profiles_token=TOKEN) as test_client:
+    sources: dict[str, Callable[[], ProfileSource]] = {
+        "sqlite": lambda: store,
+        "redis": lambda: seeded_redis(redis_url),
+        "memory": lambda: MemoryProfileSource(sample_profiles(NOW)),
+    }
+    with app_client(ruleset, sources[request.param](), profiles_token=TOKEN) as test_client:
         yield test_client
 
 
@@ -154,6 +181,8 @@ class ProfileApi:
         self.paths: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":  # asked as the service starts
+            return httpx.Response(200)
         self.paths.append(request.url.path)
         bodies: dict[str, Any] = {
             "/identities/user_id/u-1": {"visitor_id": "v-1"},

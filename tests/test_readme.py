@@ -28,6 +28,7 @@ from .service import Service, running_service
 
 README = (ROOT / "README.md").read_text()
 TOKEN = "change-me-to-a-long-secret"  # the README's own
+PROFILES_TOKEN = "change-me-profiles-secret"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 ELIDED = "..."
 # values that differ on every run: their shape is checked, not their value
@@ -143,7 +144,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     where = tmp_path_factory.mktemp("readme")
     for name in ("rules", "examples"):
         shutil.copytree(ROOT / name, where / name)
-    env = {"DECIDER_ADMIN_TOKEN": TOKEN}
+    env = {"DECIDER_ADMIN_TOKEN": TOKEN, "DECIDER_PROFILES_TOKEN": PROFILES_TOKEN}
     with running_service(where / "rules", where, cwd=where, env=env) as service:
         yield where, service
 
@@ -175,7 +176,7 @@ def test_every_example_runs_as_shown(
                 capture_output=True,
                 text=True,
                 check=True,
-                env={**os.environ, "DECIDER_ADMIN_TOKEN": ""},
+                env={**os.environ, "DECIDER_ADMIN_TOKEN": "", "DECIDER_PROFILES_TOKEN": ""},
             )
             next_lang, answer_shown = shown[index + 1]
             assert next_lang == "json", f"no JSON shown after:\n{text}"
@@ -206,3 +207,12 @@ def test_the_benchmarks_run_as_written() -> None:
     )
     assert "600 records" in imported.stdout
     assert "records/s; peak memory" in imported.stdout
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    """`.ci/run` runs the quickstart's test command (quietly), so the two cannot drift."""
+    quickstart = README.split("## Quickstart", 1)[1].split("### Three decisions", 1)[0]
+    (command,) = [text.strip() for lang, text in BLOCK.findall(quickstart) if "pytest" in text]
+    assert (
+        command.replace("pip install -e", "pip install -q -e") in (ROOT / ".ci" / "run").read_text()
+    )

@@ -47,7 +47,7 @@ def test_the_chosen_source_reads_its_own_variables() -> None:
     [
         ({"DECIDER_PORT": "70000"}, "DECIDER_PORT: Expected `int` <= 65535"),
         ({"DECIDER_ENGINE": "fast"}, "DECIDER_ENGINE: Invalid enum value 'fast'"),
-        ({"DECIDER_PROFILE_SOURCE": "redis"}, "DECIDER_PROFILE_SOURCE: unknown profile source"),
+        ({"DECIDER_PROFILE_SOURCE": "postgres"}, "DECIDER_PROFILE_SOURCE: unknown profile source"),
         ({"DECIDER_PROFILE_SOURCE": "http"}, "DECIDER_PROFILE_API_URL: required by"),
         ({"DECIDER_CACHE_TTL": "-1"}, "DECIDER_CACHE_TTL: Expected `float` > 0.0"),
         ({"DECIDER_CACHE_TTL": "inf"}, "DECIDER_CACHE_TTL: Expected `float` <="),

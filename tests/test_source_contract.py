@@ -1,36 +1,41 @@
 """The profile source contract, run against every registered source: unknown ids, aliases,
-flags, consent records, odd ids, and an unavailable source.
+flags, consent records, odd ids, and an unavailable source; and, for the stores Decider
+writes (sqlite, redis, memory), writes, erasure, refused conflicts and change notices.
 
 Each source gets a harness that loads records the way that source is filled (an import into
-SQLite, a profile API answering over httpx.MockTransport, the in-memory dicts) and can take
-it down. A source registered without a harness fails here, so none is left unchecked.
+SQLite or Redis, a profile API answering over httpx.MockTransport, the in-memory dicts) and
+can take it down. A source registered without a harness fails here, so none is left
+unchecked. Each case runs in one event loop, as a server would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Coroutine, Iterator
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 from urllib.parse import unquote
 
 import httpx
 import msgspec
 import pytest
 
-from decider.errors import ProfileSourceError
+from decider.errors import ProfileConflict, ProfileSourceError
 from decider.profile import AccountProfile, ConsentRecord, VisitorProfile
 from decider.profiles.jsonl import AccountRecord, VisitorRecord
 from decider.profiles.sources import DRIVERS
-from decider.profiles.sources.base import ProfileSource
+from decider.profiles.sources.base import Change, Opening, ProfileSource, ProfileStore
 from decider.profiles.sources.http import HttpProfileSource
 from decider.profiles.sources.memory import MemoryProfileSource
+from decider.profiles.sources.redis import RedisSettings
+from decider.profiles.sources.redis import open_source as open_redis
 from decider.profiles.sources.sqlite import SqliteProfileStore
 
-T = TypeVar("T")
 Profile = VisitorProfile | AccountProfile
+Scenario = Callable[[ProfileSource], Awaitable[None]]
 
 ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
 ACME = AccountProfile(id="acc-1", flags=frozenset({"customer"}), traits={"name": "Acme"})
@@ -57,33 +62,27 @@ ODD_IDS = ("a/b", "..", "?x=1#y", "naïve id", "%2F")
 class Harness(Protocol):
     source: ProfileSource
 
-    def load(self, *records: Profile) -> None:
+    async def load(self, *records: Profile) -> None:
         """Fill the source, as that source is filled in production."""
 
-    def take_down(self) -> None:
+    async def take_down(self) -> None:
         """Make the source fail as it would in an outage."""
 
 
-class SqliteHarness:
-    def __init__(self, path: Path) -> None:
-        self.source = self.store = SqliteProfileStore(path)
+class StoreHarness:
+    """A ProfileStore filled by an import (its own all-or-nothing session)."""
 
-    def load(self, *records: Profile) -> None:
-        self.store.import_records(records)
+    def __init__(self, store: ProfileStore, outage: Callable[[], Awaitable[ProfileStore]]) -> None:
+        self.source: ProfileSource = store
+        self.store = store
+        self._outage = outage
 
-    def take_down(self) -> None:
-        self.store.close()
+    async def take_down(self) -> None:
+        self.source = await self._outage()
 
-
-class MemoryHarness:
-    def __init__(self) -> None:
-        self.source = self.memory = MemoryProfileSource()
-
-    def load(self, *records: Profile) -> None:
-        self.memory.load(records)
-
-    def take_down(self) -> None:
-        self.memory.available = False
+    async def load(self, *records: Profile) -> None:
+        async with self.store.importing(replace=False) as session:
+            await session.write(records)
 
 
 class HttpHarness:
@@ -93,14 +92,14 @@ class HttpHarness:
         self.backing = MemoryProfileSource()
         self.down = False
         transport = httpx.MockTransport(self._answer)
-        self.source = HttpProfileSource(
+        self.source: ProfileSource = HttpProfileSource(
             httpx.AsyncClient(transport=transport, base_url="http://profiles.test")
         )
 
-    def load(self, *records: Profile) -> None:
+    async def load(self, *records: Profile) -> None:
         self.backing.load(records)
 
-    def take_down(self) -> None:
+    async def take_down(self) -> None:
         self.down = True
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
@@ -123,109 +122,286 @@ class HttpHarness:
         return httpx.Response(200, content=msgspec.json.encode(found))
 
 
+def redis_store(url: str) -> ProfileStore:
+    """A Redis store under a key prefix of its own, so cases never see each other's keys."""
+    settings = RedisSettings(redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    return open_redis(settings, Opening(now=datetime.now(UTC)))
+
+
+def dead_redis() -> ProfileStore:
+    """A Redis store pointing at a port nothing listens on."""
+    return open_redis(
+        RedisSettings(redis_url="redis://127.0.0.1:9/0"), Opening(now=datetime.now(UTC))
+    )
+
+
+def harness_for(name: str, tmp_path: Path, redis_url: str) -> Harness:
+    if name == "sqlite":
+        sqlite = SqliteProfileStore(tmp_path / "profiles.db")
+
+        async def closed() -> ProfileStore:  # the file gone from under it
+            sqlite.close()
+            return sqlite
+
+        return StoreHarness(sqlite, closed)
+    if name == "redis":
+        live = redis_store(redis_url)
+
+        async def unreachable() -> ProfileStore:  # the server gone
+            await live.aclose()
+            return dead_redis()
+
+        return StoreHarness(live, unreachable)
+    if name == "memory":
+        memory = MemoryProfileSource()
+
+        async def unavailable() -> ProfileStore:
+            memory.available = False
+            return memory
+
+        return StoreHarness(memory, unavailable)
+    if name == "http":
+        return HttpHarness()
+    pytest.fail(f"the {name} profile source has no contract harness in {__name__}")
+
+
 @pytest.fixture(params=sorted(DRIVERS))
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    name = request.param
-    harnesses: dict[str, Any] = {
-        "sqlite": lambda: SqliteHarness(tmp_path / "profiles.db"),
-        "memory": MemoryHarness,
-        "http": HttpHarness,
-    }
-    if name not in harnesses:
-        pytest.fail(f"the {name} profile source has no contract harness in {__name__}")
-    made: Harness = harnesses[name]()
-    yield made
-    run(made.source.aclose())
+def harness(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Harness:
+    return harness_for(request.param, tmp_path, redis_url)
 
 
-def run(lookup: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(lookup)
+@pytest.fixture(params=sorted(name for name, d in DRIVERS.items() if name != "http"))
+def store_harness(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> StoreHarness:
+    made = harness_for(request.param, tmp_path, redis_url)
+    assert isinstance(made, StoreHarness)
+    return made
+
+
+def run(harness: Harness, scenario: Callable[[], Awaitable[None]]) -> None:
+    """One case, in one event loop, the source closed at its end."""
+
+    async def main() -> None:
+        try:
+            await scenario()
+        finally:
+            await harness.source.aclose()
+
+    asyncio.run(main())
 
 
 def test_profiles_are_found_by_id_and_alias_as_they_were_loaded(harness: Harness) -> None:
     """Visitors and accounts come back whole (consent, flags, traits), and visitors are found
     by user id and by email hash."""
-    harness.load(ACME, ADA)
-    source = harness.source
-    assert run(source.visitor("v-1")) == ADA
-    assert run(source.account("acc-1")) == ACME
-    assert run(source.alias("user_id", "u-1")) == "v-1"
-    assert run(source.alias("email_sha256", ADA_EMAIL)) == "v-1"
-    assert run(source.ready()) is True
+
+    async def scenario() -> None:
+        await harness.load(ACME, ADA)
+        source = harness.source
+        assert await source.visitor("v-1") == ADA
+        assert await source.account("acc-1") == ACME
+        assert await source.alias("user_id", "u-1") == "v-1"
+        assert await source.alias("email_sha256", ADA_EMAIL) == "v-1"
+        assert await source.ready() is True
+
+    run(harness, scenario)
 
 
 def test_import_records_are_stored_without_their_kind_tag(harness: Harness) -> None:
     """Records read from JSONL (tagged with `kind`) load as plain profiles."""
-    harness.load(
-        AccountRecord(**msgspec.structs.asdict(ACME)), VisitorRecord(**msgspec.structs.asdict(ADA))
-    )
-    assert type(run(harness.source.visitor("v-1"))) is VisitorProfile
-    assert run(harness.source.account("acc-1")) == ACME
+
+    async def scenario() -> None:
+        await harness.load(
+            AccountRecord(**msgspec.structs.asdict(ACME)),
+            VisitorRecord(**msgspec.structs.asdict(ADA)),
+        )
+        assert type(await harness.source.visitor("v-1")) is VisitorProfile
+        assert await harness.source.account("acc-1") == ACME
+
+    run(harness, scenario)
 
 
-@pytest.mark.parametrize(
-    "lookup",
-    [
-        lambda s: s.visitor("v-nobody"),
-        lambda s: s.account("acc-nobody"),
-        lambda s: s.alias("user_id", "u-nobody"),
-        lambda s: s.alias("user_id", ADA_EMAIL),  # an email hash is not a user id
-        lambda s: s.alias("email_sha256", "u-1"),  # nor a user id an email hash
-        lambda s: s.visitor("acc-1"),  # an account id is not a visitor id
-        lambda s: s.account("v-1"),  # nor a visitor id an account id
-    ],
-)
-def test_unknown_ids_are_none(harness: Harness, lookup: Any) -> None:
+UNKNOWN: dict[str, Callable[[ProfileSource], Awaitable[object]]] = {
+    "visitor": lambda s: s.visitor("v-nobody"),
+    "account": lambda s: s.account("acc-nobody"),
+    "user id": lambda s: s.alias("user_id", "u-nobody"),
+    "a hash as a user id": lambda s: s.alias("user_id", ADA_EMAIL),
+    "a user id as a hash": lambda s: s.alias("email_sha256", "u-1"),
+    "an account as a visitor": lambda s: s.visitor("acc-1"),
+    "a visitor as an account": lambda s: s.account("v-1"),
+}
+
+
+@pytest.mark.parametrize("lookup", UNKNOWN.values(), ids=UNKNOWN.keys())
+def test_unknown_ids_are_none(
+    harness: Harness, lookup: Callable[[ProfileSource], Awaitable[object]]
+) -> None:
     """Ids the source does not hold, or ids of the wrong kind, answer None; they never raise."""
-    harness.load(ACME, ADA)
-    assert run(lookup(harness.source)) is None
+
+    async def scenario() -> None:
+        await harness.load(ACME, ADA)
+        assert await lookup(harness.source) is None
+
+    run(harness, scenario)
 
 
 def test_loading_a_visitor_again_replaces_its_aliases(harness: Harness) -> None:
     """A visitor loaded again keeps only its new aliases: the old ones resolve no more."""
-    harness.load(ADA)
-    harness.load(msgspec.structs.replace(ADA, user_ids=("u-new",), email_sha256=()))
-    source = harness.source
-    assert run(source.alias("user_id", "u-new")) == "v-1"
-    assert run(source.alias("user_id", "u-1")) is None
-    assert run(source.alias("email_sha256", ADA_EMAIL)) is None
-    visitor = run(source.visitor("v-1"))
-    assert visitor is not None
-    assert visitor.user_ids == ("u-new",)
+
+    async def scenario() -> None:
+        await harness.load(ADA)
+        await harness.load(msgspec.structs.replace(ADA, user_ids=("u-new",), email_sha256=()))
+        source = harness.source
+        assert await source.alias("user_id", "u-new") == "v-1"
+        assert await source.alias("user_id", "u-1") is None
+        assert await source.alias("email_sha256", ADA_EMAIL) is None
+        visitor = await source.visitor("v-1")
+        assert visitor is not None
+        assert visitor.user_ids == ("u-new",)
+
+    run(harness, scenario)
 
 
 @pytest.mark.parametrize("odd", ODD_IDS)
 def test_ids_with_any_characters_round_trip(harness: Harness, odd: str) -> None:
     """Ids holding '/', '..', '?', '#', '%' or non-ASCII find exactly their own record."""
-    harness.load(
-        AccountProfile(id=odd),
-        VisitorProfile(id=odd, account_id=odd, user_ids=(odd,)),
-        VisitorProfile(id="v-decoy", user_ids=("a", "b", "x")),
-    )
-    source = harness.source
-    visitor = run(source.visitor(odd))
-    assert visitor is not None
-    assert visitor.id == odd
-    account = run(source.account(odd))
-    assert account is not None
-    assert account.id == odd
-    assert run(source.alias("user_id", odd)) == odd
+
+    async def scenario() -> None:
+        await harness.load(
+            AccountProfile(id=odd),
+            VisitorProfile(id=odd, account_id=odd, user_ids=(odd,)),
+            VisitorProfile(id="v-decoy", user_ids=("a", "b", "x")),
+        )
+        source = harness.source
+        visitor = await source.visitor(odd)
+        assert visitor is not None
+        assert visitor.id == odd
+        account = await source.account(odd)
+        assert account is not None
+        assert account.id == odd
+        assert await source.alias("user_id", odd) == odd
+
+    run(harness, scenario)
 
 
 @pytest.mark.parametrize("kind", ["visitor", "account", "alias"])
 def test_an_unavailable_source_raises_and_is_not_ready(harness: Harness, kind: str) -> None:
     """Down, every lookup raises ProfileSourceError (never another exception, never None),
     and ready() says False."""
-    harness.load(ACME, ADA)
-    harness.take_down()
-    source = harness.source
-    lookups: dict[str, Coroutine[Any, Any, object]] = {
-        "visitor": source.visitor("v-1"),
-        "account": source.account("acc-1"),
-        "alias": source.alias("user_id", "u-1"),
-    }
-    with pytest.raises(ProfileSourceError):
-        run(lookups.pop(kind))
-    for unused in lookups.values():
-        unused.close()
-    assert run(source.ready()) is False
+
+    async def scenario() -> None:
+        await harness.load(ACME, ADA)
+        await harness.take_down()
+        source = harness.source
+        lookups: dict[str, Callable[[], Awaitable[object]]] = {
+            "visitor": lambda: source.visitor("v-1"),
+            "account": lambda: source.account("acc-1"),
+            "alias": lambda: source.alias("user_id", "u-1"),
+        }
+        with pytest.raises(ProfileSourceError):
+            await lookups[kind]()
+        assert await source.ready() is False
+
+    run(harness, scenario)
+
+
+# --- stores Decider writes -------------------------------------------------------------
+
+
+def test_put_replaces_a_visitor_and_says_what_it_touched(store_harness: StoreHarness) -> None:
+    """A put makes the visitor's aliases exactly its own; its Change names the visitor and
+    every alias it had or has, for every cache to forget."""
+
+    async def scenario() -> None:
+        store = store_harness.store
+        await store.put(ADA)
+        change = await store.put(msgspec.structs.replace(ADA, user_ids=("u-2",), email_sha256=()))
+        assert change.visitors == ("v-1",)
+        assert set(change.aliases) == {
+            ("user_id", "u-1"),
+            ("user_id", "u-2"),
+            ("email_sha256", ADA_EMAIL),
+        }
+        assert await store.alias("user_id", "u-1") is None
+        assert await store.alias("user_id", "u-2") == "v-1"
+        assert (await store.put(ACME)).accounts == ("acc-1",)
+
+    run(store_harness, scenario)
+
+
+def test_put_refuses_an_alias_another_visitor_holds(store_harness: StoreHarness) -> None:
+    """Two people never share a user id or email hash: the second put is refused whole."""
+
+    async def scenario() -> None:
+        store = store_harness.store
+        await store.put(ADA)
+        with pytest.raises(ProfileConflict):
+            await store.put(VisitorProfile(id="v-2", user_ids=("u-9", "u-1")))
+        assert await store.visitor("v-2") is None
+        assert await store.alias("user_id", "u-9") is None
+
+    run(store_harness, scenario)
+
+
+def test_delete_erases_a_visitor_with_its_aliases(store_harness: StoreHarness) -> None:
+    async def scenario() -> None:
+        store = store_harness.store
+        await store.put(ADA)
+        await store.put(ACME)
+        change = await store.delete(VisitorProfile, "v-1")
+        assert change is not None
+        assert set(change.aliases) == {("user_id", "u-1"), ("email_sha256", ADA_EMAIL)}
+        assert await store.visitor("v-1") is None
+        assert await store.alias("email_sha256", ADA_EMAIL) is None
+        assert await store.delete(VisitorProfile, "v-1") is None
+        assert await store.delete(AccountProfile, "acc-1") == Change(accounts=("acc-1",))
+        assert await store.account("acc-1") is None
+
+    run(store_harness, scenario)
+
+
+def test_alias_owners_answers_for_many_ids_at_once(store_harness: StoreHarness) -> None:
+    async def scenario() -> None:
+        store = store_harness.store
+        await store.put(ADA)
+        keys = [("user_id", "u-1"), ("user_id", "u-nobody"), ("email_sha256", ADA_EMAIL)]
+        owners = await store.alias_owners(keys)  # type: ignore[arg-type]
+        assert owners == {("user_id", "u-1"): "v-1", ("email_sha256", ADA_EMAIL): "v-1"}
+
+    run(store_harness, scenario)
+
+
+def test_shared_stores_tell_other_processes_what_changed(tmp_path: Path, redis_url: str) -> None:
+    """Two handles on one store, as two processes hold: a write through one is read back as
+    a Change by the other (before its next decision), not by itself."""
+
+    async def exchange(first: ProfileStore, second: ProfileStore) -> list[Change]:
+        assert second.changes() == []  # starts following
+        await asyncio.sleep(0.05)
+        await first.put(ADA)
+        await first.delete(VisitorProfile, "v-1")
+        seen: list[Change] = []
+        for _ in range(100):
+            seen += second.changes()
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert first.changes() == []
+        return seen
+
+    async def sqlite_case() -> list[Change]:
+        with SqliteProfileStore(tmp_path / "p.db") as a, SqliteProfileStore(tmp_path / "p.db") as b:
+            return await exchange(a, b)
+
+    async def redis_case() -> list[Change]:
+        settings = RedisSettings(redis_url=redis_url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+        a = open_redis(settings, Opening(now=datetime.now(UTC)))
+        b = open_redis(settings, Opening(now=datetime.now(UTC)))
+        try:
+            return await exchange(a, b)
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    for case in (sqlite_case, redis_case):
+        seen = asyncio.run(case())
+        assert [c.visitors for c in seen] == [("v-1",), ("v-1",)], case.__name__
+        assert set(seen[1].aliases) == {("user_id", "u-1"), ("email_sha256", ADA_EMAIL)}

@@ -23,8 +23,8 @@ from decider import __version__
 from decider.errors import DeciderError, ImportFileError, RulesetError
 from decider.model import Instant
 from decider.profile import AccountProfile, VisitorProfile
-from decider.profiles.importer import import_file
-from decider.profiles.sources.base import ProfileStore
+from decider.profiles.importer import ImportReport, import_file
+from decider.profiles.sources.base import Change, ProfileStore
 from decider.profiles.sources.sqlite import SqliteSettings
 from decider.rules.cel import ENGINES, new_engine
 from decider.rules.compiler import compile_ruleset
@@ -433,10 +433,19 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> _Opened:
 def _import(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     settings, schema, store = _store(args, env)
     progress = _Progress(std.err) if std.err.isatty() else None
+
+    async def run() -> ImportReport:
+        try:
+            return await import_file(
+                args.file, store, schema=schema, replace=args.replace, progress=progress
+            )
+        finally:
+            if progress is not None:
+                progress.done()
+            await store.aclose()
+
     try:
-        report = asyncio.run(
-            import_file(args.file, store, schema=schema, replace=args.replace, progress=progress)
-        )
+        report = asyncio.run(run())
     except OSError as exc:
         print(f"decider: cannot read {args.file}: {exc.strerror}", file=std.err)
         return 1
@@ -444,10 +453,6 @@ def _import(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> i
         print(exc, file=std.out)
         print(f"nothing imported: {exc.count} problem(s) in {args.file}", file=std.out)
         return 1
-    finally:
-        if progress is not None:
-            progress.done()
-        asyncio.run(store.aclose())
     profile = settings.profile
     where = profile.db if isinstance(profile, SqliteSettings) else settings.profile_source
     print(
@@ -460,10 +465,14 @@ def _import(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> i
 
 def _show(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     store = _store(args, env).store
-    try:
-        found = asyncio.run(_find(store, args))
-    finally:
-        asyncio.run(store.aclose())
+
+    async def run() -> VisitorProfile | AccountProfile | None:
+        try:
+            return await _find(store, args)
+        finally:
+            await store.aclose()
+
+    found = asyncio.run(run())
     if found is None:
         print(f"decider: no profile for that {_selector(args)}", file=std.err)
         return 1
@@ -473,11 +482,15 @@ def _show(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int
 
 def _delete(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     store = _store(args, env).store
-    try:
-        found = asyncio.run(_find(store, args))
-        change = asyncio.run(store.delete(type(found), found.id)) if found is not None else None
-    finally:
-        asyncio.run(store.aclose())
+
+    async def run() -> tuple[VisitorProfile | AccountProfile | None, Change | None]:
+        try:
+            found = await _find(store, args)
+            return found, await store.delete(type(found), found.id) if found else None
+        finally:
+            await store.aclose()
+
+    found, change = asyncio.run(run())
     if found is None or change is None:
         print(f"decider: no profile for that {_selector(args)}", file=std.err)
         return 1

@@ -50,6 +50,8 @@ class Service:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
+        # a first connection to a remote source is made now, not in a decision's budget
+        await self.source.ready()
         try:
             async with self.reloader.running(
                 watch=self.settings.watch_rules, debounce_ms=self.settings.reload_debounce_ms

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decider.profiles.sources import http, memory, sqlite
+from decider.profiles.sources import http, memory, redis, sqlite
 from decider.profiles.sources.base import Driver, SourceSettings
 
 # each driver opens only its own settings; `Driver.open_with` checks the pairing at run time
@@ -13,6 +13,7 @@ DRIVERS: dict[str, Driver[Any]] = {
     driver.name: driver
     for driver in (
         sqlite.DRIVER,
+        redis.DRIVER,
         http.DRIVER,
         memory.DRIVER,
     )
