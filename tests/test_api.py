@@ -151,6 +151,7 @@ def body(**fields: Any) -> bytes:
 
 BAD_INPUT = [
     ("malformed JSON", b'{"placement": ', 400, "body"),
+    ("not UTF-8", b'{"placement": "home_\xff", "identity": {"user_id": "u"}}', 400, "body"),
     ("empty body", b"", 400, "body"),
     ("array body", b"[]", 422, "body"),
     ("wrong type", body(placement=1), 422, "placement"),

@@ -7,7 +7,7 @@ typo such as "placment" is an error naming the field instead of a silent default
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -115,21 +115,28 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
 
 _request_decoder = msgspec.json.Decoder(DecideRequest)
+T = TypeVar("T")
 
 
-def decode_request(body: bytes) -> DecideRequest:
+def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     """Decode a request body once, strictly; errors name the offending field."""
     if not body.strip():
         raise MalformedBody("body", "request body is empty; expected a JSON object")
     try:
-        return _request_decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, path = validation_path(exc)
         raise InvalidRequest(".".join(map(str, path)) or "body", message) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody("body", f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise MalformedBody("body", "not valid UTF-8") from None
     except RecursionError:
         raise MalformedBody("body", "nested too deeply") from None
+
+
+def decode_request(body: bytes) -> DecideRequest:
+    return decode_body(body, _request_decoder)
 
 
 MAX_DEPTH = 16

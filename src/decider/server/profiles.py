@@ -18,8 +18,8 @@ from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
-from decider.errors import InvalidRequest, MalformedBody, ReadOnlySource, validation_path
-from decider.model import ErrorBody, Identity
+from decider.errors import InvalidRequest, ReadOnlySource
+from decider.model import ErrorBody, Identity, decode_body
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.base import ProfileSource, ProfileStore
@@ -29,6 +29,7 @@ from decider.traits import TraitError
 
 SECURITY_SCHEME = "profilesToken"
 P = TypeVar("P", VisitorProfile, AccountProfile)
+T = TypeVar("T")
 
 
 class ProfilePatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -197,23 +198,16 @@ def _merged(current: P, changes: ProfilePatch) -> P:
     return msgspec.structs.replace(current, traits=traits, flags=flags)
 
 
-T = TypeVar("T")
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    kind: msgspec.json.Decoder(kind)
+    for kind in (VisitorProfile, AccountProfile, ProfilePatch, Identity)
+}
 
 
 def _decode(body: bytes, kind: type[T], path_id: str | None = None) -> T:
     """The body, strictly, as `kind`; errors name the field. A profile's `id` must be the
     path's."""
-    if not body.strip():
-        raise MalformedBody("body", "request body is empty; expected a JSON object")
-    try:
-        value = msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        message, where = validation_path(exc)
-        raise InvalidRequest(".".join(map(str, where)) or "body", message) from None
-    except msgspec.DecodeError as exc:
-        raise MalformedBody("body", f"not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise MalformedBody("body", "not valid UTF-8") from None
+    value: T = decode_body(body, _DECODERS[kind])
     if path_id is not None and getattr(value, "id", path_id) != path_id:
         raise InvalidRequest("id", "must be the id in the path")
     return value
