@@ -20,7 +20,7 @@ TOKEN = "test-admin-token-0123456789"
 @pytest.fixture(scope="module")
 def spec() -> Iterator[dict[str, Any]]:
     ruleset = compile_ruleset(RULES, new_engine("cel-expr"))
-    with app_client(ruleset, admin_token=TOKEN) as client:
+    with app_client(ruleset, admin_token=TOKEN, profiles_token=TOKEN) as client:
         document: dict[str, Any] = client.get("/schema/openapi.json").json()
         yield document
 
@@ -48,6 +48,15 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
         "GET /admin/rules": "rules",
         "POST /admin/reload": "reload",
         "GET /admin/segments": "segments",
+        "GET /v1/profiles/visitors/{visitor_id}": "getVisitor",
+        "PUT /v1/profiles/visitors/{visitor_id}": "putVisitor",
+        "PATCH /v1/profiles/visitors/{visitor_id}": "patchVisitor",
+        "DELETE /v1/profiles/visitors/{visitor_id}": "deleteVisitor",
+        "GET /v1/profiles/accounts/{account_id}": "getAccount",
+        "PUT /v1/profiles/accounts/{account_id}": "putAccount",
+        "PATCH /v1/profiles/accounts/{account_id}": "patchAccount",
+        "DELETE /v1/profiles/accounts/{account_id}": "deleteAccount",
+        "POST /v1/profiles/invalidate": "invalidate",
     }
 
 
@@ -60,6 +69,16 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
         ("GET /admin/rules", {"200", "401"}),
         ("POST /admin/reload", {"200", "401", "422"}),
         ("GET /admin/segments", {"200", "401"}),
+        (
+            "PUT /v1/profiles/visitors/{visitor_id}",
+            {"200", "400", "401", "409", "413", "422", "503"},
+        ),
+        (
+            "PATCH /v1/profiles/accounts/{account_id}",
+            {"200", "400", "401", "404", "409", "413", "422", "503"},
+        ),
+        ("DELETE /v1/profiles/visitors/{visitor_id}", {"204", "400", "401", "404", "409", "503"}),
+        ("POST /v1/profiles/invalidate", {"200", "400", "401", "413", "422", "503"}),
     ],
 )
 def test_every_status_an_operation_answers_is_documented(
@@ -73,13 +92,33 @@ def test_admin_operations_declare_their_bearer_scheme(spec: dict[str, Any]) -> N
     """Admin operations need the bearer token; the decision API does not."""
     schemes = spec["components"]["securitySchemes"]
     assert schemes == {
-        "adminToken": {"type": "http", "scheme": "bearer", "description": "DECIDER_ADMIN_TOKEN"}
+        "adminToken": {"type": "http", "scheme": "bearer", "description": "DECIDER_ADMIN_TOKEN"},
+        "profilesToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "DECIDER_PROFILES_TOKEN",
+        },
     }
     for name, operation in operations(spec).items():
-        expected: list[dict[str, list[str]]] | None = (
-            [{"adminToken": []}] if "/admin/" in name else None
-        )
+        scheme = "adminToken" if "/admin/" in name else "profilesToken"
+        guarded = "/admin/" in name or "/profiles/" in name
+        expected: list[dict[str, list[str]]] | None = [{scheme: []}] if guarded else None
         assert operation.get("security") == expected, name
+
+
+@pytest.mark.parametrize(
+    ("operation", "required"),
+    [
+        ("POST /v1/decide", {"placement", "identity"}),
+        ("PUT /v1/profiles/visitors/{visitor_id}", {"id"}),
+        ("PATCH /v1/profiles/visitors/{visitor_id}", set()),
+        ("POST /v1/profiles/invalidate", set()),
+    ],
+)
+def test_bodies_are_documented(spec: dict[str, Any], operation: str, required: set[str]) -> None:
+    """Bodies the handlers decode themselves are described from the same types."""
+    body = operations(spec)[operation]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body.get("required", [])) == required
 
 
 def test_the_decide_operation_documents_the_gpc_header(spec: dict[str, Any]) -> None:

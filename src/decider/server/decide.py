@@ -1,12 +1,7 @@
-"""POST /v1/decide: one decision, its body decoded once by our own strict decoder.
-
-litestar's own body binding would coerce "12" into 12, so the handler reads the bytes; the
-OpenAPI document still describes the body, from the same msgspec type.
-"""
+"""POST /v1/decide: one decision, its body decoded once by our own strict decoder."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -14,65 +9,20 @@ from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import (
-    Example,
-    OpenAPIMediaType,
-    OpenAPIType,
-    Operation,
-    Parameter,
-    RequestBody,
-    Schema,
-)
+from litestar.openapi.spec import Example, OpenAPIType, Parameter, Schema
 
 from decider.model import DecideRequest, Decision, ErrorBody, ErrorDetail, decode_request
+from decider.server.openapi import body_operation
 from decider.service import Decider
 
-
-def _inline_schema(kind: type) -> dict[str, Any]:
-    """msgspec's JSON Schema for `kind`, its $defs inlined: litestar rewrites
-    components/schemas from its own registry, so the body schema must stand alone."""
-    schema = msgspec.json.schema(kind)
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return inline(defs[ref.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    inlined: dict[str, Any] = inline(schema)
-    return inlined
-
-
-_REQUEST_SCHEMA = _inline_schema(DecideRequest)
-
-
-@dataclass
-class _DecideOperation(Operation):
-    """Documents the body the handler decodes itself."""
-
-    def __post_init__(self) -> None:
-        self.parameters = [
-            Parameter(
-                name="Sec-GPC",
-                param_in=ParamType.HEADER,
-                required=False,
-                schema=Schema(type=OpenAPIType.STRING, enum=["1"]),
-                description="Global Privacy Control: `1` withdraws what the channel's policy "
-                "lists under `gpc_revokes`",
-            )
-        ]
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
-                "application/json": OpenAPIMediaType(schema=_REQUEST_SCHEMA)  # type: ignore[arg-type]
-            },
-        )
+_GPC = Parameter(
+    name="Sec-GPC",
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.STRING, enum=["1"]),
+    description="Global Privacy Control: `1` withdraws what the channel's policy lists under "
+    "`gpc_revokes`",
+)
 
 
 def _error(description: str, example: ErrorDetail) -> ResponseSpec:
@@ -87,7 +37,7 @@ def _error(description: str, example: ErrorDetail) -> ResponseSpec:
 @post(
     "/v1/decide",
     status_code=200,
-    operation_class=_DecideOperation,
+    operation_class=body_operation(DecideRequest, _GPC),
     operation_id="decide",
     summary="Decide",
     response_description="The decision, and why",

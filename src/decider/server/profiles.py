@@ -24,6 +24,7 @@ from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.base import ProfileSource, ProfileStore
 from decider.server.auth import UNAUTHORIZED, bearer_guard
+from decider.server.openapi import body_operation
 from decider.service import Decider
 from decider.traits import TraitError
 
@@ -50,13 +51,17 @@ class Forgotten(msgspec.Struct, frozen=True):
 
 def _answers(*statuses: int) -> dict[int, ResponseSpec]:
     words = {
+        400: "The body is not JSON (or not UTF-8)",
         404: "No such profile",
         409: "Read-only source, or a user id or email hash another visitor holds",
+        413: "The body is larger than DECIDER_MAX_BODY_BYTES",
         422: "A field is wrong; `error.field` names it",
+        503: "The profile store is unavailable",
     }
+    bodies = (400, 413) if 422 in statuses else ()
     specs = {
         status: ResponseSpec(ErrorBody, generate_examples=False, description=words[status])
-        for status in statuses
+        for status in (*statuses, *bodies, 503)
     }
     return {**specs, **UNAUTHORIZED}
 
@@ -76,7 +81,12 @@ async def get_account(
     return _found(await _store(source).account(account_id))
 
 
-@put("/visitors/{visitor_id:str}", operation_id="putVisitor", responses=_answers(409, 422))
+@put(
+    "/visitors/{visitor_id:str}",
+    operation_id="putVisitor",
+    operation_class=body_operation(VisitorProfile),
+    responses=_answers(409, 422),
+)
 async def put_visitor(
     visitor_id: FromPath[str],
     request: Request[Any, Any, Any],
@@ -89,7 +99,12 @@ async def put_visitor(
     return await _write(_store(source), profile, resolver, decider)
 
 
-@put("/accounts/{account_id:str}", operation_id="putAccount", responses=_answers(409, 422))
+@put(
+    "/accounts/{account_id:str}",
+    operation_id="putAccount",
+    operation_class=body_operation(AccountProfile),
+    responses=_answers(409, 422),
+)
 async def put_account(
     account_id: FromPath[str],
     request: Request[Any, Any, Any],
@@ -101,7 +116,12 @@ async def put_account(
     return await _write(_store(source), profile, resolver, decider)
 
 
-@patch("/visitors/{visitor_id:str}", operation_id="patchVisitor", responses=_answers(404, 409, 422))
+@patch(
+    "/visitors/{visitor_id:str}",
+    operation_id="patchVisitor",
+    operation_class=body_operation(ProfilePatch),
+    responses=_answers(404, 409, 422),
+)
 async def patch_visitor(
     visitor_id: FromPath[str],
     request: Request[Any, Any, Any],
@@ -116,7 +136,12 @@ async def patch_visitor(
     return await _write(store, _merged(current, changes), resolver, decider)
 
 
-@patch("/accounts/{account_id:str}", operation_id="patchAccount", responses=_answers(404, 409, 422))
+@patch(
+    "/accounts/{account_id:str}",
+    operation_id="patchAccount",
+    operation_class=body_operation(ProfilePatch),
+    responses=_answers(404, 409, 422),
+)
 async def patch_account(
     account_id: FromPath[str],
     request: Request[Any, Any, Any],
@@ -151,7 +176,13 @@ async def delete_account(
     resolver.apply(_found(change))
 
 
-@post("/invalidate", operation_id="invalidate", status_code=200, responses=_answers(422))
+@post(
+    "/invalidate",
+    operation_id="invalidate",
+    status_code=200,
+    operation_class=body_operation(Identity),
+    responses=_answers(422),
+)
 async def invalidate(
     request: Request[Any, Any, Any], resolver: NamedDependency[Resolver]
 ) -> Forgotten:
