@@ -7,6 +7,7 @@ runtime refuses a datetime nested inside a map and strings behave the same on bo
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -88,6 +89,23 @@ Status = Literal["resolved", "unknown", "unavailable"]
 AliasKind = Literal["user_id", "email_sha256"]
 ALIAS_KINDS: tuple[AliasKind, ...] = ("user_id", "email_sha256")
 IdKind = Literal["user_id", "email_sha256", "visitor_id"]
+
+
+def aliases_of(visitor: VisitorProfile) -> list[tuple[AliasKind, str]]:
+    """The user ids and email hashes that link to `visitor`."""
+    keys: list[tuple[AliasKind, str]] = [("user_id", u) for u in visitor.user_ids]
+    return keys + [("email_sha256", e) for e in visitor.email_sha256]
+
+
+def without_aliases(
+    visitor: VisitorProfile, keys: Collection[tuple[AliasKind, str]]
+) -> VisitorProfile:
+    """`visitor` with the given user ids and email hashes taken out (they moved)."""
+    return msgspec.structs.replace(
+        visitor,
+        user_ids=tuple(u for u in visitor.user_ids if ("user_id", u) not in keys),
+        email_sha256=tuple(e for e in visitor.email_sha256 if ("email_sha256", e) not in keys),
+    )
 
 
 class Person(msgspec.Struct, frozen=True):

@@ -62,11 +62,16 @@ def compile_ruleset(directory: Path, engine: Engine) -> CompiledRuleset:
     ruleset = builder.build(sources, paths)
     if problems:
         raise RulesetError(problems, builder.warnings)
+    if schema is not None:  # it decides how traits are stored: part of what the rules are
+        files = [(s.name, s.document.content) for s in sources]
+        files.append((SCHEMA_FILE, (directory / SCHEMA_FILE).read_bytes()))
+        ruleset = msgspec.structs.replace(ruleset, version=version_of(files))
     return ruleset
 
 
 def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
-    """A content hash of the rule files: the same files give the same version anywhere."""
+    """A content hash of the rule files (and the profile schema): the same files give the
+    same version anywhere."""
     digest = hashlib.sha256()
     for name, content in sorted(contents):
         digest.update(Path(name).name.encode() + b"\0" + content + b"\0")

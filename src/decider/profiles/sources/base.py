@@ -24,6 +24,7 @@ from decider.traits import TraitSchema
 
 Profile = VisitorProfile | AccountProfile
 AliasKey = tuple[AliasKind, str]
+P = TypeVar("P", VisitorProfile, AccountProfile)
 
 if TYPE_CHECKING:
     import httpx
@@ -73,6 +74,13 @@ class ProfileStore(ProfileSource, Protocol):
     async def put(self, profile: Profile) -> Change:
         """Create or replace one profile; a visitor's aliases become exactly its own.
         Raises ProfileConflict when an alias belongs to another visitor."""
+
+    async def patch(
+        self, kind: type[P], key: str, update: Callable[[P], P]
+    ) -> tuple[P, Change] | None:
+        """Read one profile, `update` it and write the result, with no other write between
+        (a merge that loses no concurrent change). None if there is no such profile.
+        Whatever `update` raises leaves the profile as it was."""
 
     async def delete(self, kind: type[Profile], key: str) -> Change | None:
         """Erase a visitor (with its aliases) or an account; None if there was none."""

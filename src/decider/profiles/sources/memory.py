@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import msgspec
 
 from decider.errors import ProfileConflict, ProfileSourceError
-from decider.profile import AccountProfile, AliasKind, VisitorProfile, stored
+from decider.profile import (
+    AccountProfile,
+    AliasKind,
+    VisitorProfile,
+    aliases_of,
+    stored,
+)
 from decider.profiles.jsonl import parse_profiles, sample_profiles
 from decider.profiles.sources.base import (
     AliasKey,
@@ -28,6 +36,7 @@ from decider.profiles.sources.base import (
 )
 
 T = TypeVar("T")
+P = TypeVar("P", VisitorProfile, AccountProfile)
 
 
 class MemorySettings(SourceSettings, frozen=True, kw_only=True):
@@ -62,7 +71,17 @@ class MemoryProfileSource:
         old = [key for key, owner in self.aliases.items() if owner == visitor.id]
         for key in old:
             del self.aliases[key]
-        new = _aliases(visitor)
+        new = aliases_of(visitor)
+        for key in new:  # an id moving here (a --replace import) leaves its holder's profile
+            holder = self.visitors.get(self.aliases.get(key, visitor.id))
+            if holder is not None and holder.id != visitor.id:
+                self.visitors[holder.id] = msgspec.structs.replace(
+                    holder,
+                    user_ids=tuple(u for u in holder.user_ids if ("user_id", u) != key),
+                    email_sha256=tuple(
+                        e for e in holder.email_sha256 if ("email_sha256", e) != key
+                    ),
+                )
         self.aliases.update(dict.fromkeys(new, visitor.id))
         self.visitors[visitor.id] = visitor
         return Change(visitors=(visitor.id,), aliases=tuple({*old, *new}))
@@ -75,7 +94,9 @@ class MemoryProfileSource:
         yield _Import(pending)
         for record in pending:  # checked already; with `replace`, a taken alias moves
             if isinstance(record, VisitorProfile) and not replace:
-                taken = [k for k in _aliases(record) if self.aliases.get(k, record.id) != record.id]
+                taken = [
+                    k for k in aliases_of(record) if self.aliases.get(k, record.id) != record.id
+                ]
                 if taken:
                     raise ProfileConflict("a user id or email hash is linked to another visitor")
         self.load(pending)
@@ -87,10 +108,20 @@ class MemoryProfileSource:
         if not isinstance(profile, VisitorProfile):
             self.accounts[profile.id] = stored(profile)
             return Change(accounts=(profile.id,))
-        for key in _aliases(profile):
+        for key in aliases_of(profile):
             if self.aliases.get(key, profile.id) != profile.id:
                 raise ProfileConflict(f"this {key[0]} is linked to another visitor")
         return self._put_visitor(stored(profile))
+
+    async def patch(
+        self, kind: type[P], key: str, update: Callable[[P], P]
+    ) -> tuple[P, Change] | None:
+        table: dict[str, Any] = self.visitors if kind is VisitorProfile else self.accounts
+        current = table.get(key)
+        if current is None:
+            return None
+        new = update(current)
+        return new, await self.put(new)  # no await comes between the read and the write
 
     async def delete(self, kind: type[Profile], key: str) -> Change | None:
         if kind is VisitorProfile:
@@ -137,11 +168,6 @@ class _Import:
 
     async def write(self, records: Sequence[Profile]) -> None:
         self._pending.extend(records)
-
-
-def _aliases(visitor: VisitorProfile) -> list[AliasKey]:
-    keys: list[AliasKey] = [("user_id", u) for u in visitor.user_ids]
-    return keys + [("email_sha256", e) for e in visitor.email_sha256]
 
 
 def open_source(settings: MemorySettings, opening: Opening) -> MemoryProfileSource:

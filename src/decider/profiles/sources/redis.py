@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from decider.errors import ProfileConflict, ProfileSourceError
 from decider.profile import (
@@ -30,8 +31,10 @@ from decider.profile import (
     AliasKind,
     VisitorProfile,
     account_decoder,
+    aliases_of,
     stored,
     visitor_decoder,
+    without_aliases,
 )
 from decider.profiles.sources.base import (
     AliasKey,
@@ -44,6 +47,7 @@ from decider.profiles.sources.base import (
 
 KEEP_CHANGES = 10_000  # the stream is trimmed to about this many notices (also in the scripts)
 _encoder = msgspec.json.Encoder()
+P = TypeVar("P", VisitorProfile, AccountProfile)
 _change_decoder = msgspec.json.Decoder(Change)
 
 # KEYS: visitor doc, alias:user_id, alias:email_sha256, changes.
@@ -198,6 +202,41 @@ class RedisProfileStore:
         await self._call(pipe.execute())
         return change
 
+    async def patch(
+        self, kind: type[P], key: str, update: Callable[[P], P]
+    ) -> tuple[P, Change] | None:
+        """Optimistic: the profile's key is watched from the read to the write; a write by
+        anyone in between makes Redis refuse ours, and it is tried again on the new value."""
+        doc_key = self._key("v" if kind is VisitorProfile else "a", key)
+        decoder: msgspec.json.Decoder[Any] = (
+            visitor_decoder if kind is VisitorProfile else account_decoder
+        )
+        await self._call(self._redis.script_load(_PUT_VISITOR))
+        for _ in range(20):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await self._call(pipe.watch(doc_key))
+                    doc = await self._call(pipe.get(doc_key))
+                    if doc is None:
+                        return None
+                    new: P = update(decoder.decode(doc))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    if isinstance(new, VisitorProfile):
+                        keys = self._visitor_keys(new.id)
+                        pipe.evalsha(self._put_script.sha, len(keys), *keys, *_put_args(new))
+                        touched = (await self._call(pipe.execute()))[0]
+                        return new, Change(visitors=(new.id,), aliases=_pairs(touched))
+                    change = Change(accounts=(new.id,))
+                    pipe.set(doc_key, _encoder.encode(new))
+                    self._xadd(pipe, change)
+                    await self._call(pipe.execute())
+                    return new, change
+                except WatchError:
+                    continue
+                except ResponseError as exc:
+                    raise _refusal(exc) from None
+        raise ProfileSourceError("too many concurrent writes to one profile; try again")
+
     async def delete(self, kind: type[Profile], key: str) -> Change | None:
         if kind is VisitorProfile:
             keys = [self._key("v", key), *self._aliases.values(), self._stream]
@@ -289,6 +328,8 @@ class _Import:
         if not self._loaded:
             await store._call(redis_.script_load(_PUT_VISITOR))
             self._loaded = True
+        if self._replace:
+            await self._release([r for r in records if isinstance(r, VisitorProfile)])
         pipe = redis_.pipeline(transaction=False)
         for record in records:
             if isinstance(record, VisitorProfile):
@@ -301,6 +342,22 @@ class _Import:
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             raise _refusal(failed[0])
+
+    async def _release(self, visitors: Sequence[VisitorProfile]) -> None:
+        """Before ids move to `visitors` (--replace), take them out of the profiles of the
+        visitors who hold them, so no profile lists an id it lost."""
+        store = self._store
+        wanted = {key: v.id for v in visitors for key in aliases_of(v)}
+        losing: dict[str, set[AliasKey]] = {}
+        for key, owner in (await store.alias_owners(list(wanted))).items():
+            if owner != wanted[key]:
+                losing.setdefault(owner, set()).add(key)
+        for owner, keys in losing.items():
+            await store.patch(VisitorProfile, owner, partial(_released, keys=keys))
+
+
+def _released(held: VisitorProfile, *, keys: set[AliasKey]) -> VisitorProfile:
+    return without_aliases(held, keys)
 
 
 def _put_args(visitor: VisitorProfile, *, replace: bool = False, notify: bool = True) -> list[Any]:

@@ -14,12 +14,12 @@ a write is seen by every process on its next decision.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,8 +29,10 @@ from decider.profile import (
     AliasKind,
     VisitorProfile,
     account_decoder,
+    aliases_of,
     stored,
     visitor_decoder,
+    without_aliases,
 )
 from decider.profiles.jsonl import sample_profiles
 from decider.profiles.sources.base import (
@@ -56,6 +58,11 @@ CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, chang
 KEEP_CHANGES = 10_000  # older ones are pruned; a process that far behind flushes its caches
 
 _encoder = msgspec.json.Encoder()
+P = TypeVar("P", VisitorProfile, AccountProfile)
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "visitors": visitor_decoder,
+    "accounts": account_decoder,
+}
 _change_decoder = msgspec.json.Decoder(Change)
 
 
@@ -145,6 +152,27 @@ class SqliteProfileStore:
             self._record(Change(everything=True))
 
     async def alias_owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
+        return self._owners(keys)
+
+    async def patch(
+        self, kind: type[P], key: str, update: Callable[[P], P]
+    ) -> tuple[P, Change] | None:
+        table = "visitors" if kind is VisitorProfile else "accounts"
+        decoder: msgspec.json.Decoder[Any] = _DECODERS[table]
+        with self._writing():  # read and write in one transaction: no write comes between
+            doc = self._one(f"SELECT doc FROM {table} WHERE id = ?", (key,))
+            if doc is None:
+                return None
+            new: P = update(decoder.decode(doc))
+            if isinstance(new, VisitorProfile):
+                change = self._put_visitor(new, replace=False)
+            else:
+                self._put_doc("accounts", new)
+                change = Change(accounts=(new.id,))
+            self._record(change)
+        return new, change
+
+    def _owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
         found: dict[AliasKey, str] = {}
         for start in range(0, len(keys), 400):  # SQLite takes up to 999 parameters
             chunk = keys[start : start + 400]
@@ -169,7 +197,7 @@ class SqliteProfileStore:
     async def delete(self, kind: type[Profile], key: str) -> Change | None:
         with self._writing():
             if kind is VisitorProfile:
-                aliases = self._aliases_of(key)
+                aliases = self._stored_aliases(key)
                 gone = self._db.execute("DELETE FROM visitors WHERE id = ?", (key,)).rowcount
                 self._db.execute("DELETE FROM aliases WHERE visitor_id = ?", (key,))
                 change = Change(visitors=(key,), aliases=aliases)
@@ -243,21 +271,36 @@ class SqliteProfileStore:
         self._db.executemany(
             "DELETE FROM aliases WHERE visitor_id = ?", [(v.id,) for v in visitors]
         )
+        if replace:
+            self._release(visitors)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         try:
             self._db.executemany(
                 f"{verb} INTO aliases (kind, value, visitor_id) VALUES (?, ?, ?)",
-                [(kind, value, v.id) for v in visitors for kind, value in _aliases(v)],
+                [(kind, value, v.id) for v in visitors for kind, value in aliases_of(v)],
             )
         except sqlite3.IntegrityError:
             raise ProfileConflict(
                 "a user id or email hash is already linked to another visitor"
             ) from None
 
+    def _release(self, visitors: Sequence[VisitorProfile]) -> None:
+        """Before ids move to `visitors` (an import with --replace), take them out of the
+        stored profiles of the visitors who held them, so no profile lists an id it lost."""
+        wanted = {key: v.id for v in visitors for key in aliases_of(v)}
+        losing: dict[str, set[AliasKey]] = {}
+        for key, owner in self._owners(list(wanted)).items():
+            if owner != wanted[key]:
+                losing.setdefault(owner, set()).add(key)
+        for owner, keys in losing.items():
+            doc = self._one("SELECT doc FROM visitors WHERE id = ?", (owner,))
+            if doc is not None:
+                self._put_doc("visitors", without_aliases(visitor_decoder.decode(doc), keys))
+
     def _put_visitor(self, visitor: VisitorProfile, *, replace: bool) -> Change:
-        old = self._aliases_of(visitor.id)
+        old = self._stored_aliases(visitor.id)
         self._write([visitor], replace=replace)
-        return Change(visitors=(visitor.id,), aliases=tuple({*old, *_aliases(visitor)}))
+        return Change(visitors=(visitor.id,), aliases=tuple({*old, *aliases_of(visitor)}))
 
     def _put_doc(self, table: str, profile: Profile) -> None:
         self._db.execute(
@@ -266,7 +309,7 @@ class SqliteProfileStore:
             (profile.id, _encoder.encode(profile)),
         )
 
-    def _aliases_of(self, visitor_id: str) -> tuple[AliasKey, ...]:
+    def _stored_aliases(self, visitor_id: str) -> tuple[AliasKey, ...]:
         rows = self._all("SELECT kind, value FROM aliases WHERE visitor_id = ?", [visitor_id])
         return tuple((kind, value) for kind, value in rows)
 
@@ -322,11 +365,6 @@ class _Import:
             self._store._write(records, replace=self._replace)
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"import failed: {exc}") from None
-
-
-def _aliases(visitor: VisitorProfile) -> list[AliasKey]:
-    keys: list[AliasKey] = [("user_id", u) for u in visitor.user_ids]
-    return keys + [("email_sha256", e) for e in visitor.email_sha256]
 
 
 def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStore:
