@@ -107,7 +107,7 @@ def test_traits_are_normalized_against_the_schema(
         {"kind": "account", "id": "b", "traits": {"seen": "2026-11-20T12:00:00"}},
     )
     with pytest.raises(
-        ImportFileError, match=r"bad.jsonl:1: traits.seen: not an RFC 3339 timestamp"
+        ImportFileError, match=r"bad.jsonl:1: traits.seen: not a valid RFC 3339 timestamp"
     ):
         run_import(bad, store, schema=schema)
 

@@ -15,7 +15,7 @@ import msgspec
 
 from decider.model import Ident, Instant, Sha256Hex
 from decider.reasons import Reason
-from decider.traits import TraitError, TraitSchema, no_raw_email, normalize
+from decider.traits import TraitError, TraitSchema, check_flags, no_raw_email, normalize
 
 
 class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -63,24 +63,32 @@ def stored(profile: P) -> P:
 
 def normalized(profile: P, schema: TraitSchema | None) -> P:
     """The profile as every source keeps it: traits checked and converted (decider.traits),
-    no raw email in any field, no import tag. Raises TraitError naming the field."""
+    flags the schema lists, no raw email in any field, each id once, no import tag. Raises
+    TraitError naming the field, never repeating its value."""
+    texts = [("id", profile.id), *(("flags", flag) for flag in profile.flags)]
     if isinstance(profile, VisitorProfile):
-        texts = {"id": profile.id, "account_id": profile.account_id or ""}
-        texts |= {f"user_ids.{i}": u for i, u in enumerate(profile.user_ids)}
-        texts |= {
-            f"consent.{i}.{field}": getattr(record, field)
-            for i, record in enumerate(profile.consent)
-            for field in ("purpose", "basis")
-        }
+        texts.append(("account_id", profile.account_id or ""))
+        texts += [(f"user_ids.{i}", u) for i, u in enumerate(profile.user_ids)]
+        for i, record in enumerate(profile.consent):
+            texts += [
+                (f"consent.{i}.purpose", record.purpose),
+                (f"consent.{i}.basis", record.basis),
+            ]
+            if record.expires_at is not None and record.expires_at <= record.granted_at:
+                raise TraitError(f"consent.{i}.expires_at", "is not after granted_at")
         declared = schema.visitor if schema else None
+        profile = msgspec.structs.replace(
+            profile,
+            user_ids=tuple(dict.fromkeys(profile.user_ids)),
+            email_sha256=tuple(dict.fromkeys(profile.email_sha256)),
+        )
     else:
-        texts = {"id": profile.id}
         declared = schema.account if schema else None
-    texts |= {f"flags.{flag}": flag for flag in profile.flags}
-    for path, text in texts.items():
+    for path, text in texts:
         no_raw_email(text, path)
         if "\x00" in text:
             raise TraitError(path, "holds a NUL character")
+    check_flags(profile.flags, schema)
     return msgspec.structs.replace(stored(profile), traits=normalize(profile.traits, declared))
 
 

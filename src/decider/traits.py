@@ -3,19 +3,23 @@ both CEL engines read every stored value the same way.
 
 With a profile schema (rules/schema.yaml), a declared trait is checked and converted to its
 type: an int where a double is declared becomes a double, a timestamp becomes the one RFC 3339
-form both engines parse (UTC, `Z`), an email in a `sha256` field becomes its hash. Whatever
-the schema says, values the engines would read differently are refused with their path: a
-NUL character, an integer beyond 64 bits, nesting past MAX_DEPTH, a timestamp without an
-offset. And a raw email address is refused anywhere in a profile: emails travel as hashes.
+form both engines parse (UTC, `Z`, to the microsecond), an email in a `sha256` field becomes
+its hash; a profile flag must be one the schema lists. Whatever the schema says, values the
+engines would read differently are refused with their path: a NUL character, an integer beyond
+64 bits, nesting past MAX_DEPTH, a timestamp-like string not in a form both engines parse.
+And a raw email address is refused anywhere in a profile: emails travel as hashes. No message
+here repeats a refused value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import msgspec
 
@@ -28,10 +32,13 @@ OPEN = frozenset({"map", "any"})  # fields beneath are not declared
 Node = str | dict[str, Any]
 
 _INT64 = range(-(2**63), 2**63)
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+# an address with a dotted, lettered domain: `ada@example.com`, not `lodash@4.17.21`
+_EMAIL = re.compile(r"[\w.+'\"-]+\s*@\s*[\w-]+(\.[\w-]+)*\.[^\W\d_]{2,}")
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-# what `timestamp()` would read, written without an offset (engines disagree on those)
-_NAIVE_TIME = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?$")
+# a string `timestamp()` would be asked to read; only the strict form is the same on both
+_TIME_LIKE = re.compile(r"^\d{4}-\d\d-\d\d(?:[Tt ]|$)")
+_STRICT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 _CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -58,23 +65,46 @@ def normalize(traits: Mapping[str, Any], declared: Mapping[str, Node] | None) ->
     return _map(traits, declared, "traits", 0)
 
 
+def looks_like_email(value: str) -> bool:
+    """Whether `value` holds an email address, however disguised: full-width or small `@`,
+    invisible characters, percent-encoding."""
+    if "@" not in value and "%40" not in value and not value.isascii():
+        value = unicodedata.normalize("NFKC", value)
+    if "@" not in value and "%40" not in value:
+        return False
+    plain = unquote(value).translate(_INVISIBLE)
+    return _EMAIL.search(plain) is not None
+
+
 def no_raw_email(value: str, path: str) -> None:
     """Raises TraitError if `value` holds something that looks like an email address."""
-    if "@" in value and _EMAIL.search(value):
+    if looks_like_email(value):
         raise TraitError(path, "looks like an email address; send its SHA-256 instead")
 
 
 def timestamp_text(value: str, path: str) -> str:
-    """The one RFC 3339 form of a timestamp: UTC, uppercase `T`, `Z`. Raises TraitError."""
+    """The one RFC 3339 form of a timestamp: UTC, uppercase `T`, `Z`, to the microsecond.
+    Raises TraitError."""
     try:
         when = msgspec.convert(value, Instant)
-    except msgspec.ValidationError:
-        raise TraitError(path, "not an RFC 3339 timestamp with an offset") from None
+        utc = when.astimezone(UTC)
+    except (msgspec.ValidationError, OverflowError, ValueError):
+        raise TraitError(path, "not a valid RFC 3339 timestamp with an offset") from None
     if _CANONICAL_TIME.match(value):
         return value  # already in the one form (the common case, kept cheap)
-    text = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    micros = f".{when.microsecond:06d}" if when.microsecond else ""
-    return f"{text}{micros}Z"
+    micros = f".{utc.microsecond:06d}" if utc.microsecond else ""
+    return f"{utc.strftime('%Y-%m-%dT%H:%M:%S')}{micros}Z"
+
+
+def check_flags(flags: frozenset[str], schema: TraitSchema | None) -> None:
+    """With a schema that lists flags, a profile carries only those: a misspelt unsubscribe
+    would otherwise suppress nobody."""
+    if schema is None or schema.flags is None:
+        return
+    unknown = sorted(flags - schema.flags)
+    if unknown:
+        known = ", ".join(sorted(schema.flags))
+        raise TraitError("flags", f"{len(unknown)} flag(s) the schema does not list ({known})")
 
 
 def _map(
@@ -84,10 +114,10 @@ def _map(
         raise TraitError(path, f"nested deeper than {MAX_DEPTH} levels")
     out: dict[str, Any] = {}
     for key, item in value.items():
-        where = f"{path}.{key}"
-        _text(key, where)
+        if "\x00" in key or looks_like_email(key):
+            raise TraitError(path, "a key holds a NUL character or looks like an email address")
         node = declared.get(key) if declared is not None else None
-        out[key] = _value(item, node, where, depth + 1)
+        out[key] = _value(item, node, f"{path}.{key}", depth + 1)
     return out
 
 
@@ -96,6 +126,8 @@ def _value(value: Any, node: Node | None, path: str, depth: int) -> Any:
         if not isinstance(value, dict):
             raise TraitError(path, "expected a map (the schema lists its fields)")
         return _map(value, node, path, depth)
+    if node == "map" and not isinstance(value, dict):
+        raise TraitError(path, f"expected map, got {_kind_of(value)}")
     if node is not None and node not in OPEN:
         return _typed(value, node, path)
     return _free(value, path, depth)
@@ -104,7 +136,10 @@ def _value(value: Any, node: Node | None, path: str, depth: int) -> Any:
 def _typed(value: Any, kind: str, path: str) -> Any:
     """A value of a declared scalar or list type, converted to that type."""
     if kind == "double" and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value) + 0.0  # + 0.0: no negative zero, which the engines compare apart
+        except OverflowError:
+            raise TraitError(path, "too large for a double") from None
     if kind == "int" and isinstance(value, float) and value.is_integer():
         value = int(value)
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
@@ -129,16 +164,18 @@ def _typed(value: Any, kind: str, path: str) -> Any:
 
 def _free(value: Any, path: str, depth: int) -> Any:
     """A value no schema types: checked only for what the engines would read differently."""
-    if isinstance(value, bool) or value is None or isinstance(value, float):
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, float):
+        return value + 0.0  # no negative zero
     if isinstance(value, int):
         if value not in _INT64:
             raise TraitError(path, "integer out of the 64-bit range")
         return value
     if isinstance(value, str):
         _text(value, path)
-        if _NAIVE_TIME.match(value):
-            raise TraitError(path, "a timestamp needs an offset (Z or +hh:mm)")
+        if _TIME_LIKE.match(value):
+            _strict_time(value, path)
         return value
     if isinstance(value, dict):
         return _map(value, None, path, depth)
@@ -149,11 +186,22 @@ def _free(value: Any, path: str, depth: int) -> Any:
     raise TraitError(path, f"a {_kind_of(value)} is not a JSON value")
 
 
+def _strict_time(value: str, path: str) -> None:
+    """A timestamp-like string both engines read alike, or TraitError: the engines disagree
+    on a missing offset or time, a lowercase `t` or `z`, a space, a leap second."""
+    if not _STRICT_TIME.match(value) or value[17:19] == "60":
+        raise TraitError(
+            path,
+            "a timestamp must read like 2026-11-20T12:00:00Z (an uppercase T, seconds, and "
+            "an offset); or declare the trait a timestamp in the schema",
+        )
+    timestamp_text(value, path)  # a real date and time, within range
+
+
 def _text(value: str, path: str) -> None:
     if "\x00" in value:
         raise TraitError(path, "holds a NUL character")
-    if "@" in value:
-        no_raw_email(value, path)
+    no_raw_email(value, path)
 
 
 def _kind_of(value: Any) -> str:
