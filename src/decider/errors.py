@@ -26,14 +26,21 @@ from typing import Literal
 import msgspec
 
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\['([^']*)'\]")
+_ADDRESS = re.compile(r"[^\s`'\"@]*@[^\s`'\"]*")
 _NAMES_A_FIELD = ("Object contains unknown field `", "Object missing required field `")
+
+
+def redact(text: str) -> str:
+    """`text` with anything around an `@` taken out: messages echo what a caller sent (an
+    unknown field's name, an invalid value), and that may be an email address."""
+    return _ADDRESS.sub("<redacted>", text) if "@" in text else text
 
 
 def validation_path(error: msgspec.ValidationError) -> tuple[str, tuple[str | int, ...]]:
     """Split msgspec's "Expected `int`, got `str` - at `$.segments[0].priority`" into the
     message and the path of the field at fault (for an unknown or missing field msgspec names
-    the parent; the path then ends at the field itself)."""
-    message, sep, where = str(error).rpartition(" - at `")
+    the parent; the path then ends at the field itself). Both redacted."""
+    message, sep, where = redact(str(error)).rpartition(" - at `")
     if not sep:
         message, where = str(error), "$`"
     # `[...]` stands for a map key msgspec does not name: the path ends at the map

@@ -14,12 +14,13 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import msgspec
 
 from decider.errors import ImportFileError
 from decider.profile import VisitorProfile, account_decoder, visitor_decoder
-from decider.profiles.jsonl import Profile, read_lines
+from decider.profiles.jsonl import Profile, bounded_lines, read_lines
 from decider.profiles.sources.base import AliasKey, ProfileStore
 from decider.traits import TraitSchema
 
@@ -49,9 +50,9 @@ async def import_file(
     """Raises ImportFileError with every bad line (and nothing is written), OSError if the
     file cannot be read, ProfileSourceError if the store fails (and nothing is written)."""
     name = str(path)
-    with tempfile.TemporaryDirectory(prefix="decider-import-") as scratch:
-        checked = Path(scratch) / "records"
-        claims = _Claims(Path(scratch) / "claims.db")
+    # scratch space with no name: nothing of it outlives the process, however it ends
+    with tempfile.TemporaryFile(prefix="decider-import-") as checked:
+        claims = _Claims()
         try:
             problems, counts = _check(path, checked, schema, claims, progress)
             problems += claims.doubles()
@@ -79,7 +80,7 @@ async def import_file(
 
 def _check(
     path: Path,
-    checked: Path,
+    checked: IO[bytes],
     schema: TraitSchema | None,
     claims: _Claims,
     progress: Progress | None,
@@ -88,8 +89,8 @@ def _check(
     problems: list[Problem] = []
     counts = {"visitor": 0, "account": 0}
     total = path.stat().st_size
-    with path.open("rb") as file, checked.open("wb") as out:
-        for line in read_lines(file, schema):
+    with path.open("rb") as file:
+        for line in read_lines(bounded_lines(file), schema):
             if progress is not None and line.number % PROGRESS_EVERY == 0:
                 progress("checking", file.tell(), total)
             record = line.record
@@ -98,27 +99,27 @@ def _check(
             elif isinstance(record, VisitorProfile):
                 counts["visitor"] += 1
                 claims.add(record, line.number)
-                out.write(b"v" + _encoder.encode(record) + b"\n")
+                checked.write(b"v" + _encoder.encode(record) + b"\n")
             else:
                 counts["account"] += 1
-                out.write(b"a" + _encoder.encode(record) + b"\n")
+                checked.write(b"a" + _encoder.encode(record) + b"\n")
     if progress is not None:
         progress("checking", total, total)
     claims.flush()
     return problems, counts
 
 
-def _checked(checked: Path, progress: Progress | None) -> Iterator[Profile]:
+def _checked(checked: IO[bytes], progress: Progress | None) -> Iterator[Profile]:
     """The records the check pass wrote, read back."""
-    total = checked.stat().st_size
-    with checked.open("rb") as file:
-        for number, line in enumerate(file, start=1):
-            if progress is not None and number % PROGRESS_EVERY == 0:
-                progress("importing", file.tell(), total)
-            if line[:1] == b"v":
-                yield visitor_decoder.decode(line[1:])
-            else:
-                yield account_decoder.decode(line[1:])
+    total = checked.tell()
+    checked.seek(0)
+    for number, line in enumerate(checked, start=1):
+        if progress is not None and number % PROGRESS_EVERY == 0:
+            progress("importing", checked.tell(), total)
+        if line[:1] == b"v":
+            yield visitor_decoder.decode(line[1:])
+        else:
+            yield account_decoder.decode(line[1:])
     if progress is not None:
         progress("importing", total, total)
 
@@ -127,8 +128,8 @@ class _Claims:
     """The user ids and email hashes a file claims, with the visitor and line claiming each,
     in a scratch SQLite file."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)  # a file SQLite unlinks at once
         self._db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
             "CREATE TABLE claims (kind TEXT, value TEXT, visitor TEXT, line INTEGER);"

@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from typing import BinaryIO
 
 import msgspec
 
-from decider.errors import ImportFileError
+from decider.errors import ImportFileError, redact
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.traits import TraitError, TraitSchema
 
@@ -44,18 +45,41 @@ class Line(msgspec.Struct, frozen=True):
     problem: str | None = None
 
 
+MAX_LINE = 1024 * 1024  # bytes a record may take; a longer line is a problem, never read whole
+TOO_LONG = b"\x00(line too long)"  # what bounded_lines yields for one, by identity
+
+
+def bounded_lines(file: BinaryIO, limit: int = MAX_LINE) -> Iterator[bytes]:
+    """The lines of a binary file, none held longer than `limit` bytes: a longer one (or a
+    file with no newline at all) is skipped in chunks and stands as TOO_LONG."""
+    while line := file.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := file.readline(64 * 1024)) and not rest.endswith(b"\n"):
+            pass
+        yield TOO_LONG
+
+
 def read_lines(lines: Iterable[bytes], schema: TraitSchema | None) -> Iterator[Line]:
     """Every record or problem of a JSONL stream, in order; blank lines and `#` comments
     are skipped but counted. Streams: nothing is held but the line at hand."""
-    for number, line in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=1):
+        if raw is TOO_LONG:
+            yield Line(number, problem=f"longer than {MAX_LINE} bytes; is this JSONL?")
+            continue
+        # a byte-order mark, as some editors write, is no part of the first record
+        line = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
         if not line.strip() or line.lstrip().startswith(b"#"):
             continue
         try:
             record = normalized(_record_decoder.decode(line), schema)
         except msgspec.DecodeError as exc:
-            yield Line(number, problem=str(exc))
+            yield Line(number, problem=redact(str(exc)))
         except UnicodeDecodeError:
             yield Line(number, problem="not valid UTF-8")
+        except RecursionError:
+            yield Line(number, problem="nested too deeply")
         except TraitError as exc:
             yield Line(number, problem=str(exc))
         else:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from decider.errors import ProfileSourceError
+from decider.errors import ProfileSourceError, redact
 from decider.profile import (
     AccountProfile,
     AliasKind,
@@ -111,7 +111,11 @@ class HttpProfileSource:
         try:
             return decoder.decode(response.content)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise ProfileSourceError(f"profile API sent a body off contract: {exc}") from None
+            raise ProfileSourceError(
+                f"profile API sent a body off contract: {redact(str(exc))}"
+            ) from None
+        except (UnicodeDecodeError, RecursionError):
+            raise ProfileSourceError("profile API sent a body off contract") from None
 
 
 def _segment(value: str) -> str:

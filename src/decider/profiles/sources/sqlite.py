@@ -55,6 +55,20 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE INDEX IF NOT EXISTS aliases_by_visitor ON aliases (visitor_id);
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, change BLOB NOT NULL);
 """
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staged_visitors (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS staged_accounts (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS staged_aliases (
+    kind TEXT NOT NULL, value TEXT NOT NULL, visitor_id TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE INDEX IF NOT EXISTS temp.staged_by_visitor ON staged_aliases (visitor_id);
+"""
+_UNSTAGED = """
+DROP TABLE IF EXISTS temp.staged_visitors;
+DROP TABLE IF EXISTS temp.staged_accounts;
+DROP TABLE IF EXISTS temp.staged_aliases;
+"""
 KEEP_CHANGES = 10_000  # older ones are pruned; a process that far behind flushes its caches
 
 _encoder = msgspec.json.Encoder()
@@ -81,12 +95,13 @@ class SqliteProfileStore:
         self.path = str(path)
         try:
             self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=5.0
+                self.path, check_same_thread=False, isolation_level=None, timeout=15.0
             )
         except sqlite3.Error as exc:
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
         try:
-            # readers never wait for a writer in WAL mode; writers wait up to `timeout`
+            # readers never wait for a writer in WAL mode; a writer waits up to `timeout` (an
+            # import holds the store for its final merge: about 7 s for a million records)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             self._data_version = self._scalar("PRAGMA data_version")
@@ -147,9 +162,19 @@ class SqliteProfileStore:
 
     @asynccontextmanager
     async def importing(self, *, replace: bool) -> AsyncIterator[_Import]:
-        with self._writing():
-            yield _Import(self, replace)
-            self._record(Change(everything=True))
+        """Batches go to this connection's own temporary tables, which lock nothing; one
+        short transaction then merges them in, so writers wait only for that, and readers
+        never (WAL)."""
+        self._db.executescript(_STAGING)
+        try:
+            yield _Import(self._db)
+            with self._writing():
+                self._merge(replace=replace)
+                self._record(Change(everything=True))
+        except sqlite3.Error as exc:
+            raise ProfileSourceError(f"import failed: {exc}") from None
+        finally:
+            self._db.executescript(_UNSTAGED)
 
     async def alias_owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
         return self._owners(keys)
@@ -258,7 +283,7 @@ class SqliteProfileStore:
 
     def _write(self, records: Sequence[Profile], *, replace: bool) -> None:
         """Many records at once: documents, then each visitor's aliases made its own."""
-        visitors = [stored(r) for r in records if isinstance(r, VisitorProfile)]
+        visitors = list(_last_of_each([r for r in records if isinstance(r, VisitorProfile)]))
         accounts = [stored(r) for r in records if not isinstance(r, VisitorProfile)]
         self._db.executemany(
             "INSERT OR REPLACE INTO accounts (id, doc) VALUES (?, ?)",
@@ -284,18 +309,45 @@ class SqliteProfileStore:
                 "a user id or email hash is already linked to another visitor"
             ) from None
 
-    def _release(self, visitors: Sequence[VisitorProfile]) -> None:
-        """Before ids move to `visitors` (an import with --replace), take them out of the
-        stored profiles of the visitors who held them, so no profile lists an id it lost."""
-        wanted = {key: v.id for v in visitors for key in aliases_of(v)}
+    def _merge(self, *, replace: bool) -> None:
+        """The staged import into the store, inside the caller's transaction."""
+        db = self._db
+        if replace:
+            moving = db.execute(
+                "SELECT a.kind, a.value, a.visitor_id FROM aliases AS a"
+                " JOIN temp.staged_aliases AS s USING (kind, value)"
+                " WHERE a.visitor_id != s.visitor_id"
+            ).fetchall()
+            self._strip({(kind, value): owner for kind, value, owner in moving})
+        db.execute("DELETE FROM aliases WHERE visitor_id IN (SELECT id FROM temp.staged_visitors)")
+        db.execute("INSERT OR REPLACE INTO visitors SELECT id, doc FROM temp.staged_visitors")
+        db.execute("INSERT OR REPLACE INTO accounts SELECT id, doc FROM temp.staged_accounts")
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        try:
+            db.execute(
+                f"{verb} INTO aliases SELECT kind, value, visitor_id FROM temp.staged_aliases"
+            )
+        except sqlite3.IntegrityError:
+            raise ProfileConflict(
+                "a user id or email hash is already linked to another visitor"
+            ) from None
+
+    def _strip(self, moving: dict[AliasKey, str]) -> None:
+        """Take moving ids out of the stored profiles of the visitors who held them."""
         losing: dict[str, set[AliasKey]] = {}
-        for key, owner in self._owners(list(wanted)).items():
-            if owner != wanted[key]:
-                losing.setdefault(owner, set()).add(key)
+        for key, owner in moving.items():
+            losing.setdefault(owner, set()).add(key)
         for owner, keys in losing.items():
             doc = self._one("SELECT doc FROM visitors WHERE id = ?", (owner,))
             if doc is not None:
                 self._put_doc("visitors", without_aliases(visitor_decoder.decode(doc), keys))
+
+    def _release(self, visitors: Sequence[VisitorProfile]) -> None:
+        """Before ids move to `visitors` (an import with --replace), take them out of the
+        stored profiles of the visitors who held them, so no profile lists an id it lost."""
+        wanted = {key: v.id for v in visitors for key in aliases_of(v)}
+        owners = self._owners(list(wanted))
+        self._strip({key: owner for key, owner in owners.items() if owner != wanted[key]})
 
     def _put_visitor(self, visitor: VisitorProfile, *, replace: bool) -> Change:
         old = self._stored_aliases(visitor.id)
@@ -324,8 +376,8 @@ class SqliteProfileStore:
         """One transaction; SQLite's failures become ProfileSourceError."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise ProfileSourceError(f"profile store {self.path} is busy: {exc}") from None
+        except sqlite3.Error:
+            raise ProfileSourceError("the profile store is busy (an import?); try again") from None
         try:
             yield
         except BaseException:
@@ -334,7 +386,7 @@ class SqliteProfileStore:
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise ProfileSourceError(f"writing to {self.path} failed: {exc}") from None
+            raise ProfileSourceError(f"writing the profile store failed: {exc}") from None
 
     def _scalar(self, sql: str) -> int:
         row = self._db.execute(sql).fetchone()
@@ -355,16 +407,42 @@ class SqliteProfileStore:
 
 
 class _Import:
-    """One all-or-nothing import into a SqliteProfileStore: the store's open transaction."""
+    """One import's batches, staged in temporary tables (`importing`)."""
 
-    def __init__(self, store: SqliteProfileStore, replace: bool) -> None:
-        self._store, self._replace = store, replace
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
 
     async def write(self, records: Sequence[Profile]) -> None:
+        visitors = list(_last_of_each([r for r in records if isinstance(r, VisitorProfile)]))
+        accounts = [stored(r) for r in records if not isinstance(r, VisitorProfile)]
         try:
-            self._store._write(records, replace=self._replace)
+            # one transaction a batch, on the temporary tables only: the store stays unlocked
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO temp.staged_accounts VALUES (?, ?)",
+                [(a.id, _encoder.encode(a)) for a in accounts],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO temp.staged_visitors VALUES (?, ?)",
+                [(v.id, _encoder.encode(v)) for v in visitors],
+            )
+            self._db.executemany(
+                "DELETE FROM temp.staged_aliases WHERE visitor_id = ?", [(v.id,) for v in visitors]
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO temp.staged_aliases VALUES (?, ?, ?)",
+                [(kind, value, v.id) for v in visitors for kind, value in aliases_of(v)],
+            )
+            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise ProfileSourceError(f"import failed: {exc}") from None
+
+
+def _last_of_each(visitors: Sequence[VisitorProfile]) -> Iterable[VisitorProfile]:
+    """One record a visitor, the last given (a file may list one twice), as stored."""
+    return {v.id: stored(v) for v in visitors}.values()
 
 
 def open_source(settings: SqliteSettings, opening: Opening) -> SqliteProfileStore:
