@@ -405,3 +405,34 @@ def test_shared_stores_tell_other_processes_what_changed(tmp_path: Path, redis_u
         seen = asyncio.run(case())
         assert [c.visitors for c in seen] == [("v-1",), ("v-1",)], case.__name__
         assert set(seen[1].aliases) == {("user_id", "u-1"), ("email_sha256", ADA_EMAIL)}
+
+
+def test_a_redis_reader_cut_off_reads_on_where_it_was(redis_url: str) -> None:
+    """Connections dropped (a restart, a proxy's blip): the next write still succeeds (one
+    retry), and the other handle reads on from its last notice, missing none."""
+
+    async def case() -> list[Change]:
+        settings = RedisSettings(redis_url=redis_url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+        writer = open_redis(settings, Opening(now=datetime.now(UTC)))
+        follower = open_redis(settings, Opening(now=datetime.now(UTC)))
+        admin = open_redis(settings, Opening(now=datetime.now(UTC)))
+        try:
+            await writer.put(ACME)
+            follower.changes()
+            await asyncio.sleep(0.05)
+            kill = admin._redis.execute_command
+            await kill("CLIENT", "KILL", "TYPE", "normal")  # type: ignore[no-untyped-call]
+            await writer.put(ADA)  # on a dead pooled connection: retried
+            seen: list[Change] = []
+            for _ in range(200):
+                seen += follower.changes()
+                if any(c.visitors == ("v-1",) for c in seen):
+                    break
+                await asyncio.sleep(0.01)
+            return seen
+        finally:
+            for handle in (writer, follower, admin):
+                await handle.aclose()
+
+    seen = asyncio.run(case())
+    assert any(c.visitors == ("v-1",) for c in seen), seen

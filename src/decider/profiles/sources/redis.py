@@ -23,6 +23,9 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError, WatchError
 
 from decider.errors import ProfileConflict, ProfileSourceError
@@ -180,9 +183,13 @@ class RedisProfileStore:
     @asynccontextmanager
     async def importing(self, *, replace: bool) -> AsyncIterator[_Import]:
         """Not one transaction: Redis has none this large. The import is checked whole
-        first, so only Redis failing midway leaves part of it; it can then be run again."""
-        yield _Import(self, replace)
-        await self._notify(Change(everything=True))
+        first, so only Redis failing midway (or a write racing it for one id) leaves part of
+        it; it can then be run again. Every replica is told either way."""
+        try:
+            yield _Import(self, replace)
+        finally:
+            with contextlib.suppress(ProfileSourceError):
+                await self._notify(Change(everything=True))
 
     async def alias_owners(self, keys: Sequence[AliasKey]) -> dict[AliasKey, str]:
         pipe = self._redis.pipeline(transaction=False)
@@ -261,25 +268,35 @@ class RedisProfileStore:
     # --- inside -------------------------------------------------------------------------
 
     async def _read_changes(self) -> None:
-        """Follow the change stream from now on; after any gap, assume everything changed."""
-        last = "$"
+        """Follow the change stream from now on. After a failure, go on from the last notice
+        read; if the stream no longer holds it (trimmed meanwhile), assume all changed."""
+        reader = self._reader_client
+        last: str | None = None
         while True:
             try:
-                if last == "$":
-                    newest: Any = await self._reader_client.xrevrange(self._stream, count=1)
+                if last is None:
+                    newest: Any = await reader.xrevrange(self._stream, count=1)
                     last = newest[0][0].decode() if newest else "0-0"
-                batches: Any = await self._reader_client.xread(
-                    {self._stream: last}, block=1000, count=500
-                )
+                batches: Any = await reader.xread({self._stream: last}, block=1000, count=500)
             except RedisError:
-                self._pending.append(Change(everything=True))  # notices may have been missed
-                await asyncio.sleep(0.5)
-                last = "$"
+                await asyncio.sleep(0.2)
+                last = await self._resume_from(last)
                 continue
             for _, entries in batches:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
                     self._pending.append(_change_decoder.decode(fields[b"change"]))
+
+    async def _resume_from(self, last: str | None) -> str | None:
+        """Where to read on from after a failure: `last`, unless notices after it are gone."""
+        try:
+            oldest: Any = await self._reader_client.xrange(self._stream, count=1)
+        except RedisError:
+            return last
+        if last is None or (oldest and _stream_id(oldest[0][0].decode()) > _stream_id(last)):
+            self._pending.append(Change(everything=True))
+            return None
+        return last
 
     async def _put_visitor(self, visitor: VisitorProfile) -> list[bytes]:
         try:
@@ -356,6 +373,11 @@ class _Import:
             await store.patch(VisitorProfile, owner, partial(_released, keys=keys))
 
 
+def _stream_id(entry: str) -> tuple[int, int]:
+    millis, _, seq = entry.partition("-")
+    return int(millis), int(seq or 0)
+
+
 def _released(held: VisitorProfile, *, keys: set[AliasKey]) -> VisitorProfile:
     return without_aliases(held, keys)
 
@@ -388,11 +410,15 @@ def _pairs(flat: list[bytes]) -> tuple[AliasKey, ...]:
 def open_source(settings: RedisSettings, opening: Opening) -> RedisProfileStore:
     """Raises ProfileSourceError for a URL redis cannot use. Connects on first use."""
     timeout = settings.redis_timeout
+    # a pooled connection a restarted server dropped fails once: try the command again
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     try:
         client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
         )
-        reader = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout)
+        reader = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=timeout, retry=retry
+        )
     except ValueError as exc:
         raise ProfileSourceError(f"DECIDER_PROFILE_REDIS_URL: {exc}") from None
     return RedisProfileStore(client, reader, settings.redis_prefix)
