@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -436,3 +437,56 @@ def test_a_redis_reader_cut_off_reads_on_where_it_was(redis_url: str) -> None:
 
     seen = asyncio.run(case())
     assert any(c.visitors == ("v-1",) for c in seen), seen
+
+
+def test_patch_is_one_step_so_concurrent_merges_lose_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two handles (two processes' worth) merging flags into one visitor at once: every
+    flag lands (no lost update), and a patch after an erasure finds nothing to bring back."""
+
+    def add(flag: str) -> Callable[[VisitorProfile], VisitorProfile]:
+        return lambda current: msgspec.structs.replace(current, flags=current.flags | {flag})
+
+    async def merge_many(store: ProfileStore, prefix: str) -> None:
+        for n in range(40):
+            await store.patch(VisitorProfile, "v-1", add(f"{prefix}{n}"))
+
+    def sqlite_handle(path: Path, prefix: str) -> None:
+        async def run_it() -> None:
+            with SqliteProfileStore(path) as store:
+                await merge_many(store, prefix)
+
+        asyncio.run(run_it())
+
+    path = tmp_path / "p.db"
+    with SqliteProfileStore(path) as store:
+        store.import_records([ADA])
+    threads = [threading.Thread(target=sqlite_handle, args=(path, p)) for p in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with SqliteProfileStore(path) as store:
+        merged = asyncio.run(store.visitor("v-1"))
+        assert merged is not None
+        assert len(merged.flags - ADA.flags) == 80
+
+    async def redis_case() -> frozenset[str]:
+        settings = RedisSettings(redis_url=redis_url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+        a = open_redis(settings, Opening(now=datetime.now(UTC)))
+        b = open_redis(settings, Opening(now=datetime.now(UTC)))
+        try:
+            await a.put(ADA)
+            await asyncio.gather(merge_many(a, "a"), merge_many(b, "b"))
+            merged = await a.visitor("v-1")
+            assert merged is not None
+            await a.delete(VisitorProfile, "v-1")
+            assert await b.patch(VisitorProfile, "v-1", add("late")) is None
+            assert await a.visitor("v-1") is None
+            return merged.flags
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    assert len(asyncio.run(redis_case()) - ADA.flags) == 80

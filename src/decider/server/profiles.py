@@ -66,23 +66,23 @@ def _answers(*statuses: int) -> dict[int, ResponseSpec]:
     return {**specs, **UNAUTHORIZED}
 
 
-@get("/visitors/{visitor_id:str}", operation_id="getVisitor", responses=_answers(404))
+@get("/visitors/{visitor_id:path}", operation_id="getVisitor", responses=_answers(404))
 async def get_visitor(
     visitor_id: FromPath[str], source: NamedDependency[ProfileSource]
 ) -> VisitorProfile:
     """A stored visitor, as the rules see it (right of access)."""
-    return _found(await _store(source).visitor(visitor_id))
+    return _found(await _store(source).visitor(_id(visitor_id)))
 
 
-@get("/accounts/{account_id:str}", operation_id="getAccount", responses=_answers(404))
+@get("/accounts/{account_id:path}", operation_id="getAccount", responses=_answers(404))
 async def get_account(
     account_id: FromPath[str], source: NamedDependency[ProfileSource]
 ) -> AccountProfile:
-    return _found(await _store(source).account(account_id))
+    return _found(await _store(source).account(_id(account_id)))
 
 
 @put(
-    "/visitors/{visitor_id:str}",
+    "/visitors/{visitor_id:path}",
     operation_id="putVisitor",
     operation_class=body_operation(VisitorProfile),
     responses=_answers(409, 422),
@@ -95,12 +95,12 @@ async def put_visitor(
     decider: NamedDependency[Decider],
 ) -> VisitorProfile:
     """Create or replace a visitor; its user ids and email hashes become exactly these."""
-    profile = _decode(await request.body(), VisitorProfile, visitor_id)
+    profile = _decode(await request.body(), VisitorProfile, _id(visitor_id))
     return await _write(_store(source), profile, resolver, decider)
 
 
 @put(
-    "/accounts/{account_id:str}",
+    "/accounts/{account_id:path}",
     operation_id="putAccount",
     operation_class=body_operation(AccountProfile),
     responses=_answers(409, 422),
@@ -112,12 +112,12 @@ async def put_account(
     resolver: NamedDependency[Resolver],
     decider: NamedDependency[Decider],
 ) -> AccountProfile:
-    profile = _decode(await request.body(), AccountProfile, account_id)
+    profile = _decode(await request.body(), AccountProfile, _id(account_id))
     return await _write(_store(source), profile, resolver, decider)
 
 
 @patch(
-    "/visitors/{visitor_id:str}",
+    "/visitors/{visitor_id:path}",
     operation_id="patchVisitor",
     operation_class=body_operation(ProfilePatch),
     responses=_answers(404, 409, 422),
@@ -129,15 +129,17 @@ async def patch_visitor(
     resolver: NamedDependency[Resolver],
     decider: NamedDependency[Decider],
 ) -> VisitorProfile:
-    """Merge traits and flags into a stored visitor (an unsubscribe: add_flags)."""
-    store = _store(source)
+    """Merge traits and flags into a stored visitor (an unsubscribe: add_flags), with no
+    other write between the read and the write."""
     changes = _decode(await request.body(), ProfilePatch)
-    current = _found(await store.visitor(visitor_id))
-    return await _write(store, _merged(current, changes), resolver, decider)
+    store = _store(source)
+    return await _merge(
+        store, VisitorProfile, _id(visitor_id), changes, resolver=resolver, decider=decider
+    )
 
 
 @patch(
-    "/accounts/{account_id:str}",
+    "/accounts/{account_id:path}",
     operation_id="patchAccount",
     operation_class=body_operation(ProfilePatch),
     responses=_answers(404, 409, 422),
@@ -149,30 +151,31 @@ async def patch_account(
     resolver: NamedDependency[Resolver],
     decider: NamedDependency[Decider],
 ) -> AccountProfile:
-    store = _store(source)
     changes = _decode(await request.body(), ProfilePatch)
-    current = _found(await store.account(account_id))
-    return await _write(store, _merged(current, changes), resolver, decider)
+    store = _store(source)
+    return await _merge(
+        store, AccountProfile, _id(account_id), changes, resolver=resolver, decider=decider
+    )
 
 
-@delete("/visitors/{visitor_id:str}", operation_id="deleteVisitor", responses=_answers(404, 409))
+@delete("/visitors/{visitor_id:path}", operation_id="deleteVisitor", responses=_answers(404, 409))
 async def delete_visitor(
     visitor_id: FromPath[str],
     source: NamedDependency[ProfileSource],
     resolver: NamedDependency[Resolver],
 ) -> None:
     """Erase a visitor, its user ids and email hashes (right to erasure)."""
-    change = await _store(source).delete(VisitorProfile, visitor_id)
+    change = await _store(source).delete(VisitorProfile, _id(visitor_id))
     resolver.apply(_found(change))
 
 
-@delete("/accounts/{account_id:str}", operation_id="deleteAccount", responses=_answers(404, 409))
+@delete("/accounts/{account_id:path}", operation_id="deleteAccount", responses=_answers(404, 409))
 async def delete_account(
     account_id: FromPath[str],
     source: NamedDependency[ProfileSource],
     resolver: NamedDependency[Resolver],
 ) -> None:
-    change = await _store(source).delete(AccountProfile, account_id)
+    change = await _store(source).delete(AccountProfile, _id(account_id))
     resolver.apply(_found(change))
 
 
@@ -222,6 +225,30 @@ async def _write(store: ProfileStore, profile: P, resolver: Resolver, decider: D
     return profile
 
 
+async def _merge(
+    store: ProfileStore,
+    kind: type[P],
+    key: str,
+    changes: ProfilePatch,
+    *,
+    resolver: Resolver,
+    decider: Decider,
+) -> P:
+    """`changes` merged into a stored profile at once (ProfileStore.patch), normalized."""
+    schema = decider.ruleset.schema
+
+    def update(current: P) -> P:
+        return normalized(_merged(current, changes), schema)
+
+    try:
+        done = await store.patch(kind, key, update)
+    except TraitError as exc:
+        raise InvalidRequest(exc.path, exc.message) from None
+    profile, change = _found(done)
+    resolver.apply(change)
+    return profile
+
+
 def _merged(current: P, changes: ProfilePatch) -> P:
     traits = {**current.traits, **changes.traits}
     traits = {key: value for key, value in traits.items() if value is not None}
@@ -242,6 +269,11 @@ def _decode(body: bytes, kind: type[T], path_id: str | None = None) -> T:
     if path_id is not None and getattr(value, "id", path_id) != path_id:
         raise InvalidRequest("id", "must be the id in the path")
     return value
+
+
+def _id(path: str) -> str:
+    """An id from the path: a `path` parameter, so ids may hold `/` (sent as %2F)."""
+    return path.removeprefix("/")
 
 
 def _store(source: ProfileSource) -> ProfileStore:

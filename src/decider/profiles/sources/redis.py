@@ -325,7 +325,7 @@ class RedisProfileStore:
     async def _call(self, pending: Any) -> Any:
         try:
             return await pending
-        except ResponseError:
+        except (ResponseError, WatchError):  # the caller's to handle
             raise
         except (RedisError, OSError) as exc:
             raise ProfileSourceError(f"redis failed: {type(exc).__name__}") from None
