@@ -173,6 +173,7 @@ BAD_INPUT = [
         422,
         "identity.email_sha256",
     ),
+    ("an address as user_id", body(identity={"user_id": "ada@x.example"}), 422, "identity"),
     ("unknown field", body(placment="home_hero"), 422, "placment"),
     ("unknown identity field", body(identity={"email": "a@b.example"}), 422, "identity.email"),
     ("context not an object", body(context=[]), 422, "context"),
@@ -330,3 +331,17 @@ def test_an_unsubscribed_email_is_suppressed_even_when_a_user_id_wins(
     decision = decide(client, body)
     assert decision["suppressed"] is True
     assert {"identity.conflict", "suppressed.flag"} <= set(codes(decision))
+
+
+def test_errors_never_repeat_an_address_and_say_to_hash_it(client: Client) -> None:
+    """An address where a hash belongs: the answer says to hash it and never repeats it;
+    neither does the error for an unknown field named like an address."""
+    for sent in (
+        body(identity={"email_sha256": "ada@northwind.example"}),
+        b'{"placement": "home_hero", "identity": {"user_id": "u"}, "ada@northwind.example": 1}',
+    ):
+        response = client.post("/v1/decide", content=sent)
+        assert response.status_code == 422
+        assert "ada@northwind.example" not in response.text
+    hashed = client.post("/v1/decide", content=body(identity={"email_sha256": "ADA"}))
+    assert "SHA-256 of the email address" in hashed.json()["error"]["message"]

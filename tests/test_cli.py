@@ -379,3 +379,18 @@ def test_serve_without_a_rules_directory_says_how_to_start_one(tmp_path: Path) -
     assert code == 1
     assert f"`decider init {missing}` writes the sample rules" in out
     assert not (tmp_path / "p.db").exists()
+
+
+def test_import_samples_fills_any_store_with_the_sample_people(tmp_path: Path) -> None:
+    """`profiles import --samples`: the bundled people, dated now, into the configured store
+    (the way to get them into Redis); show refuses an address given as a hash."""
+    db = tmp_path / "p.db"
+    code, out = run("profiles", "import", "--samples", "--db", str(db), "--rules", str(RULES))
+    assert code == 0, out
+    assert out.startswith(f"imported 14 visitors and 5 accounts into {db}")
+    code, out = run("profiles", "show", "--user-id", "u-ada", "--db", str(db))
+    assert json.loads(out)["id"] == "v-ada"
+    code, out = run("profiles", "show", "--email-sha256", "ada@northwind.example", "--db", str(db))
+    assert code == 2
+    assert "never the address" in out
+    assert "ada@northwind.example" not in out

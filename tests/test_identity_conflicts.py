@@ -103,7 +103,7 @@ def test_web_a_second_persons_when_rule_suppresses(client: Client) -> None:
     message = reason(decision, "suppressed.rule")
     assert message.startswith("customers_no_acquisition:")
     assert message.endswith("(another person the ids name)")
-    assert "email_sha256 and user_id name different people" in reason(decision, "identity.conflict")
+    assert "user_id and email_sha256 name different people" in reason(decision, "identity.conflict")
 
 
 def test_email_a_second_persons_when_rule_suppresses(client: Client) -> None:
@@ -138,7 +138,7 @@ def test_email_to_an_unknown_recipient_uses_nothing_personal(client: Client) -> 
     decision = decide(client, "nurture_email", user_id="u-ada", email_sha256=sha("stranger"))
     assert decision["suppressed"] is True
     assert decision["segment"] is None
-    assert "names no known person but user_id does" in reason(decision, "identity.conflict")
+    assert "email_sha256 names no known person" in reason(decision, "identity.conflict")
     assert "suppressed.no_consent" in [r["code"] for r in decision["reasons"]]
 
 

@@ -60,7 +60,9 @@ def client(
         "redis": lambda: seeded_redis(redis_url),
         "memory": lambda: MemoryProfileSource(sample_profiles(NOW)),
     }
-    with app_client(ruleset, sources[request.param](), profiles_token=TOKEN) as test_client:
+    source = sources[request.param]()
+    # a roomy budget: these cases are about what a decision sees, not how fast
+    with app_client(ruleset, source, profiles_token=TOKEN, profile_budget_ms=2000) as test_client:
         yield test_client
 
 

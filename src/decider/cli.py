@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -24,6 +26,7 @@ from decider.errors import DeciderError, ImportFileError, RulesetError
 from decider.model import Instant
 from decider.profile import AccountProfile, VisitorProfile
 from decider.profiles.importer import ImportReport, import_file
+from decider.profiles.jsonl import sample_lines
 from decider.profiles.sources.base import Change, ProfileStore
 from decider.profiles.sources.sqlite import SqliteSettings
 from decider.rules.cel import ENGINES, new_engine
@@ -157,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     explain.set_defaults(run=_explain)
 
+    _add_profiles(commands)
+    return parser
+
+
+def _add_profiles(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """decider profiles import | show | delete."""
     profiles = commands.add_parser(
         "profiles",
         help="import, show and erase profiles in the store",
@@ -171,7 +180,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Import visitor and account profiles, one JSON record a line, checked "
         "against the rules' profile schema; a file with any bad line imports nothing.",
     )
-    load.add_argument("file", metavar="FILE", type=Path, help="the JSONL file")
+    source = load.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", metavar="FILE", type=Path, nargs="?", help="the JSONL file")
+    source.add_argument(
+        "--samples",
+        action="store_true",
+        help="the bundled sample profiles, dated relative to now (to try the sample rules)",
+    )
     load.add_argument(
         "--replace",
         action="store_true",
@@ -205,7 +220,6 @@ def _parser() -> argparse.ArgumentParser:
         who.add_argument("--user-id", help="a user id linked to the visitor")
         who.add_argument("--email-sha256", help="an email hash linked to the visitor")
         who.add_argument("--account-id", help="an account's id")
-    return parser
 
 
 def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:
@@ -424,6 +438,12 @@ class _Opened(NamedTuple):
 
 def _store(args: argparse.Namespace, env: Mapping[str, str]) -> _Opened:
     """The configured store, and the profile schema of the configured rules (if any)."""
+    hashed = getattr(args, "email_sha256", None)
+    if hashed is not None and not re.fullmatch(r"[0-9a-f]{64}", hashed):
+        raise SettingsError(
+            "--email-sha256 takes the lowercase hex SHA-256 of the lowercase address, "
+            "never the address"
+        )
     rules = getattr(args, "rules_dir", None)
     settings = Settings.from_env(_with_flags(env, profile_db=args.profile_db, rules_dir=rules))
     schema = read_profile_schema(settings.rules_dir) if settings.rules_dir.is_dir() else None
@@ -431,6 +451,15 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> _Opened:
 
 
 def _import(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
+    if args.samples:
+        with tempfile.TemporaryDirectory(prefix="decider-samples-") as scratch:
+            args.file = Path(scratch) / "samples.jsonl"
+            args.file.write_bytes(sample_lines(utcnow()))
+            return _import_file(args, env, std)
+    return _import_file(args, env, std)
+
+
+def _import_file(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
     settings, schema, store = _store(args, env)
     progress = _Progress(std.err) if std.err.isatty() else None
 
@@ -510,7 +539,7 @@ async def _find(
     if args.user_id:
         visitor_id = await store.alias("user_id", args.user_id)
     elif args.email_sha256:
-        visitor_id = await store.alias("email_sha256", args.email_sha256.lower())
+        visitor_id = await store.alias("email_sha256", args.email_sha256)
     return await store.visitor(visitor_id) if visitor_id else None
 
 

@@ -30,6 +30,20 @@ _ADDRESS = re.compile(r"[^\s`'\"@]*@[^\s`'\"]*")
 _NAMES_A_FIELD = ("Object contains unknown field `", "Object missing required field `")
 
 
+_IN_WORDS = {
+    "Expected `str` matching regex '^[0-9a-f]{64}$'": (
+        "expected the lowercase hex SHA-256 of the email address (hash it; never send it)"
+    ),
+}
+
+
+def in_words(text: str) -> str:
+    """msgspec's message where it would puzzle a caller, said plainly."""
+    for phrase, words in _IN_WORDS.items():
+        text = text.replace(phrase, words)
+    return text
+
+
 def redact(text: str) -> str:
     """`text` with anything around an `@` taken out: messages echo what a caller sent (an
     unknown field's name, an invalid value), and that may be an email address."""
@@ -40,9 +54,10 @@ def validation_path(error: msgspec.ValidationError) -> tuple[str, tuple[str | in
     """Split msgspec's "Expected `int`, got `str` - at `$.segments[0].priority`" into the
     message and the path of the field at fault (for an unknown or missing field msgspec names
     the parent; the path then ends at the field itself). Both redacted."""
-    message, sep, where = redact(str(error)).rpartition(" - at `")
+    text = in_words(redact(str(error)))
+    message, sep, where = text.rpartition(" - at `")
     if not sep:
-        message, where = str(error), "$`"
+        message, where = text, "$`"
     # `[...]` stands for a map key msgspec does not name: the path ends at the map
     known = where.rstrip("`").removeprefix("$").split("[...]")[0]
     path: list[str | int] = [

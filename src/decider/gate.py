@@ -56,7 +56,7 @@ def check_consent(
     else:
         records = resolution.visitor.consent if resolution.visitor else ()
         granted = {r.purpose for r in records if r.basis in policy.bases and r.valid_at(now)}
-        source = "stored consent records"
+        source = "stored consent records" if resolution.visitor else "any profile (none is known)"
     revoked = set(policy.gpc_revokes) & granted if gpc else set()
     granted -= revoked
     missing = [p for p in required if p not in granted]

@@ -6,6 +6,7 @@ typo such as "placment" is an error naming the field instead of a silent default
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -20,6 +21,7 @@ SLOTS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "opening", "proof", "cta"),
 }
 
+_ADDRESS = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
 Sha256Hex = Annotated[
     str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="lowercase hex SHA-256 of the email")
 ]
@@ -42,6 +44,13 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(
                 "at least one of visitor_id, user_id, email_sha256, account_id is required"
             )
+        for name in ("visitor_id", "user_id", "account_id"):
+            value = getattr(self, name)
+            if value is not None and "@" in value and _ADDRESS.search(value):
+                raise ValueError(
+                    f"{name} looks like an email address: send email_sha256, the SHA-256 of "
+                    "the lowercase address, instead"
+                )
 
 
 class ConsentSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

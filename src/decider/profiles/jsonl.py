@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from decider.errors import ImportFileError, redact
+from decider.errors import ImportFileError, in_words, redact
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.traits import TraitError, TraitSchema
 
@@ -75,7 +75,7 @@ def read_lines(lines: Iterable[bytes], schema: TraitSchema | None) -> Iterator[L
         try:
             record = normalized(_record_decoder.decode(line), schema)
         except msgspec.DecodeError as exc:
-            yield Line(number, problem=redact(str(exc)))
+            yield Line(number, problem=in_words(redact(str(exc))))
         except UnicodeDecodeError:
             yield Line(number, problem="not valid UTF-8")
         except RecursionError:
@@ -100,9 +100,9 @@ def parse_profiles(data: bytes, name: str, schema: TraitSchema | None = None) ->
     return records
 
 
-def sample_profiles(now: datetime, schema: TraitSchema | None = None) -> list[Profile]:
-    """The bundled sample profiles (some for every sample segment), with their `{{now-3d}}`
-    placeholders made timestamps relative to `now`, so recency windows hold out of the box."""
+def sample_lines(now: datetime) -> bytes:
+    """The bundled sample profiles as JSONL (some for every sample segment), their
+    `{{now-3d}}` placeholders made timestamps relative to `now`, so recency windows hold."""
     text = resources.files("decider").joinpath(SAMPLES).read_bytes()
 
     def stamp(match: re.Match[bytes]) -> bytes:
@@ -110,4 +110,9 @@ def sample_profiles(now: datetime, schema: TraitSchema | None = None) -> list[Pr
         at = now - timedelta(**{unit: int(match[1])})
         return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
-    return parse_profiles(_RELATIVE.sub(stamp, text), SAMPLES, schema)
+    return _RELATIVE.sub(stamp, text)
+
+
+def sample_profiles(now: datetime, schema: TraitSchema | None = None) -> list[Profile]:
+    """The bundled sample profiles, dated relative to `now` (sample_lines), parsed."""
+    return parse_profiles(sample_lines(now), SAMPLES, schema)

@@ -246,19 +246,20 @@ def _conflict_notes(
     others: tuple[Person, ...],
     notes: list[Reason],
 ) -> None:
-    """Known ids that name someone else: which ids disagree, never their values."""
-    for other in others:
-        known = [k for k in other.named_by if k != "visitor_id"]  # a cookie is merged, not known
-        if not known:
-            continue
-        if visitor is None:
-            message = (
-                f"{kind} names no known person but {' and '.join(known)} does: nothing "
-                "personal is used, and that person is checked for suppression"
-            )
-        else:
-            message = (
-                f"{' and '.join(known)} and {kind} name different people: {kind}'s is "
-                "decided for, and both are checked for suppression"
-            )
-        notes.append(Reason(ReasonCode.IDENTITY_CONFLICT, message))
+    """Known ids that name someone else, in one reason: which kinds of id disagree, never
+    their values. A cookie (visitor_id) naming another profile is merged, not a conflict."""
+    known = {k for other in others for k in other.named_by if k != "visitor_id"}
+    if not known or kind is None:
+        return
+    kinds = " and ".join(k for k in ALIAS_KINDS if k in known | {kind})
+    if visitor is None:
+        message = (
+            f"{kinds} disagree: {kind} names no known person, so nothing personal is used; "
+            "everyone the ids name is checked for suppression"
+        )
+    else:
+        message = (
+            f"{kinds} name different people: {kind}'s is decided for; everyone the ids name "
+            "is checked for suppression"
+        )
+    notes.append(Reason(ReasonCode.IDENTITY_CONFLICT, message))
