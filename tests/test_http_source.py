@@ -168,6 +168,24 @@ def test_transport_failure_is_a_source_error(error: type[httpx.TransportError]) 
         pytest.param(LOOKUPS["alias"], b'"v-1"', id="alias-bare-string"),
         pytest.param(LOOKUPS["account"], b"<html>oops</html>", id="not-json"),
         pytest.param(LOOKUPS["visitor"], b"", id="empty-body"),
+        pytest.param(
+            LOOKUPS["account"], b'{"id": "a", "traits": {"ada@x.example": 1}}', id="email-key"
+        ),
+        pytest.param(
+            LOOKUPS["account"], b'{"id": "a", "flags": ["ada@x.example"]}', id="email-flag"
+        ),
+        pytest.param(LOOKUPS["account"], b'{"id": "a", "ada@x.example": 1}', id="email-field"),
+        pytest.param(
+            LOOKUPS["account"],
+            b'{"id": "a", "traits": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+            id="deep",
+        ),
+        pytest.param(
+            LOOKUPS["account"],
+            b'{"id": "a", "traits": {"t": "9999-12-31T23:59:59-01:00"}}',
+            id="time-overflow",
+        ),
+        pytest.param(LOOKUPS["visitor"], b'{"id": "v-\xff"}', id="not-utf8"),
     ],
 )
 def test_body_off_contract_is_a_source_error(lookup: Lookup, body: bytes) -> None:
@@ -175,6 +193,7 @@ def test_body_off_contract_is_a_source_error(lookup: Lookup, body: bytes) -> Non
     with pytest.raises(ProfileSourceError, match="off contract") as raised:
         ask(answer(200, body), lookup)
     assert "ada@example.com" not in str(raised.value)
+    assert "ada@x.example" not in str(raised.value)
 
 
 @pytest.mark.parametrize(

@@ -51,17 +51,17 @@ class Forgotten(msgspec.Struct, frozen=True):
 
 def _answers(*statuses: int) -> dict[int, ResponseSpec]:
     words = {
-        400: "The body is not JSON (or not UTF-8)",
+        400: "The body is not JSON (or not UTF-8), or the path is not an id",
         404: "No such profile",
         409: "Read-only source, or a user id or email hash another visitor holds",
         413: "The body is larger than DECIDER_MAX_BODY_BYTES",
         422: "A field is wrong; `error.field` names it",
         503: "The profile store is unavailable",
     }
-    bodies = (400, 413) if 422 in statuses else ()
+    bodies = (413,) if 422 in statuses else ()
     specs = {
         status: ResponseSpec(ErrorBody, generate_examples=False, description=words[status])
-        for status in (*statuses, *bodies, 503)
+        for status in (400, *statuses, *bodies, 503)
     }
     return {**specs, **UNAUTHORIZED}
 
