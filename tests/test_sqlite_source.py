@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,3 +114,24 @@ def test_unopenable_path_is_a_source_error(tmp_path: Path) -> None:
     """A store path that cannot be opened is a ProfileSourceError, not a sqlite3 error."""
     with pytest.raises(ProfileSourceError, match="cannot open"):
         SqliteProfileStore(tmp_path / "missing-dir" / "profiles.db")
+
+
+def test_processes_opening_a_new_store_at_once_all_open(tmp_path: Path) -> None:
+    """Several workers starting on a store no one made yet contend for its WAL mode: each
+    waits its turn instead of failing to start."""
+    for attempt in range(10):
+        path = tmp_path / f"new-{attempt}.db"
+        failures: list[Exception] = []
+
+        def open_it(where: Path = path, failed: list[Exception] = failures) -> None:
+            try:
+                SqliteProfileStore(where).close()
+            except ProfileSourceError as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []

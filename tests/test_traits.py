@@ -71,6 +71,7 @@ def test_timestamps_are_written_in_one_form(written: str) -> None:
         (SCHEMA.visitor, {"shop": "s"}, "traits.shop", "expected a map"),
         (SCHEMA.visitor, {"shop": {"session_at": "2026-11-20T12:00:00"}}, SESSION_AT, "offset"),
         (SCHEMA.visitor, {"shop": {"session_at": "2026-11-20"}}, SESSION_AT, "offset"),
+        (SCHEMA.visitor, {"shop": {"session_at": "0001-01-01T00:00:00Z"}}, SESSION_AT, "1900"),
         (None, {"seen": "2026-11-20 12:00"}, "traits.seen", "must read like"),
         (None, {"n": 2**64}, "traits.n", "64-bit"),
         (None, {"a\x00b": 1}, "traits", "NUL"),
@@ -149,6 +150,8 @@ def test_normalized_values_read_the_same_on_both_engines(engine_name: str) -> No
         "2026-11-20T12:00:00,5Z",
         "9999-12-31T23:59:59-01:00",
         "2026-13-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "2262-04-12T00:00:00Z",
     ],
 )
 def test_untyped_timestamps_the_engines_read_apart_are_refused(written: str) -> None:
@@ -168,7 +171,10 @@ def test_untyped_timestamps_the_engines_read_apart_are_refused(written: str) -> 
         "ada\u200b@example.com",
         "ada@exam\u00adple.com",
         "https://x.example/?e=ada%40example.com",
-        "ada @ example.com",
+        "ada@example\uff0ecom",  # full-width dot
+        "ada@example\u2024com",  # one-dot leader
+        "ada\u200e@example.com",  # a left-to-right mark
+        "ada\u2066@example.com",  # an isolate
     ],
 )
 def test_disguised_emails_are_refused_and_never_repeated(disguised: str) -> None:
@@ -178,7 +184,10 @@ def test_disguised_emails_are_refused_and_never_repeated(disguised: str) -> None
     assert "example.com" not in str(refused.value)
 
 
-@pytest.mark.parametrize("text", ["lodash@4.17.21", "python@3.11", "build@2026.11", "@handle"])
+@pytest.mark.parametrize(
+    "text",
+    ["lodash@4.17.21", "python@3.11", "build@2026.11", "@handle", "icon@2x.png", "meet @ cafe.Now"],
+)
 def test_text_with_an_at_sign_that_is_no_address_is_kept(text: str) -> None:
     assert normalize({"note": text}, None) == {"note": text}
 

@@ -22,7 +22,13 @@ from typing import Any, NamedTuple, TextIO
 import msgspec
 
 from decider import __version__
-from decider.errors import DeciderError, ImportFileError, RulesetError
+from decider.errors import (
+    DeciderError,
+    ImportFileError,
+    ProfileConflict,
+    ProfileSourceError,
+    RulesetError,
+)
 from decider.model import Instant
 from decider.profile import AccountProfile, VisitorProfile
 from decider.profiles.importer import ImportReport, import_file
@@ -481,6 +487,11 @@ def _import_file(args: argparse.Namespace, env: Mapping[str, str], std: Streams)
     except ImportFileError as exc:
         print(exc, file=std.out)
         print(f"nothing imported: {exc.count} problem(s) in {args.file}", file=std.out)
+        return 1
+    except (ProfileConflict, ProfileSourceError) as exc:
+        atomic = isinstance(settings.profile, SqliteSettings)
+        what = "nothing imported" if atomic else "the records before the failure are written"
+        print(f"decider: import stopped, {what}: {exc}; run it again", file=std.err)
         return 1
     profile = settings.profile
     where = profile.db if isinstance(profile, SqliteSettings) else settings.profile_source

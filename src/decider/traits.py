@@ -33,8 +33,11 @@ Node = str | dict[str, Any]
 
 _INT64 = range(-(2**63), 2**63)
 # an address with a dotted, lettered domain: `ada@example.com`, not `lodash@4.17.21`
-_EMAIL = re.compile(r"[\w.+'\"-]+\s*@\s*[\w-]+(\.[\w-]+)*\.[^\W\d_]{2,}")
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+_EMAIL = re.compile(r"[\w.+'\"-]+@[\w-]+(\.[\w-]+)*\.[^\W\d_]{2,}")
+_SCALE = re.compile(r"[\w.+'\"-]+@\d+(\.\d+)?x\.")  # an image's scale: icon@2x.png
+# what timestamps may be: the C++ runtime's durations span ±292 years, so two stored times
+# (or one and now) must lie well within that of each other
+EARLIEST, LATEST = 1900, 2150
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 # a string `timestamp()` would be asked to read; only the strict form is the same on both
 _TIME_LIKE = re.compile(r"^\d{4}-\d\d-\d\d(?:[Tt ]|$)")
@@ -66,14 +69,14 @@ def normalize(traits: Mapping[str, Any], declared: Mapping[str, Node] | None) ->
 
 
 def looks_like_email(value: str) -> bool:
-    """Whether `value` holds an email address, however disguised: full-width or small `@`,
-    invisible characters, percent-encoding."""
-    if "@" not in value and "%40" not in value and not value.isascii():
-        value = unicodedata.normalize("NFKC", value)
+    """Whether `value` holds an email address, however disguised: full-width or small `@` and
+    dots, invisible characters, percent-encoding. `icon@2x.png` is no address."""
+    if not value.isascii():
+        visible = "".join(c for c in value if unicodedata.category(c) != "Cf")
+        value = unicodedata.normalize("NFKC", visible).replace("\u2024", ".")
     if "@" not in value and "%40" not in value:
         return False
-    plain = unquote(value).translate(_INVISIBLE)
-    return _EMAIL.search(plain) is not None
+    return any(not _SCALE.match(m[0]) for m in _EMAIL.finditer(unquote(value)))
 
 
 def no_raw_email(value: str, path: str) -> None:
@@ -90,6 +93,8 @@ def timestamp_text(value: str, path: str) -> str:
         utc = when.astimezone(UTC)
     except (msgspec.ValidationError, OverflowError, ValueError):
         raise TraitError(path, "not a valid RFC 3339 timestamp with an offset") from None
+    if not EARLIEST <= utc.year < LATEST:
+        raise TraitError(path, f"a timestamp must lie between {EARLIEST} and {LATEST}")
     if _CANONICAL_TIME.match(value):
         return value  # already in the one form (the common case, kept cheap)
     micros = f".{utc.microsecond:06d}" if utc.microsecond else ""

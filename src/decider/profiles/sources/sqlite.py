@@ -14,6 +14,7 @@ a write is seen by every process on its next decision.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -102,13 +103,26 @@ class SqliteProfileStore:
         try:
             # readers never wait for a writer in WAL mode; a writer waits up to `timeout` (an
             # import holds the store for its final merge: about 7 s for a million records)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self._db.executescript(_SCHEMA)
             self._data_version = self._scalar("PRAGMA data_version")
             self._seen = self._scalar("SELECT coalesce(max(seq), 0) FROM changes")
         except sqlite3.Error as exc:
             self._db.close()
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
+
+    def _wal(self) -> None:
+        """WAL mode, which a new file's first openers may contend for: that waits for no
+        busy timeout, so try again a moment later."""
+        for _ in range(100):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        self._db.execute("PRAGMA journal_mode=WAL")
 
     @classmethod
     def open_seeded(
