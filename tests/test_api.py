@@ -195,6 +195,8 @@ BAD_INPUT = [
         "context.x.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0",
     ),
     ("integer beyond 64 bits", body(context={"n": 2**70}), 422, "context.n"),
+    ("NUL in a context string", body(context={"s": "a\x00b"}), 422, "context.s"),
+    ("NUL in a context key", body(context={"m": {"a\x00": 1}}), 422, "context.m"),
     (
         "number beyond a double",
         b'{"placement": "home_hero", "identity": {"user_id": "u"}, "context": {"url": 1e999}}',

@@ -115,7 +115,7 @@ def test_decider_test_passes_on_the_shipped_suites() -> None:
     """`decider test rules` runs every case and ends with the pass/fail count."""
     code, out = run("test", str(RULES))
     assert code == 0, out
-    assert out.strip().splitlines()[-1].endswith(" passed, 0 failed")
+    assert out.strip().splitlines()[-1].endswith(" passed, 0 failed (on cel-expr and cel-python)")
 
 
 def test_decider_test_shows_a_readable_diff_on_failure(rules_copy: Path) -> None:
@@ -130,7 +130,7 @@ def test_decider_test_shows_a_readable_diff_on_failure(rules_copy: Path) -> None
     assert "legitimate interest is an accepted basis for email" in out
     assert "variant: expected 'nurture_generic', got 'nurture_pricing'" in out
     assert re.search(r"80  b2b_mid_tier_surge +MATCHED", out)
-    assert out.strip().splitlines()[-1].endswith(" passed, 1 failed")
+    assert out.strip().splitlines()[-1].endswith(" passed, 1 failed (on cel-expr and cel-python)")
 
 
 def test_decider_explain_prints_verdicts_segments_and_variant(tmp_path: Path) -> None:

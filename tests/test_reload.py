@@ -93,7 +93,7 @@ def test_a_valid_edit_is_live_within_two_seconds(watched: tuple[Service, Path]) 
 
 BROKEN_EDITS = [
     ("bad YAML", "b2b.yaml", "placements:\n", "placements:\n  - {id: [\n", "invalid YAML"),
-    ("bad CEL", "b2b.yaml", "account.fit_score < 40", "account.fit_score <", "Syntax error"),
+    ("bad CEL", "b2b.yaml", "account.fit_score < 40", "account.fit_score <", "syntax error"),
     (
         "variant for an unknown segment",
         "b2b.yaml",

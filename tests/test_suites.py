@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from decider.errors import RulesetError
+from decider.rules import suites
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
-from decider.rules.suites import format_result, load_suite, run_suite, run_suites, suite_files
-from decider.ruleset import CompiledRuleset
+from decider.rules.suites import (
+    compile_and_test,
+    format_result,
+    load_suite,
+    run_suite,
+    run_suites,
+    suite_files,
+)
+from decider.ruleset import CompiledRuleset, Program
 
 from .conftest import RULES
 
@@ -58,6 +67,45 @@ def test_engines_decide_identically() -> None:
             for outcome in trace:
                 outcome.pop("error", None)
         assert plain_a == plain_b, a.case
+
+
+class _Contrary:
+    """An engine that means the opposite of cel-python: what a disagreement looks like."""
+
+    name = "cel-expr"
+    off_loop = True
+
+    def __init__(self) -> None:
+        self._inner = new_engine("cel-python")
+
+    def compile(self, source: str) -> Program:
+        program = self._inner.compile(source)
+
+        class Negated:
+            def matches(self, activation: Any) -> bool:
+                return not program.matches(activation)
+
+        return Negated()
+
+    def activation(self, *args: Any) -> Any:
+        return self._inner.activation(*args)
+
+
+def test_a_case_the_engines_decide_differently_is_an_error_at_the_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`decider check` and the server's load run every case on each installed engine; a
+    case decided two ways is a problem placed at the case, naming both answers."""
+    monkeypatch.setattr(suites, "new_engine", lambda name: _Contrary())
+    with pytest.raises(RulesetError) as refused:
+        compile_and_test(RULES, new_engine("cel-python"))
+    apart = [p for p in refused.value.problems if "the engines disagree" in p.message]
+    assert apart
+    first = apart[0]
+    assert first.file.endswith("tests/b2b.yaml")
+    assert first.line > 1
+    assert "cel-python gives segment" in first.message
+    assert "cel-expr gives segment" in first.message
 
 
 def test_a_wrong_expectation_fails_with_expected_and_actual(

@@ -35,12 +35,12 @@ from decider.profiles.importer import ImportReport, import_file
 from decider.profiles.jsonl import sample_lines
 from decider.profiles.sources.base import Change, ProfileStore
 from decider.profiles.sources.sqlite import SqliteSettings
-from decider.rules.cel import ENGINES, new_engine
+from decider.rules.cel import ENGINES, installed_engines, new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.rules.explain import Fixture, offline_decision, render, resolution_of
 from decider.rules.files import read_yaml
 from decider.rules.samples import write_samples
-from decider.rules.suites import compile_and_test, format_result, run_suites
+from decider.rules.suites import compile_and_test, disagreements, format_result, run_suites
 from decider.service import utcnow
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.traits import TraitSchema
@@ -368,11 +368,16 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
     print(
         f"ok: ruleset {ruleset.version}: {len(ruleset.files)} files, "
         f"{len(ruleset.segments)} segments, {len(ruleset.placements)} placements, "
-        f"{len(ruleset.suppressions)} suppressions (engine {settings.engine})"
+        f"{len(ruleset.suppressions)} suppressions (engine {settings.engine}{_alike(settings)})"
         + (f", {len(ruleset.warnings)} warnings" if ruleset.warnings else ""),
         file=std.out,
     )
     return 1 if args.strict and ruleset.warnings else 0
+
+
+def _alike(settings: Settings) -> str:
+    others = [name for name in installed_engines() if name != settings.engine]
+    return f"; rule tests decided alike on {', '.join(others)}" if others else ""
 
 
 def _test(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
@@ -386,8 +391,15 @@ def _test(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int
     if not results:
         print(f"no rule tests in {args.rules_dir / 'tests'}", file=std.out)
         return 1
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=std.out)
-    return 1 if failed else 0
+    apart = disagreements(ruleset, args.rules_dir, results)
+    for problem in apart:
+        print(f"DISAGREE {problem}", file=std.out)
+    engines = " and ".join(installed_engines())
+    summary = f"{len(results) - len(failed)} passed, {len(failed)} failed (on {engines})"
+    if apart:
+        summary += f", {len(apart)} decided differently by the engines"
+    print(summary, file=std.out)
+    return 1 if failed or apart else 0
 
 
 def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:

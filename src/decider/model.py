@@ -153,17 +153,22 @@ _INT64 = range(-(2**63), 2**63)
 
 
 def json_value_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
-    """(path, why) if `value` is not one both CEL engines take: integers beyond 64 bits, or
-    nesting deeper than MAX_DEPTH; else None."""
+    """(path, why) if `value` is not one both CEL engines hold alike: a NUL character (the
+    C++ runtime would cut the string there), an integer beyond 64 bits, nesting deeper than
+    MAX_DEPTH; else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return None if value in _INT64 else (path, "integer out of the 64-bit range")
+    if isinstance(value, str):
+        return (path, "holds a NUL character") if "\x00" in value else None
     if isinstance(value, dict | list):
         if depth >= MAX_DEPTH:
             return path, f"nested deeper than {MAX_DEPTH} levels"
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return path, "a key holds a NUL character"
             problem = json_value_problem(item, f"{path}.{key}", depth + 1)
             if problem is not None:
                 return problem

@@ -1,14 +1,12 @@
-"""Trait values fixed where profiles enter (import, the write API, a profile API's answers), so
-both CEL engines read every stored value the same way.
+"""Trait values fixed where profiles enter (import, the write API, a profile API's answers).
 
 With a profile schema (rules/schema.yaml), a declared trait is checked and converted to its
-type: an int where a double is declared becomes a double, a timestamp becomes the one RFC 3339
-form both engines parse (UTC, `Z`, to the microsecond), an email in a `sha256` field becomes
-its hash; a profile flag must be one the schema lists. Whatever the schema says, values the
-engines would read differently are refused with their path: a NUL character, an integer beyond
-64 bits, nesting past MAX_DEPTH, a timestamp-like string not in a form both engines parse.
-And a raw email address is refused anywhere in a profile: emails travel as hashes. No message
-here repeats a refused value.
+type: an int where a double is declared becomes a double, a timestamp is stored in one RFC
+3339 form (UTC, `Z`, to the microsecond), an email in a `sha256` field becomes its hash; a
+profile flag must be one the schema lists. Whatever the schema says, what the C++ runtime
+cannot hold is refused with its path: a NUL character (it would cut the string), an integer
+beyond 64 bits, nesting past MAX_DEPTH. And a raw email address is refused anywhere in a
+profile: emails travel as hashes. No message here repeats a refused value.
 """
 
 from __future__ import annotations
@@ -35,13 +33,7 @@ _INT64 = range(-(2**63), 2**63)
 # an address with a dotted, lettered domain: `ada@example.com`, not `lodash@4.17.21`
 _EMAIL = re.compile(r"[\w.+'\"-]+@[\w-]+(\.[\w-]+)*\.[^\W\d_]{2,}")
 _SCALE = re.compile(r"[\w.+'\"-]+@\d+(\.\d+)?x\.")  # an image's scale: icon@2x.png
-# what timestamps may be: the C++ runtime's durations span ±292 years, so two stored times
-# (or one and now) must lie well within that of each other
-EARLIEST, LATEST = 1900, 2150
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-# a string `timestamp()` would be asked to read; only the strict form is the same on both
-_TIME_LIKE = re.compile(r"^\d{4}-\d\d-\d\d(?:[Tt ]|$)")
-_STRICT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 _CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -93,8 +85,6 @@ def timestamp_text(value: str, path: str) -> str:
         utc = when.astimezone(UTC)
     except (msgspec.ValidationError, OverflowError, ValueError):
         raise TraitError(path, "not a valid RFC 3339 timestamp with an offset") from None
-    if not EARLIEST <= utc.year < LATEST:
-        raise TraitError(path, f"a timestamp must lie between {EARLIEST} and {LATEST}")
     if _CANONICAL_TIME.match(value):
         return value  # already in the one form (the common case, kept cheap)
     micros = f".{utc.microsecond:06d}" if utc.microsecond else ""
@@ -179,8 +169,6 @@ def _free(value: Any, path: str, depth: int) -> Any:
         return value
     if isinstance(value, str):
         _text(value, path)
-        if _TIME_LIKE.match(value):
-            _strict_time(value, path)
         return value
     if isinstance(value, dict):
         return _map(value, None, path, depth)
@@ -189,18 +177,6 @@ def _free(value: Any, path: str, depth: int) -> Any:
             raise TraitError(path, f"nested deeper than {MAX_DEPTH} levels")
         return [_free(item, f"{path}.{i}", depth + 1) for i, item in enumerate(value)]
     raise TraitError(path, f"a {_kind_of(value)} is not a JSON value")
-
-
-def _strict_time(value: str, path: str) -> None:
-    """A timestamp-like string both engines read alike, or TraitError: the engines disagree
-    on a missing offset or time, a lowercase `t` or `z`, a space, a leap second."""
-    if not _STRICT_TIME.match(value) or value[17:19] == "60":
-        raise TraitError(
-            path,
-            "a timestamp must read like 2026-11-20T12:00:00Z (an uppercase T, seconds, and "
-            "an offset); or declare the trait a timestamp in the schema",
-        )
-    timestamp_text(value, path)  # a real date and time, within range
 
 
 def _text(value: str, path: str) -> None:

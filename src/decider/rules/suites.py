@@ -14,6 +14,7 @@ import msgspec
 
 from decider.errors import InvalidRequest, Problem, RulesetError
 from decider.model import Decision, Instant
+from decider.rules.cel import installed_engines, new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.rules.explain import (
     UNAVAILABLE,
@@ -185,8 +186,60 @@ def failure_problem(result: CaseResult) -> Problem:
     )
 
 
+def disagreements(
+    ruleset: CompiledRuleset, rules_dir: Path, results: list[CaseResult]
+) -> list[Problem]:
+    """Every rule test that another installed engine decides differently, as an error at
+    the case: rules are written and tested once, and must mean the same on either engine."""
+    problems: list[Problem] = []
+    mine = ruleset.engine.name
+    for name in installed_engines():
+        if name == mine:
+            continue
+        try:
+            other = run_suites(compile_ruleset(rules_dir, new_engine(name)), rules_dir)
+        except RulesetError as exc:
+            problems += [
+                Problem(p.file, p.line, p.column, f"loads on {mine} but not on {name}: {p.message}")
+                for p in exc.problems
+            ]
+            continue
+        for result, theirs in zip(results, other, strict=True):
+            if _comparable(result) != _comparable(theirs):
+                problems.append(
+                    Problem(
+                        result.file,
+                        result.line,
+                        result.column,
+                        f"the engines disagree on rule test {result.case!r}: {mine} gives "
+                        f"{_outcome(result)}, {name} gives {_outcome(theirs)}",
+                    )
+                )
+    return problems
+
+
+def _comparable(result: CaseResult) -> tuple[Decision | None, str | None]:
+    """A case's decision and trace, but not the runtimes' own words for an error."""
+    decision = result.decision
+    if decision is not None and decision.explain:
+        quiet = tuple(msgspec.structs.replace(o, error=None) for o in decision.explain)
+        decision = msgspec.structs.replace(decision, explain=quiet)
+    return decision, result.error
+
+
+def _outcome(result: CaseResult) -> str:
+    if result.decision is None:
+        return f"an error ({result.error})"
+    d = result.decision
+    return (
+        f"segment {d.segment!r}, variant {d.variant.id!r}, personalized {d.personalized}, "
+        f"suppressed {d.suppressed}"
+    )
+
+
 def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
-    """What the server loads: the rules compiled, and their own test suites passing.
+    """What the server loads: the rules compiled, their own test suites passing, and every
+    installed engine deciding each case alike.
 
     Raises RulesetError with every compile problem, or else every failing case."""
     ruleset = compile_ruleset(rules_dir, engine)
@@ -195,6 +248,7 @@ def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
     except RulesetError as exc:
         raise RulesetError(exc.problems, ruleset.warnings) from None
     failures = [failure_problem(r) for r in results if not r.passed]
+    failures += disagreements(ruleset, rules_dir, results)
     if failures:
         raise RulesetError(failures, ruleset.warnings)
     return ruleset

@@ -1,0 +1,509 @@
+"""CEL text to one small tree both engines are checked on: cel-python's parser, then our nodes.
+
+Operators become calls named as in CEL's own AST (`_&&_`, `_==_`, `@in`, `_[_]`), macros
+become Comprehensions, `has(a.b)` a testing Select. Literals are decoded here, by the CEL
+specification, and what the C++ runtime cannot hold is refused with its place: a NUL
+character (it would cut the string there), a lone surrogate, an integer beyond 64 bits.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+from celpy.celparser import CELParser
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+MAX_DEPTH = 48  # nesting of the tree; the C++ parser gives up a little past 100
+# words the C++ parser keeps for itself even after a dot
+_RESERVED_FIELDS = frozenset({"in", "null", "true", "false"})
+_TYPE_NAMES = frozenset(
+    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
+)
+
+
+class CelCompileError(Exception):
+    """A syntax or type error, or a construct refused. Line and column are 1-based, within
+    the expression."""
+
+    def __init__(self, line: int, column: int, message: str) -> None:
+        self.line, self.column, self.message = line, column, message
+        super().__init__(f"{line}:{column}: {message}")
+
+
+class CelCompileErrors(Exception):
+    """Every error found in one expression."""
+
+    def __init__(self, errors: list[CelCompileError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+class Lit(msgspec.Struct, frozen=True):
+    value: Any  # None, bool, int, float or str
+    line: int
+    column: int
+
+
+class Ident(msgspec.Struct, frozen=True):
+    name: str
+    line: int
+    column: int
+
+
+class Select(msgspec.Struct, frozen=True):
+    """`operand.field`; with `test`, `has(operand.field)`."""
+
+    operand: Expr
+    field: str
+    line: int
+    column: int
+    test: bool = False
+
+
+class Call(msgspec.Struct, frozen=True):
+    """A function, a method (`target.f(args)`) or an operator (`_+_`, `!_`, `_?_:_`)."""
+
+    function: str
+    args: tuple[Expr, ...]
+    line: int
+    column: int
+    target: Expr | None = None
+
+
+class ListExpr(msgspec.Struct, frozen=True):
+    items: tuple[Expr, ...]
+    line: int
+    column: int
+
+
+class MapExpr(msgspec.Struct, frozen=True):
+    entries: tuple[tuple[Expr, Expr], ...]
+    line: int
+    column: int
+
+
+class Comprehension(msgspec.Struct, frozen=True):
+    """`range.macro(var, args...)`: all, exists, exists_one, map (with an optional filter
+    before the transform), filter."""
+
+    macro: str
+    range: Expr
+    var: str
+    args: tuple[Expr, ...]
+    line: int
+    column: int
+
+
+Expr = Lit | Ident | Select | Call | ListExpr | MapExpr | Comprehension
+
+
+def parse(source: str) -> Expr:
+    """The tree of `source`. Raises CelCompileErrors with every problem found."""
+    return _parse(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(source: str) -> Expr:
+    # each rule is parsed by both the check and the compiler; the cache keeps it one parse
+    try:
+        tree = _grammar().parse(source)
+    except UnexpectedInput as exc:
+        raise CelCompileErrors([_syntax_error(exc, source)]) from None
+    except RecursionError:
+        raise CelCompileErrors([CelCompileError(1, 1, "expression nested too deeply")]) from None
+    builder = _Builder()
+    expr = builder.expr(tree, 0)
+    if builder.errors:
+        raise CelCompileErrors(builder.errors)
+    return expr
+
+
+@functools.cache
+def _grammar() -> Lark:
+    """cel-python's LALR parser for CEL (built once, shared)."""
+    CELParser()
+    assert CELParser.CEL_PARSER is not None
+    return CELParser.CEL_PARSER
+
+
+_CLOSERS = {"RPAR": "')'", "RSQB": "']'", "RBRACE": "'}'", "COLON": "':'"}
+
+
+def _syntax_error(exc: UnexpectedInput, source: str) -> CelCompileError:
+    """Where the parser stopped, and what it met there, in a rule author's words."""
+    line, column = exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+        lines = source.splitlines() or [""]
+        missing = [_CLOSERS[t] for t in sorted(exc.expected) if t in _CLOSERS]
+        why = f"{' or '.join(missing)} is missing" if missing else "the expression ends too soon"
+        return CelCompileError(len(lines), len(lines[-1]) + 1, f"syntax error: {why}")
+    if isinstance(exc, UnexpectedToken):
+        return CelCompileError(line, column, f"syntax error: unexpected {str(exc.token)!r}")
+    if isinstance(exc, UnexpectedCharacters) and exc.char in "\"'":
+        return CelCompileError(line, column, "syntax error: a string is not closed")
+    char = getattr(exc, "char", "")
+    return CelCompileError(line, column, f"syntax error: unexpected character {char!r}")
+
+
+class _Builder:
+    """Lark's tree (cel-python's grammar) to our nodes, collecting what is refused."""
+
+    def __init__(self) -> None:
+        self.errors: list[CelCompileError] = []
+
+    def refuse(self, where: Tree[Any] | Token, message: str) -> Lit:
+        line, column = _place(where)
+        self.errors.append(CelCompileError(line, column, message))
+        return Lit(None, line, column)
+
+    def expr(self, node: Tree[Any], depth: int) -> Expr:
+        if depth > MAX_DEPTH:
+            return self.refuse(node, f"nested deeper than {MAX_DEPTH} levels")
+        kind, deeper = node.data, depth + 1
+        children: list[Any] = node.children
+        if kind in ("expr", "conditionalor", "conditionaland"):
+            if len(children) == 1:
+                return self.expr(children[0], depth)
+            line, column = _place(node)
+            args = tuple(self.expr(c, deeper) for c in children)
+            name = {"expr": "_?_:_", "conditionalor": "_||_", "conditionaland": "_&&_"}[kind]
+            return Call(name, args, line, column)
+        if kind in ("relation", "addition", "multiplication"):
+            if len(children) == 1:
+                return self.expr(children[0], depth)
+            operator, right = children
+            left = self.expr(operator.children[0], deeper)
+            line, column = _operator_place(operator)
+            return Call(_OPERATORS[operator.data], (left, self.expr(right, deeper)), line, column)
+        if kind == "unary":
+            if len(children) == 1:
+                return self.expr(children[0], depth)
+            operator, operand = children
+            line, column = _place(node)
+            if operator.data == "unary_neg":
+                folded = self.negated_literal(node)
+                if folded is not None:
+                    return folded
+            name = "!_" if operator.data == "unary_not" else "-_"
+            return Call(name, (self.expr(operand, deeper),), line, column)
+        if kind in ("member", "primary"):
+            return self.expr(children[0], depth)
+        if kind == "paren_expr":
+            return self.expr(children[0], deeper)
+        if kind == "member_dot":
+            operand, field = children
+            return self.select(operand, field, deeper, test=False)
+        if kind == "member_dot_arg":
+            return self.method(node, deeper)
+        if kind == "member_index":
+            operand, index = children
+            line, column = _place(node)
+            args = (self.expr(operand, deeper), self.expr(index, deeper))
+            return Call("_[_]", args, line, column)
+        if kind == "ident_arg":
+            return self.function(node, deeper)
+        if kind == "ident":
+            return self.ident(children[0])
+        if kind == "list_lit":
+            line, column = _place(node)
+            items = self.exprs(children[0], deeper) if children else ()
+            return ListExpr(items, line, column)
+        if kind == "map_lit":
+            line, column = _place(node)
+            flat = self.exprs(children[0], deeper) if children else ()
+            return MapExpr(tuple(zip(flat[::2], flat[1::2], strict=True)), line, column)
+        if kind == "literal":
+            return self.literal(children[0])
+        if kind == "member_object":
+            return self.refuse(node, "message construction (Name{...}) is not supported")
+        if kind in ("dot_ident", "dot_ident_arg"):
+            return self.refuse(node, "a leading dot (.name) is not supported")
+        return self.refuse(node, f"unsupported syntax ({kind})")
+
+    def negated_literal(self, node: Tree[Any]) -> Expr | None:
+        """Minus signs before an integer literal, as CEL's parser reads them: one folds into
+        the literal (so -9223372036854775808 is an int), more cancel in pairs and leave the
+        literal to stand on its own range. None when the operand is no integer literal."""
+        signs, inner = 0, node
+        while inner.data == "unary" and len(inner.children) == 2:
+            if inner.children[0].data != "unary_neg":
+                return None
+            signs, inner = signs + 1, inner.children[1]
+        token = _literal_token(inner)
+        if token is None or token.type != "INT_LIT":
+            return None
+        text = str(token)
+        signs += text.startswith("-")
+        digits = text.lstrip("-")
+        magnitude = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits, 10)
+        if magnitude > INT64_MAX + (signs == 1):
+            return self.refuse(token, "integer literal out of the 64-bit range")
+        if signs != 1:
+            return None  # nested negations of a literal in range: evaluated as written
+        line, column = _place(node)
+        return Lit(-magnitude, line, column)
+
+    def exprs(self, node: Tree[Any], depth: int) -> tuple[Expr, ...]:
+        return tuple(self.expr(child, depth) for child in node.children)
+
+    def ident(self, token: Token) -> Expr:
+        name = str(token)
+        if name in _TYPE_NAMES:
+            return self.refuse(token, f"{name!r} is a type name; type values are not supported")
+        line, column = _place(token)
+        return Ident(name, line, column)
+
+    def select(self, operand: Tree[Any], field: Token, depth: int, *, test: bool) -> Expr:
+        name = str(field)
+        if name in _RESERVED_FIELDS:
+            return self.refuse(field, f"{name!r} is a reserved word; write [{_quote(name)}]")
+        line, column = _place(field)
+        return Select(self.expr(operand, depth), name, line, column - 1, test)
+
+    def method(self, node: Tree[Any], depth: int) -> Expr:
+        target, name_token, *rest = node.children
+        name = str(name_token)
+        args = rest[0].children if rest else []
+        line, column = _place(name_token)
+        if name in MACROS:
+            return self.comprehension(node, name, target, args, depth)
+        parsed = tuple(self.expr(a, depth) for a in args)
+        return Call(name, parsed, line, column, self.expr(target, depth))
+
+    def comprehension(
+        self, node: Tree[Any], macro: str, target: Tree[Any], args: list[Any], depth: int
+    ) -> Expr:
+        arity = (2, 3) if macro == "map" else (2,)
+        if len(args) not in arity:
+            shape = (
+                "a variable, an optional filter and a value"
+                if macro == "map"
+                else ("a variable and a condition")
+            )
+            return self.refuse(node, f"{macro}() takes {shape}: list.{macro}(x, ...)")
+        variable = _simple_ident(args[0])
+        if variable is None:
+            return self.refuse(args[0], f"{macro}()'s first argument must be a variable name")
+        line, column = _place(node.children[1])
+        rest = tuple(self.expr(a, depth) for a in args[1:])
+        return Comprehension(macro, self.expr(target, depth), variable, rest, line, column)
+
+    def function(self, node: Tree[Any], depth: int) -> Expr:
+        name_token, *rest = node.children
+        name = str(name_token)
+        args = rest[0].children if rest else []
+        line, column = _place(name_token)
+        if name == "has":
+            inner = _unwrap(args[0]) if len(args) == 1 else None
+            if inner is None or inner.data != "member_dot":
+                return self.refuse(node, "has() takes one field selection: has(visitor.field)")
+            operand, field = list[Any](inner.children)
+            return self.select(operand, field, depth, test=True)
+        return Call(name, tuple(self.expr(a, depth) for a in args), line, column)
+
+    def literal(self, token: Token) -> Expr:
+        text, kind = str(token), token.type
+        line, column = _place(token)
+        if kind == "BOOL_LIT":
+            return Lit(text == "true", line, column)
+        if kind == "NULL_LIT":
+            return Lit(None, line, column)
+        if kind == "INT_LIT":
+            negative = text.startswith("-")
+            digits = text.lstrip("-")
+            value = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits, 10)
+            value = -value if negative else value
+            if not INT64_MIN <= value <= INT64_MAX:
+                return self.refuse(token, "integer literal out of the 64-bit range")
+            return Lit(value, line, column)
+        if kind == "FLOAT_LIT":
+            if re.search(r"\.(?![0-9])", text):
+                return self.refuse(token, f"write {text.split('.', maxsplit=1)[0]}.0, not {text!r}")
+            return Lit(float(text), line, column)
+        if kind in ("STRING_LIT", "MLSTRING_LIT"):
+            try:
+                return Lit(decode_string(text), line, column)
+            except ValueError as exc:
+                return self.refuse(token, str(exc))
+        if kind == "UINT_LIT":
+            return self.refuse(token, "unsigned integers are not supported; drop the u")
+        if kind == "BYTES_LIT":
+            return self.refuse(token, "bytes literals are not supported; JSON has no bytes")
+        return self.refuse(token, f"unsupported literal {text!r}")
+
+
+_OPERATORS = {
+    "relation_lt": "_<_",
+    "relation_le": "_<=_",
+    "relation_gt": "_>_",
+    "relation_ge": "_>=_",
+    "relation_eq": "_==_",
+    "relation_ne": "_!=_",
+    "relation_in": "@in",
+    "addition_add": "_+_",
+    "addition_sub": "_-_",
+    "multiplication_mul": "_*_",
+    "multiplication_div": "_/_",
+    "multiplication_mod": "_%_",
+}
+
+
+def _place(node: Tree[Any] | Token) -> tuple[int, int]:
+    if isinstance(node, Token):
+        return node.line or 1, node.column or 1
+    meta = node.meta
+    return (getattr(meta, "line", 1) or 1, getattr(meta, "column", 1) or 1)
+
+
+def _operator_place(operator: Tree[Any]) -> tuple[int, int]:
+    """Where the operator itself is: the end of its subtree (`left <`), less its width."""
+    meta = operator.meta
+    width = len(_OPERATORS[operator.data].strip("_@"))
+    line = getattr(meta, "end_line", None) or 1
+    return line, max(1, (getattr(meta, "end_column", None) or 1) - width)
+
+
+def _unwrap(node: Any) -> Tree[Any] | None:
+    """The node beneath the single-child wrappers (expr, member, primary, ...)."""
+    while isinstance(node, Tree) and len(node.children) == 1 and node.data not in ("ident",):
+        if node.data in ("member_dot", "literal", "list_lit", "map_lit"):
+            break
+        node = node.children[0]
+    return node if isinstance(node, Tree) else None
+
+
+def _simple_ident(node: Any) -> str | None:
+    inner = _unwrap(node)
+    if inner is not None and inner.data == "ident":
+        return str(inner.children[0])
+    return None
+
+
+def _quote(text: str) -> str:
+    return '"' + text + '"'
+
+
+_SIMPLE_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "`": "`",
+    "?": "?",
+}
+_ESCAPE = re.compile(
+    r"\\(?:([abfnrtv\\'\"`?])|[xX]([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})"
+    r"|U([0-9a-fA-F]{8})|([0-3][0-7]{2})|(.?))",
+    re.S,
+)
+
+
+def decode_string(token: str) -> str:
+    """A CEL string literal's value. Raises ValueError, saying why, for an escape CEL does
+    not define and for what the C++ runtime cannot hold (NUL, lone surrogates)."""
+    raw = token[0] in "rR"
+    body = token[1:] if raw else token
+    quote = body[:3] if body[:3] in ('"""', "'''") else body[0]
+    text = body[len(quote) : -len(quote)]
+    if raw:
+        if "\\" + quote[0] in text:
+            raise ValueError("a raw string may not hold an escaped quote; use a plain string")
+        value = text
+    else:
+        value = _ESCAPE.sub(_unescape, text)
+    if "\x00" in value:
+        raise ValueError("a string may not hold a NUL character")
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValueError("a string may not hold a lone surrogate")
+    return value
+
+
+def _unescape(match: re.Match[str]) -> str:
+    simple, hex2, hex4, hex8, octal, bad = match.groups()
+    if simple is not None:
+        return _SIMPLE_ESCAPES[simple]
+    code = hex2 or hex4 or hex8
+    if code is not None:
+        point = int(code, 16)
+    elif octal is not None:
+        point = int(octal, 8)
+    else:
+        raise ValueError(f"unknown escape sequence \\{bad}")
+    if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+        raise ValueError(f"escape \\{match[0][1:]} is not a Unicode character")
+    return chr(point)
+
+
+class Reference(msgspec.Struct, frozen=True):
+    """A read of a variable, with the field path that follows it (`account.fit_score`)."""
+
+    root: str
+    path: tuple[str, ...]
+    line: int
+    column: int
+
+
+def references(source: str) -> tuple[Reference, ...]:
+    """Every free identifier `source` reads (a rule variable, or a typo of one), with the
+    field path that follows it and its place. Names bound by a macro
+    (`roles.exists(r, r == "vp")`) are not variables and are left out. Raises
+    CelCompileErrors."""
+    return tuple(_reads(parse(source), frozenset()))
+
+
+def _reads(expr: Expr, bound: frozenset[str]) -> Iterator[Reference]:
+    if isinstance(expr, Select):
+        path: list[str] = []
+        base: Expr = expr
+        while isinstance(base, Select):
+            path.append(base.field)
+            base = base.operand
+        if isinstance(base, Ident):
+            if base.name not in bound:
+                yield Reference(base.name, tuple(reversed(path)), base.line, base.column)
+        else:
+            yield from _reads(base, bound)
+    elif isinstance(expr, Ident):
+        if expr.name not in bound:
+            yield Reference(expr.name, (), expr.line, expr.column)
+    elif isinstance(expr, Call):
+        if expr.target is not None:
+            yield from _reads(expr.target, bound)
+        for arg in expr.args:
+            yield from _reads(arg, bound)
+    elif isinstance(expr, ListExpr):
+        for item in expr.items:
+            yield from _reads(item, bound)
+    elif isinstance(expr, MapExpr):
+        for key, value in expr.entries:
+            yield from _reads(key, bound)
+            yield from _reads(value, bound)
+    elif isinstance(expr, Comprehension):
+        yield from _reads(expr.range, bound)
+        for arg in expr.args:
+            yield from _reads(arg, bound | {expr.var})
+
+
+def _literal_token(node: Tree[Any]) -> Token | None:
+    """The literal `node` is, through its single-child wrappers but not through parentheses."""
+    while isinstance(node, Tree) and node.data in ("unary", "member", "primary"):
+        if len(node.children) != 1:
+            return None
+        node = node.children[0]
+    if isinstance(node, Tree) and node.data == "literal":
+        token = node.children[0]
+        return token if isinstance(token, Token) else None
+    return None

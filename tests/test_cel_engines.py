@@ -1,0 +1,143 @@
+"""What rules mean, on both engines: the cases the engines once read apart, each with the
+answer Google's runtime gives (the reference), and nothing but a match, no match, an
+evaluation error or a refusal at load, whatever the expression and the values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from decider.rules.cel import CelCompileErrors, new_engine, values
+from decider.ruleset import CelEvalError
+
+NOW = datetime(2026, 11, 26, 15, 4, 5, tzinfo=UTC)
+ENGINE_NAMES = ("cel-expr", "cel-python")
+REFUSED, ERROR = "refused", "error"
+
+
+def outcome(engine_name: str, source: str, **data: dict[str, Any]) -> bool | str:
+    """True or False, or how it failed. Any other exception escapes and fails the test."""
+    engine = new_engine(engine_name)
+    try:
+        program = engine.compile(source)
+    except CelCompileErrors:
+        return REFUSED
+    activation = engine.activation(
+        data.get("visitor", {}), data.get("account", {}), data.get("context", {}), NOW
+    )
+    try:
+        return program.matches(activation)
+    except CelEvalError:
+        return ERROR
+
+
+CASES: list[tuple[str, dict[str, Any], bool | str]] = [
+    # numbers of different kinds compare by value; arithmetic does not mix them
+    ("account.x != 0", {"account": {"x": 1.0}}, True),
+    ("80 > context.n", {"context": {"n": 1.0}}, True),
+    ("0 in visitor.y", {"visitor": {"y": [0.0]}}, True),
+    ("visitor.y + 2 > 0", {"visitor": {"y": 1.0}}, ERROR),
+    ("visitor.y + 2 > 0", {"visitor": {"y": 1}}, True),
+    ("context.n == 9007199254740993", {"context": {"n": 9007199254740992.0}}, True),
+    ("context.n + 1 > 0", {"context": {"n": 2**63 - 1}}, ERROR),
+    ("context.n / 0 == 1", {"context": {"n": 1}}, ERROR),
+    ("context.n / 2 == -3 && context.n % 2 == -1", {"context": {"n": -7}}, True),
+    # values of different kinds are unequal, not an error
+    ('context.x == "me"', {"context": {"x": 1}}, False),
+    ("account.n != null", {"account": {"n": 1}}, True),
+    ("context.b == 1", {"context": {"b": True}}, False),
+    # has() on an absent parent is an error, so is its negation
+    ("has(account.shop.tier)", {}, ERROR),
+    ("!has(account.shop.tier)", {}, ERROR),
+    ("has(account.shop)", {}, False),
+    # && and || absorb errors, either side, inside all() and exists() too
+    ("has(account.x) && account.shop.y != 1", {"account": {"shop": "s"}}, False),
+    ("account.shop.y != 1 && false", {"account": {"shop": "s"}}, False),
+    ("account.shop.y != 1 || true", {"account": {"shop": "s"}}, True),
+    ("context.l.all(x, x > 1)", {"context": {"l": [0, "a"]}}, False),
+    ("context.l.all(x, x > 1)", {"context": {"l": ["a", 2]}}, ERROR),
+    ("context.l.exists(x, x > 1)", {"context": {"l": ["a", 2]}}, True),
+    ("context.l.exists_one(x, x > 1)", {"context": {"l": ["a", 2]}}, ERROR),
+    ("context.l.all(x, context.v)", {"context": {"l": [1], "v": None}}, ERROR),
+    ("context.b ? true : false", {"context": {"b": 1}}, ERROR),
+    # no Python semantics: strings are not lists, negative indexes do not count back
+    ('context.s[0] == "a"', {"context": {"s": "abc"}}, ERROR),
+    ("context.l[-1] == 1", {"context": {"l": [1]}}, ERROR),
+    ('"a" in context.s', {"context": {"s": "abc"}}, ERROR),
+    ('context.s.exists(c, c == "a")', {"context": {"s": "abc"}}, ERROR),
+    ("bool(context.s)", {"context": {"s": "12"}}, ERROR),
+    ("bool(context.s)", {"context": {"s": "t"}}, True),
+    ("size(context.n) == 0", {"context": {"n": None}}, ERROR),
+    ('string(true) == "true"', {}, True),
+    ('string(context.d) == "1e+06"', {"context": {"d": 1e6}}, True),
+    ("int(context.s) == 12 && double(context.s) == 12.0", {"context": {"s": " 12"}}, True),
+    ("double(context.s) > 0.0", {"context": {"s": "1_0"}}, ERROR),
+    # timestamps and durations read as RFC 3339 and Go durations, exactly
+    ("timestamp(context.t) < now", {"context": {"t": "2026-01-01"}}, ERROR),
+    ("timestamp(context.t) < now", {"context": {"t": "2026-01-01 10:00:00Z"}}, ERROR),
+    ("timestamp(context.t) < now", {"context": {"t": "2026-01-01T10:00:00"}}, ERROR),
+    ("timestamp(context.t) < now", {"context": {"t": "2026-01-01t10:00:00z"}}, True),
+    ("timestamp(context.t) < now", {"context": {"t": "2016-12-31T23:59:60Z"}}, True),
+    ('duration("1d") > duration("1h")', {}, ERROR),
+    ('duration("1ns") > duration("0s")', {}, True),
+    ('string(now) == "2026-11-26T15:04:05Z"', {}, True),
+    ('string(now - timestamp("2026-11-26T15:04:04.5Z")) == "0.500s"', {}, True),
+    ('now.getHours("Asia/Kolkata") == 20 && now.getDayOfWeek() == 4', {}, True),
+    ('now - timestamp("1700-01-01T00:00:00Z") > duration("1h")', {}, ERROR),
+    # constructs one engine once loaded and the other did not
+    ("account.in == 1", {}, REFUSED),
+    ("has(account)", {}, REFUSED),
+    ("[1, 2,].size() == 2", {}, REFUSED),
+    ('context.s == "a\\x00"', {}, REFUSED),
+    ("1 == 1.0", {}, REFUSED),
+    ("context.n > 1u", {}, REFUSED),
+    # a map built with a key twice: an error (the C++ runtime used to throw it)
+    ('{"a": 1, "a": 2}.size() == 1', {}, ERROR),
+    ('{context.k: 1, "a": 2}.size() == 2', {"context": {"k": "a"}}, ERROR),
+    # a map's key order differs between runtimes: refused where it would show
+    ('context.m.map(k, k)[0] == "a"', {}, REFUSED),
+    ('context.m.map(k, k) == ["a"]', {}, REFUSED),
+    ('context.m.map(k, k).exists(k2, k2 == "a")', {"context": {"m": {"a": 1}}}, True),
+    ("now.getHours(context.zone) == 1", {}, REFUSED),
+]
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize(("source", "data", "expected"), CASES)
+def test_each_engine_gives_the_reference_answer(
+    engine_name: str, source: str, data: dict[str, Any], expected: bool | str
+) -> None:
+    assert outcome(engine_name, source, **data) == expected
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_what_fails_inside_the_runtime_is_an_evaluation_error(engine_name: str) -> None:
+    """A map with a key twice (the C++ runtime raised RuntimeError out of evaluation), a
+    value no runtime should be given."""
+    engine = new_engine(engine_name)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ('{"a": 1, "a": 2}.size() == 1', {}),
+        ("size(context.x) == 1", {"x": object()}),
+    ]
+    for source, context in cases:
+        program = engine.compile(source)
+        with pytest.raises(CelEvalError):
+            program.matches(engine.activation({}, {}, context, NOW))
+
+
+def test_a_bug_in_the_python_engine_is_an_evaluation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even an exception no CEL semantics asked for stops at the program: the rule does not
+    match, the request goes on."""
+
+    def broken(operand: Any, field: str) -> Any:
+        raise RuntimeError("a bug")
+
+    engine = new_engine("cel-python")
+    program = engine.compile("context.x == 1 || true")
+    monkeypatch.setattr(values, "select", broken)
+    assert program.matches(engine.activation({}, {}, {"x": 1}, NOW)) is True  # absorbed by ||
+    program = engine.compile("context.x == 1")
+    with pytest.raises(CelEvalError, match="RuntimeError"):
+        program.matches(engine.activation({}, {}, {"x": 1}, NOW))
