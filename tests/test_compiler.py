@@ -114,6 +114,36 @@ def test_a_syntax_error_points_at_its_column(rules_copy: Path) -> None:
 
 
 @pytest.mark.parametrize("engine", ["cel-expr", "cel-python"])
+@pytest.mark.parametrize(
+    ("construct", "at", "says"),
+    [
+        ('account.tags.map(t, t)[0] == "vp"', "[0]", "order of a map's keys"),
+        ("now.getHours(context.tz) > 9", "context.tz", "time zone"),
+        ("context.path.matches(context.p)", "context.p", "literal"),
+        ("account.employees > 10u", "10u", "unsigned"),
+        ("account.in == 1", ".in", "reserved word"),
+    ],
+)
+def test_a_refused_construct_is_placed_on_both_engines(
+    rules_copy: Path, engine: str, construct: str, at: str, says: str
+) -> None:
+    """A construct the engines cannot agree on is refused at load by either, at its line
+    and column in the rule file."""
+    context = rules_copy / "context.yaml"
+    replace(
+        context,
+        'when: has(context.url) && context.url.contains("/guides/migrat")',
+        f"when: has(context.url) && {construct}",
+    )
+    (problem,) = problems_of(rules_copy, engine)
+    assert problem.rule == "ctx_migration_research"
+    assert says in problem.message
+    line = context.read_text().splitlines()[problem.line - 1]
+    assert problem.line == line_of(context, construct)
+    assert at in line[problem.column - 2 :][: len(at) + 2]
+
+
+@pytest.mark.parametrize("engine", ["cel-expr", "cel-python"])
 def test_type_errors_are_reported_at_load(rules_copy: Path, engine: str) -> None:
     """Both engines type-check: a non-bool condition or a bad overload is refused at load."""
     replace(

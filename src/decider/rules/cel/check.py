@@ -45,6 +45,7 @@ from decider.rules.cel.syntax import (
     Lit,
     MapExpr,
     Select,
+    start_of,
 )
 
 
@@ -180,8 +181,10 @@ class _Checker:
         self._bindings: dict[str, Type] = {}
         self._names = itertools.count()
 
-    def fail(self, at: Expr, message: str) -> Type:
-        self.errors.append(CelCompileError(at.line, at.column, message))
+    def fail(self, at: Expr, message: str, *, whole: bool = False) -> Type:
+        """Record a problem at `at` (`whole`: where the expression `at` begins)."""
+        line, column = start_of(at) if whole else (at.line, at.column)
+        self.errors.append(CelCompileError(line, column, message))
         return DYN
 
     def fresh(self) -> Type:
@@ -333,6 +336,8 @@ class _Checker:
             self.fail(expr, "int() of a duration is not supported; use .getSeconds()")
         if name == "duration" and kinds == ["int"]:
             self.fail(expr, 'duration() reads a string, such as "90m"')
+        if name == "matches" and len(operands) == 2:
+            self.refuse_pattern(operands[1])
         if FUNCTIONS.get(name) in (_CALENDAR, _CLOCK) and len(operands) == 2:
             zone = operands[1]
             if not (
@@ -341,18 +346,18 @@ class _Checker:
                 self.fail(
                     zone,
                     'a time zone must be a literal IANA name ("Europe/Paris") or offset ("+01:00")',
+                    whole=True,
                 )
 
     def refuse_pattern(self, pattern: Expr) -> None:
         """A regular expression must be a literal that compiles: the C++ runtime logs a
         pattern it cannot compile to stderr, and a pattern from the data could be anyone's."""
         if not (isinstance(pattern, Lit) and isinstance(pattern.value, str)):
-            self.fail(pattern, "the pattern of matches() must be a literal string")
+            self.fail(pattern, "the pattern of matches() must be a literal string", whole=True)
             return
-        try:
-            re2.compile(pattern.value)
-        except re2.error as exc:
-            self.fail(pattern, f"not a regular expression RE2 reads: {exc}")
+        why = regex_problem(pattern.value)
+        if why is not None:
+            self.fail(pattern, f"not a regular expression RE2 reads: {why}")
 
     # --- type inference ---------------------------------------------------------------------
 
@@ -443,6 +448,18 @@ def _literal_type(value: object) -> Type:
     if isinstance(value, float):
         return DOUBLE
     return STRING
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why RE2 (the library both engines match with) cannot compile `pattern`, or None."""
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid"
+        return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    return None
 
 
 def known_zone(name: str) -> bool:

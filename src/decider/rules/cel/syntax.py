@@ -204,7 +204,8 @@ class _Builder:
             return self.method(node, deeper)
         if kind == "member_index":
             operand, index = children
-            line, column = _place(node)
+            line, column = _place(index)  # point at the bracket, just before the index
+            column = max(1, column - 1)
             args = (self.expr(operand, deeper), self.expr(index, deeper))
             return Call("_[_]", args, line, column)
         if kind == "ident_arg":
@@ -445,6 +446,21 @@ def _unescape(match: re.Match[str]) -> str:
     if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
         raise ValueError(f"escape \\{match[0][1:]} is not a Unicode character")
     return chr(point)
+
+
+def start_of(expr: Expr) -> tuple[int, int]:
+    """Where `expr` begins in the text: its leftmost operand's place."""
+    while True:
+        if isinstance(expr, Select) and not expr.test:
+            expr = expr.operand
+        elif isinstance(expr, Call) and expr.target is not None:
+            expr = expr.target
+        elif isinstance(expr, Call) and expr.function[0] == "_" and expr.args:
+            expr = expr.args[0]
+        elif isinstance(expr, Comprehension):
+            expr = expr.range
+        else:
+            return expr.line, expr.column
 
 
 class Reference(msgspec.Struct, frozen=True):

@@ -398,10 +398,12 @@ def matches(text: Any, pattern: Any) -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def _regex(pattern: str) -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a pattern is checked at load; never write one to stderr
     try:
-        return re2.compile(pattern)
-    except re2.error as exc:
-        fail(f"invalid regular expression: {exc}")
+        return re2.compile(pattern, options)
+    except re2.error:
+        fail("invalid regular expression")
 
 
 # --- conversions ----------------------------------------------------------------------------
