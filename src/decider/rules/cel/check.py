@@ -291,6 +291,10 @@ class _Checker:
     def call(self, expr: Call, scope: Mapping[str, Type]) -> Type:
         operands = ((expr.target,) if expr.target is not None else ()) + expr.args
         types = [self.type_of(operand, scope) for operand in operands]
+        if expr.function in ("_&&_", "_||_"):  # a run of the operator, each operand a bool
+            for operand_type in types:
+                self.resolve(expr.function, [BOOL, operand_type], expr)
+            return BOOL
         member = expr.target is not None
         overloads = [
             o

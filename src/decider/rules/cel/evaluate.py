@@ -98,10 +98,8 @@ def _select(expr: Select) -> Compiled:
 
 def _call(expr: Call) -> Compiled:
     name = expr.function
-    if name == "_&&_":
-        return _logical(*map(compile_expr, expr.args), absorbing=False)
-    if name == "_||_":
-        return _logical(*map(compile_expr, expr.args), absorbing=True)
+    if name in ("_&&_", "_||_"):
+        return _logical(tuple(map(compile_expr, expr.args)), absorbing=name == "_||_")
     if name == "_?_:_":
         return _conditional(*map(compile_expr, expr.args))
     operation = _OPERATIONS[name]
@@ -131,22 +129,23 @@ class _Failure:
         self.error = error
 
 
-def _logical(left: Compiled, right: Compiled, *, absorbing: bool) -> Compiled:
-    """`&&` (absorbing False) or `||` (absorbing True): the absorbing value wins whichever
-    side it is on; errors and non-bools lose to it, and otherwise are the result."""
+def _logical(operands: tuple[Compiled, ...], *, absorbing: bool) -> Compiled:
+    """A run of `&&` (absorbing False) or `||` (absorbing True): the absorbing value wins
+    wherever it stands; errors and non-bools lose to it, and otherwise are the result."""
     name = "_||_" if absorbing else "_&&_"
     wins: bool = absorbing
 
     def run(variables: Variables) -> bool:
-        a: object = _attempt(left, variables)
-        if a is wins:
-            return wins
-        b: object = _attempt(right, variables)
-        if b is wins:
-            return wins
-        if type(a) is bool and type(b) is bool:
-            return bool(a)
-        _raise(a, b, name)
+        failed: list[Any] = []
+        for operand in operands:
+            value: object = _attempt(operand, variables)
+            if value is wins:
+                return wins
+            if type(value) is not bool and not failed:
+                failed.append(value)
+        if failed:
+            _raise(failed[0], failed[0], name)
+        return not wins
 
     return run
 

@@ -20,7 +20,10 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-MAX_DEPTH = 48  # nesting of the tree; the C++ parser gives up a little past 100
+# the C++ parser's limits: sub-expressions within sub-expressions (parentheses, arguments,
+# items), and the depth of the tree it builds
+PARSE_NESTING = 32
+TREE_DEPTH = 32
 # words the C++ parser keeps for itself even after a dot
 _RESERVED_FIELDS = frozenset({"in", "null", "true", "false"})
 _TYPE_NAMES = frozenset(
@@ -119,7 +122,7 @@ def _parse(source: str) -> Expr:
     except RecursionError:
         raise CelCompileErrors([CelCompileError(1, 1, "expression nested too deeply")]) from None
     builder = _Builder()
-    expr = builder.expr(tree, 0)
+    expr = builder.expr(tree, 0, 1)
     if builder.errors:
         raise CelCompileErrors(builder.errors)
     return expr
@@ -138,7 +141,7 @@ _CLOSERS = {"RPAR": "')'", "RSQB": "']'", "RBRACE": "'}'", "COLON": "':'"}
 
 def _syntax_error(exc: UnexpectedInput, source: str) -> CelCompileError:
     """Where the parser stopped, and what it met there, in a rule author's words."""
-    line, column = exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1
+    line, column = max(exc.line or 1, 1), max(exc.column or 1, 1)
     if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
         lines = source.splitlines() or [""]
         missing = [_CLOSERS[t] for t in sorted(exc.expected) if t in _CLOSERS]
@@ -153,7 +156,11 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> CelCompileError:
 
 
 class _Builder:
-    """Lark's tree (cel-python's grammar) to our nodes, collecting what is refused."""
+    """Lark's tree (cel-python's grammar) to our nodes, as the C++ parser builds its own: a
+    run of `&&` (or `||`) is one node, a run of `!` (or `-`) is one or none, one minus before
+    a number is part of it. It measures nesting as that parser does and refuses what it would
+    refuse: sub-expressions nested more than PARSE_NESTING deep (parentheses, arguments,
+    items), a tree deeper than TREE_DEPTH."""
 
     def __init__(self) -> None:
         self.errors: list[CelCompileError] = []
@@ -163,62 +170,57 @@ class _Builder:
         self.errors.append(CelCompileError(line, column, message))
         return Lit(None, line, column)
 
-    def expr(self, node: Tree[Any], depth: int) -> Expr:
-        if depth > MAX_DEPTH:
-            return self.refuse(node, f"nested deeper than {MAX_DEPTH} levels")
-        kind, deeper = node.data, depth + 1
+    def expr(self, node: Tree[Any], nest: int, level: int) -> Expr:
+        """`node` as our tree; `nest`: sub-expressions around it, `level`: its depth."""
+        kind = node.data
         children: list[Any] = node.children
-        if kind in ("expr", "conditionalor", "conditionaland"):
-            if len(children) == 1:
-                return self.expr(children[0], depth)
-            line, column = _place(node)
-            args = tuple(self.expr(c, deeper) for c in children)
-            name = {"expr": "_?_:_", "conditionalor": "_||_", "conditionaland": "_&&_"}[kind]
-            return Call(name, args, line, column)
+        if kind == "expr":
+            nest += 1
+            if nest > PARSE_NESTING + 1:
+                return self.refuse(node, f"sub-expressions nested deeper than {PARSE_NESTING}")
+        if len(children) == 1 and kind in _WRAPPERS:
+            return self.expr(children[0], nest, level)
+        if level > TREE_DEPTH:
+            return self.refuse(node, f"nested deeper than {TREE_DEPTH} levels")
+        line, column = _place(node)
+        deeper = level + 1
+        if kind == "expr":
+            args = tuple(self.expr(c, nest, deeper) for c in children)
+            return Call("_?_:_", args, line, column)
+        if kind in ("conditionalor", "conditionaland"):
+            operands = [self.expr(c, nest, deeper) for c in _chain(node)]
+            return Call(
+                "_||_" if kind == "conditionalor" else "_&&_", tuple(operands), line, column
+            )
         if kind in ("relation", "addition", "multiplication"):
-            if len(children) == 1:
-                return self.expr(children[0], depth)
             operator, right = children
-            left = self.expr(operator.children[0], deeper)
+            left = self.expr(operator.children[0], nest, deeper)
             line, column = _operator_place(operator)
-            return Call(_OPERATORS[operator.data], (left, self.expr(right, deeper)), line, column)
+            args = (left, self.expr(right, nest, deeper))
+            return Call(_OPERATORS[operator.data], args, line, column)
         if kind == "unary":
-            if len(children) == 1:
-                return self.expr(children[0], depth)
-            operator, operand = children
-            line, column = _place(node)
-            if operator.data == "unary_neg":
-                folded = self.negated_literal(node)
-                if folded is not None:
-                    return folded
-            name = "!_" if operator.data == "unary_not" else "-_"
-            return Call(name, (self.expr(operand, deeper),), line, column)
-        if kind in ("member", "primary"):
-            return self.expr(children[0], depth)
+            return self.unary(node, nest, level)
         if kind == "paren_expr":
-            return self.expr(children[0], deeper)
+            return self.expr(children[0], nest, level)
         if kind == "member_dot":
             operand, field = children
-            return self.select(operand, field, deeper, test=False)
+            return self.select(operand, field, nest, level, test=False)
         if kind == "member_dot_arg":
-            return self.method(node, deeper)
+            return self.method(node, nest, level)
         if kind == "member_index":
             operand, index = children
             line, column = _place(index)  # point at the bracket, just before the index
-            column = max(1, column - 1)
-            args = (self.expr(operand, deeper), self.expr(index, deeper))
-            return Call("_[_]", args, line, column)
+            args = (self.expr(operand, nest, deeper), self.expr(index, nest, deeper))
+            return Call("_[_]", args, line, max(1, column - 1))
         if kind == "ident_arg":
-            return self.function(node, deeper)
+            return self.function(node, nest, level)
         if kind == "ident":
-            return self.ident(children[0])
+            return self.ident(children[0], line, column)
         if kind == "list_lit":
-            line, column = _place(node)
-            items = self.exprs(children[0], deeper) if children else ()
+            items = self.exprs(children[0], nest, deeper) if children else ()
             return ListExpr(items, line, column)
         if kind == "map_lit":
-            line, column = _place(node)
-            flat = self.exprs(children[0], deeper) if children else ()
+            flat = self.exprs(children[0], nest, deeper) if children else ()
             return MapExpr(tuple(zip(flat[::2], flat[1::2], strict=True)), line, column)
         if kind == "literal":
             return self.literal(children[0])
@@ -228,59 +230,74 @@ class _Builder:
             return self.refuse(node, "a leading dot (.name) is not supported")
         return self.refuse(node, f"unsupported syntax ({kind})")
 
-    def negated_literal(self, node: Tree[Any]) -> Expr | None:
-        """Minus signs before an integer literal, as CEL's parser reads them: one folds into
-        the literal (so -9223372036854775808 is an int), more cancel in pairs and leave the
-        literal to stand on its own range. None when the operand is no integer literal."""
-        signs, inner = 0, node
-        while inner.data == "unary" and len(inner.children) == 2:
-            if inner.children[0].data != "unary_neg":
-                return None
-            signs, inner = signs + 1, inner.children[1]
-        token = _literal_token(inner)
-        if token is None or token.type != "INT_LIT":
-            return None
-        text = str(token)
-        signs += text.startswith("-")
-        digits = text.lstrip("-")
-        magnitude = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits, 10)
-        if magnitude > INT64_MAX + (signs == 1):
-            return self.refuse(token, "integer literal out of the 64-bit range")
-        if signs != 1:
-            return None  # nested negations of a literal in range: evaluated as written
+    def unary(self, node: Tree[Any], nest: int, level: int) -> Expr:
+        """A run of `!` or of `-`: pairs cancel; one `-` before a number is its sign."""
         line, column = _place(node)
-        return Lit(-magnitude, line, column)
+        signs: list[str] = []
+        while node.data == "unary" and len(node.children) == 2:
+            signs.append(node.children[0].data)
+            node = node.children[1]
+        if len(set(signs)) > 1:
+            return self.refuse(node, "put parentheses between ! and -: !(-x), -(!x)")
+        if signs[0] == "unary_neg":
+            token = _literal_token(node)
+            if token is not None and token.type in ("INT_LIT", "FLOAT_LIT"):
+                return self.signed_literal(token, len(signs), level)
+        if len(signs) % 2 == 0:
+            return self.expr(node, nest, level)
+        name = "!_" if signs[0] == "unary_not" else "-_"
+        return Call(name, (self.expr(node, nest, level + 1),), line, column)
 
-    def exprs(self, node: Tree[Any], depth: int) -> tuple[Expr, ...]:
-        return tuple(self.expr(child, depth) for child in node.children)
+    def signed_literal(self, token: Token, minuses: int, level: int) -> Expr:
+        """A number after `minuses` minus signs. Exactly one makes a negative literal (so
+        -9223372036854775808 is an int); more apply in pairs to the number as written."""
+        text = str(token)
+        minuses += text.startswith("-")
+        magnitude = self.literal(
+            Token(token.type, text.lstrip("-"), line=token.line, column=token.column),
+            allow_int64_min=minuses == 1,
+        )
+        if not isinstance(magnitude.value, int | float) or minuses % 2 == 0:
+            return magnitude
+        negative = Lit(-magnitude.value, magnitude.line, magnitude.column)
+        if minuses == 1:
+            return negative
+        if level + 1 > TREE_DEPTH:
+            return self.refuse(token, f"nested deeper than {TREE_DEPTH} levels")
+        return Call("-_", (magnitude,), magnitude.line, magnitude.column)
 
-    def ident(self, token: Token) -> Expr:
+    def exprs(self, node: Tree[Any], nest: int, level: int) -> tuple[Expr, ...]:
+        return tuple(self.expr(child, nest, level) for child in node.children)
+
+    def ident(self, token: Token, line: int, column: int) -> Expr:
         name = str(token)
         if name in _TYPE_NAMES:
             return self.refuse(token, f"{name!r} is a type name; type values are not supported")
-        line, column = _place(token)
         return Ident(name, line, column)
 
-    def select(self, operand: Tree[Any], field: Token, depth: int, *, test: bool) -> Expr:
+    def select(
+        self, operand: Tree[Any], field: Token, nest: int, level: int, *, test: bool
+    ) -> Expr:
         name = str(field)
         if name in _RESERVED_FIELDS:
             return self.refuse(field, f"{name!r} is a reserved word; write [{_quote(name)}]")
         line, column = _place(field)
-        return Select(self.expr(operand, depth), name, line, column - 1, test)
+        return Select(self.expr(operand, nest, level + 1), name, line, column - 1, test)
 
-    def method(self, node: Tree[Any], depth: int) -> Expr:
+    def method(self, node: Tree[Any], nest: int, level: int) -> Expr:
         target, name_token, *rest = node.children
         name = str(name_token)
         args = rest[0].children if rest else []
         line, column = _place(name_token)
         if name in MACROS:
-            return self.comprehension(node, name, target, args, depth)
-        parsed = tuple(self.expr(a, depth) for a in args)
-        return Call(name, parsed, line, column, self.expr(target, depth))
+            return self.comprehension(node, nest, level)
+        parsed = tuple(self.expr(a, nest, level + 1) for a in args)
+        return Call(name, parsed, line, column, self.expr(target, nest, level + 1))
 
-    def comprehension(
-        self, node: Tree[Any], macro: str, target: Tree[Any], args: list[Any], depth: int
-    ) -> Expr:
+    def comprehension(self, node: Tree[Any], nest: int, level: int) -> Expr:
+        target, name_token, *arglist = node.children
+        macro = str(name_token)
+        args = arglist[0].children if arglist else []
         arity = (2, 3) if macro == "map" else (2,)
         if len(args) not in arity:
             shape = (
@@ -293,10 +310,11 @@ class _Builder:
         if variable is None:
             return self.refuse(args[0], f"{macro}()'s first argument must be a variable name")
         line, column = _place(node.children[1])
-        rest = tuple(self.expr(a, depth) for a in args[1:])
-        return Comprehension(macro, self.expr(target, depth), variable, rest, line, column)
+        parts = tuple(self.expr(a, nest, level + 1) for a in args[1:])
+        source = self.expr(target, nest, level + 1)
+        return Comprehension(macro, source, variable, parts, line, column)
 
-    def function(self, node: Tree[Any], depth: int) -> Expr:
+    def function(self, node: Tree[Any], nest: int, level: int) -> Expr:
         name_token, *rest = node.children
         name = str(name_token)
         args = rest[0].children if rest else []
@@ -306,10 +324,11 @@ class _Builder:
             if inner is None or inner.data != "member_dot":
                 return self.refuse(node, "has() takes one field selection: has(visitor.field)")
             operand, field = list[Any](inner.children)
-            return self.select(operand, field, depth, test=True)
-        return Call(name, tuple(self.expr(a, depth) for a in args), line, column)
+            # the C++ parser counts has() and its selection as two levels
+            return self.select(operand, field, nest + 1, level + 1, test=True)
+        return Call(name, tuple(self.expr(a, nest, level + 1) for a in args), line, column)
 
-    def literal(self, token: Token) -> Expr:
+    def literal(self, token: Token, *, allow_int64_min: bool = False) -> Lit:
         text, kind = str(token), token.type
         line, column = _place(token)
         if kind == "BOOL_LIT":
@@ -321,7 +340,7 @@ class _Builder:
             digits = text.lstrip("-")
             value = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits, 10)
             value = -value if negative else value
-            if not INT64_MIN <= value <= INT64_MAX:
+            if not INT64_MIN <= value <= INT64_MAX + allow_int64_min:
                 return self.refuse(token, "integer literal out of the 64-bit range")
             return Lit(value, line, column)
         if kind == "FLOAT_LIT":
@@ -340,6 +359,10 @@ class _Builder:
         return self.refuse(token, f"unsupported literal {text!r}")
 
 
+_WRAPPERS = frozenset(
+    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication"}
+    | {"unary", "member", "primary"}
+)
 _OPERATORS = {
     "relation_lt": "_<_",
     "relation_le": "_<=_",
@@ -369,6 +392,17 @@ def _operator_place(operator: Tree[Any]) -> tuple[int, int]:
     width = len(_OPERATORS[operator.data].strip("_@"))
     line = getattr(meta, "end_line", None) or 1
     return line, max(1, (getattr(meta, "end_column", None) or 1) - width)
+
+
+def _chain(node: Tree[Any]) -> list[Any]:
+    """The operands of a run of one logical operator, left to right (lark nests it left)."""
+    operands: list[Any] = []
+    kind = node.data
+    while node.data == kind and len(node.children) == 2:
+        operands.append(node.children[1])
+        node = node.children[0]
+    operands.append(node)
+    return operands[::-1]
 
 
 def _unwrap(node: Any) -> Tree[Any] | None:
