@@ -80,7 +80,19 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ("timestamp(context.t) < now", {"context": {"t": "2026-01-01T10:00:00"}}, ERROR),
     ("timestamp(context.t) < now", {"context": {"t": "2026-01-01t10:00:00z"}}, True),
     ("timestamp(context.t) < now", {"context": {"t": "2016-12-31T23:59:60Z"}}, True),
-    ('duration("1d") > duration("1h")', {}, ERROR),
+    ('duration(context.d) > duration("1h")', {"context": {"d": "1d"}}, ERROR),
+    # a literal no conversion can read fails on every decision: refused where written
+    ('duration("1d") > duration("1h")', {}, REFUSED),
+    ('timestamp("2026-01-01") < now', {}, REFUSED),
+    ('int("12x") == 12', {}, REFUSED),
+    # names the C++ parser keeps for itself, and its way with runs of ! and -
+    ("[1].exists(if, true)", {}, REFUSED),
+    ("context.n > 5 true", {}, REFUSED),
+    ("context.true == 1", {}, REFUSED),
+    ("!-context.n == 1", {}, REFUSED),
+    ("!!context.n == 1", {"context": {"n": 1}}, True),
+    ("- -context.n == 1", {"context": {"n": 1}}, True),
+    (" && ".join(["context.b"] * 500), {"context": {"b": True}}, True),
     ('duration("1ns") > duration("0s")', {}, True),
     ('string(now) == "2026-11-26T15:04:05Z"', {}, True),
     ('string(now - timestamp("2026-11-26T15:04:04.5Z")) == "0.500s"', {}, True),
@@ -95,6 +107,7 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ("context.n > 1u", {}, REFUSED),
     # a map built with a key twice: an error (the C++ runtime used to throw it)
     ('{"a": 1, "a": 2}.size() == 1', {}, ERROR),
+    ('now.getHours("EST") == 10 && now.getHours("+05:30") == 20', {}, True),
     ('{context.k: 1, "a": 2}.size() == 2', {"context": {"k": "a"}}, ERROR),
     # a map's key order differs between runtimes: refused where it would show
     ('context.m.map(k, k)[0] == "a"', {}, REFUSED),
@@ -141,3 +154,38 @@ def test_a_bug_in_the_python_engine_is_an_evaluation_error(monkeypatch: pytest.M
     program = engine.compile("context.x == 1")
     with pytest.raises(CelEvalError, match="RuntimeError"):
         program.matches(engine.activation({}, {}, {"x": 1}, NOW))
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_an_error_never_repeats_a_value_from_the_data(engine_name: str) -> None:
+    """Error texts reach explain output: they name kinds and functions, not the data (the
+    C++ runtime's own would quote the missing key)."""
+    engine = new_engine(engine_name)
+    context = {"m": {"a": 1}, "k": "secret-key", "n": "secret-number", "d": "secret-duration"}
+    for source in (
+        "context.m[context.k] == 1",
+        "int(context.n) == 1",
+        "duration(context.d) > duration('1h')",
+        "context.m.secret == 1",
+    ):
+        with pytest.raises(CelEvalError) as failed:
+            engine.compile(source).matches(engine.activation({}, {}, context, NOW))
+        assert "secret" not in str(failed.value)
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_time_zones_come_from_the_systems_database(
+    engine_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The C++ runtime reads zones from the system's tz database; so does the check, so a
+    host without one refuses a named zone at load instead of the engines parting ways."""
+    engine = new_engine(engine_name)
+    assert engine.compile('now.getHours("Europe/Paris") == 16')
+    monkeypatch.setenv("TZDIR", str(tmp_path))
+    values.load_zone.cache_clear()
+    try:
+        with pytest.raises(CelCompileErrors, match="time zone database"):
+            engine.compile('now.getHours("Europe/Paris") == 16')
+        assert engine.compile('now.getHours("+01:00") == 16')
+    finally:
+        values.load_zone.cache_clear()

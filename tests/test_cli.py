@@ -394,3 +394,23 @@ def test_import_samples_fills_any_store_with_the_sample_people(tmp_path: Path) -
     assert code == 2
     assert "never the address" in out
     assert "ada@northwind.example" not in out
+
+
+def test_without_the_cpp_engine_check_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where cel-expr-python has no wheel, the default engine cannot run: one line says so
+    and how to choose cel-python, which then checks (and tests) alone."""
+    from decider.rules.cel import engines  # noqa: PLC0415
+
+    monkeypatch.setattr(engines, "cel", None)
+    code, out = run("check", str(RULES))
+    assert code == 2
+    assert out.strip() == (
+        "decider: the cel-expr engine needs cel-expr-python, which is not installed here; "
+        "set DECIDER_ENGINE=cel-python (or --engine cel-python)"
+    )
+    code, out = run("check", str(RULES), "--engine", "cel-python")
+    assert code == 0
+    assert out.strip().endswith("(engine cel-python)")
+    code, out = run("test", str(RULES), "--engine", "cel-python")
+    assert code == 0
+    assert out.strip().endswith("passed, 0 failed (on cel-python)")

@@ -359,3 +359,22 @@ def test_an_unknown_variable_is_refused_on_the_python_engine_too(rules_copy: Pat
     assert {p.message for p in problems} == {
         "undeclared reference to 'contxt'; rules read visitor, account, context, now"
     }
+
+
+@pytest.mark.parametrize("engine", ["cel-expr", "cel-python"])
+def test_a_list_the_schema_declares_may_be_compared_after_filter(
+    rules_copy: Path, engine: str
+) -> None:
+    """Stored values are held to the schema, so a field it declares a list is a list: what
+    filter() keeps of it has an order both engines share. Without the schema it could be a
+    map, and the comparison is refused."""
+    replace(
+        rules_copy / "context.yaml",
+        'when: has(context.url) && context.url.contains("/guides/migrat")',
+        "when: has(account.committee_roles_seen) && "
+        'account.committee_roles_seen.filter(r, r != "x") == ["vp"]',
+    )
+    compile_ruleset(rules_copy, new_engine(engine))
+    (rules_copy / "schema.yaml").unlink()
+    (problem,) = problems_of(rules_copy, engine)
+    assert "order of a map's keys" in problem.message

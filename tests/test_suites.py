@@ -78,8 +78,8 @@ class _Contrary:
     def __init__(self) -> None:
         self._inner = new_engine("cel-python")
 
-    def compile(self, source: str) -> Program:
-        program = self._inner.compile(source)
+    def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
+        program = self._inner.compile(source, lists)
 
         class Negated:
             def matches(self, activation: Any) -> bool:
@@ -140,3 +140,31 @@ def test_a_suite_with_an_unknown_field_is_refused_with_its_place(tmp_path: Path)
     (problem,) = caught.value.problems
     assert (problem.file, problem.line) == ("bad.yaml", 6)
     assert "contxt" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("traits", "says"),
+    [
+        ('{fit_score: "92"}', "profile: traits.fit_score: expected int, got string"),
+        (
+            "{owner: ada@example.com}",
+            "profile: traits.owner: looks like an email address; send its SHA-256 instead",
+        ),
+    ],
+)
+def test_a_fixture_is_held_to_what_a_profile_source_holds(
+    ruleset: CompiledRuleset, tmp_path: Path, traits: str, says: str
+) -> None:
+    """A fixture no profile source would store (a string where the schema declares an int,
+    a raw email) fails its case instead of testing a profile that cannot exist."""
+    path = tmp_path / "fixture.yaml"
+    path.write_text(
+        "cases:\n"
+        "  - name: odd profile\n"
+        "    placement: home_hero\n"
+        "    now: 2026-11-20T12:00:00Z\n"
+        f"    profile: {{account: {{id: acc-1, traits: {traits}}}}}\n"
+        "    expect: {variant: home_generic}\n"
+    )
+    (result,) = run_suite(ruleset, load_suite(path, "fixture.yaml"))
+    assert result.error == says

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -40,10 +40,16 @@ from decider.rules.compiler import compile_ruleset
 from decider.rules.explain import Fixture, offline_decision, render, resolution_of
 from decider.rules.files import read_yaml
 from decider.rules.samples import write_samples
-from decider.rules.suites import compile_and_test, disagreements, format_result, run_suites
+from decider.rules.suites import (
+    compile_and_test,
+    disagreements,
+    format_result,
+    run_suites,
+    suite_files,
+)
 from decider.service import utcnow
 from decider.settings import Settings, SettingsError, unknown_variables
-from decider.traits import TraitSchema
+from decider.traits import TraitError, TraitSchema
 from decider.wiring import open_store, read_profile_schema
 
 _DEFAULTS = Settings()
@@ -366,18 +372,25 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
     for warning in ruleset.warnings:
         print(warning, file=std.out)
     print(
-        f"ok: ruleset {ruleset.version}: {len(ruleset.files)} files, "
-        f"{len(ruleset.segments)} segments, {len(ruleset.placements)} placements, "
-        f"{len(ruleset.suppressions)} suppressions (engine {settings.engine}{_alike(settings)})"
-        + (f", {len(ruleset.warnings)} warnings" if ruleset.warnings else ""),
+        f"ok: ruleset {ruleset.version}: {_count(ruleset.files, 'file')}, "
+        f"{_count(ruleset.segments, 'segment')}, {_count(ruleset.placements, 'placement')}, "
+        f"{_count(ruleset.suppressions, 'suppression')} (engine {settings.engine}"
+        f"{_alike(settings, args.rules_dir)})"
+        + (f", {_count(ruleset.warnings, 'warning')}" if ruleset.warnings else ""),
         file=std.out,
     )
     return 1 if args.strict and ruleset.warnings else 0
 
 
-def _alike(settings: Settings) -> str:
+def _alike(settings: Settings, rules_dir: Path) -> str:
     others = [name for name in installed_engines() if name != settings.engine]
-    return f"; rule tests decided alike on {', '.join(others)}" if others else ""
+    if not others or not suite_files(rules_dir):
+        return ""
+    return f"; rule tests decided alike on {', '.join(others)}"
+
+
+def _count(items: Sized, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _test(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
@@ -418,6 +431,11 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> 
     profile = None
     if args.profile is not None:
         profile = read_yaml(args.profile, str(args.profile)).convert(Fixture)
+    try:
+        resolution = resolution_of(profile, schema=ruleset.schema)
+    except TraitError as exc:
+        print(f"decider: --profile: {exc}", file=std.err)
+        return 2
     placements = (
         [args.placement]
         if args.placement
@@ -431,7 +449,7 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> 
     decisions = [
         offline_decision(
             ruleset,
-            resolution_of(profile),
+            resolution,
             placement=placement,
             now=now,
             channel=args.channel,

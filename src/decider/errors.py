@@ -96,6 +96,10 @@ class DeciderError(Exception):
     """Base of every error Decider raises on purpose."""
 
 
+class EngineUnavailable(DeciderError):
+    """The CEL engine asked for cannot run in this installation."""
+
+
 class RulesetError(DeciderError):
     """The ruleset is refused; `problems` holds every error, sorted by place, and `warnings`
     the lint findings made on the way, for a report that shows both."""

@@ -38,8 +38,9 @@ class Engine(Protocol):
     # programs evaluate on the event loop?
     off_loop: bool
 
-    def compile(self, source: str) -> Program:
-        """Compile once, at load. Raises decider.rules.cel.CelCompileErrors."""
+    def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
+        """Compile once, at load; `lists`: field paths known to hold lists (the profile
+        schema's). Raises decider.rules.cel.CelCompileErrors."""
 
     def activation(
         self,

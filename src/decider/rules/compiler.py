@@ -25,7 +25,7 @@ from decider.rules.files import (
     rule_files,
 )
 from decider.rules.lint import lint
-from decider.rules.schema import check_reference, read_schema
+from decider.rules.schema import check_reference, list_paths, read_schema
 from decider.ruleset import (
     PROFILE_VARIABLES,
     VARIABLES,
@@ -84,6 +84,7 @@ class _Builder:
         self.problems = problems
         self.warnings: tuple[Problem, ...] = ()
         self.schema = schema
+        self.lists = list_paths(schema)
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
         segments = self._segments(sources)
@@ -114,7 +115,7 @@ class _Builder:
 
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
         try:
-            program = self.engine.compile(text)
+            program = self.engine.compile(text, self.lists)
             refs = references(text)
         except CelCompileErrors as exc:
             for error in exc.errors:

@@ -13,9 +13,10 @@ import msgspec
 
 from decider.engine import decide, select_placement
 from decider.model import Channel, ConsentSignal, DecideRequest, Decision, Identity
-from decider.profile import AccountProfile, Resolution, VisitorProfile
+from decider.profile import AccountProfile, Resolution, VisitorProfile, normalized
 from decider.reasons import ReasonCode
 from decider.ruleset import CompiledRuleset
+from decider.traits import TraitSchema
 
 UNAVAILABLE = "unavailable"
 _GRANTED = (ReasonCode.CONSENT_GRANTED, ReasonCode.CONSENT_NOT_REQUIRED)
@@ -36,13 +37,18 @@ class Fixture(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     account: AccountProfile | None = None
 
 
-def resolution_of(profile: Fixture | None, *, unavailable: bool = False) -> Resolution:
-    """A profile as the resolver would have stitched it (unavailable: the source failed)."""
+def resolution_of(
+    profile: Fixture | None, *, unavailable: bool = False, schema: TraitSchema | None = None
+) -> Resolution:
+    """A profile as the resolver would have stitched it (unavailable: the source failed),
+    its values held to the rules a profile source holds them to (TraitError otherwise)."""
     if unavailable:
         return Resolution("unavailable")
     if profile is None or (profile.visitor is None and profile.account is None):
         return Resolution("unknown")
-    return Resolution("resolved", profile.visitor, profile.account)
+    visitor = normalized(profile.visitor, schema) if profile.visitor else None
+    account = normalized(profile.account, schema) if profile.account else None
+    return Resolution("resolved", visitor, account)
 
 
 def offline_decision(

@@ -73,12 +73,14 @@ Path_ = tuple[str | int, ...]
 
 
 class Mark(msgspec.Struct, frozen=True):
-    """Where a YAML value starts (1-based), and enough to place a column inside a string."""
+    """Where a YAML value starts (1-based), and enough to place a column inside a string:
+    a literal block's indent, or the source text of a folded, quoted or multi-line one."""
 
     line: int
     column: int
     style: str | None = None
     indent: int | None = None
+    raw: str | None = None
 
 
 class Document(msgspec.Struct, frozen=True):
@@ -112,10 +114,49 @@ class Document(msgspec.Struct, frozen=True):
         mark = self.mark(path)
         if mark.style == "|" and mark.indent is not None:
             return mark.line + line, mark.indent + column
-        if line == 1 and mark.style in (None, "", "'", '"'):
-            quote = 1 if mark.style else 0
-            return mark.line, mark.column + quote + column - 1
-        return mark.line + line - 1, column  # folded text: the line is right, the column is not
+        value = self.value(path)
+        if mark.raw is not None and isinstance(value, str):
+            lines = value.split("\n")
+            offset = sum(len(text) + 1 for text in lines[: line - 1]) + column - 1
+            return _place_in_source(mark, value, offset)
+        quote = 1 if mark.style else 0
+        return mark.line + line - 1, mark.column + quote + column - 1
+
+    def value(self, path: Path_) -> Any:
+        found = self.data
+        for key in path:
+            try:
+                found = found[key]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return found
+
+
+def _place_in_source(mark: Mark, value: str, offset: int) -> tuple[int, int]:
+    """Where the character `offset` of a scalar's value stands in its source text: walk the
+    source alongside the value, skipping what YAML folded away (line breaks, indentation,
+    quotes, escapes)."""
+    raw = mark.raw or ""
+    at = raw.index("\n") + 1 if mark.style == ">" and "\n" in raw else int(bool(mark.style))
+    read = 0
+    while read < offset and at < len(raw):
+        mine, theirs = raw[at], value[read]
+        if mine == theirs:
+            at, read = at + 1, read + 1
+        elif theirs in " \n" and mine in " \t\r\n":  # a line break folded into a space
+            while at < len(raw) and raw[at] in " \t\r\n":
+                at += 1
+            read += 1
+        elif mark.style == '"' and mine == "\\":  # an escape stands for one character
+            at, read = at + 2, read + 1
+        else:  # indentation, or the second quote of ''
+            at += 1
+    while at < len(raw) and raw[at] in " \t\r\n" and read < len(value) and value[read] != raw[at]:
+        at += 1
+    before = raw[:at]
+    if "\n" not in before:
+        return mark.line, mark.column + at
+    return mark.line + before.count("\n"), at - before.rfind("\n")
 
 
 class SourceFile(msgspec.Struct, frozen=True):
@@ -200,11 +241,14 @@ def read_rule_file(path: Path, name: str) -> SourceFile:
 def _marks(node: yaml.Node, path: Path_) -> Iterator[tuple[Path_, Mark]]:
     start = node.start_mark
     if isinstance(node, yaml.ScalarNode):
-        indent = None
+        indent, raw = None, None
         if node.style == "|":
             # the text of a literal block starts on the next line, at the block's indent
             indent = _block_indent(node)
-        yield path, Mark(start.line + 1, start.column + 1, node.style, indent)
+        elif node.style or node.end_mark.line != start.line:
+            buffer = start.buffer or ""
+            raw = buffer[start.pointer : node.end_mark.pointer]
+        yield path, Mark(start.line + 1, start.column + 1, node.style, indent, raw)
         return
     yield path, Mark(start.line + 1, start.column + 1)
     if isinstance(node, yaml.MappingNode):

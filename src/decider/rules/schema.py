@@ -28,6 +28,25 @@ from decider.rules.files import Document, Path_, read_yaml
 from decider.traits import OPEN, TYPES, TraitSchema
 
 
+def list_paths(schema: TraitSchema | None) -> frozenset[tuple[str, ...]]:
+    """The traits the schema declares lists, as paths (`("account", "committee_roles_seen")`):
+    stored values are held to it, so rules may rely on their order."""
+    if schema is None:
+        return frozenset()
+    found: set[tuple[str, ...]] = set()
+
+    def walk(fields: dict[str, Any], path: tuple[str, ...]) -> None:
+        for name, node in fields.items():
+            if node == "list":
+                found.add((*path, name))
+            elif isinstance(node, dict):
+                walk(node, (*path, name))
+
+    walk(schema.visitor, ("visitor",))
+    walk(schema.account, ("account",))
+    return frozenset(found)
+
+
 def check_reference(schema: TraitSchema, ref: Reference) -> str | None:
     """Why `ref` is not in the schema, or None if it is (or is not a profile read)."""
     node: Any = {"visitor": schema.visitor, "account": schema.account}.get(ref.root)

@@ -25,6 +25,7 @@ from decider.rules.explain import (
 )
 from decider.rules.files import display_name, read_yaml
 from decider.ruleset import CompiledRuleset, Engine
+from decider.traits import TraitError
 
 
 class Expect(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -123,9 +124,14 @@ def _run_case(
         if profile not in suite.fixtures:
             return CaseResult(file, *place, case.name, None, error=f"no fixture named {profile!r}")
         profile = suite.fixtures[profile]
-    resolution = resolution_of(
-        profile if isinstance(profile, Fixture) else None, unavailable=profile == UNAVAILABLE
-    )
+    try:
+        resolution = resolution_of(
+            profile if isinstance(profile, Fixture) else None,
+            unavailable=profile == UNAVAILABLE,
+            schema=ruleset.schema,
+        )
+    except TraitError as exc:  # a profile no source would hold
+        return CaseResult(file, *place, case.name, None, error=f"profile: {exc}")
     try:
         decision = offline_decision(
             ruleset,

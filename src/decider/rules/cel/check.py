@@ -24,11 +24,9 @@ Unsigned integers, bytes, type values and message construction are refused by th
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
-import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import msgspec
@@ -47,6 +45,15 @@ from decider.rules.cel.syntax import (
     Select,
     start_of,
 )
+from decider.rules.cel.values import (
+    load_zone,
+    parse_duration,
+    parse_timestamp,
+    to_bool,
+    to_double,
+    to_int,
+)
+from decider.ruleset import CelEvalError
 
 
 class Type(msgspec.Struct, frozen=True):
@@ -153,20 +160,33 @@ FUNCTIONS: Final[Mapping[str, list[Overload]]] = {
     ),
     **dict.fromkeys(("getHours", "getMinutes", "getSeconds", "getMilliseconds"), _CLOCK),
 }
+_CONVERSIONS: Final[Mapping[str, Callable[[str], object]]] = {
+    "timestamp": parse_timestamp,
+    "duration": parse_duration,
+    "int": to_int,
+    "double": to_double,
+    "bool": to_bool,
+}
+_HINTS = {
+    "timestamp": ': write RFC 3339 with a time and an offset, "2026-11-20T12:00:00Z"',
+    "duration": ': a number and a unit of h, m, s, ms, us or ns, "336h" (no day unit)',
+    "bool": ': write "true" or "false"',
+}
 _DISPLAY = {"!_": "!", "-_": "-", "_&&_": "&&", "_||_": "||", "_?_:_": "?:", "@in": "in"}
 _OFFSET = re.compile(r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]")
 _LEGACY_NULLABLE = frozenset({"timestamp", "duration"})
 
 
-def check(expr: Expr) -> Type:
-    """The type of `expr`, which must be a condition (bool or dyn). Raises CelCompileErrors
-    with every problem found."""
+def check(expr: Expr, lists: frozenset[tuple[str, ...]] = frozenset()) -> Type:
+    """The type of `expr`, which must be a condition (bool or dyn). `lists`: field paths known
+    to hold lists (`("account", "tags")`: the profile schema's). Raises CelCompileErrors with
+    every problem found."""
     checker = _Checker()
     result = checker.type_of(expr, ROOTS)
     if not checker.errors and result.kind not in ("bool", "dyn", "param"):
         checker.fail(expr, f"a condition must be a bool; this one is {result}")
     if not checker.errors:
-        _Order(checker).taint(expr)
+        _Order(checker, lists).taint(expr)
     if checker.errors:
         raise CelCompileErrors(checker.errors)
     return result
@@ -340,6 +360,8 @@ class _Checker:
             self.fail(expr, "int() of a duration is not supported; use .getSeconds()")
         if name == "duration" and kinds == ["int"]:
             self.fail(expr, 'duration() reads a string, such as "90m"')
+        if name in _CONVERSIONS and len(operands) == 1:
+            self.refuse_unconvertible(name, operands[0])
         if name == "matches" and len(operands) == 2:
             self.refuse_pattern(operands[1])
         if FUNCTIONS.get(name) in (_CALENDAR, _CLOCK) and len(operands) == 2:
@@ -349,9 +371,21 @@ class _Checker:
             ):
                 self.fail(
                     zone,
-                    'a time zone must be a literal IANA name ("Europe/Paris") or offset ("+01:00")',
+                    'a time zone must be a literal ±hh:mm offset ("+01:00") or a name in the '
+                    'system\'s time zone database ("Europe/Paris"; the tzdata package)',
                     whole=True,
                 )
+
+    def refuse_unconvertible(self, name: str, literal: Expr) -> None:
+        """A string literal the conversion can never read (`duration("14d")`) would make the
+        rule fail on every decision: refused where it is written."""
+        if not (isinstance(literal, Lit) and isinstance(literal.value, str)):
+            return
+        try:
+            _CONVERSIONS[name](literal.value)
+        except CelEvalError:
+            hint = _HINTS.get(name, "")
+            self.fail(literal, f"{name}() cannot read {literal.value!r}{hint}", whole=True)
 
     def refuse_pattern(self, pattern: Expr) -> None:
         """A regular expression must be a literal that compiles: the C++ runtime logs a
@@ -467,13 +501,9 @@ def regex_problem(pattern: str) -> str | None:
 
 
 def known_zone(name: str) -> bool:
-    """A zone both runtimes read alike: UTC, an IANA Area/Location, or a ±hh:mm offset."""
-    return name == "UTC" or bool(_OFFSET.fullmatch(name)) or name in _zones()
-
-
-@functools.cache
-def _zones() -> frozenset[str]:
-    return frozenset(n for n in zoneinfo.available_timezones() if "/" in n)
+    """A zone both runtimes read alike: UTC, a ±hh:mm offset, or a zone of the system's tz
+    database (which the C++ runtime reads, and so does the Python engine)."""
+    return name == "UTC" or bool(_OFFSET.fullmatch(name)) or load_zone(name) is not None
 
 
 # --- the order of a map's keys ----------------------------------------------------------------
@@ -499,11 +529,22 @@ class _Taint(msgspec.Struct, frozen=True):
 _CLEAN: Final = _Taint()
 
 
+def _field_path(expr: Expr, scope: Mapping[str, _Taint]) -> tuple[str, ...] | None:
+    """`account.tags` as ("account", "tags"): a variable's fields, if `expr` is only that."""
+    fields: list[str] = []
+    while isinstance(expr, Select) and not expr.test:
+        fields.append(expr.field)
+        expr = expr.operand
+    if isinstance(expr, Ident) and expr.name not in scope:
+        return (expr.name, *reversed(fields))
+    return None
+
+
 class _Order:
     """Finds where a map's key order could decide the outcome, and refuses it there."""
 
-    def __init__(self, checker: _Checker) -> None:
-        self.checker = checker
+    def __init__(self, checker: _Checker, lists: frozenset[tuple[str, ...]]) -> None:
+        self.checker, self.lists = checker, lists
 
     def taint(self, expr: Expr, scope: Mapping[str, _Taint] | None = None) -> _Taint:
         scope = scope or {}
@@ -530,7 +571,8 @@ class _Order:
         if expr.macro not in ("map", "filter"):
             return _CLEAN
         range_type = self.checker.types.get(id(expr.range), DYN)
-        own = range_type.kind != "list" or source.own
+        is_list = range_type.kind == "list" or _field_path(expr.range, scope) in self.lists
+        own = not is_list or source.own
         inner = args[-1].any if expr.macro == "map" else source.inner
         return _Taint(own, inner)
 

@@ -21,6 +21,7 @@ try:
 except ImportError:  # no wheel for this platform: cel-python serves alone
     cel = None
 
+from decider.errors import EngineUnavailable
 from decider.rules.cel.check import check
 from decider.rules.cel.evaluate import Program as PythonProgram
 from decider.rules.cel.syntax import CelCompileError, CelCompileErrors, parse
@@ -34,7 +35,10 @@ _CEL_EXPR_ERROR = re.compile(r"<input>:(\d+):(\d+): (.+)")
 def new_engine(name: str) -> Engine:
     if name == "cel-expr":
         if cel is None:
-            raise ValueError("the cel-expr engine needs cel-expr-python, which is not installed")
+            raise EngineUnavailable(
+                "the cel-expr engine needs cel-expr-python, which is not installed here; "
+                "set DECIDER_ENGINE=cel-python (or --engine cel-python)"
+            )
         return CelExprEngine()
     if name == "cel-python":
         return CelPythonEngine()
@@ -55,10 +59,10 @@ class _CelExprProgram:
     def matches(self, activation: Any) -> bool:
         try:
             value = self._expr.eval(activation)
-        except Exception as exc:
-            raise CelEvalError(f"evaluation failed: {_first_line(exc)}") from None
+        except Exception as exc:  # e.g. RuntimeError for a map with a key twice
+            raise CelEvalError(plain_error(str(exc))) from None
         if value.type() == cel.Type.ERROR:
-            raise CelEvalError(str(value.value()))
+            raise CelEvalError(plain_error(str(value.value())))
         result = value.value()
         if not isinstance(result, bool):
             raise CelEvalError(f"condition gave {value.type().name()}, not bool")
@@ -80,8 +84,8 @@ class CelExprEngine:
             }
         )
 
-    def compile(self, source: str) -> Program:
-        check(parse(source))
+    def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
+        check(parse(source), lists)
         try:
             expr = self._env.compile(source)
         except RuntimeError as exc:
@@ -107,17 +111,51 @@ def _cel_expr_errors(text: str) -> list[CelCompileError]:
     return found or [CelCompileError(1, 1, text.strip())]
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+# the C++ runtime's messages, in words that hold no value: its own can quote a key or a
+# number from the profile ("Key not found in map : \"evaluation\""), and they reach explain
+_PLAIN_ERRORS = [
+    (re.compile(r"No matching overloads? found : ([\w@<>=!?:&|+*/%().,\[\] -]+)"), None),
+    (re.compile(r"Key not found in map"), "no such key"),
+    (re.compile(r"Index error: index="), "index out of range"),
+    (re.compile(r"Index error: expected integer type, got (\w+)"), "a list index must be an int"),
+    (re.compile(r"Invalid map key type: '(\w+)'"), "invalid map key type"),
+    (re.compile(r"duplicate key in map"), "duplicate key in map"),
+    (re.compile(r"Applying SELECT to non-message type"), "no field on a value that is no map"),
+    (re.compile(r"Invalid container type"), "no list or map to index"),
+    (re.compile(r"integer overflow"), "integer overflow"),
+    (re.compile(r"divide by zero"), "divide by zero"),
+    (re.compile(r"modulus by zero"), "modulus by zero"),
+    (re.compile(r"timestamp overflow"), "timestamp overflow"),
+    (re.compile(r"Duration .* (above|below) (maximum|minimum) allowed"), "duration out of range"),
+    (re.compile(r"String to Timestamp conversion failed"), "cannot convert string to timestamp"),
+    (re.compile(r"String to Duration conversion failed"), "cannot convert string to duration"),
+    (re.compile(r"Type conversion error from 'string' to 'bool'"), "cannot convert string to bool"),
+    (re.compile(r"cannot convert string to (int|double)"), None),
+    (re.compile(r"double out of int64 range"), "double out of int64 range"),
+    (re.compile(r"Invalid timezone"), "invalid timezone"),
+]
+
+
+def plain_error(message: str) -> str:
+    """A C++ runtime error as a known phrase, or a plain "evaluation failed"."""
+    for pattern, phrase in _PLAIN_ERRORS:
+        found = pattern.search(message)
+        if found:
+            return phrase or (
+                f"no matching overload for {found[1]}"
+                if "overload" in pattern.pattern
+                else found[0]
+            )
+    return "evaluation failed"
 
 
 class CelPythonEngine:
     name: EngineName = "cel-python"
     off_loop = True  # programs are pure functions of their variables
 
-    def compile(self, source: str) -> Program:
+    def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
         expr = parse(source)
-        check(expr)
+        check(expr, lists)
         return PythonProgram(expr)
 
     def activation(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import celpy
 import msgspec
-from celpy.celparser import CELParser
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
@@ -24,8 +25,12 @@ MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 # items), and the depth of the tree it builds
 PARSE_NESTING = 32
 TREE_DEPTH = 32
-# words the C++ parser keeps for itself even after a dot
+# words the C++ parser keeps for itself: never a name, and these four not even after a dot
 _RESERVED_FIELDS = frozenset({"in", "null", "true", "false"})
+_RESERVED = _RESERVED_FIELDS | frozenset(
+    {"as", "break", "const", "continue", "else", "for", "function", "if", "import", "let"}
+    | {"loop", "package", "namespace", "return", "var", "void", "while"}
+)
 _TYPE_NAMES = frozenset(
     {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
 )
@@ -130,10 +135,25 @@ def _parse(source: str) -> Expr:
 
 @functools.cache
 def _grammar() -> Lark:
-    """cel-python's LALR parser for CEL (built once, shared)."""
-    CELParser()
-    assert CELParser.CEL_PARSER is not None
-    return CELParser.CEL_PARSER
+    """An LALR parser of cel-python's CEL grammar, built once. (cel-python's own turns
+    `true` into a token with no place; ours keeps it, for the error messages.)"""
+    grammar = (Path(celpy.__file__).parent / "cel.lark").read_text()
+    return Lark(
+        grammar,
+        parser="lalr",
+        start="expr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        priority="invert",
+        g_regex_flags=re.M,
+        lexer_callbacks={"IDENT": _bool_literal},
+    )
+
+
+def _bool_literal(token: Token) -> Token:
+    if token.value in ("true", "false"):
+        return Token.new_borrow_pos("BOOL_LIT", token.value, token)
+    return token
 
 
 _CLOSERS = {"RPAR": "')'", "RSQB": "']'", "RBRACE": "'}'", "COLON": "':'"}
@@ -271,6 +291,8 @@ class _Builder:
 
     def ident(self, token: Token, line: int, column: int) -> Expr:
         name = str(token)
+        if name in _RESERVED:
+            return self.refuse(token, f"{name!r} is a reserved word, not a name")
         if name in _TYPE_NAMES:
             return self.refuse(token, f"{name!r} is a type name; type values are not supported")
         return Ident(name, line, column)
@@ -307,7 +329,7 @@ class _Builder:
             )
             return self.refuse(node, f"{macro}() takes {shape}: list.{macro}(x, ...)")
         variable = _simple_ident(args[0])
-        if variable is None:
+        if variable is None or variable in _RESERVED:
             return self.refuse(args[0], f"{macro}()'s first argument must be a variable name")
         line, column = _place(node.children[1])
         parts = tuple(self.expr(a, nest, level + 1) for a in args[1:])
@@ -345,7 +367,7 @@ class _Builder:
             return Lit(value, line, column)
         if kind == "FLOAT_LIT":
             if re.search(r"\.(?![0-9])", text):
-                return self.refuse(token, f"write {text.split('.', maxsplit=1)[0]}.0, not {text!r}")
+                return self.refuse(token, f"write {text.replace('.', '.0', 1)}, not {text}")
             return Lit(float(text), line, column)
         if kind in ("STRING_LIT", "MLSTRING_LIT"):
             try:

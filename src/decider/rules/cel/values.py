@@ -1,5 +1,7 @@
 """What CEL's values and functions mean at run time, as Google's C++ runtime defines them.
 
+Error messages name kinds and functions, never a value: they reach explain output.
+
 The pure-Python engine evaluates with these; a property test holds them to the C++ runtime
 over generated expressions and values (tests/test_cel_parity.py). Values are JSON's (None,
 bool, int, float, str, list, dict) plus Timestamp and Duration, both exact to the
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import re2
@@ -312,10 +316,10 @@ def build_map(entries: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
 
 def select(operand: Any, field: str) -> Any:
     if type(operand) is not dict:
-        fail(f"no field {field!r} on a {kind(operand)}")
+        fail(f"no field on a {kind(operand)}")
     found = operand.get(field, _ABSENT)
     if found is _ABSENT:
-        fail(f"no such key: {field!r}")
+        fail("no such key")
     return found
 
 
@@ -334,7 +338,7 @@ def index(container: Any, key: Any) -> Any:
         elif tk is not int:
             fail(f"a list index must be an int, not {kind(key)}")
         if not 0 <= key < len(container):
-            fail(f"index {key} out of range for a list of {len(container)}")
+            fail("index out of range")
         return container[key]
     if t is dict:
         found = container.get(_lookup_key(key), _ABSENT)
@@ -676,9 +680,8 @@ def _zone_offset(zone: str, seconds: int) -> int:
         return 0
     if zone[:1] in ("+", "-") and len(zone) == 6 and zone[3] == ":":
         return (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60) * (-1 if zone[0] == "-" else 1)
-    try:
-        tz = _zone(zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    tz = load_zone(zone)
+    if tz is None:
         fail("invalid timezone")
     # Python's datetimes span years 1-9999; the offset at the edges is the one just inside
     clamped = min(max(seconds, _MIN_SECONDS + 2 * 86400), _MAX_SECONDS - 2 * 86400)
@@ -687,9 +690,22 @@ def _zone_offset(zone: str, seconds: int) -> int:
     return int(offset.total_seconds())
 
 
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory", "posix", "right"})
+
+
 @functools.lru_cache(maxsize=256)
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(name)
+def load_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """The zone `name` from the file the C++ runtime reads too (the tz database at $TZDIR,
+    else /usr/share/zoneinfo), so both engines see the same rules; None if there is none."""
+    if not _ZONE_NAME.fullmatch(name) or name.split("/", maxsplit=1)[0] in _NOT_ZONES:
+        return None
+    path = Path(os.environ.get("TZDIR") or "/usr/share/zoneinfo") / name
+    try:
+        with path.open("rb") as file:
+            return zoneinfo.ZoneInfo.from_file(file, key=name)
+    except (OSError, ValueError):
+        return None
 
 
 def _fields(value: Timestamp, zone: Any = "UTC") -> tuple[int, int, int, int, int, int, int]:
