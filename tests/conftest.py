@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -110,11 +111,12 @@ def app_client(
     source: ProfileSource | None = None,
     *,
     http_client: httpx.AsyncClient | None = None,
+    headers: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[TestClient[Any]]:
     """The real app, built by the composition root on the given ruleset and source (or the
     one `settings` name; else the sample profiles in memory), its clock fixed at NOW and its
-    rules not watched."""
+    rules not watched; `headers` go with every request (an API key, say)."""
     if source is None and "profile" not in settings:
         source = MemoryProfileSource(sample_profiles(NOW))
     options = Settings(rules_dir=RULES, watch_rules=False, **settings)
@@ -122,6 +124,7 @@ def app_client(
         options, source=source, ruleset=ruleset, http_client=http_client, clock=lambda: NOW
     )
     with TestClient(create_app(service)) as client:
+        client.headers.update(headers or {})
         yield client
 
 
@@ -130,3 +133,8 @@ def client(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[Test
     """The real app over the seeded SQLite store, its clock fixed at NOW."""
     with app_client(ruleset, store, max_body_bytes=4096) as test_client:
         yield test_client
+
+
+def api_key(secret: str, *scopes: str, name: str = "test") -> str:
+    """A DECIDER_API_KEYS entry granting `scopes` to `secret` (join several with commas)."""
+    return f"{name}:{'+'.join(scopes)}:{hashlib.sha256(secret.encode()).hexdigest()}"

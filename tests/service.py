@@ -36,9 +36,10 @@ def running_service(
     command: Sequence[str] | None = None,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Iterator[Service]:
     """`decider serve` over `rules` (or `command`, given `--port N`), its SQLite store in
-    `workdir`, started in `cwd`; stopped on exit."""
+    `workdir`, started in `cwd`; stopped on exit. The client sends `headers` (a key, say)."""
     port = free_port()
     environ = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db"), **(env or {})}
     log = workdir / f"serve-{port}.log"
@@ -52,7 +53,7 @@ def running_service(
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers)
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -1,4 +1,4 @@
-"""Admin endpoints in-process: off without a token, guarded with one, segment governance."""
+"""Admin endpoints in-process: only for keys with the admin scope; segment governance."""
 
 from __future__ import annotations
 
@@ -12,23 +12,27 @@ from litestar.testing import TestClient
 from decider.profiles.sources.sqlite import SqliteProfileStore
 from decider.ruleset import CompiledRuleset
 
-from .conftest import NOW, app_client
+from .conftest import NOW, api_key, app_client
 
 TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+DECIDE = "test-decide-key-0123456789"
 
 
 @pytest.fixture
 def admin(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[TestClient[Any]]:
-    with app_client(ruleset, store, admin_token=TOKEN) as client:
+    keys = f"{api_key(TOKEN, 'admin', name='ops')},{api_key(DECIDE, 'decide', name='edge')}"
+    with app_client(ruleset, store, api_keys=keys) as client:
         yield client
 
 
-def test_admin_endpoints_are_off_without_a_token(client: TestClient[Any]) -> None:
-    """With no DECIDER_ADMIN_TOKEN the admin routes do not exist."""
+def test_admin_endpoints_need_a_key_even_on_loopback(client: TestClient[Any]) -> None:
+    """With no keys configured, callers on this machine may decide, not administer."""
     for path in ("/admin/rules", "/admin/segments"):
-        assert client.get(path, headers=ADMIN).status_code == 404
-    assert client.post("/admin/reload", headers=ADMIN).status_code == 404
+        assert client.get(path, headers=ADMIN).status_code == 403
+    refused = client.post("/admin/reload", headers=ADMIN)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "this needs an API key with the admin scope"
 
 
 @pytest.mark.parametrize(
@@ -36,12 +40,19 @@ def test_admin_endpoints_are_off_without_a_token(client: TestClient[Any]) -> Non
     [None, "Bearer wrong-token-0123456789", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"],
 )
 def test_admin_endpoints_need_the_bearer_token(admin: TestClient[Any], header: str | None) -> None:
-    """Anything but `Authorization: Bearer <token>` is a 401 with a JSON error."""
+    """Anything but `Authorization: Bearer <key>` is a 401 with a problem body."""
     headers = {"Authorization": header} if header else {}
     response = admin.get("/admin/rules", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "unauthorized"
+
+
+def test_a_key_without_the_admin_scope_is_forbidden(admin: TestClient[Any]) -> None:
+    edge = {"Authorization": f"Bearer {DECIDE}"}
+    assert admin.get("/admin/rules", headers=edge).status_code == 403
+    assert admin.post("/admin/reload", headers=edge).status_code == 403
 
 
 def test_admin_rules_describes_the_loaded_ruleset(
@@ -63,7 +74,7 @@ def test_admin_segments_reports_wins_and_last_match(
     """GET /admin/segments: each segment's owner and purpose, wins since start, last match."""
     for user in ("u-ada", "u-ada", "u-ben"):
         body = {"placement": "home_hero", "identity": {"user_id": user}}
-        assert admin.post("/v1/decide", json=body).status_code == 200
+        assert admin.post("/v1/decide", json=body, headers={"X-API-Key": DECIDE}).is_success
     report = admin.get("/admin/segments", headers=ADMIN).json()
     assert report["decisions"] == 3
     by_id = {s["id"]: s for s in report["segments"]}
@@ -81,7 +92,8 @@ def test_admin_segments_counts_suppressions(admin: TestClient[Any]) -> None:
     unsubscribed = hashlib.sha256(b"max@globex.example").hexdigest()
     for _ in range(2):
         body = {"placement": "nurture_email", "identity": {"email_sha256": unsubscribed}}
-        assert admin.post("/v1/decide", json=body).json()["suppressed"] is True
+        decided = admin.post("/v1/decide", json=body, headers={"X-API-Key": DECIDE})
+        assert decided.json()["suppressed"] is True
     report = admin.get("/admin/segments", headers=ADMIN).json()
     by_id = {s["id"]: s for s in report["suppressions"]}
     assert by_id["email_opt_outs"] | {"description": ""} == {

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from decider.errors import MalformedBody
+from decider.errors import InvalidRequest, MalformedBody
 from decider.model import decode_request
 from decider.profiles.jsonl import parse_profiles, sample_profiles
 from decider.profiles.sources.http import HttpSettings
@@ -198,6 +198,19 @@ BAD_INPUT = [
     ("NUL in a context string", body(context={"s": "a\x00b"}), 422, "context.s"),
     ("NUL in a context key", body(context={"m": {"a\x00": 1}}), 422, "context.m"),
     (
+        "a key twice",
+        b'{"placement": "home_hero", "placement": "x", "identity": {"user_id": "u"}}',
+        400,
+        "body",
+    ),
+    (
+        "a key twice, nested",
+        b'{"placement": "home_hero", "identity": {"user_id": "u", "user_id": "v"}}',
+        400,
+        "body",
+    ),
+    ("a long context list", body(context={"pages": [0] * 1001}), 422, "context.pages"),
+    (
         "number beyond a double",
         b'{"placement": "home_hero", "identity": {"user_id": "u"}, "context": {"url": 1e999}}',
         422,
@@ -212,15 +225,27 @@ BAD_INPUT = [
 def test_bad_input_is_a_4xx_naming_the_field(
     client: Client, content: bytes, status: int, field: str
 ) -> None:
-    """Every class of bad input answers 4xx with a JSON error that names the field; never 500."""
+    """Every class of bad input answers 4xx with RFC 9457 problem details that name the
+    field; never 500."""
     response = client.post(
         "/v1/decide", content=content, headers={"content-type": "application/json"}
     )
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    assert response.headers["content-type"] == "application/problem+json"
+    error = response.json()
     assert error["field"] == field
-    assert error["message"]
-    assert error["code"]
+    assert error["status"] == status
+    assert error["type"] == f"urn:decider:problem:{error['code']}"
+    assert error["title"]
+    assert error["detail"]
+
+
+def test_a_context_of_more_than_1000_keys_is_refused() -> None:
+    """Callers choose how many items rules may iterate over: at most 1000, at every level."""
+    with pytest.raises(InvalidRequest) as caught:
+        decode_request(body(context={f"k{i}": i for i in range(1001)}))
+    assert caught.value.field == "context"
+    decode_request(body(context={f"k{i}": i for i in range(1000)}))
 
 
 def test_absurd_nesting_is_refused_as_malformed() -> None:
@@ -245,8 +270,8 @@ def test_health_readiness_and_openapi(client: Client, ruleset: CompiledRuleset) 
     assert set(identity["properties"]) == {"visitor_id", "user_id", "email_sha256", "account_id"}
     assert "Decision" in spec["components"]["schemas"]
     responses = spec["paths"]["/v1/decide"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "413", "422"}
-    assert "ErrorBody" in spec["components"]["schemas"]
+    assert set(responses) == {"200", "400", "401", "403", "413", "422"}
+    assert "ProblemDetails" in spec["components"]["schemas"]
 
 
 @pytest.fixture
@@ -346,4 +371,4 @@ def test_errors_never_repeat_an_address_and_say_to_hash_it(client: Client) -> No
         assert response.status_code == 422
         assert "ada@northwind.example" not in response.text
     hashed = client.post("/v1/decide", content=body(identity={"email_sha256": "ADA"}))
-    assert "SHA-256 of the email address" in hashed.json()["error"]["message"]
+    assert "SHA-256 of the email address" in hashed.json()["detail"]

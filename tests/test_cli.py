@@ -298,7 +298,7 @@ def test_serve_on_a_taken_port_stops_naming_the_setting(taken_port: int, tmp_pat
 
 def test_serve_on_a_host_that_cannot_be_bound_stops_naming_the_setting(tmp_path: Path) -> None:
     """An address that is not this machine's, or not an address, stops `serve` with exit 1."""
-    env = {"DECIDER_PROFILE_DB": str(tmp_path / "p.db")}
+    env = {"DECIDER_PROFILE_DB": str(tmp_path / "p.db"), "DECIDER_ALLOW_ANONYMOUS": "true"}
     for host in ("192.0.2.1", "no-such-host.invalid"):
         code, out = run("serve", "--host", host, "--port", "0", env=env)
         assert code == 1, out
@@ -310,13 +310,13 @@ def test_unknown_decider_variables_are_reported_at_start(taken_port: int, tmp_pa
     """A DECIDER_* variable that is no setting, or belongs to another source, is reported."""
     env = {
         "DECIDER_PROFILE_DB": str(tmp_path / "p.db"),
-        "DECIDER_ADMIN_TOKN": "a-token-of-sixteen-chars",
+        "DECIDER_API_KEYS_FIL": "keys.yaml",
         "DECIDER_PROFILE_API_URL": "http://profiles.test",
     }
     _, out = run("serve", "--port", str(taken_port), env=env)
     assert (
-        "DECIDER_ADMIN_TOKN is not a Decider setting: ignored; did you mean DECIDER_ADMIN_TOKEN?"
-        in out
+        "DECIDER_API_KEYS_FIL is not a Decider setting: ignored; did you mean "
+        "DECIDER_API_KEYS_FILE?" in out
     )
     assert "DECIDER_PROFILE_API_URL is a setting of the http profile source, not sqlite" in out
 

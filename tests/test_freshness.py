@@ -20,11 +20,12 @@ import pytest
 from decider.cli import main
 from decider.profiles.jsonl import sample_profiles
 
-from .conftest import RULES
+from .conftest import RULES, api_key
 from .service import Service, running_service
 
 TOKEN = "profiles-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+KEYS = api_key(TOKEN, "decide", "profiles-read", "profiles-write")
 ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
 ADA_EMAIL = {"placement": "nurture_email", "identity": {"user_id": "u-ada"}}
 
@@ -33,10 +34,10 @@ ADA_EMAIL = {"placement": "nurture_email", "identity": {"user_id": "u-ada"}}
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Service, Path]]:
     """Two serving processes on one seeded store, the rules not watched."""
     workdir = tmp_path_factory.mktemp("workers")
-    env = {"DECIDER_PROFILES_TOKEN": TOKEN, "DECIDER_WATCH_RULES": "false"}
+    env = {"DECIDER_API_KEYS": KEYS, "DECIDER_WATCH_RULES": "false"}
     with (
-        running_service(RULES, workdir, env=env) as first,
-        running_service(RULES, workdir, env=env) as second,
+        running_service(RULES, workdir, env=env, headers=AUTH) as first,
+        running_service(RULES, workdir, env=env, headers=AUTH) as second,
     ):
         yield first, second, workdir / "decider.db"
 
@@ -106,7 +107,7 @@ def replicas(
     """Two replicas over one Redis store, filled by `decider profiles import`."""
     workdir = tmp_path_factory.mktemp("replicas")
     env = {
-        "DECIDER_PROFILES_TOKEN": TOKEN,
+        "DECIDER_API_KEYS": KEYS,
         "DECIDER_WATCH_RULES": "false",
         "DECIDER_PROFILE_SOURCE": "redis",
         "DECIDER_PROFILE_REDIS_URL": redis_url,
@@ -125,8 +126,8 @@ def replicas(
     out = io.StringIO()
     assert main(["profiles", "import", str(samples)], environ=env, out=out) == 0, out.getvalue()
     with (
-        running_service(RULES, workdir, env=env) as first,
-        running_service(RULES, workdir, env=env) as second,
+        running_service(RULES, workdir, env=env, headers=AUTH) as first,
+        running_service(RULES, workdir, env=env, headers=AUTH) as second,
     ):
         yield first, second
 

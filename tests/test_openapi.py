@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
 
-from .conftest import RULES, app_client
+from .conftest import RULES, api_key, app_client
 
 TOKEN = "test-admin-token-0123456789"
 
@@ -20,7 +20,7 @@ TOKEN = "test-admin-token-0123456789"
 @pytest.fixture(scope="module")
 def spec() -> Iterator[dict[str, Any]]:
     ruleset = compile_ruleset(RULES, new_engine("cel-expr"))
-    with app_client(ruleset, admin_token=TOKEN, profiles_token=TOKEN) as client:
+    with app_client(ruleset, api_keys=api_key(TOKEN, "admin")) as client:
         document: dict[str, Any] = client.get("/schema/openapi.json").json()
         yield document
 
@@ -63,22 +63,25 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("operation", "statuses"),
     [
-        ("POST /v1/decide", {"200", "400", "413", "422"}),
+        ("POST /v1/decide", {"200", "400", "401", "403", "413", "422"}),
         ("GET /healthz", {"200"}),
         ("GET /readyz", {"200", "503"}),
-        ("GET /admin/rules", {"200", "401"}),
-        ("POST /admin/reload", {"200", "401", "422"}),
-        ("GET /admin/segments", {"200", "401"}),
+        ("GET /admin/rules", {"200", "401", "403"}),
+        ("POST /admin/reload", {"200", "401", "403", "422"}),
+        ("GET /admin/segments", {"200", "401", "403"}),
         (
             "PUT /v1/profiles/visitors/{visitor_id}",
-            {"200", "400", "401", "409", "413", "422", "503"},
+            {"200", "400", "401", "403", "409", "413", "422", "503"},
         ),
         (
             "PATCH /v1/profiles/accounts/{account_id}",
-            {"200", "400", "401", "404", "409", "413", "422", "503"},
+            {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
         ),
-        ("DELETE /v1/profiles/visitors/{visitor_id}", {"204", "400", "401", "404", "409", "503"}),
-        ("POST /v1/profiles/invalidate", {"200", "400", "401", "413", "422", "503"}),
+        (
+            "DELETE /v1/profiles/visitors/{visitor_id}",
+            {"204", "400", "401", "403", "404", "409", "503"},
+        ),
+        ("POST /v1/profiles/invalidate", {"200", "400", "401", "403", "413", "422", "503"}),
     ],
 )
 def test_every_status_an_operation_answers_is_documented(
@@ -88,21 +91,23 @@ def test_every_status_an_operation_answers_is_documented(
     assert set(operations(spec)[operation]["responses"]) == statuses
 
 
-def test_admin_operations_declare_their_bearer_scheme(spec: dict[str, Any]) -> None:
-    """Admin operations need the bearer token; the decision API does not."""
+def test_operations_declare_the_api_key_schemes(spec: dict[str, Any]) -> None:
+    """Every operation but the probes takes an API key, as a bearer token or X-API-Key."""
     schemes = spec["components"]["securitySchemes"]
     assert schemes == {
-        "adminToken": {"type": "http", "scheme": "bearer", "description": "DECIDER_ADMIN_TOKEN"},
-        "profilesToken": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "DECIDER_PROFILES_TOKEN",
+        "apiKey": {
+            "type": "apiKey",
+            "name": "X-API-Key",
+            "in": "header",
+            "description": "an API key",
         },
+        "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
     }
     for name, operation in operations(spec).items():
-        scheme = "adminToken" if "/admin/" in name else "profilesToken"
-        guarded = "/admin/" in name or "/profiles/" in name
-        expected: list[dict[str, list[str]]] | None = [{scheme: []}] if guarded else None
+        probe = name in ("GET /healthz", "GET /readyz")
+        expected: list[dict[str, list[str]]] | None = (
+            None if probe else [{"apiKey": []}, {"bearer": []}]
+        )
         assert operation.get("security") == expected, name
 
 
@@ -129,8 +134,8 @@ def test_the_decide_operation_documents_the_gpc_header(spec: dict[str, Any]) -> 
 
 
 def test_error_codes_are_a_closed_set(spec: dict[str, Any]) -> None:
-    """Callers may branch on `error.code`: the document lists every code it can take."""
-    code = spec["components"]["schemas"]["ErrorDetail"]["properties"]["code"]
+    """Callers may branch on `code`: the document lists every code it can take."""
+    code = spec["components"]["schemas"]["ProblemDetails"]["properties"]["code"]
     assert {"invalid_request", "malformed_body", "unauthorized", "internal_error"} <= set(
         code["enum"]
     )

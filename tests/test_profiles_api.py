@@ -23,10 +23,17 @@ from decider.profiles.sources.redis import open_source as open_redis
 from decider.profiles.sources.sqlite import SqliteProfileStore
 from decider.ruleset import CompiledRuleset
 
-from .conftest import NOW, app_client
+from .conftest import NOW, api_key, app_client
 
 TOKEN = "profiles-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+EDGE = "edge-key-0123456789abcdef"
+# the profile writer's key, and the website's key, sent with every request unless replaced
+KEYS: dict[str, Any] = {
+    "api_keys": f"{api_key(TOKEN, 'profiles-read', 'profiles-write', name='crm')},"
+    f"{api_key(EDGE, 'decide', 'explain', name='edge')}",
+    "headers": {"Authorization": f"Bearer {EDGE}"},
+}
 Client = TestClient[Any]
 ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
 VISITORS = "/v1/profiles/visitors/"
@@ -62,7 +69,7 @@ def client(
     }
     source = sources[request.param]()
     # a roomy budget: these cases are about what a decision sees, not how fast
-    with app_client(ruleset, source, profiles_token=TOKEN, profile_budget_ms=2000) as test_client:
+    with app_client(ruleset, source, profile_budget_ms=2000, **KEYS) as test_client:
         yield test_client
 
 
@@ -130,7 +137,7 @@ def test_writes_are_normalized_against_the_schema(client: Client) -> None:
         "/v1/profiles/accounts/acc-northwind", json={"traits": {"last_seen_at": 5}}, headers=AUTH
     )
     assert bad.status_code == 422
-    assert bad.json()["error"]["field"] == "traits.last_seen_at"
+    assert bad.json()["field"] == "traits.last_seen_at"
     good = client.patch(
         "/v1/profiles/accounts/acc-northwind",
         json={"traits": {"last_seen_at": "2026-11-19T10:00:00+01:00"}},
@@ -157,22 +164,33 @@ def test_bad_writes_are_refused_and_write_nothing(
     before = client.get("/v1/profiles/visitors/v-ada", headers=AUTH).json()
     response = client.put(path, json=body, headers=AUTH)
     assert response.status_code == status, response.text
-    assert response.json()["error"]["field"] == field
+    assert response.json().get("field") == field
     assert client.get("/v1/profiles/visitors/v-ada", headers=AUTH).json() == before
 
 
-def test_the_write_api_needs_its_own_token(client: Client) -> None:
-    """No token or the wrong one: 401; the admin token is not this one."""
-    for headers in ({}, {"Authorization": "Bearer not-the-profiles-token"}):
-        response = client.get("/v1/profiles/visitors/v-ada", headers=headers)
-        assert response.status_code == 401
-        assert response.json()["error"]["code"] == "unauthorized"
+def test_the_profile_api_needs_a_key_with_its_scopes(client: Client) -> None:
+    """A wrong key: 401; a key without the profile scopes (the website's): 403."""
+    wrong = client.get("/v1/profiles/visitors/v-ada", headers={"Authorization": "Bearer nope"})
+    assert (wrong.status_code, wrong.json()["code"]) == (401, "unauthorized")
+    edge = client.get("/v1/profiles/visitors/v-ada")
+    assert (edge.status_code, edge.json()["code"]) == (403, "forbidden")
+    assert client.delete("/v1/profiles/visitors/v-ada").status_code == 403
 
 
-def test_the_write_api_is_off_without_a_token(ruleset: CompiledRuleset) -> None:
-    """Without DECIDER_PROFILES_TOKEN the routes do not exist."""
+def test_a_read_key_reads_and_does_not_write(ruleset: CompiledRuleset) -> None:
+    reader = "reader-key-0123456789abcdef"
+    keys = api_key(reader, "profiles-read")
+    with app_client(ruleset, api_keys=keys, headers={"X-API-Key": reader}) as client:
+        assert client.get("/v1/profiles/visitors/v-ada").status_code == 200
+        refused = client.delete("/v1/profiles/visitors/v-ada")
+        assert refused.json()["detail"] == "this needs an API key with the profiles-write scope"
+        assert client.get("/v1/profiles/visitors/v-ada").status_code == 200
+
+
+def test_the_profile_api_is_closed_without_keys(ruleset: CompiledRuleset) -> None:
+    """With no keys configured, not even callers on this machine may read profiles."""
     with app_client(ruleset) as client:
-        assert client.get("/v1/profiles/visitors/v-ada", headers=AUTH).status_code == 404
+        assert client.get("/v1/profiles/visitors/v-ada").status_code == 403
 
 
 class ProfileApi:
@@ -207,7 +225,7 @@ def test_invalidation_makes_the_http_source_fetch_again(ruleset: CompiledRuleset
         ruleset,
         http_client=http,
         profile=HttpSettings(api_url="http://profiles.test"),
-        profiles_token=TOKEN,
+        **KEYS,
     ) as client:
         decide(client, body)
         fetched = len(api.paths)
@@ -221,4 +239,4 @@ def test_invalidation_makes_the_http_source_fetch_again(ruleset: CompiledRuleset
         assert len(api.paths) == 2 * fetched
         refused = client.put("/v1/profiles/visitors/v-1", json={"id": "v-1"}, headers=AUTH)
     assert refused.status_code == 409
-    assert refused.json()["error"]["code"] == "read_only"
+    assert refused.json()["code"] == "read_only"

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from .conftest import ROOT
 from .service import Service, running_service
 
 README = (ROOT / "README.md").read_text()
-TOKEN = "change-me-to-a-long-secret"  # the README's own
-PROFILES_TOKEN = "change-me-profiles-secret"
+KEY = "dk_example-ops-key-change-me"  # the README's own
+KEYS = f"ops:admin+decide+explain+profiles-read+profiles-write:{sha256(KEY.encode()).hexdigest()}"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 ELIDED = "..."
 # values that differ on every run: their shape is checked, not their value
@@ -138,25 +139,30 @@ def commands(text: str) -> Iterator[tuple[list[str], list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Service]]:
+def workspace(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, Service, Service]]:
     """A fresh copy of the repository's rules and examples, and `decider serve` started in it
-    on its defaults (with the README's admin token)."""
+    on its defaults, twice over one store: as the quickstart starts it (no keys), and as the
+    admin example does (with its key)."""
     where = tmp_path_factory.mktemp("readme")
     for name in ("rules", "examples"):
         shutil.copytree(ROOT / name, where / name)
-    env = {"DECIDER_ADMIN_TOKEN": TOKEN, "DECIDER_PROFILES_TOKEN": PROFILES_TOKEN}
-    with running_service(where / "rules", where, cwd=where, env=env) as service:
-        yield where, service
+    with (
+        running_service(where / "rules", where, cwd=where) as service,
+        running_service(where / "rules", where, cwd=where, env={"DECIDER_API_KEYS": KEYS}) as keyed,
+    ):
+        yield where, service, keyed
 
 
 def test_every_example_runs_as_shown(
-    workspace: tuple[Path, Service], monkeypatch: pytest.MonkeyPatch
+    workspace: tuple[Path, Service, Service], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In README order: `$ decider ...` prints exactly what is shown; each curl's answer is
-    the JSON shown after it."""
-    where, service = workspace
+    the JSON shown after it (from the service started with the admin example's key when the
+    example sends it)."""
+    where, service, keyed = workspace
     monkeypatch.chdir(where)
-    port = service.client.base_url.port
     shown = blocks()
     ran = 0
     for index, (lang, text) in enumerate(shown):
@@ -170,13 +176,14 @@ def test_every_example_runs_as_shown(
                 )
                 ran += 1
         elif lang == "sh" and "curl " in text:
+            port = (keyed if KEY in text else service).client.base_url.port
             script = text.replace("localhost:8080", f"127.0.0.1:{port}")
             done = subprocess.run(
                 ["bash", "-euo", "pipefail", "-c", script],
                 capture_output=True,
                 text=True,
                 check=True,
-                env={**os.environ, "DECIDER_ADMIN_TOKEN": "", "DECIDER_PROFILES_TOKEN": ""},
+                env={**os.environ, "DECIDER_API_KEYS": ""},
             )
             next_lang, answer_shown = shown[index + 1]
             assert next_lang == "json", f"no JSON shown after:\n{text}"

@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import RULES
+from .conftest import RULES, api_key
 from .service import Service, running_service
 
 TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+KEYS = api_key(TOKEN, "decide", "admin")
 ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
 CTA = "cta: Book an executive briefing\n"
 
@@ -60,8 +61,8 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
     workdir = tmp_path_factory.mktemp("reload")
     rules = workdir / "rules"
     shutil.copytree(RULES, rules)
-    env = {"DECIDER_ADMIN_TOKEN": TOKEN, "DECIDER_RELOAD_DEBOUNCE_MS": "100"}
-    with running_service(rules, workdir, env=env) as service:
+    env = {"DECIDER_API_KEYS": KEYS, "DECIDER_RELOAD_DEBOUNCE_MS": "100"}
+    with running_service(rules, workdir, env=env, headers=ADMIN) as service:
         yield service, rules
 
 
@@ -143,7 +144,7 @@ def test_a_broken_edit_is_refused_and_the_last_good_rules_keep_serving(
 def test_admin_reload_answers_422_when_refused(watched: tuple[Service, Path]) -> None:
     """POST /admin/reload reloads now: 200 with the state, or 422 with the problems."""
     service, rules = watched
-    assert service.client.post("/admin/reload").status_code == 401
+    assert service.client.post("/admin/reload", headers={"Authorization": ""}).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert service.client.post("/admin/reload", headers=wrong).status_code == 401
     ok = service.client.post("/admin/reload", headers=ADMIN)
@@ -180,7 +181,7 @@ def test_no_request_fails_or_sees_half_a_ruleset_during_reloads(
     stop = threading.Event()
 
     def stream() -> None:
-        with httpx.Client(base_url=service.client.base_url, timeout=10) as client:
+        with httpx.Client(base_url=service.client.base_url, timeout=10, headers=ADMIN) as client:
             while not stop.is_set():
                 response = client.post("/v1/decide", json=ADA)
                 body = response.json() if response.status_code == 200 else {}
@@ -235,8 +236,8 @@ def test_sighup_reloads(tmp_path: Path) -> None:
     """With watching off, an edit waits for SIGHUP, which reloads it."""
     rules = tmp_path / "rules"
     shutil.copytree(RULES, rules)
-    env = {"DECIDER_ADMIN_TOKEN": TOKEN, "DECIDER_WATCH_RULES": "false"}
-    with running_service(rules, tmp_path, env=env) as service:
+    env = {"DECIDER_API_KEYS": KEYS, "DECIDER_WATCH_RULES": "false"}
+    with running_service(rules, tmp_path, env=env, headers=ADMIN) as service:
         before = decide(service.client)["ruleset"]
         edit(rules / "b2b.yaml", CTA, "cta: Book a briefing\n")
         time.sleep(0.5)

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import ipaddress
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple, TextIO
 import msgspec
 
 from decider import __version__
+from decider.access import KeyRing, KeysError, Scope, make_key, new_key
 from decider.errors import (
     DeciderError,
     ImportFileError,
@@ -173,7 +175,46 @@ def _parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_explain)
 
     _add_profiles(commands)
+
+    keys = commands.add_parser(
+        "keys",
+        help="make an API key",
+        description="Make an API key for a caller: the key, shown once, and the hash to "
+        "configure (DECIDER_API_KEYS or DECIDER_API_KEYS_FILE).",
+    )
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    new = key_commands.add_parser(
+        "new", help="make a new random key", description="Make a new random API key."
+    )
+    new.add_argument("--name", required=True, help="who holds the key (e.g. web-edge)")
+    new.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        required=True,
+        choices=[str(scope) for scope in Scope],
+        help="what the key may do; repeat for several",
+    )
+    new.set_defaults(run=_new_key)
     return parser
+
+
+def _new_key(args: argparse.Namespace, _env: Mapping[str, str], std: Streams) -> int:
+    key, sha256 = new_key()
+    try:
+        entry = make_key(args.name, args.scopes, sha256, "--name")
+    except KeysError as exc:
+        print(f"decider: {exc}", file=std.err)
+        return 2
+    scopes = sorted(entry.scopes)
+    print(f"key:  {key}", file=std.out)
+    print("      give it to the caller once; Decider keeps only its hash", file=std.out)
+    print(f"DECIDER_API_KEYS entry:  {entry.name}:{'+'.join(scopes)}:{sha256}", file=std.out)
+    print("DECIDER_API_KEYS_FILE entry:", file=std.out)
+    print(
+        f"  - {{name: {entry.name}, scopes: [{', '.join(scopes)}], sha256: {sha256}}}", file=std.out
+    )
+    return 0
 
 
 def _add_profiles(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -258,7 +299,9 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
     # the web stack loads only for `serve`, so the other commands start fast
     import uvicorn  # noqa: PLC0415
 
-    from decider.server.app import configure_logging, create_app  # noqa: PLC0415
+    from decider.logs import configure_logging  # noqa: PLC0415
+    from decider.server.app import create_app  # noqa: PLC0415
+    from decider.server.protocol import GuardedH11Protocol  # noqa: PLC0415
     from decider.wiring import build_service  # noqa: PLC0415
 
     env = _with_flags(
@@ -282,6 +325,11 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         )
         print(exc, file=std.err)
         return 1
+    refusal = _open_without_keys(settings, service.keys)
+    if refusal:
+        asyncio.run(service.source.aclose())
+        print(refusal, file=std.err)
+        return 1
     try:
         listener = _listen(settings.host, settings.port)
     except OSError as exc:
@@ -292,7 +340,7 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
             file=std.err,
         )
         return 1
-    configure_logging()
+    configure_logging(settings.log_format)
     ruleset = service.decider.ruleset
     for warning in ruleset.warnings:
         print(warning, file=std.out)
@@ -305,11 +353,38 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         file=std.out,
         flush=True,
     )
-    # no access log: it would write client IP addresses, which are personal data
-    config = uvicorn.Config(create_app(service), log_level="info", access_log=False)
+    config = uvicorn.Config(
+        create_app(service),
+        log_config=None,  # configure_logging's: JSON or text, no access log (client IPs)
+        access_log=False,
+        http=GuardedH11Protocol,  # idle and half-sent requests time out; headers are bounded
+        timeout_keep_alive=settings.idle_timeout_s,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_graceful_shutdown=settings.idle_timeout_s + 25,
+    )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped
         uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def _open_without_keys(settings: Settings, keys: KeyRing) -> str | None:
+    """Why the service must not listen where it was asked to, if it must not: an address
+    other than loopback with no API keys, unless anonymous callers were allowed outright."""
+    if keys or settings.allow_anonymous:
+        return None
+    try:
+        infos = socket.getaddrinfo(settings.host, None, type=socket.SOCK_STREAM)
+        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"decider: refusing to listen on {settings.host} with no API keys: anyone who reaches "
+        "it could ask about anyone. Configure keys (DECIDER_API_KEYS or "
+        "DECIDER_API_KEYS_FILE; `decider keys new` makes one), listen on 127.0.0.1, or set "
+        "DECIDER_ALLOW_ANONYMOUS=true to let callers without a key decide (and do nothing else)"
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

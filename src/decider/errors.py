@@ -114,7 +114,9 @@ class InvalidRequest(DeciderError):
     """A request we refuse to answer. `field` is a dotted path into the request body."""
 
     status = 422
-    code: Literal["invalid_request", "malformed_body", "unknown_placement"] = "invalid_request"
+    code: Literal["invalid_request", "malformed_body", "unknown_placement", "forbidden"] = (
+        "invalid_request"
+    )
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
@@ -129,6 +131,13 @@ class MalformedBody(InvalidRequest):
 
 class UnknownPlacement(InvalidRequest):
     code = "unknown_placement"
+
+
+class Forbidden(InvalidRequest):
+    """A field the caller's API key may not send (explain, consent)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class ProfileSourceError(DeciderError):

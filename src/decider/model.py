@@ -6,6 +6,7 @@ typo such as "placment" is an error naming the field instead of a silent default
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -13,9 +14,13 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from decider.errors import InvalidRequest, MalformedBody, validation_path
-from decider.reasons import Reason
+from decider.reasons import Reason, ReasonCode
 
 Channel = Literal["web", "email"]
+MAX_DEPTH = 16
+# callers choose the length of context lists and maps, and rules may iterate over them: a
+# bound keeps one request's cost bounded
+MAX_ITEMS = 1000
 SLOTS: dict[str, tuple[str, ...]] = {
     "web": ("hero", "cta", "proof"),
     "email": ("subject", "opening", "proof", "cta"),
@@ -63,7 +68,14 @@ class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     placement: Ident
     identity: Identity
     channel: Channel | None = None
-    context: dict[str, Any] = {}
+    context: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            max_length=MAX_ITEMS,
+            description=f"what the page or send knows; lists and maps hold at most {MAX_ITEMS} "
+            f"items, nested at most {MAX_DEPTH} deep",
+        ),
+    ] = {}
     consent: ConsentSignal | None = None
     explain: bool = False
 
@@ -96,13 +108,15 @@ class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     explain: tuple[SegmentOutcome, ...] | None = None
 
 
-# what went wrong, for machines; `message` says it for people
+# what went wrong, for machines; `detail` says it for people
 ErrorCode = Literal[
     "malformed_body",
     "invalid_request",
     "unknown_placement",
     "body_too_large",
+    "headers_too_large",
     "unauthorized",
+    "forbidden",
     "not_found",
     "method_not_allowed",
     "conflict",
@@ -111,16 +125,51 @@ ErrorCode = Literal[
     "http_error",
     "internal_error",
 ]
+TITLES: dict[str, str] = {
+    "malformed_body": "The body cannot be read",
+    "invalid_request": "A field is wrong",
+    "unknown_placement": "No such placement",
+    "body_too_large": "The body is too large",
+    "headers_too_large": "The headers are too large",
+    "unauthorized": "An API key is needed",
+    "forbidden": "Not allowed for this caller",
+    "not_found": "No such resource",
+    "method_not_allowed": "Method not allowed",
+    "conflict": "Conflicts with what is stored",
+    "read_only": "The profile source is read-only",
+    "unavailable": "The profile store is unavailable",
+    "http_error": "The request was refused",
+    "internal_error": "Internal error",
+}
+PROBLEM_TYPE = "urn:decider:problem:"
 
 
-class ErrorDetail(msgspec.Struct, frozen=True):
+class ProblemDetails(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An error as RFC 9457 problem details (application/problem+json); `type` is
+    `urn:decider:problem:<code>`, and `code` and `field` (the field at fault) are extension
+    members, for machines to branch on."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
     code: ErrorCode
-    message: str
     field: str | None = None
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
-    error: ErrorDetail
+def problem(status: int, code: ErrorCode, detail: str, field: str | None = None) -> ProblemDetails:
+    return ProblemDetails(PROBLEM_TYPE + code, TITLES[code], status, detail, code, field)
+
+
+def minimal(decision: Decision) -> Decision:
+    """The decision as told to a caller without the explain scope: its reasons' codes with
+    their fixed meanings, so no message names an id, an account, a flag or a trait value."""
+    return msgspec.structs.replace(
+        decision, reasons=tuple(_PLAIN[reason.code] for reason in decision.reasons)
+    )
+
+
+_PLAIN = {code: Reason(code, code.meaning) for code in ReasonCode}
 
 
 _request_decoder = msgspec.json.Decoder(DecideRequest)
@@ -132,7 +181,7 @@ def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     if not body.strip():
         raise MalformedBody("body", "request body is empty; expected a JSON object")
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, path = validation_path(exc)
         raise InvalidRequest(".".join(map(str, path)) or "body", message) from None
@@ -142,20 +191,48 @@ def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise MalformedBody("body", "not valid UTF-8") from None
     except RecursionError:
         raise MalformedBody("body", "nested too deeply") from None
+    _refuse_duplicate_keys(body)
+    return decoded
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """A key given twice in one object is refused: msgspec keeps the last, silently, and a
+    proxy or log reading the first would disagree with what was decided. Runs only on a body
+    msgspec has decoded, so it is valid JSON and UTF-8 (a few µs, in C but for the hook)."""
+    try:
+        json.loads(body, object_pairs_hook=_unique)
+    except _DuplicateKey as exc:
+        raise MalformedBody(
+            "body", f"the key {exc.args[0]!r} appears twice in one object"
+        ) from None
 
 
 def decode_request(body: bytes) -> DecideRequest:
     return decode_body(body, _request_decoder)
 
 
-MAX_DEPTH = 16
 _INT64 = range(-(2**63), 2**63)
 
 
 def json_value_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     """(path, why) if `value` is not one both CEL engines hold alike: a NUL character (the
     C++ runtime would cut the string there), an integer beyond 64 bits, nesting deeper than
-    MAX_DEPTH; else None."""
+    MAX_DEPTH, a list or map of more than MAX_ITEMS items; else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -165,6 +242,8 @@ def json_value_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str]
     if isinstance(value, dict | list):
         if depth >= MAX_DEPTH:
             return path, f"nested deeper than {MAX_DEPTH} levels"
+        if len(value) > MAX_ITEMS:
+            return path, f"{len(value)} items; at most {MAX_ITEMS} are allowed"
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(key, str) and "\x00" in key:

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, TypeVar, get_args, get_type_hints
+from typing import Annotated, Literal, TypeVar, get_args, get_type_hints
 
 import msgspec
 
@@ -25,11 +25,17 @@ PREFIX = "DECIDER_"
 CACHE_PREFIX = PREFIX + "CACHE_"
 PROFILE_PREFIX = PREFIX + "PROFILE_"
 SOURCE_VARIABLE = PROFILE_PREFIX + "SOURCE"
-# visible ASCII, as an HTTP header carries it
-TOKEN = "^[!-~]{16,}$"
-_IN_WORDS = {TOKEN: "16 or more visible ASCII characters, no spaces"}
 # old name -> new name: the old one is still read (the new one wins) and reported at start
 RENAMED = {PREFIX + "SEED_SAMPLES": PROFILE_PREFIX + "SEED_SAMPLES"}
+# gone, and what replaces them: set, they stop the service (a secret that silently stopped
+# working would lock its owner out, or leave them thinking a route is closed)
+REMOVED = {
+    PREFIX + "ADMIN_TOKEN": "make an API key with the admin scope (decider keys new --scope "
+    "admin) and configure it in DECIDER_API_KEYS or DECIDER_API_KEYS_FILE",
+    PREFIX + "PROFILES_TOKEN": "make an API key with the profiles-read and profiles-write "
+    "scopes (decider keys new --scope profiles-read --scope profiles-write) and configure it "
+    "in DECIDER_API_KEYS or DECIDER_API_KEYS_FILE",
+}
 
 
 class SettingsError(ValueError):
@@ -52,10 +58,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     profile_budget_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] = 50.0
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     max_body_bytes: Annotated[int, msgspec.Meta(ge=256, le=64 * 1024 * 1024)] = 64 * 1024
-    admin_token: Annotated[str, msgspec.Meta(pattern=TOKEN)] | None = None
-    profiles_token: Annotated[str, msgspec.Meta(pattern=TOKEN)] | None = None
+    api_keys: str | None = None
+    api_keys_file: Path | None = None
+    allow_anonymous: bool = False
+    cors_origins: str | None = None
+    cors_credentials: bool = False
+    log_format: Literal["auto", "json", "text"] = "auto"
+    idle_timeout_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 16 * 1024
     watch_rules: bool = True
     reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 200
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """DECIDER_CORS_ORIGINS as a list: none by default, `*` for any origin."""
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def profile_source(self) -> str:
@@ -65,6 +82,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Settings from DECIDER_* variables; unset or empty ones keep their defaults."""
+        for name, instead in REMOVED.items():
+            if environ.get(name):
+                raise SettingsError(f"{name} is no longer read: {instead}")
         renamed = {new: environ[old] for old, new in RENAMED.items() if old in environ}
         environ = {**renamed, **environ}
         name = environ.get(SOURCE_VARIABLE) or DEFAULT
@@ -75,10 +95,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 f"choose one of {', '.join(DRIVERS)}"
             )
         top = _read(cls, environ, PREFIX, skip=("profile", "cache"))
+        _check_cors(top)
         return msgspec.structs.replace(
             top,
             profile=_read(driver.settings, environ, PROFILE_PREFIX, source=name),
             cache=_read(CacheSettings, environ, CACHE_PREFIX),
+        )
+
+
+_ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
+
+
+def _check_cors(settings: Settings) -> None:
+    origins = settings.allowed_origins
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"DECIDER_CORS_ORIGINS: {origin!r} is not an origin: scheme://host[:port], "
+                "no path, or *"
+            )
+    if "*" in origins and settings.cors_credentials:
+        raise SettingsError(
+            "DECIDER_CORS_CREDENTIALS: never with DECIDER_CORS_ORIGINS=*; list the origins "
+            "that may send credentials"
         )
 
 
@@ -185,9 +224,6 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
 
 def _in_words(message: str, kind: type[msgspec.Struct], field: str) -> str:
     """msgspec's message, said for someone who wrote an environment variable."""
-    for pattern, words in _IN_WORDS.items():
-        if pattern in message:
-            return f"expected {words}"
     if message.startswith("Invalid enum value"):
         choices = get_args(get_type_hints(kind).get(field))
         return f"{message}; choose one of {', '.join(map(str, choices))}"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from decider.access import KeyRing, KeysError, parse_file, parse_spec
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources import driver_for
 from decider.profiles.sources.base import Opening, ProfileSource, ProfileStore
@@ -47,6 +48,7 @@ class Service:
     resolver: Resolver
     stats: Stats
     reloader: Reloader
+    keys: KeyRing
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
@@ -79,8 +81,10 @@ def build_service(
     """Compile and test the rules (so broken rules stop the service before it listens), then
     open the profile source and build the rest around them.
 
-    Raises RulesetError for rules that fail, ProfileSourceError for a source that cannot open.
+    Raises RulesetError for rules that fail, ProfileSourceError for a source that cannot open,
+    SettingsError for API keys that are wrong.
     """
+    keys = load_keys(settings)
     ruleset = ruleset or load_rules(settings.rules_dir, settings.engine)
     # reloads compile on the engine the service serves with
     load = partial(load_rules, settings.rules_dir, ruleset.engine.name)
@@ -105,7 +109,27 @@ def build_service(
     reloader = Reloader(
         decider, load, off_loop=ruleset.engine.off_loop, rules_dir=settings.rules_dir, clock=clock
     )
-    return Service(settings, decider, source, resolver, stats, reloader)
+    return Service(settings, decider, source, resolver, stats, reloader, keys)
+
+
+def load_keys(settings: Settings) -> KeyRing:
+    """The API keys of DECIDER_API_KEYS and DECIDER_API_KEYS_FILE, together. Raises
+    SettingsError naming the variable (never a hash) for a key that is wrong."""
+    try:
+        keys = parse_spec(settings.api_keys or "", "DECIDER_API_KEYS")
+        path = settings.api_keys_file
+        if path is not None:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise KeysError(f"cannot read {path}: {exc.strerror or exc}") from None
+            keys += parse_file(data, f"DECIDER_API_KEYS_FILE ({path})")
+        return KeyRing(keys)
+    except KeysError as exc:
+        message = str(exc)
+        if not message.startswith("DECIDER_"):
+            message = f"DECIDER_API_KEYS / DECIDER_API_KEYS_FILE: {message}"
+        raise SettingsError(message) from None
 
 
 def open_store(settings: Settings, *, schema: TraitSchema | None, now: datetime) -> ProfileStore:

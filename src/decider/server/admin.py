@@ -1,6 +1,6 @@
 """Admin endpoints for rule authors: the loaded rules, reload, and segment governance.
 
-Mounted only when DECIDER_ADMIN_TOKEN is set; every call needs `Authorization: Bearer <it>`.
+Every call needs an API key with the admin scope.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import msgspec
 from litestar import Response, Router, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.types import Guard
 
 from decider.reload import Reloader, RulesState
-from decider.server.auth import UNAUTHORIZED, bearer_guard
+from decider.server.auth import REFUSED, REQUIREMENT
 from decider.service import Decider
 from decider.stats import Stats
-
-SECURITY_SCHEME = "adminToken"
 
 
 class SegmentUsage(msgspec.Struct, frozen=True):
@@ -53,7 +52,7 @@ class SegmentsReport(msgspec.Struct, frozen=True):
     "/rules",
     operation_id="rules",
     summary="The loaded ruleset and the last reload",
-    responses=UNAUTHORIZED,
+    responses=REFUSED,
 )
 async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
     return reloader.state()
@@ -70,7 +69,7 @@ async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
             generate_examples=False,
             description="Refused: `last_reload.errors` says why; the last good ruleset serves on",
         ),
-        **UNAUTHORIZED,
+        **REFUSED,
     },
 )
 async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesState]:
@@ -82,7 +81,7 @@ async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesSta
     "/segments",
     operation_id="segments",
     summary="Segment governance: owner, purpose, wins, last match",
-    responses=UNAUTHORIZED,
+    responses=REFUSED,
 )
 async def segments(
     decider: NamedDependency[Decider], stats: NamedDependency[Stats]
@@ -115,12 +114,12 @@ async def segments(
     return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
 
 
-def admin_router(token: str) -> Router:
-    """The admin routes behind the admin token."""
+def admin_router(guard: Guard) -> Router:
+    """The admin routes behind `guard`."""
     return Router(
         path="/admin",
         route_handlers=[rules_state, reload_rules, segments],
-        guards=[bearer_guard(token, "DECIDER_ADMIN_TOKEN")],
-        security=[{SECURITY_SCHEME: []}],
+        guards=[guard],
+        security=REQUIREMENT,
         tags=["admin"],
     )

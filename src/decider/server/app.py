@@ -16,14 +16,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, Request, Response, Router
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import Message, Scope
 
 from decider import __version__
+from decider.access import Scope as Needs
 from decider.errors import (
     DeciderError,
     InvalidRequest,
@@ -31,16 +34,19 @@ from decider.errors import (
     ProfileSourceError,
     ReadOnlySource,
 )
-from decider.model import ErrorBody, ErrorCode, ErrorDetail
-from decider.server.admin import SECURITY_SCHEME as ADMIN_SCHEME
+from decider.logs import configure_logging
+from decider.model import ErrorCode, problem
 from decider.server.admin import admin_router
+from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
 from decider.server.decide import decide
 from decider.server.health import healthz, readyz
-from decider.server.profiles import SECURITY_SCHEME as PROFILES_SCHEME
 from decider.server.profiles import profiles_router
+from decider.server.protocol import header_limit
+from decider.server.request_id import request_id
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.wiring import Service, build_service
 
+PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("decider")
 
 
@@ -53,21 +59,23 @@ def create_app(service: Service) -> Litestar:
         async with service.running():
             yield
 
-    handlers: list[Any] = [decide, healthz, readyz]
-    schemes: dict[str, Any] = {}
-    if settings.admin_token:
-        handlers.append(admin_router(settings.admin_token))
-        schemes[ADMIN_SCHEME] = SecurityScheme(
-            type="http", scheme="bearer", description="DECIDER_ADMIN_TOKEN"
-        )
-    if settings.profiles_token:
-        handlers.append(profiles_router(settings.profiles_token))
-        schemes[PROFILES_SCHEME] = SecurityScheme(
-            type="http", scheme="bearer", description="DECIDER_PROFILES_TOKEN"
-        )
+    door = Authenticator(service.keys, allow_anonymous=settings.allow_anonymous)
+    handlers: list[Any] = [
+        Router(
+            path="/",
+            route_handlers=[decide],
+            guards=[authorize(door, Needs.DECIDE)],
+            security=REQUIREMENT,
+        ),
+        healthz,
+        readyz,
+        admin_router(authorize(door, Needs.ADMIN)),
+        profiles_router(authorize(door, Needs.PROFILES_READ, Needs.PROFILES_WRITE)),
+    ]
+    origins = settings.allowed_origins
     return Litestar(
         route_handlers=handlers,
-        logging_config=None,  # logging is the process's to configure (configure_logging)
+        logging_config=None,  # logging is the process's to configure (decider.logs)
         dependencies={
             "decider": _provide(service.decider),
             "source": _provide(service.source),
@@ -76,7 +84,18 @@ def create_app(service: Service) -> Litestar:
             "resolver": _provide(service.resolver),
         },
         lifespan=[lifespan],
+        before_send=[_echo_request_id],
+        middleware=[header_limit(settings.max_header_bytes)],
         request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "x-api-key", "content-type", "x-request-id", "sec-gpc"],
+            allow_credentials=settings.cors_credentials,
+            expose_headers=["x-request-id"],
+        )
+        if origins
+        else None,
         exception_handlers={
             InvalidRequest: _invalid_request,
             ProfileConflict: _refused(409, "conflict"),
@@ -89,7 +108,7 @@ def create_app(service: Service) -> Litestar:
             title="Decider",
             version=__version__,
             description="Personalization decisions: identity, consent first, segment, variant.",
-            components=Components(security_schemes=schemes or None),
+            components=Components(security_schemes=dict(SECURITY)),
         ),
     )
 
@@ -97,24 +116,19 @@ def create_app(service: Service) -> Litestar:
 def app_from_env() -> Litestar:
     """The app on settings read from the environment (DECIDER_*), for process managers.
     A bad setting, rules that fail or a source that cannot open stop the process, saying why."""
-    configure_logging()
-    # no access log: it would write client IP addresses (and any query string) to the log
-    logging.getLogger("uvicorn.access").addFilter(lambda _: False)
-    for problem in unknown_variables(os.environ):
-        log.warning("%s", problem)
-    for listener in ("DECIDER_HOST", "DECIDER_PORT"):
-        if os.environ.get(listener):
-            log.warning("%s is read by `decider serve` only: the process manager listens", listener)
     try:
-        return create_app(build_service(Settings.from_env(os.environ)))
+        settings = Settings.from_env(os.environ)
+        configure_logging(settings.log_format)
+        for warning in unknown_variables(os.environ):
+            log.warning("%s", warning)
+        for listener in ("DECIDER_HOST", "DECIDER_PORT"):
+            if os.environ.get(listener):
+                log.warning(
+                    "%s is read by `decider serve` only: the process manager listens", listener
+                )
+        return create_app(build_service(settings))
     except (SettingsError, DeciderError) as exc:
         raise SystemExit(f"decider: refusing to start: {exc}") from None
-
-
-def configure_logging() -> None:
-    """Decider's own messages (reloads, warnings) at INFO, in uvicorn's style; never ids or
-    profile data (see the Privacy section of the README)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
 
 
 def _provide(value: object) -> Provide:
@@ -124,14 +138,16 @@ def _provide(value: object) -> Provide:
     return Provide(dependency, use_cache=True, sync_to_thread=False)
 
 
-def _error(status: int, detail: ErrorDetail) -> Response[bytes]:
+def _error(status: int, code: ErrorCode, detail: str, field: str | None = None) -> Response[bytes]:
     return Response(
-        msgspec.json.encode(ErrorBody(detail)), status_code=status, media_type=MediaType.JSON
+        msgspec.json.encode(problem(status, code, detail, field)),
+        status_code=status,
+        media_type=PROBLEM_JSON,
     )
 
 
 def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response[bytes]:
-    return _error(exc.status, ErrorDetail(exc.code, exc.message, exc.field))
+    return _error(exc.status, exc.code, exc.message, exc.field)
 
 
 def _refused(
@@ -141,30 +157,45 @@ def _refused(
     personal data (decider.errors)."""
 
     def answer(_: Request[Any, Any, Any], exc: DeciderError) -> Response[bytes]:
-        return _error(status, ErrorDetail(code, str(exc)))
+        return _error(status, code, str(exc))
 
     return answer
 
 
 _HTTP_CODES: dict[int, ErrorCode] = {
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    431: "headers_too_large",
 }
 
 
 def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     field = "body" if exc.status_code == 413 else None
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    response = _error(exc.status_code, ErrorDetail(code, str(exc.detail), field))
+    response = _error(exc.status_code, code, str(exc.detail), field)
     response.headers.update(exc.headers or {})
     return response
 
 
-def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.exception("unexpected error", exc_info=exc)
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error(
+        "unexpected error: %s",
+        type(exc).__name__,
+        exc_info=exc,
+        extra={"request_id": request_id(request.scope)},
+    )
     return _error(
         HTTP_500_INTERNAL_SERVER_ERROR,
-        ErrorDetail("internal_error", "the decision could not be made; see the service log"),
+        "internal_error",
+        "the decision could not be made; see the service log",
     )
+
+
+async def _echo_request_id(message: Message, scope: Scope) -> None:
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", ()))
+        headers.append((b"x-request-id", request_id(scope).encode()))
+        message["headers"] = headers

@@ -1,39 +1,132 @@
-"""One bearer-token guard, for every route family that has its own token (admin, profiles)."""
+"""Authentication at the door: an API key names the caller and its scopes; a route family
+needs a scope.
+
+With keys configured, every call but the probes and the OpenAPI document needs a key (as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`). With none, the service answers callers
+as the quickstart needs, but only on a loopback address (a process manager may bind anything,
+so this is checked on each request, from the address the request arrived on), unless
+DECIDER_ALLOW_ANONYMOUS=true opens decisions, and nothing more, to the network.
+"""
 
 from __future__ import annotations
 
-import hmac
+import ipaddress
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import SecurityScheme
 from litestar.types import Guard
 
-from decider.model import ErrorBody
+from decider.access import ANONYMOUS_SCOPES, LOCAL_SCOPES, Caller, KeyRing, Scope
+from decider.model import ProblemDetails
 
-UNAUTHORIZED = {
-    401: ResponseSpec(
-        ErrorBody, generate_examples=False, description="No bearer token, or a wrong one"
-    )
+SECURITY = {
+    "apiKey": SecurityScheme(
+        type="apiKey", name="X-API-Key", security_scheme_in="header", description="an API key"
+    ),
+    "bearer": SecurityScheme(type="http", scheme="bearer", description="an API key"),
 }
+REQUIREMENT: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
+REFUSED = {
+    401: ResponseSpec(
+        ProblemDetails, generate_examples=False, description="No API key, or a wrong one"
+    ),
+    403: ResponseSpec(
+        ProblemDetails,
+        generate_examples=False,
+        description="The API key lacks the scope this needs",
+    ),
+}
+_ANONYMOUS_LOCAL = Caller(None, LOCAL_SCOPES)
+_ANONYMOUS = Caller(None, ANONYMOUS_SCOPES)
+_NOBODY = Caller(None, frozenset())
 
 
-def bearer_guard(token: str, variable: str) -> Guard:
-    """A guard letting through only `Authorization: Bearer <token>`; `variable` names the
-    setting that holds the token, for the 401's message."""
-    expected = token.encode()
+class Authenticator:
+    """Who a request comes from, given the configured keys and whether callers without a key
+    are let in from the network."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        scheme, _space, given = connection.headers.get("authorization", "").partition(" ")
-        # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("latin-1", "replace"), expected
-        ):
-            raise NotAuthorizedException(
-                f"this endpoint needs Authorization: Bearer <{variable}>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    def __init__(self, keys: KeyRing, *, allow_anonymous: bool) -> None:
+        self.keys = keys
+        self.allow_anonymous = allow_anonymous
+
+    def caller(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+        secret = _secret(connection)
+        if self.keys:
+            if secret is None:
+                if self.allow_anonymous:
+                    return _ANONYMOUS
+                raise _unauthorized(
+                    "an API key is required: Authorization: Bearer <key> or X-API-Key"
+                )
+            caller = self.keys.caller(secret)
+            if caller is None:
+                raise _unauthorized("unknown API key")
+            return caller
+        if _on_loopback(connection):
+            return _ANONYMOUS_LOCAL
+        if self.allow_anonymous:
+            return _ANONYMOUS
+        raise PermissionDeniedException(
+            "no API keys are configured, so Decider answers on a loopback address only; "
+            "configure keys (DECIDER_API_KEYS or DECIDER_API_KEYS_FILE) or set "
+            "DECIDER_ALLOW_ANONYMOUS=true"
+        )
+
+
+def authorize(authenticator: Authenticator, read: Scope, write: Scope | None = None) -> Guard:
+    """A guard admitting callers with `read` (for GET) or `write` (any other method; `read`
+    when None); the caller is kept in the request's state for the handler."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        caller = authenticator.caller(connection)
+        reading = write is None or "GET" in (getattr(handler, "http_methods", None) or ())
+        needed = read if reading else write
+        assert needed is not None
+        if not caller.may(needed) and not (reading and write and caller.may(write)):
+            raise PermissionDeniedException(f"this needs an API key with the {needed} scope")
+        connection.state.caller = caller
 
     return guard
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """The caller a guard admitted (nobody, if no guard ran)."""
+    caller: Caller = connection.state.get("caller", _NOBODY)
+    return caller
+
+
+def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    headers = connection.headers
+    key = headers.get("x-api-key", "").strip() or None
+    scheme, _space, given = headers.get("authorization", "").partition(" ")
+    # the scheme is case-insensitive (RFC 7235)
+    bearer = given.strip() if scheme.lower() == "bearer" and given.strip() else None
+    if key and bearer and key != bearer:
+        raise _unauthorized("two different API keys: send one, as a bearer token or X-API-Key")
+    return key or bearer
+
+
+def _on_loopback(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    server = connection.scope.get("server")
+    return is_loopback(server[0] if server else None)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a request arriving on the server address `host` stays on this machine; one
+    that is not an IP (a Unix socket, an in-process test client) does."""
+    if host is None:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
+
+
+def _unauthorized(message: str) -> NotAuthorizedException:
+    return NotAuthorizedException(message, headers={"WWW-Authenticate": "Bearer"})

@@ -11,7 +11,10 @@ from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIType, Parameter, Schema
 
-from decider.model import DecideRequest, Decision, ErrorBody, ErrorDetail, decode_request
+from decider.access import Scope
+from decider.errors import Forbidden
+from decider.model import DecideRequest, Decision, ProblemDetails, decode_request, minimal, problem
+from decider.server.auth import REFUSED, caller_of
 from decider.server.openapi import body_operation
 from decider.service import Decider
 
@@ -25,12 +28,13 @@ _GPC = Parameter(
 )
 
 
-def _error(description: str, example: ErrorDetail) -> ResponseSpec:
+def _error(description: str, example: ProblemDetails) -> ResponseSpec:
     return ResponseSpec(
-        ErrorBody,
+        ProblemDetails,
         generate_examples=False,
         description=description,
-        examples=[Example(summary=example.code, value=msgspec.to_builtins(ErrorBody(example)))],
+        media_type="application/problem+json",
+        examples=[Example(summary=example.code, value=msgspec.to_builtins(example))],
     )
 
 
@@ -44,20 +48,30 @@ def _error(description: str, example: ErrorDetail) -> ResponseSpec:
     responses={
         400: _error(
             "The body is not JSON, or nested too deeply",
-            ErrorDetail("malformed_body", "not valid JSON: malformed number", "body"),
+            problem(400, "malformed_body", "not valid JSON: malformed number", "body"),
         ),
         413: _error(
             "The body is larger than DECIDER_MAX_BODY_BYTES",
-            ErrorDetail("body_too_large", "Request Entity Too Large", "body"),
+            problem(413, "body_too_large", "Request Entity Too Large", "body"),
         ),
         422: _error(
-            "A field is wrong; `error.field` names it",
-            ErrorDetail("invalid_request", "Object contains unknown field `placment`", "placment"),
+            "A field is wrong; `field` names it",
+            problem(422, "invalid_request", "Object contains unknown field `placment`", "placment"),
         ),
+        **REFUSED,
     },
 )
 async def decide(request: Request[Any, Any, Any], decider: NamedDependency[Decider]) -> Decision:
-    """One decision: who is asking, consent and suppression, segment, variant, and why."""
+    """One decision: who is asking, consent and suppression, segment, variant, and why.
+    Reasons name ids, accounts and flags only for a caller with the explain scope."""
     body = decode_request(await request.body())
+    caller = caller_of(request)
+    if body.explain and not caller.may(Scope.EXPLAIN):
+        raise Forbidden("explain", "explain: true needs an API key with the explain scope")
+    if body.consent is not None and not caller.may(Scope.CONSENT):
+        raise Forbidden(
+            "consent", "sending the consent signal needs an API key with the consent scope"
+        )
     gpc = request.headers.get("sec-gpc", "").strip() == "1"
-    return await decider.decide(body, gpc=gpc)
+    decision = await decider.decide(body, gpc=gpc)
+    return decision if caller.may(Scope.EXPLAIN) else minimal(decision)

@@ -1,10 +1,10 @@
 """The profile write API: create, replace, merge and erase profiles in the embedded store, and
 tell the service that a profile API's profile changed.
 
-Mounted only when DECIDER_PROFILES_TOKEN is set; every call needs `Authorization: Bearer
-<it>`. A write is normalized as an import is (decider.traits), lands in the store, is applied
-to this process's caches at once, and reaches every other process through the store's change
-feed before its next decision.
+Reads need an API key with the profiles-read scope (or profiles-write), writes one with
+profiles-write. A write is normalized as an import is (decider.traits), lands in the store,
+is applied to this process's caches at once, and reaches every other process through the
+store's change feed before its next decision.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
+from litestar.types import Guard
 
 from decider.errors import InvalidRequest, ReadOnlySource
-from decider.model import ErrorBody, Identity, decode_body
+from decider.model import Identity, ProblemDetails, decode_body
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.base import ProfileSource, ProfileStore
-from decider.server.auth import UNAUTHORIZED, bearer_guard
+from decider.server.auth import REFUSED, REQUIREMENT
 from decider.server.openapi import body_operation
 from decider.service import Decider
 from decider.traits import TraitError
 
-SECURITY_SCHEME = "profilesToken"
 P = TypeVar("P", VisitorProfile, AccountProfile)
 T = TypeVar("T")
 
@@ -55,15 +55,15 @@ def _answers(*statuses: int) -> dict[int, ResponseSpec]:
         404: "No such profile",
         409: "Read-only source, or a user id or email hash another visitor holds",
         413: "The body is larger than DECIDER_MAX_BODY_BYTES",
-        422: "A field is wrong; `error.field` names it",
+        422: "A field is wrong; `field` names it",
         503: "The profile store is unavailable",
     }
     bodies = (413,) if 422 in statuses else ()
     specs = {
-        status: ResponseSpec(ErrorBody, generate_examples=False, description=words[status])
+        status: ResponseSpec(ProblemDetails, generate_examples=False, description=words[status])
         for status in (400, *statuses, *bodies, 503)
     }
-    return {**specs, **UNAUTHORIZED}
+    return {**specs, **REFUSED}
 
 
 @get("/visitors/{visitor_id:path}", operation_id="getVisitor", responses=_answers(404))
@@ -195,8 +195,8 @@ async def invalidate(
     return Forgotten(len(change.visitors), len(change.accounts), len(change.aliases))
 
 
-def profiles_router(token: str) -> Router:
-    """The profile routes behind the profiles token."""
+def profiles_router(guard: Guard) -> Router:
+    """The profile routes behind `guard`."""
     return Router(
         path="/v1/profiles",
         route_handlers=[
@@ -210,8 +210,8 @@ def profiles_router(token: str) -> Router:
             delete_account,
             invalidate,
         ],
-        guards=[bearer_guard(token, "DECIDER_PROFILES_TOKEN")],
-        security=[{SECURITY_SCHEME: []}],
+        guards=[guard],
+        security=REQUIREMENT,
         tags=["profiles"],
     )
 

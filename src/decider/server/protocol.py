@@ -1,0 +1,108 @@
+"""uvicorn's HTTP/1.1, with the limits a service on a network needs.
+
+uvicorn arms its idle timer only once a response is sent and cancels it on any byte, so a
+connection that never sends a request, or sends its headers a byte at a time (slowloris),
+stays open for ever. Here a connection has the idle timeout (DECIDER_IDLE_TIMEOUT_S) to send
+a whole request's headers, counted from the connection or from the first byte after a
+response, however slowly they trickle. Headers over the limit (DECIDER_MAX_HEADER_BYTES) are
+answered 431 with problem details, where uvicorn says only "Invalid HTTP request received".
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from decider.model import problem
+
+_TOO_LARGE = msgspec.json.encode(
+    problem(431, "headers_too_large", "the request's headers are over DECIDER_MAX_HEADER_BYTES")
+)
+
+
+def header_limit(max_bytes: int) -> type:
+    """ASGI middleware refusing requests whose headers, together, are over `max_bytes`: the
+    HTTP layer bounds only headers that arrive in pieces."""
+
+    class HeaderLimit:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > max_bytes:
+                start: HTTPResponseStartEvent = {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(_TOO_LARGE)).encode()),
+                    ],
+                }
+                await send(start)
+                body: HTTPResponseBodyEvent = {
+                    "type": "http.response.body",
+                    "body": _TOO_LARGE,
+                    "more_body": False,
+                }
+                await send(body)
+                return
+            await self.app(scope, receive, send)
+
+    return HeaderLimit
+
+
+class GuardedH11Protocol(H11Protocol):
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is None or self.cycle.response_complete:
+            if self._deadline is None:  # the next request's headers have begun
+                self._arm()
+        else:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        buffered = len(getattr(self.conn, "_receive_buffer", b""))
+        if buffered <= (self.config.h11_max_incomplete_event_size or 16 * 1024):
+            super().send_400_response(msg)
+            return
+        head = (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/problem+json\r\n"
+            b"connection: close\r\n"
+            b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\n\r\n"
+        )
+        self.transport.write(head + _TOO_LARGE)
+        self.transport.close()
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.timeout_keep_alive, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.timeout_keep_alive_handler()
