@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from decider.model import Identity
 from decider.profile import AccountProfile, AliasKind, ConsentRecord, Resolution, VisitorProfile
 from decider.profiles.cache import CacheSettings
 from decider.profiles.resolver import Resolver
-from decider.profiles.sources.http import HttpProfileSource
+from decider.profiles.sources.http import MAX_BODY, HttpProfileSource
 
 T = TypeVar("T")
 Lookup = Callable[[HttpProfileSource], Coroutine[Any, Any, object]]
@@ -273,3 +273,61 @@ def test_resolver_over_http_serves_stale_data_through_an_outage() -> None:
     assert api.paths.count("/identities/user_id/u-ada") == 2
 
     assert never_seen.status == "unavailable"
+
+
+def streamed(chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> Handler:
+    """A handler answering 200 with a body streamed from `chunks` (no Content-Length)."""
+    return lambda _: httpx.Response(200, content=chunks, headers=headers)
+
+
+def test_a_body_declared_over_the_limit_is_refused_unread() -> None:
+    """A Content-Length over MAX_BODY is refused before any of the body is read."""
+    read: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        read.append(1)
+        yield b"{}"
+
+    handler = streamed(chunks(), {"Content-Length": str(MAX_BODY + 1)})
+    with pytest.raises(ProfileSourceError, match="off contract: over"):
+        ask(handler, lambda s: s.visitor("v-1"))
+    assert read == []
+
+
+def test_a_body_streamed_past_the_limit_is_cut_off() -> None:
+    """A body with no length that runs past MAX_BODY is refused once past it, not read whole."""
+    sent: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield b'{"id": "v-1", "traits": {"pad": "'
+        while True:
+            sent.append(1)
+            yield b"x" * 65536
+
+    with pytest.raises(ProfileSourceError, match="off contract: over"):
+        ask(streamed(endless()), lambda s: s.visitor("v-1"))
+    assert len(sent) * 65536 <= MAX_BODY + 2 * 65536
+
+
+def test_a_trickling_body_times_out_as_a_whole() -> None:
+    """Bytes arriving just often enough to beat each read's timeout still time out: the
+    source's timeout bounds the whole lookup."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"id": "v-1", "traits": {"pad": "'
+        while True:
+            await asyncio.sleep(0.01)
+            yield b"x"
+
+    async def main() -> object:
+        http = httpx.AsyncClient(
+            transport=httpx.MockTransport(streamed(trickle())), base_url=BASE_URL, timeout=5
+        )
+        source = HttpProfileSource(http, timeout=0.1)
+        try:
+            return await source.visitor("v-1")
+        finally:
+            await source.aclose()
+
+    with pytest.raises(ProfileSourceError, match="timed out"):
+        asyncio.run(main())

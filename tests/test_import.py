@@ -209,3 +209,29 @@ def test_the_command_imports_with_the_rules_schema(tmp_path: Path) -> None:
     assert account is not None
     assert account.traits == {"fit_score": 90, "last_seen_at": "2026-11-19T09:00:00Z"}
     assert type(account.traits["fit_score"]) is int
+
+
+def test_the_command_places_every_line_that_is_not_utf8(tmp_path: Path) -> None:
+    """`decider profiles import` over a file with bytes that are not UTF-8 in a value, in a
+    key and in a comment-free line after a BOM: each bad line is placed by its number, none
+    repeats its bytes, the command fails (1) and nothing is imported."""
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"kind": "account", "id": "acc-1"}\n'
+        b'{"kind": "account", "id": "acc-\xff\xfe"}\n'
+        b"\n"
+        b'{"kind": "visitor", "id": "v-1", "traits": {"\xc3\x28": 1}}\n'
+        b'{"kind": "visitor", "id": "v-2", "user_ids": ["u-\xed\xa0\x80"]}\n'
+        b'{"kind": "account", "id": "acc-2"}\n'
+    )
+    db = tmp_path / "p.db"
+    out = io.StringIO()
+    code = main(["profiles", "import", str(path), "--db", str(db)], environ={}, out=out)
+    assert code == 1
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if ": not valid UTF-8" in line] == [
+        f"{path}:{n}: not valid UTF-8" for n in (2, 4, 5)
+    ]
+    assert "\ufffd" not in out.getvalue()
+    with SqliteProfileStore(db) as opened:
+        assert asyncio.run(opened.account("acc-1")) is None

@@ -9,7 +9,7 @@ import time
 import msgspec
 import pytest
 
-from decider.model import Identity
+from decider.model import Channel, Identity
 from decider.profile import AccountProfile, Resolution, VisitorProfile
 from decider.profiles.cache import CacheSettings
 from decider.profiles.resolver import Resolver
@@ -249,3 +249,137 @@ def test_a_cookie_naming_someone_else_is_merged_not_a_conflict(resolver: Resolve
     found = resolve(resolver, Identity(visitor_id="v-anon", user_id="u-ada"))
     assert [p.visitor.id for p in found.others] == ["v-anon"]
     assert "identity.conflict" not in codes(found)
+
+
+# --- stale-if-error, per identity shape --------------------------------------------------
+
+STALE = {"ttl": 0.02, "negative_ttl": 0.02, "stale_ttl": 60.0}
+
+
+def test_a_cookie_unseen_since_its_negative_entry_expired_does_not_hide_stale_data(
+    source: MemoryProfileSource,
+) -> None:
+    """The README's first request shape, user_id plus an anonymous cookie the source does
+    not know: once the cookie's negative entry has expired while the source is down, the
+    user's stale profile is still served, and the cookie is noted as not checked."""
+    resolver = resolver_of(source, **STALE)
+    identity = Identity(user_id="u-ada", visitor_id="anon-cookie-1")
+    assert resolve(resolver, identity).visitor == ADA
+    source.available = False
+    time.sleep(0.05)
+    found = resolve(resolver, identity)
+    assert (found.status, found.stale) == ("resolved", True)
+    assert (found.visitor, found.account) == (ADA, NORTHWIND)
+    assert found.unchecked == ("visitor_id",)
+    assert "identity.unchecked" in codes(found)
+    assert "identity.unavailable" not in codes(found)
+
+
+SHAPES = {
+    "user_id+visitor_id": Identity(user_id="u-ada", visitor_id="v-anon"),
+    "email_sha256+visitor_id": Identity(email_sha256=ADA_EMAIL, visitor_id="v-anon"),
+    "visitor_id": Identity(visitor_id="v-ada"),
+    "account_id": Identity(account_id="acc-globex"),
+    "user_id+account_id": Identity(user_id="u-ada", account_id="acc-globex"),
+}
+
+
+@pytest.mark.parametrize("channel", ["web", "email"])
+@pytest.mark.parametrize("identity", SHAPES.values(), ids=SHAPES.keys())
+def test_every_identity_shape_is_served_stale_through_an_outage(
+    source: MemoryProfileSource, identity: Identity, channel: Channel
+) -> None:
+    """Each id of the request is served from its own stale entry: the outage changes
+    nothing but the stale mark."""
+    resolver = resolver_of(source, **STALE)
+    before = asyncio.run(resolver.resolve(identity, channel))
+    assert (before.status, before.stale) == ("resolved", False)
+    source.available = False
+    time.sleep(0.05)
+    during = asyncio.run(resolver.resolve(identity, channel))
+    assert (during.status, during.stale, during.unchecked) == ("resolved", True, ())
+    assert (during.visitor, during.account, during.others) == (
+        before.visitor,
+        before.account,
+        before.others,
+    )
+    assert codes(during) == [*codes(before), "identity.stale"]
+
+
+@pytest.mark.parametrize("channel", ["web", "email"])
+@pytest.mark.parametrize(
+    "known", [Identity(user_id="u-ada"), Identity(email_sha256=ADA_EMAIL)], ids=["user", "email"]
+)
+def test_a_cookie_never_seen_beside_a_stale_known_id_is_left_unchecked(
+    source: MemoryProfileSource, known: Identity, channel: Channel
+) -> None:
+    """A cookie first seen during the outage (nothing cached for it) beside a known id that
+    has stale data: the known id's person is served, the cookie noted unchecked."""
+    resolver = resolver_of(source, **STALE)
+    asyncio.run(resolver.resolve(known, channel))
+    source.available = False
+    time.sleep(0.05)
+    identity = msgspec.structs.replace(known, visitor_id="anon-first-visit")
+    found = asyncio.run(resolver.resolve(identity, channel))
+    assert (found.status, found.stale, found.unchecked) == ("resolved", True, ("visitor_id",))
+    assert (found.visitor, found.account) == (ADA, NORTHWIND)
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        Identity(user_id="u-new", visitor_id="v-ada"),  # the user id might win over the cookie
+        Identity(visitor_id="v-new"),
+        Identity(account_id="acc-new"),
+        Identity(user_id="u-new", email_sha256=ADA_EMAIL),
+    ],
+    ids=["new-user+known-cookie", "new-visitor", "new-account", "new-user+known-email"],
+)
+def test_an_id_that_could_decide_and_has_nothing_cached_makes_the_profile_unavailable(
+    source: MemoryProfileSource, identity: Identity
+) -> None:
+    """An id that fails with nothing cached and might name the person decided for (no
+    stronger id resolved) leaves nothing to decide with: the profile is unavailable."""
+    resolver = resolver_of(source, **STALE)
+    warm = Identity(
+        user_id="u-ada", email_sha256=ADA_EMAIL, visitor_id="v-ada", account_id="acc-globex"
+    )
+    asyncio.run(resolver.resolve(warm))
+    source.available = False
+    time.sleep(0.05)
+    found = resolve(resolver, identity)
+    assert (found.status, found.visitor, found.account) == ("unavailable", None, None)
+    assert codes(found) == ["identity.unavailable"]
+
+
+def test_on_email_the_recipient_decides_and_a_failed_user_id_is_unchecked(
+    source: MemoryProfileSource,
+) -> None:
+    """On email the email hash's owner is decided for; a user id that cannot be looked up
+    beside it is unchecked, not a reason to lose the recipient's stale profile."""
+    resolver = resolver_of(source, **STALE)
+    asyncio.run(resolver.resolve(Identity(email_sha256=ADA_EMAIL), "email"))
+    source.available = False
+    time.sleep(0.05)
+    found = asyncio.run(
+        resolver.resolve(Identity(user_id="u-new", email_sha256=ADA_EMAIL), "email")
+    )
+    assert (found.status, found.visitor, found.unchecked) == ("resolved", ADA, ("user_id",))
+
+
+def test_an_other_persons_account_that_fails_leaves_them_unchecked(
+    source: MemoryProfileSource,
+) -> None:
+    """Another person the ids name, whose account cannot be looked up, is kept (their own
+    flags still count) and their id noted unchecked."""
+    resolver = resolver_of(source, **STALE)
+    identity = Identity(user_id="u-ada", email_sha256=BEN_EMAIL)
+    asyncio.run(resolver.resolve(Identity(user_id="u-ada")))
+    asyncio.run(resolver.resolve(Identity(email_sha256=BEN_EMAIL)))
+    resolver.accounts.evict("acc-globex")
+    source.available = False
+    time.sleep(0.05)
+    found = resolve(resolver, identity)
+    assert (found.status, found.visitor, found.unchecked) == ("resolved", ADA, ("email_sha256",))
+    (other,) = found.others
+    assert (other.visitor, other.account) == (BEN, None)

@@ -90,8 +90,11 @@ def check_suppression(
 
     Every person the ids name is checked, flags and `when` rules alike: the person decided
     for (`activation_for(None)`) and each of `resolution.others`. Last, a channel whose policy
-    says `send_requires_consent` sends nothing without the consent it requires."""
-    if resolution.status == "unavailable" and policy.suppress_if_profile_unavailable:
+    says `send_requires_consent` sends nothing without the consent it requires. A channel
+    that suppresses when the profile is unavailable also does when any id is unchecked (its
+    person might be the one opted out)."""
+    unchecked = resolution.status == "unavailable" or resolution.unchecked
+    if unchecked and policy.suppress_if_profile_unavailable:
         return Suppressed(
             Reason(
                 ReasonCode.SUPPRESSED_PROFILE_UNAVAILABLE,

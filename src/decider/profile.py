@@ -136,6 +136,8 @@ class Resolution(msgspec.Struct, frozen=True):
     `unknown`: no profile matches the ids given (rules see empty maps).
     `unavailable`: the source failed with nothing stale to serve; consent is unknown, so
     it counts as not granted.
+    `unchecked`: ids (weaker than the one decided for) whose lookup failed with nothing
+    stale to serve: whom they name is not known, so their suppression is not checked.
     """
 
     status: Status
@@ -144,6 +146,7 @@ class Resolution(msgspec.Struct, frozen=True):
     stale: bool = False
     notes: tuple[Reason, ...] = ()
     others: tuple[Person, ...] = ()
+    unchecked: tuple[IdKind, ...] = ()
 
     @property
     def flags(self) -> frozenset[str]:

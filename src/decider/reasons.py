@@ -53,6 +53,11 @@ class ReasonCode(StrEnum):
         "identity.stale",
         "the profile source failed; cached data past its TTL was served",
     )
+    IDENTITY_UNCHECKED = (
+        "identity.unchecked",
+        "the profile source failed for an id weaker than the one decided for, with nothing "
+        "cached: whom it names is not checked",
+    )
     IDENTITY_UNAVAILABLE = (
         "identity.unavailable",
         "the profile source failed with nothing cached: the profile is unavailable",

@@ -10,9 +10,15 @@ The policy (README, "Identity conflicts"):
   cookie: user_id, then email_sha256, then visitor_id.
 - The visitor's own account link wins over a request's account_id (often a reverse-IP guess).
 
-Every lookup goes through a cache, and the whole resolution shares one time budget; any lookup
-that fails with nothing stale to serve makes the profile "unavailable", which the consent gate
-treats as not granted.
+Every lookup goes through a cache, and the whole resolution shares one time budget. When the
+source fails, each id is served from its own stale entry if it has one (stale-if-error, per
+id). An id that fails with nothing stale to serve:
+- makes the profile "unavailable" (which the consent gate treats as not granted) if it could
+  have decided who is asked: it is the recipient's email hash on email, or no id stronger
+  than it resolved, or it is the account of the person decided for;
+- else (an anonymous cookie beside a known user id, say) is left "unchecked": the decision
+  goes on from the ids that resolved, and a channel that suppresses when the profile cannot
+  be checked suppresses.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from decider.profiles.sources.base import AliasKey, Change, ProfileSource
 from decider.reasons import Reason, ReasonCode
 
 Named = dict[IdKind, VisitorProfile | None]
+Failed = dict[IdKind, ProfileSourceError]
+# who wins the stitch off email: known identities over the anonymous cookie
+_STRENGTH: tuple[IdKind, ...] = (*ALIAS_KINDS, "visitor_id")
 
 
 class Resolver:
@@ -109,12 +118,21 @@ class Resolver:
 
     async def _resolve(self, identity: Identity, channel: Channel, deadline: float) -> Resolution:
         notes: list[Reason] = []
-        named, stale = await self._named(identity, deadline, notes)
-        kind, visitor = _decided_for(identity, channel, named)
+        named, failed, stale = await self._named(identity, deadline, notes)
+        kind, visitor = _decided_for(identity, channel, named, failed)
         _stitch_notes(identity, kind, visitor, notes)
         account, account_stale = await self._account(identity, visitor, deadline, notes)
-        others, others_stale = await self._others(named, visitor, deadline)
+        others, others_stale, uncheckable = await self._others(named, visitor, deadline)
         _conflict_notes(kind, visitor, others, notes)
+        unchecked = tuple(k for k in _STRENGTH if k in failed or k in uncheckable)
+        if unchecked:
+            notes.append(
+                Reason(
+                    ReasonCode.IDENTITY_UNCHECKED,
+                    f"{' and '.join(unchecked)} could not be looked up (the profile source "
+                    "failed, nothing cached): whom it names is not checked",
+                )
+            )
         stale = stale or account_stale or others_stale
         if stale:
             notes.append(
@@ -123,27 +141,33 @@ class Resolver:
                 )
             )
         status: Status = "resolved" if visitor or account else "unknown"
-        return Resolution(status, visitor, account, stale, tuple(notes), others)
+        return Resolution(status, visitor, account, stale, tuple(notes), others, unchecked)
 
     async def _named(
         self, identity: Identity, deadline: float, notes: list[Reason]
-    ) -> tuple[Named, bool]:
-        """The visitor each id of the request names (None: nobody known), strongest first."""
+    ) -> tuple[Named, Failed, bool]:
+        """The visitor each id of the request names (None: nobody known), strongest first;
+        the ids whose lookup failed with nothing stale to serve; whether any was stale."""
         named: Named = {}
+        failed: Failed = {}
         stale = False
         for kind in ALIAS_KINDS:
             value = getattr(identity, kind)
             if value is None:
                 continue
-            link = await self.aliases.get((kind, value), deadline)
-            stale |= link.stale
-            named[kind] = None
-            if link.value is None:
-                notes.append(
-                    Reason(ReasonCode.IDENTITY_UNKNOWN, f"no visitor is linked to this {kind}")
-                )
+            try:
+                link = await self.aliases.get((kind, value), deadline)
+                stale |= link.stale
+                if link.value is None:
+                    named[kind] = None
+                    notes.append(
+                        Reason(ReasonCode.IDENTITY_UNKNOWN, f"no visitor is linked to this {kind}")
+                    )
+                    continue
+                hit = await self.visitors.get(link.value, deadline)
+            except ProfileSourceError as exc:
+                failed[kind] = exc
                 continue
-            hit = await self.visitors.get(link.value, deadline)
             stale |= hit.stale
             named[kind] = hit.value
             if hit.value is None:
@@ -154,12 +178,16 @@ class Resolver:
                     )
                 )
         if identity.visitor_id:
-            hit = await self.visitors.get(identity.visitor_id, deadline)
+            try:
+                hit = await self.visitors.get(identity.visitor_id, deadline)
+            except ProfileSourceError as exc:
+                failed["visitor_id"] = exc
+                return named, failed, stale
             stale |= hit.stale
             named["visitor_id"] = hit.value
-            if hit.value is None and not any(named.values()):
+            if hit.value is None and not any(named.values()) and not failed:
                 notes.append(Reason(ReasonCode.IDENTITY_UNKNOWN, "no profile for this visitor_id"))
-        return named, stale
+        return named, failed, stale
 
     async def _account(
         self,
@@ -190,8 +218,9 @@ class Resolver:
 
     async def _others(
         self, named: Named, visitor: VisitorProfile | None, deadline: float
-    ) -> tuple[tuple[Person, ...], bool]:
-        """Every other person the ids name, with their own account, for suppression."""
+    ) -> tuple[tuple[Person, ...], bool, set[IdKind]]:
+        """Every other person the ids name, with their own account, for suppression; and
+        the ids naming one whose account could not be looked up (then left unchecked)."""
         kinds: dict[str, list[IdKind]] = {}
         profiles: dict[str, VisitorProfile] = {}
         for kind, other in named.items():
@@ -200,22 +229,33 @@ class Resolver:
                 profiles[other.id] = other
         others: list[Person] = []
         stale = False
+        unchecked: set[IdKind] = set()
         for other_id, other in profiles.items():
             account = None
             if other.account_id:
-                hit = await self.accounts.get(other.account_id, deadline)
-                account, stale = hit.value, stale or hit.stale
+                try:
+                    hit = await self.accounts.get(other.account_id, deadline)
+                except ProfileSourceError:
+                    unchecked.update(kinds[other_id])
+                else:
+                    account, stale = hit.value, stale or hit.stale
             others.append(Person(other, account, tuple(kinds[other_id])))
-        return tuple(others), stale
+        return tuple(others), stale, unchecked
 
 
 def _decided_for(
-    identity: Identity, channel: Channel, named: Named
+    identity: Identity, channel: Channel, named: Named, failed: Failed
 ) -> tuple[IdKind | None, VisitorProfile | None]:
-    """Whose consent and traits the decision uses, and the id that names them."""
+    """Whose consent and traits the decision uses, and the id that names them. Raises the
+    lookup's ProfileSourceError if an id that could decide it failed with nothing stale."""
     if channel == "email" and identity.email_sha256 is not None:
+        if "email_sha256" in failed:
+            raise failed["email_sha256"]
         return "email_sha256", named["email_sha256"]  # the recipient, known or not
-    for kind, visitor in named.items():
+    for kind in _STRENGTH:
+        if kind in failed:
+            raise failed[kind]  # it might name someone who wins over any weaker id
+        visitor = named.get(kind)
         if visitor is not None:
             return kind, visitor
     return None, None

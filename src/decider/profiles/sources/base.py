@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
+from decider.errors import ProfileSourceError
 from decider.profile import AccountProfile, AliasKind, VisitorProfile
 from decider.traits import TraitSchema
 
 Profile = VisitorProfile | AccountProfile
 AliasKey = tuple[AliasKind, str]
 P = TypeVar("P", VisitorProfile, AccountProfile)
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import httpx
@@ -42,6 +44,24 @@ class ProfileSource(Protocol):
     async def ready(self) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+
+def read_back(decoder: msgspec.json.Decoder[T], doc: bytes | str, what: str) -> T:
+    """A record a store kept, decoded. One that does not decode (written around Decider, or
+    damaged: not JSON, not UTF-8, the wrong shape) is a ProfileSourceError naming only
+    `what` it is, never its bytes."""
+    try:
+        return decoder.decode(doc)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise ProfileSourceError(f"the profile store holds an unreadable {what}") from None
+
+
+def text_of(raw: bytes, what: str) -> str:
+    """A stored id as text; bytes that are not UTF-8 are a ProfileSourceError."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ProfileSourceError(f"the profile store holds an unreadable {what}") from None
 
 
 class Change(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -3,6 +3,7 @@ point lookups; its contract is in the README ("The profile API")."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Annotated, TypeVar
@@ -27,6 +28,8 @@ from decider.traits import TraitError, TraitSchema
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 T = TypeVar("T")
+MAX_BODY = 1024 * 1024  # bytes of one answer; a profile is a few KiB, an import line 1 MiB
+_TOO_LARGE = f"profile API sent a body off contract: over {MAX_BODY} bytes"
 P = TypeVar("P", VisitorProfile, AccountProfile)
 
 
@@ -53,8 +56,10 @@ class HttpProfileSource:
         GET {base}/identities/{kind}/{value}      -> 200 {"visitor_id": ...} | 404
         GET {base}/healthz                        -> 2xx when ready
 
-    Any other status, a timeout, a transport error or a body that is not the contract's
-    shape is a ProfileSourceError (the cache may then serve stale data). Profiles are
+    Any other status, a timeout (`timeout`: seconds for the whole lookup, body included),
+    a transport error, a body over MAX_BODY bytes or one that is not the contract's shape
+    (not JSON, not UTF-8, wrong types) is a ProfileSourceError (the cache may then serve
+    stale data). Profiles are
     normalized as they arrive, against the current profile schema (decider.traits): one
     the rules could misread is off contract too.
     """
@@ -63,9 +68,12 @@ class HttpProfileSource:
         self,
         client: httpx.AsyncClient,
         schema: Callable[[], TraitSchema | None] = lambda: None,
+        *,
+        timeout: float | None = None,
     ) -> None:
         self._client = client
         self._schema = schema
+        self._timeout = timeout
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         found = await self._get(f"/visitors/{_segment(visitor_id)}", visitor_decoder)
@@ -99,23 +107,39 @@ class HttpProfileSource:
 
     async def _get(self, path: str, decoder: msgspec.json.Decoder[T]) -> T | None:
         try:
-            response = await self._client.get(path)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout):  # httpx's timeouts are per read
+                body = await self._body(path)
+        except (httpx.TimeoutException, TimeoutError):
             raise ProfileSourceError("profile API timed out") from None
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise ProfileSourceError(f"profile API unreachable: {type(exc).__name__}") from None
-        if response.status_code == 404:
+        if body is None:
             return None
-        if response.status_code != 200:
-            raise ProfileSourceError(f"profile API answered {response.status_code}")
         try:
-            return decoder.decode(response.content)
+            return decoder.decode(body)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise ProfileSourceError(
                 f"profile API sent a body off contract: {redact(str(exc))}"
             ) from None
         except (UnicodeDecodeError, RecursionError):
             raise ProfileSourceError("profile API sent a body off contract") from None
+
+    async def _body(self, path: str) -> bytes | None:
+        """A 200's body (None for a 404), read no further than MAX_BODY bytes."""
+        async with self._client.stream("GET", path) as response:
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise ProfileSourceError(f"profile API answered {response.status_code}")
+            declared = response.headers.get("content-length", "0")
+            if not declared.isdigit() or int(declared) > MAX_BODY:
+                raise ProfileSourceError(_TOO_LARGE)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise ProfileSourceError(_TOO_LARGE)
+            return bytes(body)
 
 
 def _segment(value: str) -> str:
@@ -151,7 +175,7 @@ def open_source(settings: HttpSettings, opening: Opening) -> HttpProfileSource:
         timeout=settings.api_timeout,
         headers={"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {},
     )
-    return HttpProfileSource(client, opening.schema)
+    return HttpProfileSource(client, opening.schema, timeout=settings.api_timeout)
 
 
 DRIVER = Driver("http", HttpSettings, open_source)

@@ -46,6 +46,8 @@ from decider.profiles.sources.base import (
     Opening,
     Profile,
     SourceSettings,
+    read_back,
+    text_of,
 )
 
 KEEP_CHANGES = 10_000  # the stream is trimmed to about this many notices (also in the scripts)
@@ -154,15 +156,15 @@ class RedisProfileStore:
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         doc = await self._call(self._redis.get(self._key("v", visitor_id)))
-        return visitor_decoder.decode(doc) if doc is not None else None
+        return read_back(visitor_decoder, doc, "visitor") if doc is not None else None
 
     async def account(self, account_id: str) -> AccountProfile | None:
         doc = await self._call(self._redis.get(self._key("a", account_id)))
-        return account_decoder.decode(doc) if doc is not None else None
+        return read_back(account_decoder, doc, "account") if doc is not None else None
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = await self._call(self._redis.hget(self._aliases[kind], value))
-        return found.decode() if found is not None else None
+        return text_of(found, "alias") if found is not None else None
 
     async def ready(self) -> bool:
         try:
@@ -196,7 +198,9 @@ class RedisProfileStore:
         for kind, value in keys:
             pipe.hget(self._aliases[kind], value)
         owners = await self._call(pipe.execute())
-        return {key: owner.decode() for key, owner in zip(keys, owners, strict=True) if owner}
+        return {
+            key: text_of(owner, "alias") for key, owner in zip(keys, owners, strict=True) if owner
+        }
 
     async def put(self, profile: Profile) -> Change:
         if isinstance(profile, VisitorProfile):
@@ -226,7 +230,7 @@ class RedisProfileStore:
                     doc = await self._call(pipe.get(doc_key))
                     if doc is None:
                         return None
-                    new: P = update(decoder.decode(doc))
+                    new: P = update(read_back(decoder, doc, "profile"))
                     pipe.multi()  # type: ignore[no-untyped-call]
                     if isinstance(new, VisitorProfile):
                         keys = self._visitor_keys(new.id)
@@ -285,7 +289,7 @@ class RedisProfileStore:
             for _, entries in batches:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    self._pending.append(_change_decoder.decode(fields[b"change"]))
+                    self._pending.append(_notice(fields))
 
     async def _resume_from(self, last: str | None) -> str | None:
         """Where to read on from after a failure: `last`, unless notices after it are gone."""
@@ -392,6 +396,15 @@ def _put_args(visitor: VisitorProfile, *, replace: bool = False, notify: bool = 
         *visitor.user_ids,
         *visitor.email_sha256,
     ]
+
+
+def _notice(fields: dict[bytes, bytes]) -> Change:
+    """A change notice from the stream; one that does not read (written around Decider, or
+    damaged) cannot say what changed, so everything did."""
+    try:
+        return read_back(_change_decoder, fields[b"change"], "change")
+    except (ProfileSourceError, KeyError):
+        return Change(everything=True)
 
 
 def _refusal(error: Exception) -> Exception:

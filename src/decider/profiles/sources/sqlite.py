@@ -43,6 +43,7 @@ from decider.profiles.sources.base import (
     Opening,
     Profile,
     SourceSettings,
+    read_back,
 )
 from decider.traits import TraitSchema
 
@@ -202,7 +203,7 @@ class SqliteProfileStore:
             doc = self._one(f"SELECT doc FROM {table} WHERE id = ?", (key,))
             if doc is None:
                 return None
-            new: P = update(decoder.decode(doc))
+            new: P = update(read_back(decoder, doc, "profile"))
             if isinstance(new, VisitorProfile):
                 change = self._put_visitor(new, replace=False)
             else:
@@ -265,17 +266,20 @@ class SqliteProfileStore:
         self._seen = rows[-1][0]
         if missed:  # pruned before this process read them
             return [Change(everything=True)]
-        return [_change_decoder.decode(change) for _, change in rows]
+        try:
+            return [read_back(_change_decoder, change, "change") for _, change in rows]
+        except ProfileSourceError:
+            return [Change(everything=True)]  # cannot tell what changed: assume all did
 
     # --- ProfileSource -----------------------------------------------------------------
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         doc = self._one("SELECT doc FROM visitors WHERE id = ?", (visitor_id,))
-        return visitor_decoder.decode(doc) if doc is not None else None
+        return read_back(visitor_decoder, doc, "visitor") if doc is not None else None
 
     async def account(self, account_id: str) -> AccountProfile | None:
         doc = self._one("SELECT doc FROM accounts WHERE id = ?", (account_id,))
-        return account_decoder.decode(doc) if doc is not None else None
+        return read_back(account_decoder, doc, "account") if doc is not None else None
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = self._one(
@@ -354,7 +358,8 @@ class SqliteProfileStore:
         for owner, keys in losing.items():
             doc = self._one("SELECT doc FROM visitors WHERE id = ?", (owner,))
             if doc is not None:
-                self._put_doc("visitors", without_aliases(visitor_decoder.decode(doc), keys))
+                held = read_back(visitor_decoder, doc, "visitor")
+                self._put_doc("visitors", without_aliases(held, keys))
 
     def _release(self, visitors: Sequence[VisitorProfile]) -> None:
         """Before ids move to `visitors` (an import with --replace), take them out of the
@@ -410,14 +415,20 @@ class SqliteProfileStore:
         try:
             row = self._db.execute(sql, args).fetchone()
         except sqlite3.Error as exc:
-            raise ProfileSourceError(f"profile store read failed: {exc}") from None
+            raise ProfileSourceError(f"profile store read failed: {_said(exc)}") from None
         return row[0] if row else None
 
     def _all(self, sql: str, args: Sequence[object]) -> list[Any]:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise ProfileSourceError(f"profile store read failed: {exc}") from None
+            raise ProfileSourceError(f"profile store read failed: {_said(exc)}") from None
+
+
+def _said(error: sqlite3.Error) -> str:
+    """What SQLite said, unless it quotes the data (text that is not UTF-8, read back)."""
+    text = str(error)
+    return "it holds text that is not UTF-8" if text.startswith("Could not decode") else text
 
 
 class _Import:

@@ -1,0 +1,186 @@
+"""Stores holding bytes Decider did not write (a script around it, a damaged disk): every
+read of them is a ProfileSourceError that quotes nothing, never another exception; a change
+notice that does not read means "everything changed"; a decision over them is "unavailable"."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from decider.errors import ProfileSourceError
+from decider.model import Identity
+from decider.profiles.cache import CacheSettings
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources.base import Change, Opening, ProfileSource
+from decider.profiles.sources.redis import RedisProfileStore, RedisSettings
+from decider.profiles.sources.redis import open_source as open_redis
+from decider.profiles.sources.sqlite import SqliteProfileStore
+
+SECRET = "ada@x.example"  # what a damaged record holds; no message may repeat it
+DOCS = {
+    "not-json": f"<{SECRET}>".encode(),
+    "not-utf8": b'{"id": "v-\xff' + SECRET.encode() + b'"}',
+    "wrong-shape": b'{"id": 7, "flags": "' + SECRET.encode() + b'"}',
+    "deep": b'{"id": "v", "traits": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+}
+Lookup = Callable[[ProfileSource], Awaitable[object]]
+LOOKUPS: dict[str, Lookup] = {
+    "visitor": lambda s: s.visitor("v-bad"),
+    "account": lambda s: s.account("acc-bad"),
+}
+
+
+def refuses(source: ProfileSource, lookup: Lookup) -> ProfileSourceError:
+    async def main() -> ProfileSourceError:
+        try:
+            with pytest.raises(ProfileSourceError) as raised:
+                await lookup(source)
+            return raised.value
+        finally:
+            await source.aclose()
+
+    error = asyncio.run(main())
+    assert SECRET not in str(error)
+    assert "\ufffd" not in str(error)
+    return error
+
+
+def unavailable(source: ProfileSource, identity: Identity) -> list[str]:
+    """The codes of a resolution over `source`: no exception may escape it."""
+
+    async def main() -> list[str]:
+        try:
+            found = await Resolver(source, budget=1.0, cache=CacheSettings()).resolve(identity)
+            assert found.status == "unavailable"
+            return [note.message for note in found.notes]
+        finally:
+            await source.aclose()
+
+    messages = asyncio.run(main())
+    assert not any(SECRET in message for message in messages)
+    return messages
+
+
+# --- SQLite -------------------------------------------------------------------------------
+
+
+def sqlite_with(tmp_path: Path, sql: str, *args: object) -> SqliteProfileStore:
+    store = SqliteProfileStore(tmp_path / "profiles.db")
+    with sqlite3.connect(tmp_path / "profiles.db") as db:
+        db.execute(sql, args)
+    return store
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["blob", "text"])
+@pytest.mark.parametrize("doc", DOCS.values(), ids=DOCS.keys())
+@pytest.mark.parametrize("kind", LOOKUPS)
+def test_sqlite_records_that_do_not_decode_are_source_errors(
+    tmp_path: Path, kind: str, doc: bytes, as_text: bool
+) -> None:
+    """Stored as a blob or as text (SQLite then hands Python text to decode), a record that
+    is not JSON, not UTF-8 or not a profile is a ProfileSourceError."""
+    value = "CAST(? AS TEXT)" if as_text else "?"
+    table, key = ("visitors", "v-bad") if kind == "visitor" else ("accounts", "acc-bad")
+    store = sqlite_with(tmp_path, f"INSERT INTO {table} VALUES (?, {value})", key, doc)
+    refuses(store, LOOKUPS[kind])
+
+
+def test_sqlite_an_alias_that_is_not_utf8_is_a_source_error(tmp_path: Path) -> None:
+    sql = "INSERT INTO aliases VALUES ('user_id', 'u-1', CAST(? AS TEXT))"
+    store = sqlite_with(tmp_path, sql, b"v-\xff" + SECRET.encode())
+    error = refuses(store, lambda s: s.alias("user_id", "u-1"))
+    assert "not UTF-8" in str(error)
+
+
+def test_sqlite_a_decision_over_a_damaged_record_is_unavailable(tmp_path: Path) -> None:
+    store = sqlite_with(tmp_path, "INSERT INTO visitors VALUES ('v-bad', ?)", DOCS["not-utf8"])
+    assert unavailable(store, Identity(visitor_id="v-bad"))
+
+
+def test_sqlite_a_change_notice_that_does_not_read_means_everything_changed(
+    tmp_path: Path,
+) -> None:
+    store = SqliteProfileStore(tmp_path / "profiles.db")
+    try:
+        with sqlite3.connect(tmp_path / "profiles.db") as db:
+            db.execute("INSERT INTO changes (change) VALUES (?)", (b"\xff{",))
+        assert store.changes() == [Change(everything=True)]
+    finally:
+        store.close()
+
+
+# --- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"damaged-{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def raw(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def redis_store(redis_url: str, prefix: str) -> RedisProfileStore:
+    settings = RedisSettings(redis_url=redis_url, redis_prefix=prefix)
+    store = open_redis(settings, Opening(now=datetime.now(UTC)))
+    assert isinstance(store, RedisProfileStore)
+    return store
+
+
+@pytest.mark.parametrize("doc", DOCS.values(), ids=DOCS.keys())
+@pytest.mark.parametrize("kind", LOOKUPS)
+def test_redis_records_that_do_not_decode_are_source_errors(
+    redis_url: str, raw: redis.Redis, prefix: str, kind: str, doc: bytes
+) -> None:
+    key = f"{prefix}v:v-bad" if kind == "visitor" else f"{prefix}a:acc-bad"
+    raw.set(key, doc)
+    refuses(redis_store(redis_url, prefix), LOOKUPS[kind])
+
+
+def test_redis_an_alias_that_is_not_utf8_is_a_source_error(
+    redis_url: str, raw: redis.Redis, prefix: str
+) -> None:
+    raw.hset(f"{prefix}alias:user_id", "u-1", b"v-\xff" + SECRET.encode())
+    refuses(redis_store(redis_url, prefix), lambda s: s.alias("user_id", "u-1"))
+    store = redis_store(redis_url, prefix)
+    assert unavailable(store, Identity(user_id="u-1"))
+
+
+def test_redis_a_change_notice_that_does_not_read_means_everything_changed(
+    redis_url: str, raw: redis.Redis, prefix: str
+) -> None:
+    """A notice the change stream holds that does not read flushes every cache, and the
+    follower goes on to read the notices after it."""
+    store = redis_store(redis_url, prefix)
+
+    async def main() -> list[Change]:
+        seen: list[Change] = []
+        try:
+            store.changes()  # starts following the stream
+            await asyncio.sleep(0.1)
+            raw.xadd(f"{prefix}changes", {"change": b"\xff{"})
+            raw.xadd(f"{prefix}changes", {"other": b"1"})
+            raw.xadd(f"{prefix}changes", {"change": b'{"accounts": ["acc-1"]}'})
+            deadline = time.monotonic() + 5
+            while len(seen) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+                seen += store.changes()
+            return seen
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(main()) == [
+        Change(everything=True),
+        Change(everything=True),
+        Change(accounts=("acc-1",)),
+    ]
