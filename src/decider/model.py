@@ -142,6 +142,7 @@ TITLES: dict[str, str] = {
     "internal_error": "Internal error",
 }
 PROBLEM_TYPE = "urn:decider:problem:"
+PROBLEM_JSON = "application/problem+json"
 
 
 class ProblemDetails(msgspec.Struct, frozen=True, omit_defaults=True):

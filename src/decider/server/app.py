@@ -35,7 +35,7 @@ from decider.errors import (
     ReadOnlySource,
 )
 from decider.logs import configure_logging
-from decider.model import ErrorCode, problem
+from decider.model import PROBLEM_JSON, ErrorCode, problem
 from decider.server.admin import admin_router
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
 from decider.server.decide import decide
@@ -46,7 +46,6 @@ from decider.server.request_id import request_id
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.wiring import Service, build_service
 
-PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("decider")
 
 

@@ -21,7 +21,7 @@ from litestar.openapi.spec import SecurityScheme
 from litestar.types import Guard
 
 from decider.access import ANONYMOUS_SCOPES, LOCAL_SCOPES, Caller, KeyRing, Scope
-from decider.model import ProblemDetails
+from decider.model import PROBLEM_JSON, ProblemDetails
 
 SECURITY = {
     "apiKey": SecurityScheme(
@@ -32,11 +32,15 @@ SECURITY = {
 REQUIREMENT: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 REFUSED = {
     401: ResponseSpec(
-        ProblemDetails, generate_examples=False, description="No API key, or a wrong one"
+        ProblemDetails,
+        generate_examples=False,
+        media_type=PROBLEM_JSON,
+        description="No API key, or a wrong one",
     ),
     403: ResponseSpec(
         ProblemDetails,
         generate_examples=False,
+        media_type=PROBLEM_JSON,
         description="The API key lacks the scope this needs",
     ),
 }

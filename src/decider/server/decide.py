@@ -13,7 +13,15 @@ from litestar.openapi.spec import Example, OpenAPIType, Parameter, Schema
 
 from decider.access import Scope
 from decider.errors import Forbidden
-from decider.model import DecideRequest, Decision, ProblemDetails, decode_request, minimal, problem
+from decider.model import (
+    PROBLEM_JSON,
+    DecideRequest,
+    Decision,
+    ProblemDetails,
+    decode_request,
+    minimal,
+    problem,
+)
 from decider.server.auth import REFUSED, caller_of
 from decider.server.openapi import body_operation
 from decider.service import Decider
@@ -33,7 +41,7 @@ def _error(description: str, example: ProblemDetails) -> ResponseSpec:
         ProblemDetails,
         generate_examples=False,
         description=description,
-        media_type="application/problem+json",
+        media_type=PROBLEM_JSON,
         examples=[Example(summary=example.code, value=msgspec.to_builtins(example))],
     )
 

@@ -20,7 +20,7 @@ from litestar.params import FromPath
 from litestar.types import Guard
 
 from decider.errors import InvalidRequest, ReadOnlySource
-from decider.model import Identity, ProblemDetails, decode_body
+from decider.model import PROBLEM_JSON, Identity, ProblemDetails, decode_body
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.base import ProfileSource, ProfileStore
@@ -60,7 +60,12 @@ def _answers(*statuses: int) -> dict[int, ResponseSpec]:
     }
     bodies = (413,) if 422 in statuses else ()
     specs = {
-        status: ResponseSpec(ProblemDetails, generate_examples=False, description=words[status])
+        status: ResponseSpec(
+            ProblemDetails,
+            generate_examples=False,
+            media_type=PROBLEM_JSON,
+            description=words[status],
+        )
         for status in (400, *statuses, *bodies, 503)
     }
     return {**specs, **REFUSED}
