@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
+from decider.logs import JsonFormatter
 from decider.profiles.jsonl import sample_profiles
 from decider.profiles.sources.base import ProfileSource
 from decider.profiles.sources.memory import MemoryProfileSource
@@ -28,6 +30,7 @@ from decider.server.app import create_app
 from decider.settings import Settings
 from decider.wiring import build_service
 
+from .privacy import leaks
 from .service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,31 @@ def _no_files_left_in_the_checkout() -> Iterator[None]:
     before = set(ROOT.glob("decider.db*"))
     yield
     assert set(ROOT.glob("decider.db*")) == before
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(JsonFormatter().format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_hold_no_personal_data() -> Iterator[None]:
+    """Every line any test logs, in-process, holds no identifier of a test person (the
+    served processes' logs are scanned as they stop: tests/service.py)."""
+    recorder = _Recorder()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(recorder)
+    root.setLevel(logging.INFO)  # what a served process logs
+    yield
+    root.removeHandler(recorder)
+    root.setLevel(level)
+    assert recorder.lines, "nothing was logged: the scan would pass on anything"
+    assert leaks("\n".join(recorder.lines)) == []
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from .privacy import leaks
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -70,3 +72,4 @@ def running_service(
         client.close()
         process.terminate()
         process.wait(timeout=10)
+    assert leaks(log.read_text()) == [], "the service logged an identifier"

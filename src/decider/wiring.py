@@ -7,6 +7,7 @@ ids, the profile API's HTTP client, and for tests a ready source or ruleset, are
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from decider.traits import TraitSchema
 if TYPE_CHECKING:
     import httpx
 
+log = logging.getLogger("decider")
+
 
 @dataclass(frozen=True)
 class Service:
@@ -54,6 +57,18 @@ class Service:
     async def running(self) -> AsyncIterator[Service]:
         # a first connection to a remote source is made now, not in a decision's budget
         await self.source.ready()
+        ruleset = self.decider.ruleset
+        log.info(
+            "started",
+            extra={
+                "event": "start",
+                "ruleset": ruleset.version,
+                "engine": ruleset.engine.name,
+                "segments": len(ruleset.segments),
+                "profile_source": self.settings.profile_source,
+                "keys": len(self.keys.keys),
+            },
+        )
         try:
             async with self.reloader.running(
                 watch=self.settings.watch_rules, debounce_ms=self.settings.reload_debounce_ms
@@ -61,6 +76,10 @@ class Service:
                 yield self
         finally:
             await self.source.aclose()
+            log.info(
+                "stopped",
+                extra={"event": "stop", "ruleset": self.decider.ruleset.version},
+            )
 
 
 def load_rules(rules_dir: Path, engine: EngineName) -> CompiledRuleset:
