@@ -74,7 +74,6 @@ class _CelExprProgram:
 
 class CelExprEngine:
     name: EngineName = "cel-expr"
-    off_loop = True
 
     def __init__(self) -> None:
         dyn_map = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
@@ -155,7 +154,6 @@ def plain_error(message: str) -> str:
 
 class CelPythonEngine:
     name: EngineName = "cel-python"
-    off_loop = True  # programs are pure functions of their variables
 
     def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
         expr = parse(source)
