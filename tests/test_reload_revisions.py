@@ -137,6 +137,24 @@ def test_every_symlink_on_the_way_is_a_place_a_revision_may_change(tmp_path: Pat
     assert (revision_dir(plain), links_of(plain)) == (plain, [])
 
 
+def test_a_rules_directory_deleted_and_written_anew_is_watched_again(tmp_path: Path) -> None:
+    """`rm -rf rules && cp -r new rules`: the deletion is refused (the last good rules
+    serve), and the new directory is watched and served."""
+    rules = revision(tmp_path, "rules")
+    new = revision(tmp_path / "sources", "new", VALID_B)
+    with running_service(rules, tmp_path, env=ENV) as service:
+        client = service.client
+        before = served(client)
+        shutil.rmtree(rules)
+        wait_for(lambda: state(client)["failed_reloads"] >= 1, 5.0)
+        assert served(client) == before
+        shutil.copytree(new, rules)
+        wait_for(lambda: served(client) == version_of(new), 5.0)
+        text = (rules / "b2b.yaml").read_text()
+        (rules / "b2b.yaml").write_text(text.replace("cta: Meet the team\n", "cta: Hello\n", 1))
+        wait_for(lambda: served(client) == version_of(rules), 5.0)
+
+
 def configmap_revision(volume: Path, stamp: str, source: Path) -> None:
     """Write `source` as a ConfigMap volume's new revision, as the kubelet does: the files
     in a new hidden directory, `..data_tmp` pointing at it renamed over `..data`, the user

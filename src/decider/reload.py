@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -184,24 +184,35 @@ class Reloader:
         debounce_ms: int,
     ) -> None:
         """Request a reload on each burst of changes under `paths` that `layout` cares about,
-        until `done`; returns early when the links now lead elsewhere."""
+        until `done`; returns early when the links lead elsewhere, or when the revision
+        directory, deleted, is back (a watch on a deleted directory sees nothing more)."""
         accept = layout.rule_file if recursive else layout.link
+        changes = awatch(
+            *paths,
+            watch_filter=accept,
+            recursive=recursive,
+            debounce=debounce_ms,
+            step=50,
+            stop_event=done,
+        )
         try:
-            async for _ in awatch(
-                *paths,
-                watch_filter=accept,
-                recursive=recursive,
-                debounce=debounce_ms,
-                step=50,
-                stop_event=done,
-            ):
-                if self._look() != layout:  # a swap: _look asked for the one reload it needs
-                    return
+            async with aclosing(changes):
+                async for _ in changes:
+                    if self._look() != layout:  # a swap: _look asked for the one reload
+                        return
+                    self.request("watch")
+                    if not layout.revision.is_dir():
+                        break
+                else:
+                    return  # done
+        except Exception:  # e.g. a directory not there (yet), or no inotify watch left
+            log.warning("cannot watch %s; looking again every second", self.rules_dir)
+        gone = not layout.revision.is_dir()
+        while not done.is_set() and self._look() == layout:
+            await asyncio.sleep(1)
+            if gone and layout.revision.is_dir():
                 self.request("watch")
-        except Exception:  # e.g. a revision deleted under the watcher, or not there yet
-            log.warning("watching %s failed; checking again every second", self.rules_dir)
-            while not done.is_set() and self._look() == layout:
-                await asyncio.sleep(1)
+                return
 
     def _look(self) -> _Layout:
         """Where the rules are now; a reload is requested if that changed since the last
