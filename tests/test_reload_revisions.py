@@ -9,8 +9,11 @@ under load.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +27,7 @@ from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.rules.files import links_of, revision_dir
 
-from .conftest import RULES
+from .conftest import ROOT, RULES
 from .service import running_service
 
 TOKEN = "test-admin-token-0123456789"
@@ -94,22 +97,40 @@ BROKEN_CEL = ("b2b.yaml", "account.fit_score < 40", "account.fit_score <")
 BROKEN_TEST = ("tests/b2b.yaml", "variant: home_named_account,", "variant: home_generic,")
 
 
+def readme_swap() -> str:
+    """The README's command that checks a new revision and swaps `rules` to it."""
+    blocks: list[str] = re.findall(
+        r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S
+    )
+    (command,) = [block.strip() for block in blocks if "mv -T" in block]
+    return command
+
+
 def test_a_swapped_symlink_is_reloaded_once_and_then_followed(tmp_path: Path) -> None:
-    """`rules -> v1`, then `rules -> v2` changing three files at once: v2 serves after one
-    reload; an edit inside v2 is then seen, and one inside v1 (no longer served) is not."""
-    v1 = revision(tmp_path, "v1")
-    v2 = revision(tmp_path, "v2", *THREE_FILES)
+    """`rules -> rules-v1`, then the README's swap to rules-v2, which changes three files
+    at once: rules-v2 serves after one reload; an edit inside rules-v2 is then seen, and one
+    inside rules-v1 (no longer served) is not."""
+    v1 = revision(tmp_path, "rules-v1")
+    v2 = revision(tmp_path, "rules-v2", *THREE_FILES)
     rules = tmp_path / "rules"
-    os.symlink("v1", rules)
+    os.symlink("rules-v1", rules)
     with running_service(rules, tmp_path, env=ENV) as service:
         client = service.client
         assert served(client) == version_of(v1)
-        swap_link(rules, v2)
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", readme_swap()],
+            cwd=tmp_path,
+            env={**os.environ, "PATH": path},
+            check=True,
+            capture_output=True,
+        )
+        assert os.readlink(rules) == "rules-v2"
         wait_for(lambda: served(client) == version_of(v2), 5.0)
         time.sleep(0.5)  # room for a second reload, were the swap seen twice
         after_swap = state(client)
         assert (after_swap["reloads"], after_swap["failed_reloads"]) == (1, 0)
-        assert {Path(name).parent.name for name in after_swap["files"]} == {"v2"}
+        assert {Path(name).parent.name for name in after_swap["files"]} == {"rules-v2"}
 
         text = (v2 / "b2b.yaml").read_text()
         (v2 / "b2b.yaml").write_text(text.replace(CTA, "cta: Talk to us\n", 1))
