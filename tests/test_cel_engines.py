@@ -189,3 +189,64 @@ def test_time_zones_come_from_the_systems_database(
         assert engine.compile('now.getHours("+01:00") == 16')
     finally:
         values.load_zone.cache_clear()
+
+
+# --- the iteration limit: 9,999 comprehension steps in one evaluation, counted alike -------
+
+LONG = {"a": list(range(10_000)), "n": list(range(9_999)), "m": list(range(9_998))}
+LIMIT_CASES: list[tuple[str, bool | str]] = [
+    # every item fetched is a step, the 10,000th fails the evaluation
+    ("context.n.exists(p, false)", False),
+    ("context.a.exists(p, false)", ERROR),
+    ("context.a.map(x, x).size() > 0", ERROR),
+    ("context.n.filter(x, true).size() > 0", True),
+    ("context.a.exists_one(x, x == 1)", ERROR),
+    # all() and exists() stop early, after fetching one more item
+    ("context.a.exists(p, p == 9997)", True),
+    ("context.a.exists(p, p == 9998)", ERROR),
+    ("context.a.all(p, false)", False),
+    # steps of every comprehension of the evaluation count together
+    ("[1].exists(y, context.m.exists(p, false))", False),
+    ("[1].exists(y, context.n.exists(p, false))", ERROR),
+    ("context.m.exists(p, false) || context.m.exists(p, false)", ERROR),
+    # running out ends the evaluation: no && or || absorbs it, but one that decides first
+    # never starts it
+    ("context.a.exists(p, false) || true", ERROR),
+    ("context.a.exists(p, false) && false", ERROR),
+    ("true || context.a.exists(p, false)", True),
+    # what the C++ runtime evaluates on after an error spends steps too
+    ("((1/0 == 1) == context.a.exists(p, false)) || true", ERROR),
+    ("[1/0, context.a.exists(p, false)].size() > 0 || true", ERROR),
+    ("[0, 1, 2].map(x, x == 0 ? 1/0 == 1 : context.n.exists(p, false)).size() > 0 || true", ERROR),
+    ("[0, 1, 2].exists_one(x, x == 0 ? 1/0 == 1 : context.m.exists(p, false)) || true", ERROR),
+    ("[0, 1].map(x, x == 0 ? 1/0 == 1 : [1].exists(p, false)).size() > 0 || true", True),
+]
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize(("source", "expected"), LIMIT_CASES)
+def test_both_engines_stop_at_the_same_step(
+    engine_name: str, source: str, expected: bool | str
+) -> None:
+    """Google's runtime fails an evaluation at its 10,000th comprehension step; the Python
+    engine counts steps the same way, so a rule over a long list the caller sent gives the
+    same outcome on both."""
+    assert outcome(engine_name, source, context=LONG) == expected
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_over_the_limit_is_an_evaluation_error_that_says_so(engine_name: str) -> None:
+    """The error names the limit, the same words on both engines; every evaluation starts
+    with the whole budget again, so one long rule does not spend the next one's."""
+    engine = new_engine(engine_name)
+    over = engine.compile("context.a.all(p, context.a.all(q, p != q || p == q))")
+    under = engine.compile("context.n.exists(p, false) == false")
+    activation = engine.activation({}, {}, {"a": list(range(300)), "n": LONG["n"]}, NOW)
+    with pytest.raises(CelEvalError) as failed:
+        over.matches(activation)
+    assert str(failed.value) == (
+        "iteration limit: more than 9,999 comprehension steps "
+        "(all, exists, exists_one, map, filter) in one evaluation"
+    )
+    assert under.matches(activation) is True
+    assert under.matches(activation) is True

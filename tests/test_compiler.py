@@ -313,6 +313,40 @@ def test_lint_finds_unused_segments_ties_and_empty_slots(rules_copy: Path) -> No
     assert all(str(w).split(": ")[1] == "warning" for w in ruleset.warnings)
 
 
+def test_lint_warns_of_comprehensions_over_the_callers_context(rules_copy: Path) -> None:
+    """A comprehension over `context` runs as long as the list a caller sends: a warning at
+    each such macro (in segments and suppressions), none for one over the profile or a
+    literal, and the rules still load."""
+    (rules_copy / "zz_context.yaml").write_text(
+        "segments:\n"
+        "  - id: ctx_pages\n"
+        "    description: d\n"
+        "    owner: o\n"
+        "    priority: 5\n"
+        "    when: |\n"
+        "      has(context.pages)\n"
+        '      && context.pages.exists(p, p.tags.all(t, t != "x"))\n'
+        '      && account.intent_topics.exists(r, r == "vp") && [1, 2].all(n, n != context.n)\n'
+        "suppressions:\n"
+        "  - id: pages_supp\n"
+        "    description: d\n"
+        "    when: 'context.pages.filter(p, p == \"y\").size() > 0'\n"
+    )
+    ruleset = compile_ruleset(rules_copy, new_engine("cel-expr"))
+    found = sorted(
+        (w.rule, w.line, w.column, w.message.split(" ")[0])
+        for w in ruleset.warnings
+        if "context" in w.message
+    )
+    lines = (rules_copy / "zz_context.yaml").read_text().splitlines()
+    assert found == [
+        ("ctx_pages", 8, lines[7].index("exists(p") + 1, "exists()"),
+        ("ctx_pages", 8, lines[7].index("all(t") + 1, "all()"),
+        ("pages_supp", 13, lines[12].index("filter(") + 1, "filter()"),
+    ]
+    assert all("9,999 steps" in w.message for w in ruleset.warnings if "context" in w.message)
+
+
 @pytest.mark.parametrize("engine", ["cel-expr", "cel-python"])
 def test_a_trait_missing_from_the_schema_is_refused(rules_copy: Path, engine: str) -> None:
     """With rules/schema.yaml, `account.fit_scor` is an error that suggests the real name."""

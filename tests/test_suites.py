@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,6 @@ class _Contrary:
     """An engine that means the opposite of cel-python: what a disagreement looks like."""
 
     name = "cel-expr"
-    off_loop = True
 
     def __init__(self) -> None:
         self._inner = new_engine("cel-python")
@@ -168,3 +169,36 @@ def test_a_fixture_is_held_to_what_a_profile_source_holds(
     )
     (result,) = run_suite(ruleset, load_suite(path, "fixture.yaml"))
     assert result.error == says
+
+
+def test_a_load_reads_one_revision_and_refuses_one_swapped_out_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rules -> v1`: a load reads every file of v1, even when `rules` is swapped to a
+    broken v2 halfway (after the rules are compiled, before their tests run), and then
+    refuses what it read: v1 may be gone by now. The next load reads v2 whole."""
+    for name in ("v1", "v2"):
+        shutil.copytree(RULES, tmp_path / name)
+    (tmp_path / "v2" / "tests" / "b2b.yaml").write_text("cases: [not, a, case]\n")
+    rules = tmp_path / "rules"
+    os.symlink("v1", rules)
+    real_run_suites = suites.run_suites
+    read_from: list[Path] = []
+
+    def swapping(ruleset: CompiledRuleset, rules_dir: Path) -> list[Any]:
+        if not read_from:
+            os.symlink("v2", tmp_path / "tmp")
+            os.replace(tmp_path / "tmp", rules)
+        read_from.append(rules_dir)
+        return real_run_suites(ruleset, rules_dir)
+
+    monkeypatch.setattr(suites, "run_suites", swapping)
+    with pytest.raises(RulesetError) as refused:
+        compile_and_test(rules, new_engine("cel-python"))
+    assert read_from[0] == tmp_path / "v1"  # the tests of the revision compiled, not v2's
+    assert [p.message for p in refused.value.problems] == [
+        "a new revision was swapped in during the load; the next load reads it"
+    ]
+    with pytest.raises(RulesetError) as broken:
+        compile_and_test(rules, new_engine("cel-python"))
+    assert all("v2/tests/b2b.yaml" in p.file for p in broken.value.problems)

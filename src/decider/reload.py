@@ -1,23 +1,27 @@
 """Hot reload: build a whole new ruleset, test it, and swap one reference only if all passes.
 
-Triggers: a change under the rules directory (watched, bursts merged), SIGHUP, and
-POST /admin/reload; one reload runs at a time. A failed reload, whatever the failure, keeps
-the last good ruleset serving and is recorded, logged and counted.
+Triggers: a change under the rules directory or to a symlink on its way (watched, bursts
+merged), SIGHUP, and POST /admin/reload. One reload runs at a time, and triggers arriving
+while it runs are merged into one more, which starts after it: a storm of signals costs two
+reloads, and every trigger is answered by a reload that began after it. A failed reload,
+whatever the failure, keeps the last good ruleset serving and is recorded, logged and counted.
 
-`load` (given by the composition root) builds and tests a ruleset from the files. With
-cel-expr it runs in a worker thread, with an engine of its own, so requests keep flowing
-meanwhile; cel-python must compile and evaluate on the event loop's thread, so there a reload
-pauses requests for its duration. Either way the swap is one reference assignment on the
-loop: no request sees half a ruleset.
+`load` (given by the composition root) builds and tests a ruleset from the files, on an
+engine of its own, in a worker thread on either engine, so requests keep flowing meanwhile;
+the swap is one reference assignment on the loop: no request sees half a ruleset. `load`
+reads one revision of the rules (see `decider.rules.files.revision_dir`): operators swap a
+change to several files in at once by pointing a symlink at a new directory, and the watcher
+follows the symlink, so such a swap is seen once, whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +29,7 @@ import msgspec
 from watchfiles import Change, awatch
 
 from decider.errors import Problem, RulesetError
+from decider.rules.files import links_of, revision_dir
 from decider.ruleset import CompiledRuleset
 from decider.service import Decider
 
@@ -57,44 +62,60 @@ class Reloader:
         decider: Decider,
         load: Callable[[], CompiledRuleset],
         *,
-        off_loop: bool,
         rules_dir: Path,
         clock: Callable[[], datetime],
     ) -> None:
         self.decider = decider
         self.rules_dir = rules_dir
         self._load = load
-        self._off_loop = off_loop
         self._clock = clock
         self.loaded_at = clock()
         self.last: ReloadRecord | None = None
         self.reloads = 0
         self.failed = 0
-        self._lock = asyncio.Lock()
+        # the reload the next triggers wait for, not begun yet, and its trigger
+        self._queued: tuple[asyncio.Future[ReloadRecord], str] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._layout = _Layout.of(rules_dir)  # where the last reload requested reads
+
+    def request(self, trigger: str) -> asyncio.Future[ReloadRecord]:
+        """A reload that begins after now: the one already waiting if there is one, else a
+        new one, which runs once the reload in progress (if any) is done."""
+        if self._queued is None:
+            self._queued = (asyncio.get_running_loop().create_future(), trigger)
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._work())
+        return self._queued[0]
 
     async def reload(self, trigger: str) -> ReloadRecord:
-        """Try the rules on disk now; swap them in only if they compile and their tests pass."""
-        async with self._lock:
+        """Try the rules on disk, swapping them in only if they compile and their tests
+        pass; the record of the reload that covered this request."""
+        # shielded: a caller that goes away must not cancel the reload others wait for
+        return await asyncio.shield(self.request(trigger))
+
+    async def _work(self) -> None:
+        while self._queued is not None:
+            waiting, trigger = self._queued
+            self._queued = None
             record = await self._reload(trigger)
             self.reloads += 1  # counted once the outcome is recorded, never before
-            return record
+            if not waiting.done():
+                waiting.set_result(record)
 
     async def _reload(self, trigger: str) -> ReloadRecord:
         try:
-            ruleset = await asyncio.to_thread(self._load) if self._off_loop else self._load()
+            ruleset = await asyncio.to_thread(self._load)
         except RulesetError as exc:
             return self._refused(trigger, exc.problems)
         except Exception as exc:  # a bug or an I/O error must not stop reloading for good
             log.exception("reload (%s) failed", trigger)
             problem = Problem(str(self.rules_dir), 1, 1, f"reload failed: {exc!r}")
             return self._refused(trigger, (problem,))
-        else:
-            previous = self.decider.swap(ruleset)
-            self.loaded_at = self._clock()
-            record = ReloadRecord(self.loaded_at, True, trigger)
-            log.info("reload (%s): ruleset %s -> %s", trigger, previous.version, ruleset.version)
-        self.last = record
-        return record
+        previous = self.decider.swap(ruleset)
+        self.loaded_at = self._clock()
+        self.last = ReloadRecord(self.loaded_at, True, trigger)
+        log.info("reload (%s): ruleset %s -> %s", trigger, previous.version, ruleset.version)
+        return self.last
 
     def _refused(self, trigger: str, problems: tuple[Problem, ...]) -> ReloadRecord:
         self.failed += 1
@@ -108,7 +129,9 @@ class Reloader:
         )
         return self.last
 
-    def state(self) -> RulesState:
+    def state(self, last: ReloadRecord | None = None) -> RulesState:
+        """The loaded rules; `last_reload` is `last` if given (the reload a caller waited
+        for), else the latest."""
         ruleset = self.decider.ruleset
         return RulesState(
             version=ruleset.version,
@@ -116,7 +139,7 @@ class Reloader:
             loaded_at=self.loaded_at,
             files=ruleset.files,
             warnings=ruleset.warnings,
-            last_reload=self.last,
+            last_reload=last or self.last,
             reloads=self.reloads,
             failed_reloads=self.failed,
         )
@@ -126,14 +149,7 @@ class Reloader:
         """Reload on SIGHUP (where signals can be had) and, if `watch`, on file changes."""
         stop = asyncio.Event()
         watcher = asyncio.create_task(self.watch(stop, debounce_ms=debounce_ms)) if watch else None
-        pending: set[asyncio.Task[ReloadRecord]] = set()
-
-        def on_sighup() -> None:
-            task = asyncio.ensure_future(self.reload("sighup"))
-            pending.add(task)  # held until done, or it could be collected mid-reload
-            task.add_done_callback(pending.discard)
-
-        hangup = _on_sighup(on_sighup)
+        hangup = _on_sighup(lambda: self.request("sighup"))
         try:
             yield
         finally:
@@ -141,21 +157,107 @@ class Reloader:
             stop.set()
             if watcher is not None:
                 await watcher
+            if self._worker is not None:  # a reload still compiling is dropped, not swapped
+                self._worker.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._worker
 
     async def watch(self, stop: asyncio.Event, *, debounce_ms: int) -> None:
-        """Reload on every burst of changes to YAML files under the rules directory."""
-        async for _ in awatch(
-            self.rules_dir,
-            watch_filter=_is_rule_file,
+        """Reload on every burst of changes to YAML files of the revision served, and on
+        every swap of a symlink on the way to it (then follow it to the new revision)."""
+        while not stop.is_set():
+            layout = self._look()  # swapped since the last reload began: one more
+            moved = asyncio.Event()
+            done = _Either(stop, moved)
+            followers = [self._follow(layout, [layout.revision], True, done, debounce_ms)]
+            if layout.links:
+                parents = sorted({link.parent for link in layout.links})
+                followers.append(self._follow(layout, parents, False, done, debounce_ms))
+            await asyncio.gather(*(_then_set(moved, follower) for follower in followers))
+
+    async def _follow(
+        self,
+        layout: _Layout,
+        paths: list[Path],
+        recursive: bool,
+        done: _Either,
+        debounce_ms: int,
+    ) -> None:
+        """Request a reload on each burst of changes under `paths` that `layout` cares about,
+        until `done`; returns early when the links lead elsewhere, or when the revision
+        directory, deleted, is back (a watch on a deleted directory sees nothing more)."""
+        accept = layout.rule_file if recursive else layout.link
+        changes = awatch(
+            *paths,
+            watch_filter=accept,
+            recursive=recursive,
             debounce=debounce_ms,
             step=50,
-            stop_event=stop,
-        ):
-            await self.reload("watch")
+            stop_event=done,
+        )
+        try:
+            async with aclosing(changes):
+                async for _ in changes:
+                    if self._look() != layout:  # a swap: _look asked for the one reload
+                        return
+                    self.request("watch")
+                    if not layout.revision.is_dir():
+                        break
+                else:
+                    return  # done
+        except Exception:  # e.g. a directory not there (yet), or no inotify watch left
+            log.warning("cannot watch %s; looking again every second", self.rules_dir)
+        gone = not layout.revision.is_dir()
+        while not done.is_set() and self._look() == layout:
+            await asyncio.sleep(1)
+            if gone and layout.revision.is_dir():
+                self.request("watch")
+                return
+
+    def _look(self) -> _Layout:
+        """Where the rules are now; a reload is requested if that changed since the last
+        request (each reload reads the layout it finds)."""
+        layout = _Layout.of(self.rules_dir)
+        if layout != self._layout:
+            self._layout = layout
+            self.request("watch")
+        return layout
 
 
-def _is_rule_file(_: Change, path: str) -> bool:
-    return path.endswith(".yaml")
+async def _then_set(event: asyncio.Event, awaitable: Awaitable[None]) -> None:
+    """Await, then set `event` however it ended: when one follower stops, all do."""
+    try:
+        await awaitable
+    finally:
+        event.set()
+
+
+class _Layout(msgspec.Struct, frozen=True):
+    """Where the rules are read from now: the revision directory, and the symlinks on the
+    way to it (a swap of any of them is a new revision)."""
+
+    revision: Path
+    links: frozenset[Path]
+
+    @classmethod
+    def of(cls, rules_dir: Path) -> _Layout:
+        return cls(Path(os.path.abspath(revision_dir(rules_dir))), frozenset(links_of(rules_dir)))
+
+    def rule_file(self, _: Change, path: str) -> bool:
+        return path.endswith(".yaml")
+
+    def link(self, _: Change, path: str) -> bool:
+        return Path(path) in self.links
+
+
+class _Either:
+    """Set when either event is: watchfiles asks its stop event `is_set()` every step."""
+
+    def __init__(self, *events: asyncio.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
 
 
 def _on_sighup(reload: Callable[[], object]) -> Callable[[], object]:

@@ -34,9 +34,6 @@ class Program(Protocol):
 
 class Engine(Protocol):
     name: EngineName
-    # may a new ruleset be compiled and tested on another thread while this engine's
-    # programs evaluate on the event loop?
-    off_loop: bool
 
     def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
         """Compile once, at load; `lists`: field paths known to hold lists (the profile

@@ -83,8 +83,10 @@ class Service:
 
 
 def load_rules(rules_dir: Path, engine: EngineName) -> CompiledRuleset:
-    """What the service serves: the rules compiled on a new engine, their tests passing.
-    Raises RulesetError with every problem."""
+    """What the service serves: the rules compiled on a new engine (each load its own, so a
+    reload may compile on a worker thread while requests evaluate on the loop), their tests
+    passing, all read from one revision of the directory. Raises RulesetError with every
+    problem."""
     return compile_and_test(rules_dir, new_engine(engine))
 
 
@@ -125,9 +127,7 @@ def build_service(
     )
     stats = Stats(clock())
     decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids)
-    reloader = Reloader(
-        decider, load, off_loop=ruleset.engine.off_loop, rules_dir=settings.rules_dir, clock=clock
-    )
+    reloader = Reloader(decider, load, rules_dir=settings.rules_dir, clock=clock)
     return Service(settings, decider, source, resolver, stats, reloader, keys)
 
 

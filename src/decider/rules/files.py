@@ -7,6 +7,7 @@ error at its line, so a misspelt key never silently means "absent".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -192,6 +193,50 @@ class _Loader(yaml.SafeLoader):
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+
+# a Kubernetes ConfigMap volume keeps each revision in a directory of its own, and this
+# symlink to the current one, swapped by rename
+CONFIGMAP_LINK = "..data"
+_MAX_LINKS = 40  # as the kernel: more, and it is a loop
+
+
+def revision_dir(directory: Path) -> Path:
+    """The directory one load reads every file from: `directory` with the symlinks on its way
+    resolved once, now (through a ConfigMap volume's `..data` link when it has one). A change
+    to several files swapped in as a new directory behind a symlink is then read whole: a
+    swap during the load is seen by the next one. Without symlinks, `directory` itself."""
+    data = directory / CONFIGMAP_LINK
+    resolved = os.path.realpath(data if data.is_symlink() else directory)
+    return directory if resolved == os.path.abspath(directory) else Path(resolved)
+
+
+def links_of(directory: Path) -> list[Path]:
+    """The symlinks resolving `directory` goes through, absolute, in order (the `..data` link
+    of a ConfigMap volume included): where a swap of revision shows."""
+    links: list[Path] = []
+    pending = list(Path(os.path.abspath(directory)).parts)
+    data = directory / CONFIGMAP_LINK
+    if data.is_symlink():
+        pending.append(CONFIGMAP_LINK)
+    at = Path(pending.pop(0))  # the root
+    while pending and len(links) <= _MAX_LINKS:
+        part = pending.pop(0)
+        if part == "..":
+            at = at.parent
+            continue
+        step = at / part
+        if not step.is_symlink():
+            at = step
+            continue
+        links.append(step)
+        target = Path(os.readlink(step))
+        if target.is_absolute():
+            at = Path(target.anchor)
+            pending = list(target.parts[1:]) + pending
+        else:
+            pending = list(target.parts) + pending
+    return links
 
 
 def rule_files(directory: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import msgspec
 
 from decider.errors import Problem
+from decider.rules.cel import MAX_ITERATIONS, CelCompileErrors, caller_sized
 from decider.rules.files import Path_, SourceFile
 from decider.ruleset import CompiledPlacement
 
@@ -44,6 +45,11 @@ def _findings(
                     f"same priority as {tie}; the tie goes to the lower segment id",
                     segment.id,
                 )
+            yield from _caller_sized(source, (*path, "when"), segment.when, segment.id)
+        for index, rule in enumerate(source.rules.suppressions):
+            if rule.when is not None:
+                path = ("suppressions", index, "when")
+                yield from _caller_sized(source, path, rule.when, rule.id)
         for index, placement in enumerate(source.rules.placements):
             slots = placements[placement.id].slots if placement.id in placements else ()
             for segment_id, variant in placement.variants.items():
@@ -56,6 +62,25 @@ def _findings(
                         "the default's text is shown there",
                         placement.id,
                     )
+
+
+def _caller_sized(source: SourceFile, path: Path_, when: str, rule: str) -> Iterator[Problem]:
+    """A comprehension over the request's context runs as long as the caller's list: each
+    is placed where its macro is named."""
+    try:
+        found = caller_sized(when)
+    except CelCompileErrors:
+        return  # an error of the rule, reported as one
+    for comprehension in found:
+        line, column = source.document.place_in_string(
+            path, comprehension.line, comprehension.column
+        )
+        message = (
+            f"{comprehension.macro}() iterates over the request's context, whose length each "
+            f"caller chooses; past {MAX_ITERATIONS:,} steps in one evaluation the rule fails "
+            "to evaluate (no match; a suppression suppresses)"
+        )
+        yield Problem(source.name, line, column, message, rule, kind="warning")
 
 
 def _warning(source: SourceFile, path: Path_, message: str, rule: str) -> Problem:

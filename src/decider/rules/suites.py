@@ -23,7 +23,7 @@ from decider.rules.explain import (
     resolution_of,
     trace_lines,
 )
-from decider.rules.files import display_name, read_yaml
+from decider.rules.files import display_name, read_yaml, revision_dir
 from decider.ruleset import CompiledRuleset, Engine
 from decider.traits import TraitError
 
@@ -247,14 +247,21 @@ def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
     """What the server loads: the rules compiled, their own test suites passing, and every
     installed engine deciding each case alike.
 
-    Raises RulesetError with every compile problem, or else every failing case."""
-    ruleset = compile_ruleset(rules_dir, engine)
+    Every file is read from one revision of `rules_dir` (see `revision_dir`), so a new
+    revision swapped in meanwhile is not read half; one swapped out during the load (and
+    perhaps deleted as it was read) is refused. Raises RulesetError with every compile
+    problem, or else every failing case."""
+    revision = revision_dir(rules_dir)
+    ruleset = compile_ruleset(revision, engine)
     try:
-        results = run_suites(ruleset, rules_dir)
+        results = run_suites(ruleset, revision)
     except RulesetError as exc:
         raise RulesetError(exc.problems, ruleset.warnings) from None
     failures = [failure_problem(r) for r in results if not r.passed]
-    failures += disagreements(ruleset, rules_dir, results)
+    failures += disagreements(ruleset, revision, results)
     if failures:
         raise RulesetError(failures, ruleset.warnings)
+    if revision_dir(rules_dir) != revision:
+        message = "a new revision was swapped in during the load; the next load reads it"
+        raise RulesetError([Problem(str(rules_dir), 1, 1, message)], ruleset.warnings)
     return ruleset

@@ -73,8 +73,8 @@ async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
     },
 )
 async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesState]:
-    record = await reloader.reload("admin")
-    return Response(reloader.state(), status_code=200 if record.ok else 422)
+    record = await reloader.reload("admin")  # the reload that began after this request
+    return Response(reloader.state(record), status_code=200 if record.ok else 422)
 
 
 @get(

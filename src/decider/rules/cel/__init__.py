@@ -5,13 +5,22 @@ are the pure-Python engine's meaning, `engines` puts both runtimes behind the co
 """
 
 from decider.rules.cel.engines import ENGINES, installed_engines, new_engine
-from decider.rules.cel.syntax import CelCompileError, CelCompileErrors, Reference, references
+from decider.rules.cel.evaluate import MAX_ITERATIONS
+from decider.rules.cel.syntax import (
+    CelCompileError,
+    CelCompileErrors,
+    Reference,
+    caller_sized,
+    references,
+)
 
 __all__ = [
     "ENGINES",
+    "MAX_ITERATIONS",
     "CelCompileError",
     "CelCompileErrors",
     "Reference",
+    "caller_sized",
     "installed_engines",
     "new_engine",
     "references",

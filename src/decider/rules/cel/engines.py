@@ -6,7 +6,9 @@
   evaluated by `evaluate.py` to the same meaning.
 
 Both compile only what `check` accepts, so a rule loads on both or on neither, and both turn
-every failure while evaluating into CelEvalError: the rule does not match.
+every failure while evaluating into CelEvalError: the rule does not match. Both stop an
+evaluation at its 10,000th comprehension step (the C++ runtime's own budget, which
+`evaluate.py` counts the same way), so no rule iterates for long over what a caller sent.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ except ImportError:  # no wheel for this platform: cel-python serves alone
 
 from decider.errors import EngineUnavailable
 from decider.rules.cel.check import check
+from decider.rules.cel.evaluate import BUDGET, OVER_LIMIT, Budget
 from decider.rules.cel.evaluate import Program as PythonProgram
 from decider.rules.cel.syntax import CelCompileError, CelCompileErrors, parse
 from decider.rules.cel.values import Timestamp
@@ -71,7 +74,6 @@ class _CelExprProgram:
 
 class CelExprEngine:
     name: EngineName = "cel-expr"
-    off_loop = True
 
     def __init__(self) -> None:
         dyn_map = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
@@ -114,6 +116,7 @@ def _cel_expr_errors(text: str) -> list[CelCompileError]:
 # the C++ runtime's messages, in words that hold no value: its own can quote a key or a
 # number from the profile ("Key not found in map : \"evaluation\""), and they reach explain
 _PLAIN_ERRORS = [
+    (re.compile(r"Iteration budget exceeded"), OVER_LIMIT),
     (re.compile(r"No matching overloads? found : ([\w@<>=!?:&|+*/%().,\[\] -]+)"), None),
     (re.compile(r"Key not found in map"), "no such key"),
     (re.compile(r"Index error: index="), "index out of range"),
@@ -151,7 +154,6 @@ def plain_error(message: str) -> str:
 
 class CelPythonEngine:
     name: EngineName = "cel-python"
-    off_loop = True  # programs are pure functions of their variables
 
     def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
         expr = parse(source)
@@ -170,4 +172,5 @@ class CelPythonEngine:
             "account": account,
             "context": context,
             "now": Timestamp.of(now),
+            BUDGET: Budget(),  # spent by one evaluation at a time, refilled for each
         }

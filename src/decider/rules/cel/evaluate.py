@@ -4,6 +4,14 @@ Each node becomes a function of the variables (a dict), so a rule costs a few ca
 it runs and nothing is looked up by name. Errors are CelEvalError exceptions; `&&`, `||`
 and the all/exists macros absorb them as CEL says (`false && error` is false, either way
 round), and everything else lets them through, so the rule does not match.
+
+One evaluation may take at most MAX_ITERATIONS comprehension steps, counted as Google's
+runtime counts them (every item a macro fetches, all macros of the evaluation together), so
+a rule over a long list the caller sent cannot hold the event loop. Going over is no error
+`&&` or `||` can absorb: the evaluation stops there, as in the C++ runtime, and the rule
+fails to evaluate. Where the C++ runtime evaluates on after an error (every argument of a
+function, every item of map, filter and exists_one), we do too when what remains iterates,
+so the two runtimes run out at the same expressions.
 """
 
 from __future__ import annotations
@@ -26,6 +34,34 @@ from decider.ruleset import CelEvalError
 
 Variables = dict[str, Any]
 Compiled = Callable[[Variables], Any]
+
+# the C++ runtime's comprehension budget: its 10,000th step in one evaluation fails it
+MAX_ITERATIONS = 9_999
+OVER_LIMIT = (
+    f"iteration limit: more than {MAX_ITERATIONS:,} comprehension steps "
+    "(all, exists, exists_one, map, filter) in one evaluation"
+)
+BUDGET = "@budget"  # where the steps left live among the variables; no CEL name has an @
+
+
+class Budget:
+    """Comprehension steps left in one evaluation; every macro of it spends from one."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_ITERATIONS
+
+
+class _OverLimit(Exception):
+    """The evaluation ran out of steps: it ends, whatever `&&` or `||` stands around it."""
+
+
+def _spend(budget: Budget, steps: int) -> None:
+    budget.left -= steps
+    if budget.left < 0:
+        raise _OverLimit
+
 
 _OPERATIONS: Mapping[str, Callable[..., Any]] = {
     "_==_": values.equal,
@@ -80,8 +116,13 @@ def compile_expr(expr: Expr) -> Compiled:
         return _select(expr)
     if isinstance(expr, ListExpr):
         items = tuple(compile_expr(item) for item in expr.items)
+        if _iterates_after_first(expr.items):
+            return _strict(items, list)
         return lambda variables: [item(variables) for item in items]
     if isinstance(expr, MapExpr):
+        parts = tuple(part for entry in expr.entries for part in entry)
+        if _iterates_after_first(parts):
+            return _strict(tuple(map(compile_expr, parts)), _pairs_to_map)
         entries = tuple((compile_expr(k), compile_expr(v)) for k, v in expr.entries)
         return lambda variables: values.build_map((k(variables), v(variables)) for k, v in entries)
     if isinstance(expr, Comprehension):
@@ -105,6 +146,8 @@ def _call(expr: Call) -> Compiled:
     operation = _OPERATIONS[name]
     operands = ((expr.target,) if expr.target is not None else ()) + expr.args
     compiled = tuple(compile_expr(operand) for operand in operands)
+    if _iterates_after_first(operands):
+        return _strict(compiled, lambda results: operation(*results))
     if len(compiled) == 1:
         (only,) = compiled
         return lambda variables: operation(only(variables))
@@ -114,10 +157,53 @@ def _call(expr: Call) -> Compiled:
     return lambda variables: operation(*(c(variables) for c in compiled))
 
 
+def _iterates(expr: Expr) -> bool:
+    """Does evaluating `expr` run a comprehension (and so spend steps)?"""
+    if isinstance(expr, Comprehension):
+        return True
+    if isinstance(expr, Select):
+        return _iterates(expr.operand)
+    if isinstance(expr, ListExpr):
+        return any(map(_iterates, expr.items))
+    if isinstance(expr, MapExpr):
+        return any(_iterates(k) or _iterates(v) for k, v in expr.entries)
+    if isinstance(expr, Call):
+        return (expr.target is not None and _iterates(expr.target)) or any(
+            map(_iterates, expr.args)
+        )
+    return False
+
+
+def _iterates_after_first(operands: tuple[Expr, ...]) -> bool:
+    return any(map(_iterates, operands[1:]))
+
+
+def _strict(operands: tuple[Compiled, ...], combine: Callable[[list[Any]], Any]) -> Compiled:
+    """Every operand evaluated, even after one failed (the C++ runtime evaluates a function's
+    arguments, a list's items and a map's entries before it looks for errors, and their
+    comprehensions spend steps); then the first error, or `combine` of the values."""
+
+    def run(variables: Variables) -> Any:
+        results = [_attempt(operand, variables) for operand in operands]
+        for result in results:
+            if isinstance(result, _Failure):
+                raise result.error
+        return combine(results)
+
+    return run
+
+
+def _pairs_to_map(parts: list[Any]) -> Any:
+    return values.build_map(zip(parts[::2], parts[1::2], strict=True))
+
+
 def _attempt(compiled: Compiled, variables: Variables) -> Any:
-    """The value, or the exception that stands for an error (absorbed or raised later)."""
+    """The value, or the exception that stands for an error (absorbed or raised later).
+    Running out of steps is no error: it ends the evaluation."""
     try:
         return compiled(variables)
+    except _OverLimit:
+        raise
     except Exception as exc:
         return _Failure(exc)
 
@@ -173,21 +259,61 @@ def _comprehension(expr: Comprehension) -> Compiled:
     source, var = compile_expr(expr.range), expr.var
     args = tuple(compile_expr(arg) for arg in expr.args)
     macro = _MACROS[expr.macro] if len(args) == 1 else _map_filtered
+    # after an error, the C++ runtime still fetches (and counts) every item of map, filter
+    # and exists_one and evaluates their bodies; only when those iterate does it matter here
+    drain = any(map(_iterates, expr.args))
 
     def run(variables: Variables) -> Any:
-        items = values.iterate(source(variables))
+        value = source(variables)
+        items = values.iterate(value)
         scope = dict(variables)  # the macro's variable shadows, for its own arguments only
-        return macro(items, scope, var, *args)
+        loop = _Loop(items, len(value), variables[BUDGET], scope, var=var, drain=drain)
+        return macro(loop, *args)
 
     return run
 
 
-def _all(items: Any, scope: Variables, var: str, condition: Compiled) -> bool:
+class _Loop:
+    """One run of a macro: its items, the budget it spends from, the scope its variable
+    is bound in."""
+
+    __slots__ = ("budget", "drain", "items", "scope", "size", "var")
+
+    def __init__(
+        self, items: Any, size: int, budget: Budget, scope: Variables, *, var: str, drain: bool
+    ) -> None:
+        self.items, self.size, self.budget = items, size, budget
+        self.scope, self.var, self.drain = scope, var, drain
+
+    def stopped_at(self, index: int) -> None:
+        """all() and exists() stop early; the C++ runtime fetches (and counts) one more item
+        before it looks at the result."""
+        if index + 1 < self.size:
+            _spend(self.budget, 1)
+
+    def fail_after_all(self, error: Any, macro: str, *bodies: Compiled) -> NoReturn:
+        """Raise `error` (a _Failure, or a value that is not a bool) once every item left
+        has been evaluated, as the C++ runtime does, when those evaluations spend steps: with
+        two bodies (map's filter and transform), the second runs where the first holds."""
+        if self.drain:
+            for item in self.items:
+                self.scope[self.var] = item
+                if _attempt(bodies[0], self.scope) is True and len(bodies) > 1:
+                    _attempt(bodies[1], self.scope)
+        if isinstance(error, _Failure):
+            raise error.error
+        values.no_overload(macro, error)
+
+
+def _all(loop: _Loop, condition: Compiled) -> bool:
     failed: list[Any] = []  # the first error or non-bool, raised if no False absorbs it
-    for item in items:
+    scope, var, budget = loop.scope, loop.var, loop.budget
+    for index, item in enumerate(loop.items):
+        _spend(budget, 1)
         scope[var] = item
         result = _attempt(condition, scope)
         if result is False:
+            loop.stopped_at(index)
             return False
         if result is not True and not failed:
             failed.append(result)
@@ -196,12 +322,15 @@ def _all(items: Any, scope: Variables, var: str, condition: Compiled) -> bool:
     return True
 
 
-def _exists(items: Any, scope: Variables, var: str, condition: Compiled) -> bool:
+def _exists(loop: _Loop, condition: Compiled) -> bool:
     failed: list[Any] = []
-    for item in items:
+    scope, var, budget = loop.scope, loop.var, loop.budget
+    for index, item in enumerate(loop.items):
+        _spend(budget, 1)
         scope[var] = item
         result = _attempt(condition, scope)
         if result is True:
+            loop.stopped_at(index)
             return True
         if result is not False and not failed:
             failed.append(result)
@@ -210,48 +339,60 @@ def _exists(items: Any, scope: Variables, var: str, condition: Compiled) -> bool
     return False
 
 
-def _exists_one(items: Any, scope: Variables, var: str, condition: Compiled) -> bool:
+def _exists_one(loop: _Loop, condition: Compiled) -> bool:
+    _spend(loop.budget, loop.size)  # it never stops early: every item is a step
+    scope, var = loop.scope, loop.var
     count = 0
-    for item in items:
+    for item in loop.items:
         scope[var] = item
-        result = condition(scope)
+        result = _attempt(condition, scope)
         if type(result) is not bool:
-            values.no_overload("exists_one", result)
+            loop.fail_after_all(result, "exists_one", condition)
         count += result
     return count == 1
 
 
-def _map(items: Any, scope: Variables, var: str, transform: Compiled) -> list[Any]:
+def _map(loop: _Loop, transform: Compiled) -> list[Any]:
+    _spend(loop.budget, loop.size)
+    scope, var = loop.scope, loop.var
     mapped = []
-    for item in items:
+    for item in loop.items:
         scope[var] = item
-        mapped.append(transform(scope))
+        value = _attempt(transform, scope)
+        if isinstance(value, _Failure):
+            loop.fail_after_all(value, "map", transform)
+        mapped.append(value)
     return mapped
 
 
-def _filter(items: Any, scope: Variables, var: str, condition: Compiled) -> list[Any]:
+def _filter(loop: _Loop, condition: Compiled) -> list[Any]:
+    _spend(loop.budget, loop.size)
+    scope, var = loop.scope, loop.var
     kept = []
-    for item in items:
+    for item in loop.items:
         scope[var] = item
-        keep = condition(scope)
+        keep = _attempt(condition, scope)
         if type(keep) is not bool:
-            values.no_overload("filter", keep)
+            loop.fail_after_all(keep, "filter", condition)
         if keep:
             kept.append(item)
     return kept
 
 
-def _map_filtered(
-    items: Any, scope: Variables, var: str, condition: Compiled, transform: Compiled
-) -> list[Any]:
+def _map_filtered(loop: _Loop, condition: Compiled, transform: Compiled) -> list[Any]:
+    _spend(loop.budget, loop.size)
+    scope, var = loop.scope, loop.var
     mapped = []
-    for item in items:
+    for item in loop.items:
         scope[var] = item
-        keep = condition(scope)
+        keep = _attempt(condition, scope)
         if type(keep) is not bool:
-            values.no_overload("map", keep)
+            loop.fail_after_all(keep, "map", condition, transform)
         if keep:
-            mapped.append(transform(scope))
+            value = _attempt(transform, scope)
+            if isinstance(value, _Failure):
+                loop.fail_after_all(value, "map", condition, transform)
+            mapped.append(value)
     return mapped
 
 
@@ -267,16 +408,26 @@ _MACROS: Mapping[str, Callable[..., Any]] = {
 class Program:
     """A compiled condition of the pure-Python engine."""
 
-    __slots__ = ("_run",)
+    __slots__ = ("_iterates", "_run")
 
     def __init__(self, expr: Expr) -> None:
         self._run = compile_expr(expr)
+        self._iterates = _iterates(expr)
 
     def matches(self, activation: Variables) -> bool:
+        """The condition's value; the activation is the engine's (it holds the budget,
+        which each evaluation starts afresh)."""
+        if self._iterates:
+            budget = activation.get(BUDGET)
+            if budget is None:
+                activation = {**activation, BUDGET: (budget := Budget())}
+            budget.left = MAX_ITERATIONS
         try:
             result = self._run(activation)
         except CelEvalError:
             raise
+        except _OverLimit:
+            raise CelEvalError(OVER_LIMIT) from None
         except Exception as exc:
             raise CelEvalError(f"evaluation failed: {type(exc).__name__}") from None
         if type(result) is not bool:

@@ -569,6 +569,39 @@ def _reads(expr: Expr, bound: frozenset[str]) -> Iterator[Reference]:
             yield from _reads(arg, bound | {expr.var})
 
 
+def caller_sized(source: str, root: str = "context") -> tuple[Comprehension, ...]:
+    """The comprehensions of `source` that range over what the variable `root` holds, directly
+    (`context.pages.exists(...)`) or through a variable another one binds to it
+    (`context.pages.exists(p, p.tags.exists(...))`): the caller of a request decides how long
+    those run. Raises CelCompileErrors."""
+    return tuple(_ranging_over(parse(source), root, frozenset()))
+
+
+def _ranging_over(expr: Expr, root: str, tainted: frozenset[str]) -> Iterator[Comprehension]:
+    if isinstance(expr, Comprehension):
+        sources = {ref.root for ref in _reads(expr.range, frozenset())}
+        ranges = root in sources or not sources.isdisjoint(tainted)
+        if ranges:
+            yield expr
+        yield from _ranging_over(expr.range, root, tainted)
+        inner = tainted | {expr.var} if ranges else tainted - {expr.var}
+        for arg in expr.args:
+            yield from _ranging_over(arg, root, inner)
+    elif isinstance(expr, Select):
+        yield from _ranging_over(expr.operand, root, tainted)
+    elif isinstance(expr, Call):
+        for part in (expr.target, *expr.args):
+            if part is not None:
+                yield from _ranging_over(part, root, tainted)
+    elif isinstance(expr, ListExpr):
+        for item in expr.items:
+            yield from _ranging_over(item, root, tainted)
+    elif isinstance(expr, MapExpr):
+        for key, value in expr.entries:
+            yield from _ranging_over(key, root, tainted)
+            yield from _ranging_over(value, root, tainted)
+
+
 def _literal_token(node: Tree[Any]) -> Token | None:
     """The literal `node` is, through its single-child wrappers but not through parentheses."""
     while isinstance(node, Tree) and node.data in ("unary", "member", "primary"):

@@ -351,6 +351,8 @@ def index(container: Any, key: Any) -> Any:
 def contained(item: Any, container: Any) -> bool:
     t = type(container)
     if t is list:
+        if type(item) is str:  # a string equals only an equal string: Python's own `in`
+            return item in container
         return any(equal(item, element) for element in container)
     if t is dict:
         return _lookup_key(item) in container
