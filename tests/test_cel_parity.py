@@ -24,7 +24,7 @@ from decider.traits import TraitError, normalize
 
 from .celgen import expressions, profiles
 
-CASES = int(os.environ.get("DECIDER_PARITY_CASES", "10000"))
+CASES = int(os.environ.get("PARITY_CASES", "10000"))
 SEEDS = (1, 2, 3)
 NOW = datetime(2026, 11, 26, 15, 4, 5, 123456, tzinfo=UTC)
 ENGINES: tuple[Engine, Engine] = (new_engine("cel-expr"), new_engine("cel-python"))

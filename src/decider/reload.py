@@ -108,13 +108,19 @@ class Reloader:
         except RulesetError as exc:
             return self._refused(trigger, exc.problems)
         except Exception as exc:  # a bug or an I/O error must not stop reloading for good
-            log.exception("reload (%s) failed", trigger)
+            log.exception("reload (%s) failed", trigger, extra=_event(trigger, ok=False))
             problem = Problem(str(self.rules_dir), 1, 1, f"reload failed: {exc!r}")
             return self._refused(trigger, (problem,))
         previous = self.decider.swap(ruleset)
         self.loaded_at = self._clock()
         self.last = ReloadRecord(self.loaded_at, True, trigger)
-        log.info("reload (%s): ruleset %s -> %s", trigger, previous.version, ruleset.version)
+        log.info(
+            "reload (%s): ruleset %s -> %s",
+            trigger,
+            previous.version,
+            ruleset.version,
+            extra=_event(trigger, ok=True, ruleset=ruleset.version),
+        )
         return self.last
 
     def _refused(self, trigger: str, problems: tuple[Problem, ...]) -> ReloadRecord:
@@ -126,6 +132,7 @@ class Reloader:
             self.decider.ruleset.version,
             len(problems),
             problems[0],
+            extra=_event(trigger, ok=False, ruleset=self.decider.ruleset.version),
         )
         return self.last
 
@@ -268,3 +275,11 @@ def _on_sighup(reload: Callable[[], object]) -> Callable[[], object]:
     except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or Windows
         return lambda: False
     return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _event(trigger: str, *, ok: bool, ruleset: str | None = None) -> dict[str, object]:
+    """A reload's fields in the structured log."""
+    fields: dict[str, object] = {"event": "reload", "trigger": trigger, "ok": ok}
+    if ruleset is not None:
+        fields["ruleset"] = ruleset
+    return fields
