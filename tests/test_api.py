@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from decider.errors import InvalidRequest, MalformedBody
@@ -372,3 +374,50 @@ def test_errors_never_repeat_an_address_and_say_to_hash_it(client: Client) -> No
         assert "ada@northwind.example" not in response.text
     hashed = client.post("/v1/decide", content=body(identity={"email_sha256": "ADA"}))
     assert "SHA-256 of the email address" in hashed.json()["detail"]
+
+
+_KEYS = st.sampled_from(["a", "b", "ab", "é", 'a"b', "a\\b", "\u00e9"])
+_SCALARS = st.one_of(st.integers(-3, 3), _KEYS, st.none())
+
+
+def _render(value: Any, ascii_only: bool) -> str:
+    """JSON text, objects given as lists of pairs (so a key may come twice)."""
+    if isinstance(value, list) and value and isinstance(value[0], tuple):
+        inner = ", ".join(
+            f"{json.dumps(k, ensure_ascii=ascii_only)}: {_render(v, ascii_only)}" for k, v in value
+        )
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_render(v, ascii_only) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+_OBJECTS = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(st.tuples(_KEYS, inner), min_size=1, max_size=4), st.lists(inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(pairs=st.lists(st.tuples(_KEYS, _OBJECTS), min_size=1, max_size=4), ascii_only=st.booleans())
+def test_a_key_given_twice_is_refused_wherever_it_is(
+    pairs: list[tuple[str, Any]], ascii_only: bool
+) -> None:
+    """The quick pass (all strings different) and the full one agree with a plain count of
+    every object's keys, escapes or not."""
+    context = _render(pairs, ascii_only)
+    content = f'{{"placement": "home_hero", "identity": {{"user_id": "u"}}, "context": {context}}}'
+
+    def twice(value: Any) -> bool:
+        if isinstance(value, list) and value and isinstance(value[0], tuple):
+            keys = [k for k, _ in value]
+            return len(set(keys)) < len(keys) or any(twice(v) for _, v in value)
+        return isinstance(value, list) and any(twice(v) for v in value)
+
+    if twice(pairs):
+        with pytest.raises(MalformedBody, match="appears twice in one object"):
+            decode_request(content.encode())
+    else:
+        decode_request(content.encode())

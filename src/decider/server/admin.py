@@ -11,7 +11,7 @@ import msgspec
 from litestar import Response, Router, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.types import Guard
+from litestar.types import Middleware
 
 from decider.reload import Reloader, RulesState
 from decider.server.auth import REFUSED, REQUIREMENT
@@ -114,12 +114,12 @@ async def segments(
     return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
 
 
-def admin_router(guard: Guard) -> Router:
-    """The admin routes behind `guard`."""
+def admin_router(door: Middleware) -> Router:
+    """The admin routes behind `door`."""
     return Router(
         path="/admin",
         route_handlers=[rules_state, reload_rules, segments],
-        guards=[guard],
+        middleware=[door],
         security=REQUIREMENT,
         tags=["admin"],
     )

@@ -63,7 +63,7 @@ def create_app(service: Service) -> Litestar:
         Router(
             path="/",
             route_handlers=[decide],
-            guards=[authorize(door, Needs.DECIDE)],
+            middleware=[authorize(door, Needs.DECIDE)],
             security=REQUIREMENT,
         ),
         healthz,

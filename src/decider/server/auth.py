@@ -10,15 +10,17 @@ DECIDER_ALLOW_ANONYMOUS=true opens decisions, and nothing more, to the network.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import SecurityScheme
-from litestar.types import Guard
+from litestar.types import ASGIApp, Receive, Send
+from litestar.types import Scope as ASGIScope
 
 from decider.access import ANONYMOUS_SCOPES, LOCAL_SCOPES, Caller, KeyRing, Scope
 from decider.model import PROBLEM_JSON, ProblemDetails
@@ -47,6 +49,7 @@ REFUSED = {
 _ANONYMOUS_LOCAL = Caller(None, LOCAL_SCOPES)
 _ANONYMOUS = Caller(None, ANONYMOUS_SCOPES)
 _NOBODY = Caller(None, frozenset())
+_CALLER = "decider.caller"
 
 
 class Authenticator:
@@ -57,8 +60,8 @@ class Authenticator:
         self.keys = keys
         self.allow_anonymous = allow_anonymous
 
-    def caller(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
-        secret = _secret(connection)
+    def caller(self, scope: ASGIScope) -> Caller:
+        secret = _secret(scope)
         if self.keys:
             if secret is None:
                 if self.allow_anonymous:
@@ -70,7 +73,8 @@ class Authenticator:
             if caller is None:
                 raise _unauthorized("unknown API key")
             return caller
-        if _on_loopback(connection):
+        server = scope.get("server")
+        if is_loopback(server[0] if server else None):
             return _ANONYMOUS_LOCAL
         if self.allow_anonymous:
             return _ANONYMOUS
@@ -81,44 +85,52 @@ class Authenticator:
         )
 
 
-def authorize(authenticator: Authenticator, read: Scope, write: Scope | None = None) -> Guard:
-    """A guard admitting callers with `read` (for GET) or `write` (any other method; `read`
-    when None); the caller is kept in the request's state for the handler."""
+def authorize(
+    authenticator: Authenticator, read: Scope, write: Scope | None = None
+) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware for a route family admitting callers with `read` (for GET) or `write` (any
+    other method; `read` when None); the caller is kept in the request's state for the
+    handler. Plain ASGI, not a litestar guard: a guard costs a copy of the route handler on
+    every request."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        caller = authenticator.caller(connection)
-        reading = write is None or "GET" in (getattr(handler, "http_methods", None) or ())
-        needed = read if reading else write
-        assert needed is not None
-        if not caller.may(needed) and not (reading and write and caller.may(write)):
-            raise PermissionDeniedException(f"this needs an API key with the {needed} scope")
-        connection.state.caller = caller
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def door(scope: ASGIScope, receive: Receive, send: Send) -> None:
+            caller = authenticator.caller(scope)
+            reading = write is None or scope.get("method") in ("GET", "HEAD")
+            needed = read if reading else write
+            assert needed is not None
+            if not caller.may(needed) and not (reading and write and caller.may(write)):
+                raise PermissionDeniedException(f"this needs an API key with the {needed} scope")
+            scope.setdefault("state", {})[_CALLER] = caller
+            await app(scope, receive, send)
 
-    return guard
+        return door
+
+    return middleware
 
 
 def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
-    """The caller a guard admitted (nobody, if no guard ran)."""
-    caller: Caller = connection.state.get("caller", _NOBODY)
+    """The caller `authorize` admitted (nobody, if it did not run)."""
+    caller: Caller = connection.scope.get("state", {}).get(_CALLER, _NOBODY)
     return caller
 
 
-def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    headers = connection.headers
-    key = headers.get("x-api-key", "").strip() or None
-    scheme, _space, given = headers.get("authorization", "").partition(" ")
+def _secret(scope: ASGIScope) -> str | None:
+    key = authorization = ""
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            key = value.decode("latin-1").strip()
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    scheme, _space, given = authorization.partition(" ")
     # the scheme is case-insensitive (RFC 7235)
     bearer = given.strip() if scheme.lower() == "bearer" and given.strip() else None
     if key and bearer and key != bearer:
         raise _unauthorized("two different API keys: send one, as a bearer token or X-API-Key")
-    return key or bearer
+    return key or bearer or None
 
 
-def _on_loopback(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    server = connection.scope.get("server")
-    return is_loopback(server[0] if server else None)
-
-
+@functools.lru_cache(maxsize=64)
 def is_loopback(host: str | None) -> bool:
     """Whether a request arriving on the server address `host` stays on this machine; one
     that is not an IP (a Unix socket, an in-process test client) does."""

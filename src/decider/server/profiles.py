@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
-from litestar.types import Guard
+from litestar.types import Middleware
 
 from decider.errors import InvalidRequest, ReadOnlySource
 from decider.model import PROBLEM_JSON, Identity, ProblemDetails, decode_body
@@ -200,8 +200,8 @@ async def invalidate(
     return Forgotten(len(change.visitors), len(change.accounts), len(change.aliases))
 
 
-def profiles_router(guard: Guard) -> Router:
-    """The profile routes behind `guard`."""
+def profiles_router(door: Middleware) -> Router:
+    """The profile routes behind `door`."""
     return Router(
         path="/v1/profiles",
         route_handlers=[
@@ -215,7 +215,7 @@ def profiles_router(guard: Guard) -> Router:
             delete_account,
             invalidate,
         ],
-        guards=[guard],
+        middleware=[door],
         security=REQUIREMENT,
         tags=["profiles"],
     )
