@@ -28,16 +28,14 @@ RUN python -m pip uninstall --yes pip setuptools wheel \
 COPY --from=build /opt/venv /opt/venv
 # the sample rules, served until the operator mounts their own directory over this path
 COPY rules /etc/decider/rules
-# DL3064 reads KEYS in a name as a secret; DECIDER_API_KEYS_FILE is only where the key file
-# (hashes, mounted at run time) is looked for
-# hadolint ignore=DL3064
+# no keys here: the operator gives them (DECIDER_API_KEYS, or DECIDER_API_KEYS_FILE naming a
+# mounted file); without any, listening on 0.0.0.0 is refused, saying why
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DECIDER_HOST=0.0.0.0 \
     DECIDER_PORT=8080 \
     DECIDER_RULES_DIR=/etc/decider/rules \
-    DECIDER_API_KEYS_FILE=/etc/decider/keys/keys.yaml \
     DECIDER_PROFILE_DB=/var/lib/decider/decider.db \
     DECIDER_PROFILE_SEED_SAMPLES=false
 # the SQLite profile store: keep it in a volume so it outlives the container

@@ -132,7 +132,9 @@ def test_only_a_key_with_the_consent_scope_may_send_the_consent_signal(keyed: Cl
         assert refused.status_code == 403
         assert refused.json()["field"] == "consent"
     assert keyed.post("/v1/decide", json=body, headers=with_key(CMP)).status_code == 200
-    # withdrawing is anyone's right: Sec-GPC needs no scope
+    # withdrawing is anyone's right: an empty banner, and Sec-GPC, need no scope
+    rejected_all = {**ADA, "consent": {"purposes": []}}
+    assert keyed.post("/v1/decide", json=rejected_all, headers=with_key(EDGE)).status_code == 200
     gpc = keyed.post("/v1/decide", json=ADA, headers={**with_key(EDGE), "Sec-GPC": "1"})
     assert gpc.status_code == 200
 
@@ -184,6 +186,19 @@ def test_without_keys_a_request_arriving_on_another_address_is_refused(
         assert refused.status_code == 403
         assert "DECIDER_ALLOW_ANONYMOUS=true" in refused.json()["detail"]
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header", ["X-Forwarded-For: 203.0.113.9", "Forwarded: for=203.0.113.9", "X-Real-IP: 1.2.3.4"]
+)
+def test_without_keys_a_request_through_a_proxy_is_refused_even_on_loopback(
+    cel_expr_rules: CompiledRuleset, header: str
+) -> None:
+    """A proxy on this machine forwards everyone to 127.0.0.1: its requests are not local."""
+    name, _, value = header.partition(": ")
+    with served_at(cel_expr_rules, "127.0.0.1") as client:
+        refused = client.post("/v1/decide", json=ADA, headers={name: value})
+        assert refused.status_code == 403
 
 
 def test_allowing_anonymous_callers_opens_decisions_and_nothing_more(
@@ -253,7 +268,7 @@ SHA = "0" * 64
     [
         ("edge:decide", "DECIDER_API_KEYS: entry 1: expected name:scope+scope:sha256"),
         (f"edge:decide+fly:{SHA}", "unknown scope 'fly'; choose from decide, explain"),
-        ("edge:decide:not-a-hash", "sha256: expected the key's SHA-256 as 64 lowercase hex"),
+        ("edge:decide:not-a-hash", "sha256: expected the key's SHA-256 as 64 hex digits"),
         (f"edge::{SHA}", "unknown scope ''"),
         (f"edge:decide:{SHA},edge:admin:{'1' * 64}", "key 'edge' is defined twice"),
         (f"a:decide:{SHA},b:admin:{SHA}", "key 'a' has the same hash as another key"),
@@ -280,6 +295,12 @@ def test_a_wrong_keys_file_is_refused_naming_the_key(document: bytes, message: s
     with pytest.raises(KeysError) as refused:
         parse_file(document, "keys.yaml")
     assert message in str(refused.value)
+
+
+def test_a_hash_in_capitals_is_the_same_hash() -> None:
+    digest = hashlib.sha256(EDGE.encode()).hexdigest()
+    ring = KeyRing(parse_spec(f"edge:decide:{digest.upper()}", "DECIDER_API_KEYS"))
+    assert ring.caller(EDGE) is not None
 
 
 def test_a_keys_file_configures_keys(tmp_path: Path, cel_expr_rules: CompiledRuleset) -> None:
@@ -346,6 +367,7 @@ def test_a_browser_on_another_origin_is_not_let_in(browser_facing: httpx.Client)
         "/v1/decide", json=ADA, headers={"Origin": "https://evil.example", "X-API-Key": EDGE}
     )
     assert "access-control-allow-origin" not in decided.headers
+    assert decided.headers["vary"] == "Origin"  # a cache keeps the origins apart
 
 
 def test_without_origins_configured_there_is_no_cors(keyed: Client) -> None:

@@ -180,7 +180,7 @@ def test_decider_explain_names_a_bad_argument() -> None:
     """An unknown placement or a context that is not JSON is a clear error, exit 2."""
     code, out = run("explain", str(RULES), "--placement", "nope")
     assert code == 2
-    assert "unknown placement 'nope'" in out
+    assert "placement: not a placement of the loaded rules" in out
     code, out = run("explain", str(RULES), "--context", "{not json")
     assert code == 2
     assert "--context" in out

@@ -163,9 +163,10 @@ def make_key(name: str, scopes: Iterable[str], sha256: str, where: str) -> ApiKe
             ) from None
     if not granted:
         raise KeysError(f"{where} ({name}): no scopes")
+    sha256 = sha256.lower()
     if not _SHA256.match(sha256):
         raise KeysError(
-            f"{where} ({name}): sha256: expected the key's SHA-256 as 64 lowercase hex "
+            f"{where} ({name}): sha256: expected the key's SHA-256 as 64 hex "
             "digits, not the key itself"
         )
     return ApiKey(name, frozenset(granted), sha256)

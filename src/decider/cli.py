@@ -360,7 +360,7 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         http=GuardedH11Protocol,  # idle and half-sent requests time out; headers are bounded
         timeout_keep_alive=settings.idle_timeout_s,
         h11_max_incomplete_event_size=settings.max_header_bytes,
-        timeout_graceful_shutdown=settings.idle_timeout_s + 25,
+        timeout_graceful_shutdown=25,  # requests in flight at SIGTERM get this long
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped
         uvicorn.Server(config).run(sockets=[listener])

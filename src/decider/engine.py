@@ -77,9 +77,7 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
     placement = ruleset.placements.get(request.placement)
     if placement is None:
         known = ", ".join(sorted(ruleset.placements))
-        raise UnknownPlacement(
-            "placement", f"unknown placement {request.placement!r}; known: {known}"
-        )
+        raise UnknownPlacement("placement", f"not a placement of the loaded rules; known: {known}")
     if request.channel is not None and request.channel != placement.channel:
         raise InvalidRequest(
             "channel",

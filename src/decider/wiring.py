@@ -67,6 +67,7 @@ class Service:
                 "segments": len(ruleset.segments),
                 "profile_source": self.settings.profile_source,
                 "keys": len(self.keys.keys),
+                "allow_anonymous": self.settings.allow_anonymous,
             },
         )
         try:

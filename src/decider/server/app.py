@@ -83,7 +83,7 @@ def create_app(service: Service) -> Litestar:
             "resolver": _provide(service.resolver),
         },
         lifespan=[lifespan],
-        before_send=[_echo_request_id],
+        before_send=[_echo_request_id, *([_vary_by_origin] if origins else [])],
         middleware=[header_limit(settings.max_header_bytes)],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(
@@ -191,6 +191,16 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         "internal_error",
         "the decision could not be made; see the service log",
     )
+
+
+async def _vary_by_origin(message: Message, scope: Scope) -> None:
+    """With CORS on, every answer depends on the Origin header, refused ones too: a cache
+    must not give one origin's answer to another."""
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", ()))
+        if not any(k.lower() == b"vary" and b"origin" in v.lower() for k, v in headers):
+            headers.append((b"vary", b"Origin"))
+        message["headers"] = headers
 
 
 async def _echo_request_id(message: Message, scope: Scope) -> None:

@@ -3,9 +3,10 @@ needs a scope.
 
 With keys configured, every call but the probes and the OpenAPI document needs a key (as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`). With none, the service answers callers
-as the quickstart needs, but only on a loopback address (a process manager may bind anything,
-so this is checked on each request, from the address the request arrived on), unless
-DECIDER_ALLOW_ANONYMOUS=true opens decisions, and nothing more, to the network.
+as the quickstart needs, but only on a loopback address and not through a proxy (a process
+manager may bind anything, so this is checked on each request, from the address the request
+arrived on and its forwarding headers), unless DECIDER_ALLOW_ANONYMOUS=true opens decisions,
+and nothing more, to the network.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Authenticator:
                 raise _unauthorized("unknown API key")
             return caller
         server = scope.get("server")
-        if is_loopback(server[0] if server else None):
+        if is_loopback(server[0] if server else None) and not _forwarded(scope):
             return _ANONYMOUS_LOCAL
         if self.allow_anonymous:
             return _ANONYMOUS
@@ -128,6 +129,15 @@ def _secret(scope: ASGIScope) -> str | None:
     if key and bearer and key != bearer:
         raise _unauthorized("two different API keys: send one, as a bearer token or X-API-Key")
     return key or bearer or None
+
+
+_FORWARDING = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+
+
+def _forwarded(scope: ASGIScope) -> bool:
+    """Whether a proxy passed the request on: then it came from elsewhere, whatever address
+    it arrived on (a proxy on this machine forwards to 127.0.0.1)."""
+    return any(name in _FORWARDING for name, _ in scope["headers"])
 
 
 @functools.lru_cache(maxsize=64)

@@ -76,7 +76,8 @@ async def decide(request: Request[Any, Any, Any], decider: NamedDependency[Decid
     caller = caller_of(request)
     if body.explain and not caller.may(Scope.EXPLAIN):
         raise Forbidden("explain", "explain: true needs an API key with the explain scope")
-    if body.consent is not None and not caller.may(Scope.CONSENT):
+    # granting takes the scope; withdrawing everything (an empty list) is anyone's right
+    if body.consent is not None and body.consent.purposes and not caller.may(Scope.CONSENT):
         raise Forbidden(
             "consent", "sending the consent signal needs an API key with the consent scope"
         )
