@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from decider.rules.cel import new_engine
+from decider.rules.cel import evaluate, new_engine
 from decider.rules.compiler import compile_ruleset
 
-from .conftest import app_client
+from .conftest import RULES, app_client
 
 # 120 pages: 120 + 120 * 120 steps, past the 9,999 one evaluation may take
 NESTED = "context.pages.all(p, context.pages.all(q, p == q || p != q))"
@@ -86,3 +86,34 @@ def test_a_suppression_over_the_limit_fails_closed(long_rules: Path, engine_name
         reason = answer["reasons"][-1]
         assert reason["code"] == "suppressed.rule_error"
         assert LIMIT in reason["message"]
+
+
+def test_past_its_time_the_python_engine_fails_rules_that_iterate(
+    long_rules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step may cost what the caller sent (`p in context.cart`): cel-python also stops at a
+    deadline per decision. Here the deadline has passed before the first step."""
+    monkeypatch.setattr(evaluate, "TIME_LIMIT_S", -1.0)
+    ruleset = compile_ruleset(long_rules, new_engine("cel-python"))
+    with app_client(ruleset) as client:
+        web = decide(client, "home_hero", ["/a", "/b"])
+        first = web["explain"][0]
+        assert (first["segment"], first["outcome"]) == ("ctx_every_page", "error")
+        assert first["error"].startswith("time limit: comprehensions ran past")
+        assert web["segment"] == "b2b_top_tier_evaluation"  # rules that do not iterate decide
+        email = decide(client, "nurture_email", ["/a"])
+        assert email["suppressed"] is True  # the suppression that iterates fails closed
+        assert email["reasons"][-1]["code"] == "suppressed.rule_error"
+
+
+def test_a_context_is_bounded_in_values_as_well_as_items() -> None:
+    """What rules compare across two caller lists costs their product: 2,000 values in all."""
+    body = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
+    within = {"pages": list(range(1000)), "cart": list(range(990))}
+    over = {"pages": list(range(1000)), "cart": list(range(1000))}
+    with app_client(compile_ruleset(RULES, new_engine("cel-expr"))) as client:
+        assert client.post("/v1/decide", json={**body, "context": within}).status_code == 200
+        refused = client.post("/v1/decide", json={**body, "context": over})
+        assert refused.status_code == 422
+        assert refused.json()["field"] == "context"
+        assert refused.json()["detail"] == "more than 2000 values in all"

@@ -25,7 +25,7 @@ from .service import Service, running_service
 
 TOKEN = "profiles-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-KEYS = api_key(TOKEN, "decide", "profiles-read", "profiles-write")
+KEYS = api_key(TOKEN, "decide", "explain", "profiles-read", "profiles-write")
 ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
 ADA_EMAIL = {"placement": "nurture_email", "identity": {"user_id": "u-ada"}}
 

@@ -116,6 +116,20 @@ def test_account_body_decodes_into_a_profile() -> None:
     assert ask(ProfileApi(API_ROUTES), lambda s: s.account("acc-northwind")) == NORTHWIND
 
 
+@pytest.mark.parametrize(
+    ("lookup", "body"),
+    [
+        (lambda s: s.visitor("v-1"), b'{"id": "v-other"}'),
+        (lambda s: s.account("acc-1"), b'{"id": "acc-other"}'),
+    ],
+)
+def test_an_answer_about_someone_else_is_a_source_error(lookup: Lookup, body: bytes) -> None:
+    """A profile API that answers for /visitors/v-1 with v-other's profile is off contract:
+    another person's traits and consent must never stand in for this one's."""
+    with pytest.raises(ProfileSourceError, match="another profile's id"):
+        ask(answer(200, body), lookup)
+
+
 @pytest.mark.parametrize(("kind", "value"), [("user_id", "u-ada"), ("email_sha256", ADA_EMAIL)])
 def test_alias_answers_the_linked_visitor_id(kind: AliasKind, value: str) -> None:
     """The identities endpoint's body gives the visitor id a user id or email hash is linked to."""

@@ -64,6 +64,10 @@ def test_the_chosen_source_reads_its_own_variables() -> None:
             "DECIDER_CORS_ORIGINS: 'https://a.example/p' is",
         ),
         (
+            {"DECIDER_CORS_ORIGINS": "https://*", "DECIDER_CORS_CREDENTIALS": "1"},
+            "DECIDER_CORS_ORIGINS: 'https://*' is not an origin",
+        ),
+        (
             {"DECIDER_CORS_ORIGINS": "*", "DECIDER_CORS_CREDENTIALS": "1"},
             "DECIDER_CORS_CREDENTIALS: never",
         ),

@@ -202,3 +202,30 @@ def test_a_load_reads_one_revision_and_refuses_one_swapped_out_meanwhile(
     with pytest.raises(RulesetError) as broken:
         compile_and_test(rules, new_engine("cel-python"))
     assert all("v2/tests/b2b.yaml" in p.file for p in broken.value.problems)
+
+
+@pytest.mark.parametrize("engine", ["cel-python", "cel-expr"])
+def test_a_revision_deleted_while_it_is_read_is_refused_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """As the kubelet does: swap `..data` to a new revision and delete the old one at once.
+    A load still reading the old one fails however it fails (a file gone, fewer suites on
+    the second engine), and says only that the revision was swapped."""
+    for name in ("v1", "v2"):
+        shutil.copytree(RULES, tmp_path / name)
+    rules = tmp_path / "rules"
+    os.symlink("v1", rules)
+    real_run_suites = suites.run_suites
+
+    def deleting(ruleset: CompiledRuleset, rules_dir: Path) -> list[Any]:
+        if (tmp_path / "v1").exists():
+            os.symlink("v2", tmp_path / "tmp")
+            os.replace(tmp_path / "tmp", rules)
+            shutil.rmtree(tmp_path / "v1")
+        return real_run_suites(ruleset, rules_dir)
+
+    monkeypatch.setattr(suites, "run_suites", deleting)
+    with pytest.raises(RulesetError) as refused:
+        compile_and_test(rules, new_engine(engine))
+    assert [p.message for p in refused.value.problems] == [suites.SWAPPED]
+    assert compile_and_test(rules, new_engine(engine)).files  # the next load reads v2

@@ -62,6 +62,14 @@ def test_timestamps_are_written_in_one_form(written: str) -> None:
     assert result == {"shop": {"session_at": "2026-11-20T12:00:00Z"}}
 
 
+def test_a_year_before_1000_is_written_in_a_form_read_back_alike() -> None:
+    """Four digits always: `1-01-01...` would be refused when sent back."""
+    result = normalize({"shop": {"session_at": "0001-01-01T00:00:00-23:59"}}, SCHEMA.visitor)
+    assert result == {"shop": {"session_at": "0001-01-01T23:59:00Z"}}
+    again = normalize(result, SCHEMA.visitor)
+    assert again == result
+
+
 @pytest.mark.parametrize(
     ("declared", "traits", "path", "why"),
     [

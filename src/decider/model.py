@@ -21,6 +21,7 @@ MAX_DEPTH = 16
 # callers choose the length of context lists and maps, and rules may iterate over them: a
 # bound keeps one request's cost bounded
 MAX_ITEMS = 1000
+MAX_VALUES = 2000
 SLOTS: dict[str, tuple[str, ...]] = {
     "web": ("hero", "cta", "proof"),
     "email": ("subject", "opening", "proof", "cta"),
@@ -73,7 +74,7 @@ class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         msgspec.Meta(
             max_length=MAX_ITEMS,
             description=f"what the page or send knows; lists and maps hold at most {MAX_ITEMS} "
-            f"items, nested at most {MAX_DEPTH} deep",
+            f"items, nested at most {MAX_DEPTH} deep, {MAX_VALUES} values in all",
         ),
     ] = {}
     consent: ConsentSignal | None = None
@@ -164,12 +165,22 @@ def problem(status: int, code: ErrorCode, detail: str, field: str | None = None)
 
 def minimal(decision: Decision) -> Decision:
     """The decision as told to a caller without the explain scope: its reasons' codes with
-    their fixed meanings, so no message names an id, an account, a flag or a trait value."""
+    their fixed meanings, so no message names an id, an account, a flag or a trait value;
+    and no code that tells how the ids link up (stitched, merged, conflict, account...),
+    which would let a caller test guesses (is this email hash that user? that account?)."""
     return msgspec.structs.replace(
-        decision, reasons=tuple(_PLAIN[reason.code] for reason in decision.reasons)
+        decision,
+        reasons=tuple(_PLAIN[r.code] for r in decision.reasons if r.code not in _LINKING),
     )
 
 
+# what the ids are to each other; source failures (stale, unavailable) are kept
+_LINKING = frozenset(
+    code
+    for code in ReasonCode
+    if code.family == "identity"
+    and code not in (ReasonCode.IDENTITY_STALE, ReasonCode.IDENTITY_UNAVAILABLE)
+)
 _PLAIN = {code: Reason(code, code.meaning) for code in ReasonCode}
 
 
@@ -224,6 +235,8 @@ def _refuse_duplicate_keys(body: bytes) -> None:
             return
     try:
         json.loads(body, object_pairs_hook=_unique)
+    except RecursionError:  # Python's parser gives up a little before msgspec does
+        raise MalformedBody("body", "nested too deeply") from None
     except _DuplicateKey as exc:
         raise MalformedBody(
             "body", f"the key {exc.args[0]!r} appears twice in one object"
@@ -237,10 +250,21 @@ def decode_request(body: bytes) -> DecideRequest:
 _INT64 = range(-(2**63), 2**63)
 
 
-def json_value_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
-    """(path, why) if `value` is not one both CEL engines hold alike: a NUL character (the
-    C++ runtime would cut the string there), an integer beyond 64 bits, nesting deeper than
-    MAX_DEPTH, a list or map of more than MAX_ITEMS items; else None."""
+def json_value_problem(value: Any, path: str) -> tuple[str, str] | None:
+    """(path, why) if `value` is not one both CEL engines hold alike, or not one a rule can
+    afford to read: a NUL character (the C++ runtime would cut the string there), an integer
+    beyond 64 bits, nesting deeper than MAX_DEPTH, a list or map of more than MAX_ITEMS items,
+    more than MAX_VALUES values in all (a rule comparing two caller lists costs their product);
+    else None."""
+    left = [MAX_VALUES]
+    problem = _value_problem(value, path, 0, left)
+    if problem is None and left[0] < 0:
+        return path, f"more than {MAX_VALUES} values in all"
+    return problem
+
+
+def _value_problem(value: Any, path: str, depth: int, left: list[int]) -> tuple[str, str] | None:
+    left[0] -= 1
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -256,7 +280,9 @@ def json_value_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str]
         for key, item in items:
             if isinstance(key, str) and "\x00" in key:
                 return path, "a key holds a NUL character"
-            problem = json_value_problem(item, f"{path}.{key}", depth + 1)
+            problem = _value_problem(item, f"{path}.{key}", depth + 1, left)
             if problem is not None:
                 return problem
+            if left[0] < 0:
+                return None
     return None

@@ -109,10 +109,10 @@ _ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
 def _check_cors(settings: Settings) -> None:
     origins = settings.allowed_origins
     for origin in origins:
-        if origin != "*" and not _ORIGIN.match(origin):
+        if origin != "*" and (not _ORIGIN.match(origin) or "*" in origin):
             raise SettingsError(
                 f"DECIDER_CORS_ORIGINS: {origin!r} is not an origin: scheme://host[:port], "
-                "no path, or *"
+                "no path and no pattern, or * alone"
             )
     if "*" in origins and settings.cors_credentials:
         raise SettingsError(

@@ -88,7 +88,8 @@ def timestamp_text(value: str, path: str) -> str:
     if _CANONICAL_TIME.match(value):
         return value  # already in the one form (the common case, kept cheap)
     micros = f".{utc.microsecond:06d}" if utc.microsecond else ""
-    return f"{utc.strftime('%Y-%m-%dT%H:%M:%S')}{micros}Z"
+    # %Y does not pad years before 1000, which RFC 3339 would then refuse
+    return f"{utc.year:04d}-{utc.strftime('%m-%dT%H:%M:%S')}{micros}Z"
 
 
 def check_flags(flags: frozenset[str], schema: TraitSchema | None) -> None:

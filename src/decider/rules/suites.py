@@ -243,15 +243,17 @@ def _outcome(result: CaseResult) -> str:
     )
 
 
-def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
-    """What the server loads: the rules compiled, their own test suites passing, and every
-    installed engine deciding each case alike.
+SWAPPED = "a new revision was swapped in during the load; the next load reads it"
 
-    Every file is read from one revision of `rules_dir` (see `revision_dir`), so a new
-    revision swapped in meanwhile is not read half; one swapped out during the load (and
-    perhaps deleted as it was read) is refused. Raises RulesetError with every compile
-    problem, or else every failing case."""
-    revision = revision_dir(rules_dir)
+
+def _swapped(rules_dir: Path, revision: Path) -> bool:
+    try:
+        return revision_dir(rules_dir) != revision or not revision.is_dir()
+    except OSError:
+        return True
+
+
+def _compile_and_test(revision: Path, engine: Engine) -> CompiledRuleset:
     ruleset = compile_ruleset(revision, engine)
     try:
         results = run_suites(ruleset, revision)
@@ -261,7 +263,24 @@ def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
     failures += disagreements(ruleset, revision, results)
     if failures:
         raise RulesetError(failures, ruleset.warnings)
-    if revision_dir(rules_dir) != revision:
-        message = "a new revision was swapped in during the load; the next load reads it"
-        raise RulesetError([Problem(str(rules_dir), 1, 1, message)], ruleset.warnings)
+    return ruleset
+
+
+def compile_and_test(rules_dir: Path, engine: Engine) -> CompiledRuleset:
+    """What the server loads: the rules compiled, their own test suites passing, and every
+    installed engine deciding each case alike.
+
+    Every file is read from one revision of `rules_dir` (see `revision_dir`), so a new
+    revision swapped in meanwhile is not read half; one swapped out during the load (and
+    perhaps deleted as it was read) is refused. Raises RulesetError with every compile
+    problem, or else every failing case."""
+    revision = revision_dir(rules_dir)
+    try:
+        ruleset = _compile_and_test(revision, engine)
+    except (RulesetError, OSError, ValueError):
+        if _swapped(rules_dir, revision):  # what failed was reading a revision being removed
+            raise RulesetError([Problem(str(rules_dir), 1, 1, SWAPPED)]) from None
+        raise
+    if _swapped(rules_dir, revision):
+        raise RulesetError([Problem(str(rules_dir), 1, 1, SWAPPED)], ruleset.warnings)
     return ruleset

@@ -74,8 +74,7 @@ class Authenticator:
             if caller is None:
                 raise _unauthorized("unknown API key")
             return caller
-        server = scope.get("server")
-        if is_loopback(server[0] if server else None) and not _forwarded(scope):
+        if _local(scope):
             return _ANONYMOUS_LOCAL
         if self.allow_anonymous:
             return _ANONYMOUS
@@ -97,7 +96,7 @@ def authorize(
     def middleware(app: ASGIApp) -> ASGIApp:
         async def door(scope: ASGIScope, receive: Receive, send: Send) -> None:
             caller = authenticator.caller(scope)
-            reading = write is None or scope.get("method") in ("GET", "HEAD")
+            reading = write is None or scope.get("method") in ("GET", "HEAD", "OPTIONS")
             needed = read if reading else write
             assert needed is not None
             if not caller.may(needed) and not (reading and write and caller.may(write)):
@@ -120,9 +119,14 @@ def _secret(scope: ASGIScope) -> str | None:
     key = authorization = ""
     for name, value in scope["headers"]:
         if name == b"x-api-key":
-            key = value.decode("latin-1").strip()
+            if key:  # a proxy reading the other one would disagree about who this is
+                raise _unauthorized("X-API-Key given twice: send one key")
+            key = value.decode("latin-1").strip() or " "
         elif name == b"authorization":
-            authorization = value.decode("latin-1")
+            if authorization:
+                raise _unauthorized("Authorization given twice: send one key")
+            authorization = value.decode("latin-1") or " "
+    key = key.strip()
     scheme, _space, given = authorization.partition(" ")
     # the scheme is case-insensitive (RFC 7235)
     bearer = given.strip() if scheme.lower() == "bearer" and given.strip() else None
@@ -134,10 +138,39 @@ def _secret(scope: ASGIScope) -> str | None:
 _FORWARDING = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
 
 
-def _forwarded(scope: ASGIScope) -> bool:
-    """Whether a proxy passed the request on: then it came from elsewhere, whatever address
-    it arrived on (a proxy on this machine forwards to 127.0.0.1)."""
-    return any(name in _FORWARDING for name, _ in scope["headers"])
+def _local(scope: ASGIScope) -> bool:
+    """Whether a request comes from this machine: it arrived on a loopback address, no proxy
+    passed it on (a proxy here forwards everyone to 127.0.0.1), and it names a loopback host
+    (a web page that rebinds its own name to 127.0.0.1 sends that name as Host)."""
+    server = scope.get("server")
+    host = server[0] if server else None
+    if not is_loopback(host):
+        return False
+    if host is None or not _is_ip(host):
+        return True  # a Unix socket, or an in-process test client: no network in between
+    for name, value in scope["headers"]:
+        if name in _FORWARDING:
+            return False
+        if name == b"host" and not _loopback_host(value.decode("latin-1")):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _loopback_host(header: str) -> bool:
+    """Whether a Host header names this machine: localhost or a loopback address, any port."""
+    name = header.rsplit("]", 1)[0].lstrip("[") if header.startswith("[") else header
+    if not header.startswith("["):
+        name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return name.lower() in ("localhost", "localhost.") or (_is_ip(name) and is_loopback(name))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=64)

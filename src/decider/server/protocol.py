@@ -3,8 +3,8 @@
 uvicorn arms its idle timer only once a response is sent and cancels it on any byte, so a
 connection that never sends a request, or sends its headers a byte at a time (slowloris),
 stays open for ever. Here a connection has the idle timeout (DECIDER_IDLE_TIMEOUT_S) to send
-a whole request's headers, counted from the connection or from the first byte after a
-response, however slowly they trickle. Headers over the limit (DECIDER_MAX_HEADER_BYTES) are
+a whole request, headers and body, counted from the connection or from the first byte after
+a response, however slowly it trickles. Headers over the limit (DECIDER_MAX_HEADER_BYTES) are
 answered 431 with problem details, where uvicorn says only "Invalid HTTP request received".
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+import h11
 import msgspec
 from litestar.types import (
     ASGIApp,
@@ -70,8 +71,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.cycle is None or self.cycle.response_complete:
-            if self._deadline is None:  # the next request's headers have begun
+        if self._waiting() or self.conn.their_state is h11.SEND_BODY:
+            if self._deadline is None:  # a request's headers or its body have begun
                 self._arm()
         else:
             self._disarm()
@@ -102,7 +103,13 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def _waiting(self) -> bool:
+        """Between requests: none yet, or the last one answered."""
+        return self.cycle is None or self.cycle.response_complete
+
     def _expire(self) -> None:
         self._deadline = None
-        if self.cycle is None or self.cycle.response_complete:
+        if self._waiting():
             self.timeout_keep_alive_handler()
+        elif self.conn.their_state is h11.SEND_BODY:  # a body begun and never finished
+            self.transport.close()

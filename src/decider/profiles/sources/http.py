@@ -77,11 +77,11 @@ class HttpProfileSource:
 
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         found = await self._get(f"/visitors/{_segment(visitor_id)}", visitor_decoder)
-        return self._usable(found)
+        return self._usable(found, visitor_id)
 
     async def account(self, account_id: str) -> AccountProfile | None:
         found = await self._get(f"/accounts/{_segment(account_id)}", account_decoder)
-        return self._usable(found)
+        return self._usable(found, account_id)
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = await self._get(f"/identities/{kind}/{_segment(value)}", _alias_decoder)
@@ -97,9 +97,11 @@ class HttpProfileSource:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _usable(self, profile: P | None) -> P | None:
+    def _usable(self, profile: P | None, asked: str) -> P | None:
         if profile is None:
             return None
+        if profile.id != asked:  # someone else's profile must never stand in for this one
+            raise ProfileSourceError("profile API sent a body off contract: another profile's id")
         try:
             return normalized(profile, self._schema())
         except TraitError as exc:

@@ -12,11 +12,18 @@ a rule over a long list the caller sent cannot hold the event loop. Going over i
 fails to evaluate. Where the C++ runtime evaluates on after an error (every argument of a
 function, every item of map, filter and exists_one), we do too when what remains iterates,
 so the two runtimes run out at the same expressions.
+
+A step can still cost as much as a value the caller sent (`p in context.cart` compares `p` to
+every item), so the steps of one activation (one decision's rules, about one person) must
+also fit in TIME_LIMIT_S of wall time, checked at every step; past it, each rule that iterates
+fails to evaluate. The C++ runtime has no such clock: a request's context is bounded
+instead (decider.model.MAX_VALUES), which bounds what its steps cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from time import perf_counter
 from typing import Any, NoReturn
 
 from decider.rules.cel import values
@@ -41,26 +48,45 @@ OVER_LIMIT = (
     f"iteration limit: more than {MAX_ITERATIONS:,} comprehension steps "
     "(all, exists, exists_one, map, filter) in one evaluation"
 )
+TIME_LIMIT_S = 0.05
+OVER_TIME = (
+    f"time limit: comprehensions ran past {TIME_LIMIT_S * 1000:.0f} ms in one decision "
+    "(the pure-Python engine's limit)"
+)
 BUDGET = "@budget"  # where the steps left live among the variables; no CEL name has an @
 
 
 class Budget:
-    """Comprehension steps left in one evaluation; every macro of it spends from one."""
+    """Comprehension steps left in one evaluation, every macro of it spending from one; and
+    when the activation's comprehensions must be done by."""
 
-    __slots__ = ("left",)
+    __slots__ = ("deadline", "left")
 
     def __init__(self) -> None:
         self.left = MAX_ITERATIONS
+        self.deadline = perf_counter() + TIME_LIMIT_S
 
 
 class _OverLimit(Exception):
     """The evaluation ran out of steps: it ends, whatever `&&` or `||` stands around it."""
 
 
+class _OverTime(_OverLimit):
+    """The activation ran out of time."""
+
+
 def _spend(budget: Budget, steps: int) -> None:
     budget.left -= steps
     if budget.left < 0:
         raise _OverLimit
+    _tick(budget)
+
+
+def _tick(budget: Budget) -> None:
+    """Each item a macro evaluates its body for checks the clock (map, filter and exists_one
+    pay their steps up front)."""
+    if perf_counter() > budget.deadline:
+        raise _OverTime
 
 
 _OPERATIONS: Mapping[str, Callable[..., Any]] = {
@@ -297,6 +323,7 @@ class _Loop:
         two bodies (map's filter and transform), the second runs where the first holds."""
         if self.drain:
             for item in self.items:
+                _tick(self.budget)
                 self.scope[self.var] = item
                 if _attempt(bodies[0], self.scope) is True and len(bodies) > 1:
                     _attempt(bodies[1], self.scope)
@@ -344,6 +371,7 @@ def _exists_one(loop: _Loop, condition: Compiled) -> bool:
     scope, var = loop.scope, loop.var
     count = 0
     for item in loop.items:
+        _tick(loop.budget)
         scope[var] = item
         result = _attempt(condition, scope)
         if type(result) is not bool:
@@ -357,6 +385,7 @@ def _map(loop: _Loop, transform: Compiled) -> list[Any]:
     scope, var = loop.scope, loop.var
     mapped = []
     for item in loop.items:
+        _tick(loop.budget)
         scope[var] = item
         value = _attempt(transform, scope)
         if isinstance(value, _Failure):
@@ -370,6 +399,7 @@ def _filter(loop: _Loop, condition: Compiled) -> list[Any]:
     scope, var = loop.scope, loop.var
     kept = []
     for item in loop.items:
+        _tick(loop.budget)
         scope[var] = item
         keep = _attempt(condition, scope)
         if type(keep) is not bool:
@@ -384,6 +414,7 @@ def _map_filtered(loop: _Loop, condition: Compiled, transform: Compiled) -> list
     scope, var = loop.scope, loop.var
     mapped = []
     for item in loop.items:
+        _tick(loop.budget)
         scope[var] = item
         keep = _attempt(condition, scope)
         if type(keep) is not bool:
@@ -426,6 +457,8 @@ class Program:
             result = self._run(activation)
         except CelEvalError:
             raise
+        except _OverTime:
+            raise CelEvalError(OVER_TIME) from None
         except _OverLimit:
             raise CelEvalError(OVER_LIMIT) from None
         except Exception as exc:
