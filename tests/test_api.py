@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -248,6 +249,16 @@ def test_a_context_of_more_than_1000_keys_is_refused() -> None:
         decode_request(body(context={f"k{i}": i for i in range(1001)}))
     assert caught.value.field == "context"
     decode_request(body(context={f"k{i}": i for i in range(1000)}))
+
+
+@pytest.mark.parametrize("depth", range(940, 1000, 3))
+def test_nesting_near_the_parsers_limits_is_refused_not_raised(depth: int) -> None:
+    """Between where Python's parser gives up and msgspec does, a body decodes once and then
+    fails the duplicate-key pass: still a 4xx (it was a 500)."""
+    nested = '{"a":' * depth + "1" + "}" * depth
+    content = body(context={"n": "DEEP"}).replace(b'"DEEP"', nested.encode())
+    with contextlib.suppress(InvalidRequest):  # decoded (MAX_DEPTH is checked later), or a 4xx
+        decode_request(content)
 
 
 def test_absurd_nesting_is_refused_as_malformed() -> None:
