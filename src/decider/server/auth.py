@@ -165,6 +165,7 @@ def _loopback_host(header: str) -> bool:
     return name.lower() in ("localhost", "localhost.") or (_is_ip(name) and is_loopback(name))
 
 
+@functools.lru_cache(maxsize=64)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
