@@ -118,7 +118,10 @@ def test_headers_over_the_limit_are_a_431_with_problem_details(
     size = len(request) // pieces + 1
     with connect(served) as sock:
         for start in range(0, len(request), size):
-            sock.send(request[start : start + size])
+            try:
+                sock.send(request[start : start + size])
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the service answered and closed before the rest was sent
         head, body = response(sock)
     assert head.startswith(b"HTTP/1.1 431 ")
     assert b"content-type: application/problem+json" in head.lower()
