@@ -283,7 +283,7 @@ def test_health_readiness_and_openapi(client: Client, ruleset: CompiledRuleset) 
     assert set(identity["properties"]) == {"visitor_id", "user_id", "email_sha256", "account_id"}
     assert "Decision" in spec["components"]["schemas"]
     responses = spec["paths"]["/v1/decide"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "401", "403", "413", "422"}
+    assert set(responses) == {"200", "400", "401", "403", "413", "422", "503"}
     assert "ProblemDetails" in spec["components"]["schemas"]
 
 

@@ -48,6 +48,7 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
         "GET /admin/rules": "rules",
         "POST /admin/reload": "reload",
         "GET /admin/segments": "segments",
+        "GET /admin/traffic": "traffic",
         "GET /v1/profiles/visitors/{visitor_id}": "getVisitor",
         "PUT /v1/profiles/visitors/{visitor_id}": "putVisitor",
         "PATCH /v1/profiles/visitors/{visitor_id}": "patchVisitor",
@@ -63,7 +64,7 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("operation", "statuses"),
     [
-        ("POST /v1/decide", {"200", "400", "401", "403", "413", "422"}),
+        ("POST /v1/decide", {"200", "400", "401", "403", "413", "422", "503"}),
         ("GET /healthz", {"200"}),
         ("GET /readyz", {"200", "503"}),
         ("GET /admin/rules", {"200", "401", "403"}),

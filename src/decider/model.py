@@ -123,6 +123,7 @@ ErrorCode = Literal[
     "conflict",
     "read_only",
     "unavailable",
+    "overloaded",
     "http_error",
     "internal_error",
 ]
@@ -139,6 +140,7 @@ TITLES: dict[str, str] = {
     "conflict": "Conflicts with what is stored",
     "read_only": "The profile source is read-only",
     "unavailable": "The profile store is unavailable",
+    "overloaded": "Too many decisions in flight",
     "http_error": "The request was refused",
     "internal_error": "Internal error",
 }

@@ -1,5 +1,7 @@
 """Counters a running service keeps: per segment wins, evaluation errors and last match; per
-suppression rule how often it held and how often it held only because it failed to evaluate."""
+suppression rule how often it held and how often it held only because it failed to evaluate;
+and how often the profile source let a decision down (stale data served, a profile
+unavailable, an id left unchecked)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,13 @@ from datetime import datetime
 import msgspec
 
 from decider.engine import Evaluated
+from decider.reasons import ReasonCode
+
+_DEGRADED = {
+    ReasonCode.IDENTITY_STALE: "stale",
+    ReasonCode.IDENTITY_UNAVAILABLE: "unavailable",
+    ReasonCode.IDENTITY_UNCHECKED: "unchecked",
+}
 
 
 class SegmentStats(msgspec.Struct):
@@ -29,9 +38,15 @@ class Stats:
         self.decisions = 0
         self.segments: dict[str, SegmentStats] = {}
         self.suppressions: dict[str, SuppressionStats] = {}
+        # decisions made on stale data, without a profile, with an id left unchecked
+        self.degraded: dict[str, int] = dict.fromkeys(_DEGRADED.values(), 0)
 
     def record(self, evaluated: Evaluated, now: datetime) -> None:
         self.decisions += 1
+        for reason in evaluated.decision.reasons:
+            kind = _DEGRADED.get(reason.code)
+            if kind is not None:
+                self.degraded[kind] += 1
         for outcome in evaluated.outcomes:
             if outcome.outcome == "error":
                 self._segment(outcome.segment).errors += 1

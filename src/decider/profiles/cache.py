@@ -65,6 +65,7 @@ class ProfileCache(Generic[K, V]):
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self._epoch = 0  # bumped by every eviction: a fetch begun before it stores nothing
         self.fetches = 0
+        self.late = 0  # lookups that ran out of their request's budget
 
     def peek(self, key: K) -> V | None:
         """The cached value for `key`, fresh or not, without fetching."""
@@ -95,6 +96,7 @@ class ProfileCache(Generic[K, V]):
         try:
             return Hit(await self._shared_fetch(key, deadline))
         except (ProfileSourceError, TimeoutError) as exc:
+            self.late += isinstance(exc, TimeoutError)
             if entry is not None and entry.value is not None:
                 return Hit(entry.value, stale=True)
             if isinstance(exc, TimeoutError):

@@ -71,6 +71,12 @@ class Resolver:
             lambda key: source.alias(*key), cache
         )
 
+    @property
+    def lookups(self) -> tuple[int, int]:
+        """Fetches from the source since start, and those that ran out of their budget."""
+        caches = (self.visitors, self.accounts, self.aliases)
+        return sum(c.fetches for c in caches), sum(c.late for c in caches)
+
     def apply(self, change: Change) -> None:
         """Forget what `change` made stale."""
         if change.everything:

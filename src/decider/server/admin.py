@@ -13,7 +13,9 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.types import Middleware
 
+from decider.profiles.resolver import Resolver
 from decider.reload import Reloader, RulesState
+from decider.server.admission import Admission
 from decider.server.auth import REFUSED, REQUIREMENT
 from decider.service import Decider
 from decider.stats import Stats
@@ -114,11 +116,54 @@ async def segments(
     return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
 
 
+class Traffic(msgspec.Struct, frozen=True):
+    """What this process has been through since it started: decisions, those made on stale
+    data, without a profile or with an id left unchecked; profile lookups and those past
+    their budget; decisions in flight now, and requests turned away (503) for being too many."""
+
+    since: datetime
+    decisions: int
+    stale: int
+    unavailable: int
+    unchecked: int
+    lookups: int
+    lookups_over_budget: int
+    in_flight: int
+    max_in_flight: int
+    shed: int
+
+
+@get(
+    "/traffic",
+    operation_id="traffic",
+    summary="Load, degraded answers and shed requests",
+    responses=REFUSED,
+)
+async def traffic(
+    stats: NamedDependency[Stats],
+    resolver: NamedDependency[Resolver],
+    admission: NamedDependency[Admission],
+) -> Traffic:
+    lookups, late = resolver.lookups
+    return Traffic(
+        since=stats.started_at,
+        decisions=stats.decisions,
+        stale=stats.degraded["stale"],
+        unavailable=stats.degraded["unavailable"],
+        unchecked=stats.degraded["unchecked"],
+        lookups=lookups,
+        lookups_over_budget=late,
+        in_flight=admission.in_flight,
+        max_in_flight=admission.limit,
+        shed=admission.shed,
+    )
+
+
 def admin_router(door: Middleware) -> Router:
     """The admin routes behind `door`."""
     return Router(
         path="/admin",
-        route_handlers=[rules_state, reload_rules, segments],
+        route_handlers=[rules_state, reload_rules, segments, traffic],
         middleware=[door],
         security=REQUIREMENT,
         tags=["admin"],

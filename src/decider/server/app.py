@@ -37,6 +37,7 @@ from decider.errors import (
 from decider.logs import configure_logging
 from decider.model import PROBLEM_JSON, ErrorCode, problem
 from decider.server.admin import admin_router
+from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
 from decider.server.decide import decide
 from decider.server.health import healthz, readyz
@@ -81,6 +82,7 @@ def create_app(service: Service) -> Litestar:
             "reloader": _provide(service.reloader),
             "stats": _provide(service.stats),
             "resolver": _provide(service.resolver),
+            "admission": _provide(Admission(settings.max_in_flight)),
         },
         lifespan=[lifespan],
         before_send=[_echo_request_id, *([_vary_by_origin] if origins else [])],
@@ -168,6 +170,7 @@ _HTTP_CODES: dict[int, ErrorCode] = {
     405: "method_not_allowed",
     413: "body_too_large",
     431: "headers_too_large",
+    503: "overloaded",
 }
 
 

@@ -22,6 +22,7 @@ from decider.model import (
     minimal,
     problem,
 )
+from decider.server.admission import Admission
 from decider.server.auth import REFUSED, caller_of
 from decider.server.openapi import body_operation
 from decider.service import Decider
@@ -67,11 +68,25 @@ def _error(description: str, example: ProblemDetails) -> ResponseSpec:
             problem(422, "invalid_request", "Object contains unknown field `placment`", "placment"),
         ),
         **REFUSED,
+        503: _error(
+            "Too many decisions in flight (DECIDER_MAX_IN_FLIGHT): show the default content, "
+            "retry after Retry-After",
+            problem(503, "overloaded", "256 decisions in flight, the most this process takes"),
+        ),
     },
 )
-async def decide(request: Request[Any, Any, Any], decider: NamedDependency[Decider]) -> Decision:
+async def decide(
+    request: Request[Any, Any, Any],
+    decider: NamedDependency[Decider],
+    admission: NamedDependency[Admission],
+) -> Decision:
     """One decision: who is asking, consent and suppression, segment, variant, and why.
     Reasons name ids, accounts and flags only for a caller with the explain scope."""
+    with admission:
+        return await _decide(request, decider)
+
+
+async def _decide(request: Request[Any, Any, Any], decider: Decider) -> Decision:
     body = decode_request(await request.body())
     caller = caller_of(request)
     if body.explain and not caller.may(Scope.EXPLAIN):
