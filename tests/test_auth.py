@@ -72,6 +72,7 @@ def with_key(key: str) -> dict[str, str]:
         ({"Authorization": f"Basic {EDGE}"}, "an API key is required"),
         ({"Authorization": f"Bearer {EDGE.upper()}"}, "unknown API key"),
         ({"X-API-Key": EDGE, "Authorization": f"Bearer {ANALYST}"}, "two different API keys"),
+        ({"X-API-Key": EDGE, "Authorization": "Basic dXNlcjpwYXNz"}, "two different API keys"),
     ],
 )
 def test_with_keys_configured_every_call_needs_one(
@@ -218,6 +219,8 @@ def test_without_keys_a_request_arriving_on_another_address_is_refused(
         "X-Forwarded-For: 203.0.113.9",
         "Forwarded: for=203.0.113.9",
         "X-Real-IP: 1.2.3.4",
+        "Via: 1.1 proxy.example",
+        "CF-Connecting-IP: 203.0.113.9",
         "Host: evil.example",  # a page that rebound its name to 127.0.0.1
         "Host: evil.example:8080",
         "Host: 10.1.2.3",

@@ -126,3 +126,31 @@ def test_headers_over_the_limit_are_a_431_with_problem_details(
     assert head.startswith(b"HTTP/1.1 431 ")
     assert b"content-type: application/problem+json" in head.lower()
     assert json.loads(body)["code"] == "headers_too_large"
+
+
+def test_a_pipelined_request_whose_body_never_comes_is_cut_off(served: Service) -> None:
+    """The second request's headers arrive while the first is answered; its body never."""
+    second = post()[: -len(BODY)]  # headers only, announcing a body
+    with connect(served) as sock:
+        sock.send(post() + second)
+        head, _ = response(sock)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert closed(sock)
+
+
+def test_a_client_that_never_reads_is_dropped(served: Service) -> None:
+    """Requests piled up while nothing is read: the service cannot write, and gives up."""
+    with connect(served) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        request = b"GET /schema/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        sent = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            try:
+                sock.send(request)
+                sent += 1
+            except OSError:  # dropped: reset, or the pipe broken
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"still open after {sent} requests unread")

@@ -130,12 +130,24 @@ def _secret(scope: ASGIScope) -> str | None:
     scheme, _space, given = authorization.partition(" ")
     # the scheme is case-insensitive (RFC 7235)
     bearer = given.strip() if scheme.lower() == "bearer" and given.strip() else None
-    if key and bearer and key != bearer:
+    if key and authorization.strip() and key != bearer:
         raise _unauthorized("two different API keys: send one, as a bearer token or X-API-Key")
     return key or bearer or None
 
 
-_FORWARDING = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+# what proxies add naming the client they pass on (or themselves)
+_FORWARDING = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"via",
+    }
+)
 
 
 def _local(scope: ASGIScope) -> bool:

@@ -4,8 +4,10 @@ uvicorn arms its idle timer only once a response is sent and cancels it on any b
 connection that never sends a request, or sends its headers a byte at a time (slowloris),
 stays open for ever. Here a connection has the idle timeout (DECIDER_IDLE_TIMEOUT_S) to send
 a whole request, headers and body, counted from the connection or from the first byte after
-a response, however slowly it trickles. Headers over the limit (DECIDER_MAX_HEADER_BYTES) are
-answered 431 with problem details, where uvicorn says only "Invalid HTTP request received".
+a response, however slowly it trickles (pipelined requests too); and a client that stops
+reading what it is sent has as long before the connection is dropped. Headers over the
+limit (DECIDER_MAX_HEADER_BYTES) are answered 431 with problem details, where uvicorn says
+only "Invalid HTTP request received".
 """
 
 from __future__ import annotations
@@ -71,11 +73,19 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._waiting() or self.conn.their_state is h11.SEND_BODY:
-            if self._deadline is None:  # a request's headers or its body have begun
-                self._arm()
-        else:
-            self._disarm()
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request, already received
+        self._watch()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -107,9 +117,22 @@ class GuardedH11Protocol(H11Protocol):
         """Between requests: none yet, or the last one answered."""
         return self.cycle is None or self.cycle.response_complete
 
+    def _owed(self) -> bool:
+        """Whether the client owes something: a request (its headers, or a body begun), or
+        room to write into (it does not read what it is sent)."""
+        return self._waiting() or self.conn.their_state is h11.SEND_BODY or self.flow.write_paused
+
+    def _watch(self) -> None:
+        """The deadline runs while the client owes something, from when it began to; not while
+        the app works on a request."""
+        if not self._owed():
+            self._disarm()
+        elif self._deadline is None:
+            self._arm()
+
     def _expire(self) -> None:
         self._deadline = None
-        if self._waiting():
+        if self._waiting() and not self.flow.write_paused:
             self.timeout_keep_alive_handler()
-        elif self.conn.their_state is h11.SEND_BODY:  # a body begun and never finished
-            self.transport.close()
+        elif self._owed():  # a body never finished, or a reader that never reads
+            self.transport.abort()
