@@ -22,7 +22,7 @@ instead (decider.model.MAX_VALUES), which bounds what its steps cost.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, NoReturn
 
@@ -183,25 +183,23 @@ def _call(expr: Call) -> Compiled:
     return lambda variables: operation(*(c(variables) for c in compiled))
 
 
-def _iterates(expr: Expr) -> bool:
+def iterates(expr: Expr) -> bool:
     """Does evaluating `expr` run a comprehension (and so spend steps)?"""
     if isinstance(expr, Comprehension):
         return True
     if isinstance(expr, Select):
-        return _iterates(expr.operand)
+        return iterates(expr.operand)
     if isinstance(expr, ListExpr):
-        return any(map(_iterates, expr.items))
+        return any(map(iterates, expr.items))
     if isinstance(expr, MapExpr):
-        return any(_iterates(k) or _iterates(v) for k, v in expr.entries)
+        return any(iterates(k) or iterates(v) for k, v in expr.entries)
     if isinstance(expr, Call):
-        return (expr.target is not None and _iterates(expr.target)) or any(
-            map(_iterates, expr.args)
-        )
+        return (expr.target is not None and iterates(expr.target)) or any(map(iterates, expr.args))
     return False
 
 
 def _iterates_after_first(operands: tuple[Expr, ...]) -> bool:
-    return any(map(_iterates, operands[1:]))
+    return any(map(iterates, operands[1:]))
 
 
 def _strict(operands: tuple[Compiled, ...], combine: Callable[[list[Any]], Any]) -> Compiled:
@@ -287,7 +285,7 @@ def _comprehension(expr: Comprehension) -> Compiled:
     macro = _MACROS[expr.macro] if len(args) == 1 else _map_filtered
     # after an error, the C++ runtime still fetches (and counts) every item of map, filter
     # and exists_one and evaluates their bodies; only when those iterate does it matter here
-    drain = any(map(_iterates, expr.args))
+    drain = any(map(iterates, expr.args))
 
     def run(variables: Variables) -> Any:
         value = source(variables)
@@ -443,7 +441,12 @@ class Program:
 
     def __init__(self, expr: Expr) -> None:
         self._run = compile_expr(expr)
-        self._iterates = _iterates(expr)
+        self._iterates = iterates(expr)
+
+    @property
+    def chainable(self) -> bool:
+        """Runs no comprehension, so needs no step budget of its own."""
+        return not self._iterates
 
     def matches(self, activation: Variables) -> bool:
         """The condition's value; the activation is the engine's (it holds the budget,
@@ -466,3 +469,30 @@ class Program:
         if type(result) is not bool:
             raise CelEvalError(f"condition gave {values.kind(result)}, not bool")
         return result
+
+
+class Chain:
+    """Conditions that run no comprehension, tried in order in one call: what a rule costs
+    beyond its closures (the call into `Program.matches`, its checks) is paid once."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self, programs: Sequence[Program]) -> None:
+        if not all(program.chainable for program in programs):
+            raise ValueError("a condition that runs a comprehension spends its own budget")
+        self._runs = tuple(program._run for program in programs)
+
+    def first(self, activation: Variables) -> int:
+        """The index of the first condition that holds, or -1; CelEvalError if one fails."""
+        try:
+            for index, run in enumerate(self._runs):
+                result = run(activation)
+                if result is True:
+                    return index
+                if result is not False:
+                    raise CelEvalError("a chained condition gave no bool")
+        except CelEvalError:
+            raise
+        except Exception as exc:
+            raise CelEvalError(f"evaluation failed: {type(exc).__name__}") from None
+        return -1
