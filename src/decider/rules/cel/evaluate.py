@@ -171,6 +171,10 @@ def _call(expr: Call) -> Compiled:
         return _conditional(*map(compile_expr, expr.args))
     operation = _OPERATIONS[name]
     operands = ((expr.target,) if expr.target is not None else ()) + expr.args
+    if all(isinstance(operand, Lit) for operand in operands):
+        folded = _fold(operation, operands)
+        if folded is not None:
+            return folded
     compiled = tuple(compile_expr(operand) for operand in operands)
     if _iterates_after_first(operands):
         return _strict(compiled, lambda results: operation(*results))
@@ -181,6 +185,16 @@ def _call(expr: Call) -> Compiled:
         left, right = compiled
         return lambda variables: operation(left(variables), right(variables))
     return lambda variables: operation(*(c(variables) for c in compiled))
+
+
+def _fold(operation: Callable[..., Any], operands: tuple[Expr, ...]) -> Compiled | None:
+    """A call on literals (`duration("336h")`) computed once, at load; one that fails is left
+    to fail when it runs, as it would unfolded."""
+    try:
+        constant = operation(*(operand.value for operand in operands if isinstance(operand, Lit)))
+    except Exception:
+        return None
+    return lambda variables: constant
 
 
 def iterates(expr: Expr) -> bool:
@@ -248,7 +262,12 @@ def _logical(operands: tuple[Compiled, ...], *, absorbing: bool) -> Compiled:
     def run(variables: Variables) -> bool:
         failed: list[Any] = []
         for operand in operands:
-            value: object = _attempt(operand, variables)
+            try:  # _attempt, inline: a run of && is most of what most rules are
+                value: object = operand(variables)
+            except _OverLimit:
+                raise
+            except Exception as exc:
+                value = _Failure(exc)
             if value is wins:
                 return wins
             if type(value) is not bool and not failed:
