@@ -85,6 +85,13 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ('duration("1d") > duration("1h")', {}, REFUSED),
     ('timestamp("2026-01-01") < now', {}, REFUSED),
     ('int("12x") == 12', {}, REFUSED),
+    # calls on literals alone (cel-python computes them once, at load): what fails, fails
+    # when it runs, as it would computed every time
+    ("1 / 0 == 1", {}, ERROR),
+    ("9223372036854775807 + 1 > 0", {}, ERROR),
+    ('timestamp("9999-12-31T23:59:59Z") + duration("1h") > now', {}, ERROR),
+    ('timestamp("2026-11-26T15:04:05Z") + duration("1h") > now', {}, True),
+    ('int("12") + 1 == 13 && "a" + "b" == "ab" && "abc".matches("^a")', {}, True),
     # names the C++ parser keeps for itself, and its way with runs of ! and -
     ("[1].exists(if, true)", {}, REFUSED),
     ("context.n > 5 true", {}, REFUSED),

@@ -4,6 +4,11 @@ Order of work: placement and channel, consent, suppression, then segments in pri
 (ties: segment id, ascending), stopping at the first match unless explain was asked for.
 Without consent, a segment whose condition reads `visitor` or `account` is skipped and the
 rules see empty maps, so only contextual segments can match.
+
+The first match follows the ruleset's plan for the consent mode: consecutive segments are
+tried as one chained program (one crossing into the CEL runtime for many conditions), and
+one by one where a chain fails, so which segment wins and every outcome counted are exactly
+what evaluating each segment alone gives. Explain evaluates every segment alone.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from decider.gate import Suppressed, check_consent, check_suppression
 from decider.model import DecideRequest, Decision, SegmentOutcome, json_value_problem
 from decider.profile import Person, Resolution
 from decider.reasons import Reason, ReasonCode
-from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset
+from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset, MatchPlan
 
 _EMPTY: dict[str, Any] = {}
 
@@ -122,7 +127,13 @@ def decide(
         reasons.append(suppression.reason)
     else:
         activation = activations.profile() if consent.granted else activations.contextual()
-        segment, outcomes = _match(ruleset, activation, consent.granted, everything=request.explain)
+        plan = ruleset.consented if consent.granted else ruleset.contextual
+        if plan is None or request.explain:
+            segment, outcomes = _match(
+                ruleset, activation, consent.granted, everything=request.explain
+            )
+        else:
+            segment, outcomes = _first_match(ruleset, plan, activation)
         reasons.append(_segment_reason(placement, segment))
     variant = placement.variants.get(segment) if segment else None
     decision = Decision(
@@ -177,6 +188,42 @@ def _match(
         if matched and winner is None:
             winner = segment.id
     return winner, tuple(outcomes)
+
+
+def _first_match(
+    ruleset: CompiledRuleset, plan: MatchPlan, activation: Any
+) -> tuple[str | None, tuple[SegmentOutcome, ...]]:
+    """What `_match` gives without explain, evaluated along `plan`. Outcomes that are not the
+    plan's `passed` (errors) are collected as they come; the rest are sliced from it."""
+    segments, passed = ruleset.segments, plan.passed
+    outcomes: list[SegmentOutcome] = []
+    done = 0  # segments before this one are in `outcomes`
+    for run in plan.runs:
+        if run.chain is not None:
+            try:
+                hit = run.chain.first(activation)
+            except CelEvalError:
+                pass  # which condition failed is unknown: evaluate the run one by one
+            else:
+                if hit < 0:
+                    continue
+                index = run.members[hit]
+                segment = segments[index]
+                won = SegmentOutcome(segment.id, segment.priority, "matched")
+                return segment.id, (*outcomes, *passed[done:index], won)
+        for index in run.members:
+            segment = segments[index]
+            try:
+                matched = segment.condition.program.matches(activation)
+            except CelEvalError as exc:
+                outcomes.extend(passed[done:index])
+                outcomes.append(SegmentOutcome(segment.id, segment.priority, "error", str(exc)))
+                done = index + 1
+                continue
+            if matched:
+                won = SegmentOutcome(segment.id, segment.priority, "matched")
+                return segment.id, (*outcomes, *passed[done:index], won)
+    return None, (*outcomes, *passed[done:])
 
 
 def _explain(

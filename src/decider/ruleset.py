@@ -7,14 +7,14 @@ and never imports either, so the decision path depends on nothing outside the co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
 from decider.errors import Problem
-from decider.model import Channel, Variant
+from decider.model import Channel, SegmentOutcome, Variant
 from decider.traits import TraitSchema
 
 EngineName = Literal["cel-expr", "cel-python"]
@@ -47,6 +47,26 @@ class Engine(Protocol):
         now: datetime,
     ) -> Any:
         """Bind the variables once per request; every rule of that request shares it."""
+
+
+class Chain(Protocol):
+    def first(self, activation: Any) -> int:
+        """The index of the first of its conditions that holds, or -1 when none does; raises
+        CelEvalError when any condition it evaluated failed (then nothing is known of any)."""
+
+
+@runtime_checkable
+class ChainingEngine(Engine, Protocol):
+    """An engine that can evaluate consecutive conditions as one program: one crossing into
+    its runtime per chain instead of one per condition. Engines need not chain."""
+
+    def chainable(self, program: Program) -> bool:
+        """Whether `program` means the same within a chain as alone: one that runs a
+        comprehension does not (all macros of one evaluation spend from one step budget)."""
+
+    def chain(self, programs: Sequence[Program]) -> Chain | None:
+        """One program over chainable `programs`, in order, or None when the runtime cannot
+        take them together (e.g. its parser's nesting limit)."""
 
 
 class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -111,9 +131,30 @@ class CompiledPlacement(msgspec.Struct, frozen=True):
     suppressions: tuple[CompiledSuppression, ...] = ()
 
 
+class Run(msgspec.Struct, frozen=True):
+    """Consecutive evaluated segments (indexes into CompiledRuleset.segments): tried by
+    `chain` in one evaluation when there is one, one by one when not, or when it fails."""
+
+    members: tuple[int, ...]
+    chain: Chain | None = None
+
+
+class MatchPlan(msgspec.Struct, frozen=True):
+    """How the first match is found in one consent mode, built at load with the segments.
+
+    `runs` cover the segments evaluated in this mode, in order; `passed` is, per segment, its
+    outcome when it does not match: `not_matched`, or `skipped_consent` for a segment that
+    reads profile data in the mode without consent."""
+
+    runs: tuple[Run, ...]
+    passed: tuple[SegmentOutcome, ...]
+
+
 class CompiledRuleset(msgspec.Struct, frozen=True):
     """Segments in evaluation order (priority descending, then id), placements by id, and the
-    consent policy by channel. `version` is a content hash of the rule files."""
+    consent policy by channel. `version` is a content hash of the rule files. `consented` and
+    `contextual` plan the first match with and without consent (built from `segments`; none:
+    every segment is evaluated one by one)."""
 
     version: str
     engine: Engine
@@ -124,3 +165,5 @@ class CompiledRuleset(msgspec.Struct, frozen=True):
     suppressions: tuple[CompiledSuppression, ...]
     warnings: tuple[Problem, ...] = ()
     schema: TraitSchema | None = None  # the profile schema (rules/schema.yaml), if any
+    consented: MatchPlan | None = None
+    contextual: MatchPlan | None = None

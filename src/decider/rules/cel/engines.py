@@ -9,12 +9,17 @@ Both compile only what `check` accepts, so a rule loads on both or on neither, a
 every failure while evaluating into CelEvalError: the rule does not match. Both stop an
 evaluation at its 10,000th comprehension step (the C++ runtime's own budget, which
 `evaluate.py` counts the same way), so no rule iterates for long over what a caller sent.
+
+Both chain conditions that run no comprehension (so share no step budget): cel-expr as one
+compiled expression, `(c0) ? 0 : (c1) ? 1 : ... : -1`, one call into C++ for many rules
+(made from sources the checker already accepted, each alone); cel-python as one loop over
+the conditions' closures.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, get_args
 
@@ -25,11 +30,12 @@ except ImportError:  # no wheel for this platform: cel-python serves alone
 
 from decider.errors import EngineUnavailable
 from decider.rules.cel.check import check
-from decider.rules.cel.evaluate import BUDGET, OVER_LIMIT, Budget
+from decider.rules.cel.evaluate import BUDGET, OVER_LIMIT, Budget, iterates
+from decider.rules.cel.evaluate import Chain as PythonChain
 from decider.rules.cel.evaluate import Program as PythonProgram
 from decider.rules.cel.syntax import CelCompileError, CelCompileErrors, parse
 from decider.rules.cel.values import Timestamp
-from decider.ruleset import CelEvalError, Engine, EngineName, Program
+from decider.ruleset import CelEvalError, Chain, Engine, EngineName, Program
 
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 _CEL_EXPR_ERROR = re.compile(r"<input>:(\d+):(\d+): (.+)")
@@ -54,10 +60,10 @@ def installed_engines() -> tuple[EngineName, ...]:
 
 
 class _CelExprProgram:
-    __slots__ = ("_expr",)
+    __slots__ = ("_expr", "iterates", "source")
 
-    def __init__(self, expr: Any) -> None:
-        self._expr = expr
+    def __init__(self, expr: Any, source: str, *, iterates: bool) -> None:
+        self._expr, self.source, self.iterates = expr, source, iterates
 
     def matches(self, activation: Any) -> bool:
         try:
@@ -69,6 +75,22 @@ class _CelExprProgram:
         result = value.value()
         if not isinstance(result, bool):
             raise CelEvalError(f"condition gave {value.type().name()}, not bool")
+        return result
+
+
+class _CelExprChain:
+    __slots__ = ("_expr",)
+
+    def __init__(self, expr: Any) -> None:
+        self._expr = expr
+
+    def first(self, activation: Any) -> int:
+        try:
+            result = self._expr.eval(activation).value()
+        except Exception:
+            raise CelEvalError("a chained condition failed") from None
+        if type(result) is not int:  # an error: some condition failed or gave no bool
+            raise CelEvalError("a chained condition failed")
         return result
 
 
@@ -87,12 +109,28 @@ class CelExprEngine:
         )
 
     def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
-        check(parse(source), lists)
+        tree = parse(source)
+        check(tree, lists)
         try:
             expr = self._env.compile(source)
         except RuntimeError as exc:
             raise CelCompileErrors(_cel_expr_errors(str(exc))) from None
-        return _CelExprProgram(expr)
+        return _CelExprProgram(expr, source, iterates=iterates(tree))
+
+    def chainable(self, program: Program) -> bool:
+        return isinstance(program, _CelExprProgram) and not program.iterates
+
+    def chain(self, programs: Sequence[Program]) -> Chain | None:
+        sources = [p.source for p in programs if isinstance(p, _CelExprProgram) and not p.iterates]
+        if len(sources) != len(programs):
+            return None
+        # parenthesized (a condition may itself be `a ? b : c`) on lines of their own (it
+        # may end in a // comment)
+        text = "".join(f"(\n{source}\n) ? {i} : " for i, source in enumerate(sources)) + "-1"
+        try:
+            return _CelExprChain(self._env.compile(text))
+        except RuntimeError:  # e.g. the parser's nesting limit: the caller chains fewer
+            return None
 
     def activation(
         self,
@@ -159,6 +197,13 @@ class CelPythonEngine:
         expr = parse(source)
         check(expr, lists)
         return PythonProgram(expr)
+
+    def chainable(self, program: Program) -> bool:
+        return isinstance(program, PythonProgram) and program.chainable
+
+    def chain(self, programs: Sequence[Program]) -> Chain | None:
+        chained = [p for p in programs if isinstance(p, PythonProgram) and p.chainable]
+        return PythonChain(chained) if len(chained) == len(programs) else None
 
     def activation(
         self,

@@ -22,7 +22,7 @@ instead (decider.model.MAX_VALUES), which bounds what its steps cost.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, NoReturn
 
@@ -171,6 +171,10 @@ def _call(expr: Call) -> Compiled:
         return _conditional(*map(compile_expr, expr.args))
     operation = _OPERATIONS[name]
     operands = ((expr.target,) if expr.target is not None else ()) + expr.args
+    if all(isinstance(operand, Lit) for operand in operands):
+        folded = _fold(operation, operands)
+        if folded is not None:
+            return folded
     compiled = tuple(compile_expr(operand) for operand in operands)
     if _iterates_after_first(operands):
         return _strict(compiled, lambda results: operation(*results))
@@ -183,25 +187,33 @@ def _call(expr: Call) -> Compiled:
     return lambda variables: operation(*(c(variables) for c in compiled))
 
 
-def _iterates(expr: Expr) -> bool:
+def _fold(operation: Callable[..., Any], operands: tuple[Expr, ...]) -> Compiled | None:
+    """A call on literals (`duration("336h")`) computed once, at load; one that fails is left
+    to fail when it runs, as it would unfolded."""
+    try:
+        constant = operation(*(operand.value for operand in operands if isinstance(operand, Lit)))
+    except Exception:
+        return None
+    return lambda variables: constant
+
+
+def iterates(expr: Expr) -> bool:
     """Does evaluating `expr` run a comprehension (and so spend steps)?"""
     if isinstance(expr, Comprehension):
         return True
     if isinstance(expr, Select):
-        return _iterates(expr.operand)
+        return iterates(expr.operand)
     if isinstance(expr, ListExpr):
-        return any(map(_iterates, expr.items))
+        return any(map(iterates, expr.items))
     if isinstance(expr, MapExpr):
-        return any(_iterates(k) or _iterates(v) for k, v in expr.entries)
+        return any(iterates(k) or iterates(v) for k, v in expr.entries)
     if isinstance(expr, Call):
-        return (expr.target is not None and _iterates(expr.target)) or any(
-            map(_iterates, expr.args)
-        )
+        return (expr.target is not None and iterates(expr.target)) or any(map(iterates, expr.args))
     return False
 
 
 def _iterates_after_first(operands: tuple[Expr, ...]) -> bool:
-    return any(map(_iterates, operands[1:]))
+    return any(map(iterates, operands[1:]))
 
 
 def _strict(operands: tuple[Compiled, ...], combine: Callable[[list[Any]], Any]) -> Compiled:
@@ -250,7 +262,12 @@ def _logical(operands: tuple[Compiled, ...], *, absorbing: bool) -> Compiled:
     def run(variables: Variables) -> bool:
         failed: list[Any] = []
         for operand in operands:
-            value: object = _attempt(operand, variables)
+            try:  # _attempt, inline: a run of && is most of what most rules are
+                value: object = operand(variables)
+            except _OverLimit:
+                raise
+            except Exception as exc:
+                value = _Failure(exc)
             if value is wins:
                 return wins
             if type(value) is not bool and not failed:
@@ -287,7 +304,7 @@ def _comprehension(expr: Comprehension) -> Compiled:
     macro = _MACROS[expr.macro] if len(args) == 1 else _map_filtered
     # after an error, the C++ runtime still fetches (and counts) every item of map, filter
     # and exists_one and evaluates their bodies; only when those iterate does it matter here
-    drain = any(map(_iterates, expr.args))
+    drain = any(map(iterates, expr.args))
 
     def run(variables: Variables) -> Any:
         value = source(variables)
@@ -443,7 +460,12 @@ class Program:
 
     def __init__(self, expr: Expr) -> None:
         self._run = compile_expr(expr)
-        self._iterates = _iterates(expr)
+        self._iterates = iterates(expr)
+
+    @property
+    def chainable(self) -> bool:
+        """Runs no comprehension, so needs no step budget of its own."""
+        return not self._iterates
 
     def matches(self, activation: Variables) -> bool:
         """The condition's value; the activation is the engine's (it holds the budget,
@@ -466,3 +488,30 @@ class Program:
         if type(result) is not bool:
             raise CelEvalError(f"condition gave {values.kind(result)}, not bool")
         return result
+
+
+class Chain:
+    """Conditions that run no comprehension, tried in order in one call: what a rule costs
+    beyond its closures (the call into `Program.matches`, its checks) is paid once."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self, programs: Sequence[Program]) -> None:
+        if not all(program.chainable for program in programs):
+            raise ValueError("a condition that runs a comprehension spends its own budget")
+        self._runs = tuple(program._run for program in programs)
+
+    def first(self, activation: Variables) -> int:
+        """The index of the first condition that holds, or -1; CelEvalError if one fails."""
+        try:
+            for index, run in enumerate(self._runs):
+                result = run(activation)
+                if result is True:
+                    return index
+                if result is not False:
+                    raise CelEvalError("a chained condition gave no bool")
+        except CelEvalError:
+            raise
+        except Exception as exc:
+            raise CelEvalError(f"evaluation failed: {type(exc).__name__}") from None
+        return -1

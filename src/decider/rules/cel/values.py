@@ -506,7 +506,7 @@ def to_timestamp(value: Any) -> Timestamp:
     if t is Timestamp:
         return cast(Timestamp, value)
     if t is str:
-        return parse_timestamp(value)
+        return _timestamp_of(value)
     if t is int:
         if not _MIN_SECONDS <= value <= _MAX_SECONDS:
             fail("timestamp overflow")
@@ -559,6 +559,13 @@ _TIMESTAMP = re.compile(
     r"(?:([Zz])|([+-])([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2}))?)?)[ \t\n\v\f\r]*"
 )
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+@functools.lru_cache(maxsize=4096)
+def _timestamp_of(text: str) -> Timestamp:
+    """parse_timestamp, remembered: rules convert the same trait strings on every decision
+    (a failure is not remembered; it raises again)."""
+    return parse_timestamp(text)
 
 
 def parse_timestamp(text: str) -> Timestamp:
