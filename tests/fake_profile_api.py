@@ -79,8 +79,8 @@ class FakeProfileApi:
             except OSError:  # closed: "refused", or the end
                 return
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()  # before it is listed: close() must never join an unstarted one
             self._threads.append(thread)
-            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
