@@ -17,22 +17,15 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any
 
 import msgspec
 
+from decider.described import Described
 
-class Scope(StrEnum):
+
+class Scope(Described):
     """What a key may do; `meaning` says it in one line (the README's table is checked)."""
-
-    meaning: str
-
-    def __new__(cls, value: str, meaning: str) -> Scope:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.meaning = meaning
-        return member
 
     DECIDE = "decide", "POST /v1/decide: the decision and stable reason codes, nothing more"
     EXPLAIN = (

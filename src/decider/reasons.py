@@ -7,21 +7,13 @@ The README's table of reasons is checked against this enum by the test suite.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import msgspec
 
+from decider.described import Described
 
-class ReasonCode(StrEnum):
+
+class ReasonCode(Described):
     """A stable reason code, `family.name`; `meaning` says in one line what it tells."""
-
-    meaning: str
-
-    def __new__(cls, value: str, meaning: str) -> ReasonCode:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.meaning = meaning
-        return member
 
     @property
     def family(self) -> str:
