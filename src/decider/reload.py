@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
 from datetime import datetime
@@ -73,6 +74,7 @@ class Reloader:
         self.last: ReloadRecord | None = None
         self.reloads = 0
         self.failed = 0
+        self.by_outcome: Counter[tuple[str, bool]] = Counter()  # (trigger, ok) -> reloads
         # the reload the next triggers wait for, not begun yet, and its trigger
         self._queued: tuple[asyncio.Future[ReloadRecord], str] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -99,6 +101,7 @@ class Reloader:
             self._queued = None
             record = await self._reload(trigger)
             self.reloads += 1  # counted once the outcome is recorded, never before
+            self.by_outcome[trigger, record.ok] += 1
             if not waiting.done():
                 waiting.set_result(record)
 

@@ -5,6 +5,7 @@ unavailable, an id left unchecked)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 import msgspec
@@ -38,12 +39,23 @@ class Stats:
         self.decisions = 0
         self.segments: dict[str, SegmentStats] = {}
         self.suppressions: dict[str, SuppressionStats] = {}
+        # (placement, channel, segment or "", personalized / default / suppressed) -> decisions
+        self.decided: Counter[tuple[str, str, str, str]] = Counter()
         # decisions made on stale data, without a profile, with an id left unchecked
         self.degraded: dict[str, int] = dict.fromkeys(_DEGRADED.values(), 0)
 
     def record(self, evaluated: Evaluated, now: datetime) -> None:
         self.decisions += 1
-        for reason in evaluated.decision.reasons:
+        decision = evaluated.decision
+        shown = (
+            "suppressed"
+            if decision.suppressed
+            else "personalized"
+            if decision.personalized
+            else "default"
+        )
+        self.decided[decision.placement, decision.channel, decision.segment or "", shown] += 1
+        for reason in decision.reasons:
             kind = _DEGRADED.get(reason.code)
             if kind is not None:
                 self.degraded[kind] += 1

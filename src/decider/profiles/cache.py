@@ -67,6 +67,10 @@ class ProfileCache(Generic[K, V]):
         self.fetches = 0
         self.late = 0  # lookups that ran out of their request's budget
 
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
     def peek(self, key: K) -> V | None:
         """The cached value for `key`, fresh or not, without fetching."""
         entry = self._entries.get(key)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from decider.errors import ProfileSourceError
 from decider.model import Channel, Identity
@@ -74,8 +75,12 @@ class Resolver:
     @property
     def lookups(self) -> tuple[int, int]:
         """Fetches from the source since start, and those that ran out of their budget."""
-        caches = (self.visitors, self.accounts, self.aliases)
+        caches = self.caches().values()
         return sum(c.fetches for c in caches), sum(c.late for c in caches)
+
+    def caches(self) -> dict[str, ProfileCache[Any, Any]]:
+        """The caches by what they hold, for counting."""
+        return {"visitor": self.visitors, "account": self.accounts, "alias": self.aliases}
 
     def apply(self, change: Change) -> None:
         """Forget what `change` made stale."""

@@ -41,6 +41,8 @@ from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
 from decider.server.decide import decide
 from decider.server.health import healthz, readyz
+from decider.server.metrics import Metrics
+from decider.server.metrics import metrics as metrics_route
 from decider.server.profiles import profiles_router
 from decider.server.protocol import header_limit
 from decider.server.request_id import request_id
@@ -60,6 +62,15 @@ def create_app(service: Service) -> Litestar:
             yield
 
     door = Authenticator(service.keys, allow_anonymous=settings.allow_anonymous)
+    admission = Admission(settings.max_in_flight)
+    metrics = Metrics(
+        decider=service.decider,
+        stats=service.stats,
+        resolver=service.resolver,
+        reloader=service.reloader,
+        admission=admission,
+        source=settings.profile_source,
+    )
     handlers: list[Any] = [
         Router(
             path="/",
@@ -70,6 +81,7 @@ def create_app(service: Service) -> Litestar:
         healthz,
         readyz,
         admin_router(authorize(door, Needs.ADMIN)),
+        Router(path="/", route_handlers=[metrics_route], middleware=[authorize(door, Needs.ADMIN)]),
         profiles_router(authorize(door, Needs.PROFILES_READ, Needs.PROFILES_WRITE)),
     ]
     origins = settings.allowed_origins
@@ -82,7 +94,8 @@ def create_app(service: Service) -> Litestar:
             "reloader": _provide(service.reloader),
             "stats": _provide(service.stats),
             "resolver": _provide(service.resolver),
-            "admission": _provide(Admission(settings.max_in_flight)),
+            "admission": _provide(admission),
+            "metrics": _provide(metrics),
         },
         lifespan=[lifespan],
         before_send=[_echo_request_id, *([_vary_by_origin] if origins else [])],

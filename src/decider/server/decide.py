@@ -24,6 +24,7 @@ from decider.model import (
 )
 from decider.server.admission import Admission
 from decider.server.auth import REFUSED, caller_of
+from decider.server.metrics import Metrics
 from decider.server.openapi import body_operation
 from decider.service import Decider
 
@@ -79,10 +80,11 @@ async def decide(
     request: Request[Any, Any, Any],
     decider: NamedDependency[Decider],
     admission: NamedDependency[Admission],
+    metrics: NamedDependency[Metrics],
 ) -> Decision:
     """One decision: who is asking, consent and suppression, segment, variant, and why.
     Reasons name ids, accounts and flags only for a caller with the explain scope."""
-    with admission:
+    with admission, metrics.timing():
         return await _decide(request, decider)
 
 

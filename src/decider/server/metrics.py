@@ -1,0 +1,173 @@
+"""Prometheus metrics at GET /metrics: every metric Decider exposes is defined here.
+
+Counts are read from what the service keeps anyway (decision stats, the profile caches, the
+reloader, admission) when Prometheus scrapes, so a decision pays only for the one histogram
+of its latency. Labels are placements, channels, segment ids, outcomes, triggers and source
+names: never an identifier, a hash or a trait value. Each process reports its own counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from time import perf_counter
+from types import TracebackType
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from decider.profiles.resolver import Resolver
+from decider.reload import Reloader
+from decider.server.admission import Admission
+from decider.service import Decider
+from decider.stats import Stats
+
+# decisions take tens of microseconds in-process; the profile budget is tens of milliseconds
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    """One process's registry: the latency histogram, and a collector over its state."""
+
+    def __init__(
+        self,
+        *,
+        decider: Decider,
+        stats: Stats,
+        resolver: Resolver,
+        reloader: Reloader,
+        admission: Admission,
+        source: str,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "decider_decision_seconds",
+            "Time to answer POST /v1/decide, body read to decision (answered 2xx or 4xx)",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(
+            _State(
+                decider=decider,
+                stats=stats,
+                resolver=resolver,
+                reloader=reloader,
+                admission=admission,
+                source=source,
+            )
+        )
+
+    def timing(self) -> _Timing:
+        return _Timing(self.latency)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Timing:
+    """`with metrics.timing():` observes the block's wall time, whatever it raises."""
+
+    __slots__ = ("_histogram", "_started")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = perf_counter()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, _: BaseException | None, __: TracebackType | None
+    ) -> None:
+        self._histogram.observe(perf_counter() - self._started)
+
+
+class _State(Collector):
+    def __init__(
+        self,
+        *,
+        decider: Decider,
+        stats: Stats,
+        resolver: Resolver,
+        reloader: Reloader,
+        admission: Admission,
+        source: str,
+    ) -> None:
+        self.decider, self.stats, self.resolver = decider, stats, resolver
+        self.reloader, self.admission, self.source = reloader, admission, source
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
+        decided = CounterMetricFamily(
+            "decider_decisions",
+            "Decisions by placement, channel, segment ('' for none) and what was shown "
+            "(personalized, default, suppressed)",
+            labels=["placement", "channel", "segment", "outcome"],
+        )
+        for labels, count in sorted(self.stats.decided.items()):
+            decided.add_metric(list(labels), count)
+        yield decided
+
+        degraded = CounterMetricFamily(
+            "decider_degraded_decisions",
+            "Decisions the profile source let down: stale data served, the profile "
+            "unavailable, an id left unchecked",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.stats.degraded.items()):
+            degraded.add_metric([kind], count)
+        yield degraded
+
+        errors = CounterMetricFamily(
+            "decider_segment_evaluation_errors",
+            "Segment conditions that failed to evaluate (the segment did not match)",
+            labels=["segment"],
+        )
+        for segment, counted in sorted(self.stats.segments.items()):
+            errors.add_metric([segment], counted.errors)
+        yield errors
+
+        lookups = CounterMetricFamily(
+            "decider_profile_lookups",
+            "Profile lookups that reached the source, and those past their request's budget",
+            labels=["source", "kind", "result"],
+        )
+        sizes = GaugeMetricFamily(
+            "decider_profile_cache_entries", "Entries held per profile cache", labels=["kind"]
+        )
+        for kind, cache in self.resolver.caches().items():
+            lookups.add_metric([self.source, kind, "fetched"], cache.fetches)
+            lookups.add_metric([self.source, kind, "over_budget"], cache.late)
+            sizes.add_metric([kind], cache.size)
+        yield lookups
+        yield sizes
+
+        yield GaugeMetricFamily(
+            "decider_decisions_in_flight",
+            "Decisions being made now",
+            value=self.admission.in_flight,
+        )
+        yield CounterMetricFamily(
+            "decider_shed_requests",
+            "Decisions turned away with 503: DECIDER_MAX_IN_FLIGHT were in flight",
+            value=self.admission.shed,
+        )
+
+        reloads = CounterMetricFamily(
+            "decider_reloads", "Rule reloads by trigger and outcome", labels=["trigger", "ok"]
+        )
+        for (trigger, ok), count in sorted(self.reloader.by_outcome.items()):
+            reloads.add_metric([trigger, str(ok).lower()], count)
+        yield reloads
+
+        ruleset = self.decider.ruleset
+        info = InfoMetricFamily("decider_ruleset", "The ruleset serving now")
+        info.add_metric([], {"version": ruleset.version, "engine": ruleset.engine.name})
+        yield info
+
+
+@get("/metrics", operation_id="metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(metrics: NamedDependency[Metrics]) -> Response[bytes]:
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
