@@ -39,7 +39,7 @@ from decider.model import PROBLEM_JSON, ErrorCode, problem
 from decider.server.admin import admin_router
 from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
-from decider.server.decide import decide
+from decider.server.decide import Deciding, decide
 from decider.server.health import healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
@@ -96,6 +96,7 @@ def create_app(service: Service) -> Litestar:
             "resolver": _provide(service.resolver),
             "admission": _provide(admission),
             "metrics": _provide(metrics),
+            "deciding": _provide(Deciding(service.decider, admission, metrics)),
         },
         lifespan=[lifespan],
         before_send=[_echo_request_id, *([_vary_by_origin] if origins else [])],
