@@ -1,4 +1,5 @@
-"""The litestar app over a built Service: routes, dependency injection, errors as JSON.
+"""The litestar app over a built Service: routes, keys at the door, dependency injection, and
+errors as RFC 9457 problem details.
 
 Handlers receive their collaborators (decider, source, reloader, stats) as parameters, by
 name, from the Service the app was made with; nothing is read from `app.state`. A process
