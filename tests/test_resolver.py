@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from typing import Any
 
 import msgspec
 import pytest
@@ -383,3 +384,38 @@ def test_an_other_persons_account_that_fails_leaves_them_unchecked(
     assert (found.status, found.visitor, found.unchecked) == ("resolved", ADA, ("email_sha256",))
     (other,) = found.others
     assert (other.visitor, other.account) == (BEN, None)
+
+
+class Overlapping(MemoryProfileSource):
+    """Counts how many lookups are in the source at once."""
+
+    def __init__(self) -> None:
+        super().__init__([ADA, BEN, ANON, NORTHWIND, GLOBEX], latency=0.01)
+        self.now = 0
+        self.most = 0
+
+    async def _answer(self, lookup: str, value: Any) -> Any:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            return await super()._answer(lookup, value)
+        finally:
+            self.now -= 1
+
+
+def test_ids_that_miss_the_cache_are_looked_up_at_once() -> None:
+    """A user id, an email hash and a cookie, none cached: one round trip's wait, not three."""
+    source = Overlapping()
+    resolver = resolver_of(source)
+    ids = Identity(user_id="u-ada", email_sha256=ADA_EMAIL, visitor_id="v-anon")
+    cold = resolve(resolver, ids)
+    assert cold.status == "resolved"
+    assert source.most == 3
+    # warm, or a single id: nothing in parallel (tasks would cost more than the lookups)
+    fetched = sum(source.lookups.values())
+    warm = resolve(resolver, ids)
+    assert warm == cold
+    assert sum(source.lookups.values()) == fetched
+    lone = Overlapping()
+    assert resolve(resolver_of(lone), Identity(user_id="u-ada")).status == "resolved"
+    assert lone.most == 1

@@ -71,6 +71,13 @@ class ProfileCache(Generic[K, V]):
     def size(self) -> int:
         return len(self._entries)
 
+    def fresh(self, key: K) -> Hit[V] | None:
+        """The answer for `key` if the cache holds it fresh; None if the source must be asked."""
+        entry = self._entries.get(key)
+        if entry is not None and self._timer() < entry.fresh_until:
+            return Hit(entry.value)
+        return None
+
     def peek(self, key: K) -> V | None:
         """The cached value for `key`, fresh or not, without fetching."""
         entry = self._entries.get(key)

@@ -24,7 +24,7 @@ id). An id that fails with nothing stale to serve:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from decider.errors import ProfileSourceError
@@ -39,11 +39,13 @@ from decider.profile import (
     Status,
     VisitorProfile,
 )
-from decider.profiles.cache import CacheSettings, ProfileCache
+from decider.profiles.cache import CacheSettings, Hit, ProfileCache
 from decider.profiles.sources.base import AliasKey, Change, ProfileSource
 from decider.reasons import Reason, ReasonCode
 
 Named = dict[IdKind, VisitorProfile | None]
+# an id's link (None for a visitor_id, or when the lookup failed), its visitor, the failure
+_Followed = tuple["Hit[str] | None", "Hit[VisitorProfile] | None", ProfileSourceError | None]
 Failed = dict[IdKind, ProfileSourceError]
 # who wins the stitch off email: known identities over the anonymous cookie
 _STRENGTH: tuple[IdKind, ...] = (*ALIAS_KINDS, "visitor_id")
@@ -158,27 +160,39 @@ class Resolver:
         self, identity: Identity, deadline: float, notes: list[Reason]
     ) -> tuple[Named, Failed, bool]:
         """The visitor each id of the request names (None: nobody known), strongest first;
-        the ids whose lookup failed with nothing stale to serve; whether any was stale."""
+        the ids whose lookup failed with nothing stale to serve; whether any was stale.
+
+        What the cache holds fresh is read first; the ids left are followed at once when
+        there are several (a cold request waits for one id's round trips, not every id's):
+        tasks for ids the cache answers would cost more than the lookups."""
+        given = [(kind, value) for kind in ALIAS_KINDS if (value := getattr(identity, kind))]
+        answers = [self._cached(kind, value) for kind, value in given]
+        if identity.visitor_id:
+            cached = self.visitors.fresh(identity.visitor_id)
+            answers.append((None, cached, None) if cached else None)
+        missing = [i for i, answer in enumerate(answers) if answer is None]
+        if missing:
+            lookups = [self._lookup(given, i, identity.visitor_id, deadline) for i in missing]
+            found = await asyncio.gather(*lookups) if len(lookups) > 1 else [await lookups[0]]
+            for i, answer in zip(missing, found, strict=True):
+                answers[i] = answer
+        followed = [answer for answer in answers if answer is not None]
         named: Named = {}
         failed: Failed = {}
         stale = False
-        for kind in ALIAS_KINDS:
-            value = getattr(identity, kind)
-            if value is None:
+        for (kind, _), (link, hit, error) in zip(given, followed, strict=False):
+            if error is not None:
+                failed[kind] = error
                 continue
-            try:
-                link = await self.aliases.get((kind, value), deadline)
-                stale |= link.stale
-                if link.value is None:
-                    named[kind] = None
-                    notes.append(
-                        Reason(ReasonCode.IDENTITY_UNKNOWN, f"no visitor is linked to this {kind}")
-                    )
-                    continue
-                hit = await self.visitors.get(link.value, deadline)
-            except ProfileSourceError as exc:
-                failed[kind] = exc
+            assert link is not None
+            stale |= link.stale
+            if link.value is None:
+                named[kind] = None
+                notes.append(
+                    Reason(ReasonCode.IDENTITY_UNKNOWN, f"no visitor is linked to this {kind}")
+                )
                 continue
+            assert hit is not None
             stale |= hit.stale
             named[kind] = hit.value
             if hit.value is None:
@@ -189,16 +203,51 @@ class Resolver:
                     )
                 )
         if identity.visitor_id:
-            try:
-                hit = await self.visitors.get(identity.visitor_id, deadline)
-            except ProfileSourceError as exc:
-                failed["visitor_id"] = exc
+            _, hit, error = followed[-1]
+            if error is not None:
+                failed["visitor_id"] = error
                 return named, failed, stale
+            assert hit is not None
             stale |= hit.stale
             named["visitor_id"] = hit.value
             if hit.value is None and not any(named.values()) and not failed:
                 notes.append(Reason(ReasonCode.IDENTITY_UNKNOWN, "no profile for this visitor_id"))
         return named, failed, stale
+
+    async def _follow(self, kind: AliasKind, value: str, deadline: float) -> _Followed:
+        """An id's link, then the visitor it links to."""
+        try:
+            link = await self.aliases.get((kind, value), deadline)
+            if link.value is None:
+                return link, None, None
+            return link, await self.visitors.get(link.value, deadline), None
+        except ProfileSourceError as exc:
+            return None, None, exc
+
+    async def _visit(self, visitor_id: str, deadline: float) -> _Followed:
+        try:
+            return None, await self.visitors.get(visitor_id, deadline), None
+        except ProfileSourceError as exc:
+            return None, None, exc
+
+    def _lookup(
+        self, given: list[tuple[AliasKind, str]], i: int, visitor_id: str | None, deadline: float
+    ) -> Coroutine[Any, Any, _Followed]:
+        """The lookup of the i-th id: an alias kind of `given`, or the visitor_id after them."""
+        if i < len(given):
+            return self._follow(*given[i], deadline)
+        assert visitor_id is not None
+        return self._visit(visitor_id, deadline)
+
+    def _cached(self, kind: AliasKind, value: str) -> _Followed | None:
+        """An id's link and visitor if the cache holds both fresh; else None."""
+        link = self.aliases.fresh((kind, value))
+        if link is None:
+            return None
+        if link.value is None:
+            return link, None, None
+        hit = self.visitors.fresh(link.value)
+        return (link, hit, None) if hit is not None else None
 
     async def _account(
         self,
