@@ -236,9 +236,27 @@ class _Checker:
     # --- literals ---------------------------------------------------------------------------
 
     def list_type(self, items: list[Type]) -> Type:
+        return self.substituted(Type("list", (self._join(items),)))
+
+    def map_type(self, expr: MapExpr, scope: Mapping[str, Type]) -> Type:
+        typed = [(self.type_of(k, scope), self.type_of(v, scope)) for k, v in expr.entries]
+        keys, values = [k for k, _ in typed], [v for _, v in typed]
+        for (node, _), key_type in zip(expr.entries, keys, strict=True):
+            if key_type.kind not in ("int", "bool", "string", "dyn", "param"):
+                self.fail(node, f"a map key must be a string, int or bool, not {key_type}")
+        key, value = self._join(keys), self.fresh()
+        for value_type in values:  # as the C++ checker does: each value binds at once
+            if not self.assignable(value_type, value):
+                value = DYN
+        return self.substituted(Type("map", (key, value)))
+
+    def _join(self, types: list[Type]) -> Type:
+        """The type a literal's elements (or keys) share: a fresh type param all of them are
+        assignable to, its bindings kept; dyn as soon as one is not, bindings dropped (as the
+        C++ checker joins them)."""
         element = self.fresh()
         prospective: dict[str, Type] = {}
-        for item in items:
+        for item in types:
             attempt = dict(prospective)
             if self._assignable(item, element, attempt):
                 prospective = attempt
@@ -246,27 +264,7 @@ class _Checker:
                 element = DYN
         if element != DYN:
             self._bindings.update(prospective)
-        return self.substituted(Type("list", (element,)))
-
-    def map_type(self, expr: MapExpr, scope: Mapping[str, Type]) -> Type:
-        typed = [(self.type_of(k, scope), self.type_of(v, scope)) for k, v in expr.entries]
-        keys, values = [k for k, _ in typed], [v for _, v in typed]
-        key, value = self.fresh(), self.fresh()
-        prospective: dict[str, Type] = {}
-        for (node, _), key_type in zip(expr.entries, keys, strict=True):
-            if key_type.kind not in ("int", "bool", "string", "dyn", "param"):
-                self.fail(node, f"a map key must be a string, int or bool, not {key_type}")
-            attempt = dict(prospective)
-            if self._assignable(key_type, key, attempt):
-                prospective = attempt
-            else:
-                key = DYN
-        if key != DYN:
-            self._bindings.update(prospective)
-        for value_type in values:  # as the C++ checker does: each value binds at once
-            if not self.assignable(value_type, value):
-                value = DYN
-        return self.substituted(Type("map", (key, value)))
+        return element
 
     # --- selection, comprehensions, calls ---------------------------------------------------
 

@@ -350,37 +350,32 @@ class _Loop:
 
 
 def _all(loop: _Loop, condition: Compiled) -> bool:
-    failed: list[Any] = []  # the first error or non-bool, raised if no False absorbs it
-    scope, var, budget = loop.scope, loop.var, loop.budget
-    for index, item in enumerate(loop.items):
-        _spend(budget, 1)
-        scope[var] = item
-        result = _attempt(condition, scope)
-        if result is False:
-            loop.stopped_at(index)
-            return False
-        if result is not True and not failed:
-            failed.append(result)
-    if failed:
-        _raise(failed[0], failed[0], "_&&_")
-    return True
+    return _until(loop, condition, False, "_&&_")
 
 
 def _exists(loop: _Loop, condition: Compiled) -> bool:
-    failed: list[Any] = []
+    return _until(loop, condition, True, "_||_")
+
+
+def _until(loop: _Loop, condition: Compiled, decisive: bool, operator: str) -> bool:
+    """all() and exists(): `decisive` (False for all, True for exists) on the first item
+    that gives it; else the first error or non-bool, raised as `operator` would; else the
+    other bool."""
+    failed: list[Any] = []  # the first error or non-bool, raised if no decisive item absorbs it
+    other: bool = not decisive
     scope, var, budget = loop.scope, loop.var, loop.budget
     for index, item in enumerate(loop.items):
         _spend(budget, 1)
         scope[var] = item
         result = _attempt(condition, scope)
-        if result is True:
+        if result is decisive:
             loop.stopped_at(index)
-            return True
-        if result is not False and not failed:
+            return not other
+        if result is not other and not failed:
             failed.append(result)
     if failed:
-        _raise(failed[0], failed[0], "_||_")
-    return False
+        _raise(failed[0], failed[0], operator)
+    return other
 
 
 def _exists_one(loop: _Loop, condition: Compiled) -> bool:
