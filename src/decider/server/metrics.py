@@ -29,63 +29,10 @@ from decider.stats import Stats
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-class Metrics:
-    """One process's registry: the latency histogram, and a collector over its state."""
+class Metrics(Collector):
+    """One process's registry: the latency histogram, and itself, a collector reading the
+    process's state when Prometheus scrapes."""
 
-    def __init__(
-        self,
-        *,
-        decider: Decider,
-        stats: Stats,
-        resolver: Resolver,
-        reloader: Reloader,
-        admission: Admission,
-        source: str,
-    ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.latency = Histogram(
-            "decider_decision_seconds",
-            "Time to answer POST /v1/decide, body read to decision (answered 2xx or 4xx)",
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self.registry.register(
-            _State(
-                decider=decider,
-                stats=stats,
-                resolver=resolver,
-                reloader=reloader,
-                admission=admission,
-                source=source,
-            )
-        )
-
-    def timing(self) -> _Timing:
-        return _Timing(self.latency)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class _Timing:
-    """`with metrics.timing():` observes the block's wall time, whatever it raises."""
-
-    __slots__ = ("_histogram", "_started")
-
-    def __init__(self, histogram: Histogram) -> None:
-        self._histogram = histogram
-        self._started = 0.0
-
-    def __enter__(self) -> None:
-        self._started = perf_counter()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, _: BaseException | None, __: TracebackType | None
-    ) -> None:
-        self._histogram.observe(perf_counter() - self._started)
-
-
-class _State(Collector):
     def __init__(
         self,
         *,
@@ -98,6 +45,20 @@ class _State(Collector):
     ) -> None:
         self.decider, self.stats, self.resolver = decider, stats, resolver
         self.reloader, self.admission, self.source = reloader, admission, source
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "decider_decision_seconds",
+            "Time to answer POST /v1/decide, body read to decision (answered 2xx or 4xx)",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(self)
+
+    def timing(self) -> _Timing:
+        return _Timing(self.latency)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
         decided = CounterMetricFamily(
@@ -166,6 +127,24 @@ class _State(Collector):
         info = InfoMetricFamily("decider_ruleset", "The ruleset serving now")
         info.add_metric([], {"version": ruleset.version, "engine": ruleset.engine.name})
         yield info
+
+
+class _Timing:
+    """`with metrics.timing():` observes the block's wall time, whatever it raises."""
+
+    __slots__ = ("_histogram", "_started")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = perf_counter()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, _: BaseException | None, __: TracebackType | None
+    ) -> None:
+        self._histogram.observe(perf_counter() - self._started)
 
 
 @get("/metrics", operation_id="metrics", summary="Prometheus metrics", include_in_schema=False)
