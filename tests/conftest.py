@@ -23,7 +23,7 @@ from decider.profiles.jsonl import sample_profiles
 from decider.profiles.sources.base import ProfileSource
 from decider.profiles.sources.memory import MemoryProfileSource
 from decider.profiles.sources.sqlite import SqliteProfileStore
-from decider.rules.cel import ENGINES, new_engine
+from decider.rules.cel import ENGINES, evaluate, new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.ruleset import CompiledRuleset
 from decider.server.app import create_app
@@ -165,3 +165,14 @@ def client(ruleset: CompiledRuleset, store: SqliteProfileStore) -> Iterator[Test
 def api_key(secret: str, *scopes: str, name: str = "test") -> str:
     """A DECIDER_API_KEYS entry granting `scopes` to `secret` (join several with commas)."""
     return f"{name}:{'+'.join(scopes)}:{hashlib.sha256(secret.encode()).hexdigest()}"
+
+
+@pytest.fixture(scope="module")
+def no_cel_clock() -> Iterator[None]:
+    """The pure-Python engine's wall-clock limit (50 ms a decision) is the one documented way
+    the engines may differ: a machine stalled that long trips it. Tests that compare what
+    rules mean set it out of reach."""
+    saved = evaluate.TIME_LIMIT_S
+    evaluate.TIME_LIMIT_S = 3600.0
+    yield
+    evaluate.TIME_LIMIT_S = saved

@@ -24,6 +24,8 @@ from decider.traits import TraitError, normalize
 
 from .celgen import expressions, profiles
 
+pytestmark = pytest.mark.usefixtures("no_cel_clock")
+
 CASES = int(os.environ.get("PARITY_CASES", "10000"))
 SEEDS = (1, 2, 3)
 NOW = datetime(2026, 11, 26, 15, 4, 5, 123456, tzinfo=UTC)

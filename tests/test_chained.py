@@ -40,6 +40,8 @@ from decider.traits import TraitError, normalize
 
 from .celgen import expressions, profiles
 
+pytestmark = pytest.mark.usefixtures("no_cel_clock")
+
 CASES = int(os.environ.get("PARITY_CASES", "1000"))
 NOW = datetime(2026, 11, 26, 15, 4, 5, tzinfo=UTC)
 ENGINES = {name: new_engine(name) for name in ("cel-expr", "cel-python")}
