@@ -56,11 +56,15 @@ def running_service(
             stderr=subprocess.STDOUT,
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers)
+    # `decider serve` says it listens once every worker does; the first may answer before
+    announces = "serve" in command
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if client.get("/healthz").status_code == 200:
+                if client.get("/healthz").status_code == 200 and (
+                    not announces or "listening on http" in log.read_text()
+                ):
                     break
             except httpx.TransportError:
                 pass

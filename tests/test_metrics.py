@@ -49,7 +49,7 @@ def test_metrics_count_decisions_lookups_reloads_and_load(
     found = samples(answer.text)
 
     def value(name: str, **labels: str) -> float:
-        return found[name, tuple(sorted(labels.items()))]
+        return found[name, tuple(sorted({**labels, "worker": "0"}.items()))]
 
     top = {"placement": "home_hero", "channel": "web", "segment": "b2b_top_tier_evaluation"}
     assert value("decider_decisions_total", **top, outcome="personalized") == 2

@@ -36,7 +36,8 @@ def test_past_the_limit_a_decision_is_a_503_at_once_and_counted(tmp_path: Path) 
             "DECIDER_PROFILE_API_URL": api.url,
             "DECIDER_PROFILE_API_TIMEOUT": "2",
             "DECIDER_PROFILE_BUDGET_MS": "2000",
-            "DECIDER_MAX_IN_FLIGHT": "2",
+            "DECIDER_MAX_IN_FLIGHT": "2",  # a worker's: one worker, to fill it
+            "DECIDER_WORKERS": "1",
         }
         with running_service(RULES, tmp_path, env=env, headers=HEADERS) as service:
             api.set("hang")

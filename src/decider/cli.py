@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 import msgspec
 
@@ -35,6 +35,7 @@ from decider.model import Instant
 from decider.profile import AccountProfile, VisitorProfile
 from decider.profiles.importer import ImportReport, import_file
 from decider.profiles.jsonl import sample_lines
+from decider.profiles.sources import driver_for
 from decider.profiles.sources.base import Change, ProfileStore
 from decider.profiles.sources.sqlite import SqliteSettings
 from decider.rules.cel import ENGINES, installed_engines, new_engine
@@ -52,7 +53,10 @@ from decider.rules.suites import (
 from decider.service import utcnow
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.traits import TraitError, TraitSchema
-from decider.wiring import open_store, read_profile_schema
+from decider.wiring import Service, open_store, read_profile_schema
+
+if TYPE_CHECKING:
+    from decider.server.peers import Place
 
 _DEFAULTS = Settings()
 _DB = SqliteSettings().db
@@ -79,8 +83,9 @@ def main(
         except SystemExit as done:  # --help, --version or a usage error, already printed
             sys.stdout.flush()
             return done.code if isinstance(done.code, int) else 2
-        for problem in unknown_variables(env):
-            print(f"decider: warning: {problem}", file=streams.err)
+        if getattr(args, "worker", None) is None:  # a worker's supervisor said it already
+            for problem in unknown_variables(env):
+                print(f"decider: warning: {problem}", file=streams.err)
         result: int = args.run(args, env, streams)
         streams.out.flush()  # here, so a reader that went away is met below, not at exit
     except (SettingsError, DeciderError) as exc:
@@ -121,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
         "--profile-db",
         help=f"SQLite file of the sqlite profile source [DECIDER_PROFILE_DB, default {_DB}]",
     )
+    serve.add_argument(
+        "--workers",
+        help="worker processes, each with its own listener on the port; 0: one per CPU "
+        "[DECIDER_WORKERS, default 0; 1 with the memory profile source]",
+    )
+    # how a supervisor starts its workers (decider.server.workers)
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     init = commands.add_parser(
@@ -296,14 +309,6 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
 
 
 def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
-    # the web stack loads only for `serve`, so the other commands start fast
-    import uvicorn  # noqa: PLC0415
-
-    from decider.logs import configure_logging  # noqa: PLC0415
-    from decider.server.app import create_app  # noqa: PLC0415
-    from decider.server.protocol import GuardedH11Protocol  # noqa: PLC0415
-    from decider.wiring import build_service  # noqa: PLC0415
-
     env = _with_flags(
         env,
         rules_dir=args.rules_dir,
@@ -311,11 +316,42 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         port=args.port,
         engine=args.engine,
         profile_db=args.profile_db,
+        workers=args.workers,
     )
     settings = Settings.from_env(env)
     if not settings.rules_dir.is_dir():
         print(_no_rules(settings.rules_dir), file=std.err)
         return 1
+    if args.worker is not None:
+        from decider.server.peers import Place  # noqa: PLC0415
+
+        return _work(settings, Place(args.worker, args.run_dir))
+    count = _workers(settings)
+    return _serve_one(settings, std) if count == 1 else _supervise(settings, env, count, std)
+
+
+def _workers(settings: Settings) -> int:
+    """How many workers to start: DECIDER_WORKERS, or one per CPU; one for a profile source
+    that lives inside a process (its writes would reach one worker only)."""
+    from decider.server.workers import worker_count  # noqa: PLC0415
+
+    if driver_for(settings.profile).shared or settings.profile_source == "http":
+        return worker_count(settings.workers)
+    if settings.workers > 1:
+        raise SettingsError(
+            f"DECIDER_WORKERS (--workers): {settings.workers} workers cannot share the "
+            f"{settings.profile_source} profile source, which lives inside one process; "
+            "use sqlite or redis, or one worker"
+        )
+    return 1
+
+
+def _prepare(settings: Settings, std: Streams) -> tuple[Service, socket.socket] | int:
+    """The service built (rules compiled and tested, source open, samples seeded) and the
+    port bound; or the exit status, said why."""
+    from decider.server.workers import listener  # noqa: PLC0415
+    from decider.wiring import build_service  # noqa: PLC0415
+
     try:
         service = build_service(settings)
     except RulesetError as exc:
@@ -330,8 +366,10 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         asyncio.run(service.source.aclose())
         print(refusal, file=std.err)
         return 1
+    shared = _workers(settings) > 1
     try:
-        listener = _listen(settings.host, settings.port)
+        # several workers each listen; the supervisor only holds the port
+        sock = listener(settings.host, settings.port, shared=shared, listen=not shared)
     except OSError as exc:
         asyncio.run(service.source.aclose())
         print(
@@ -340,21 +378,88 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
             file=std.err,
         )
         return 1
-    configure_logging(settings.log_format)
+    return service, sock
+
+
+def _announce(service: Service, sock: socket.socket, workers: int, std: Streams) -> None:
     ruleset = service.decider.ruleset
     for warning in ruleset.warnings:
         print(warning, file=std.out)
-    host, port = listener.getsockname()[:2]
+    host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     print(
         f"decider: ruleset {ruleset.version} ({len(ruleset.segments)} segments, "
         f"{len(ruleset.placements)} placements, engine {ruleset.engine.name}), "
-        f"profile source {settings.profile_source}; listening on http://{address}",
+        f"profile source {service.settings.profile_source}"
+        + (f", {workers} workers" if workers > 1 else "")
+        + f"; listening on http://{address}",
         file=std.out,
         flush=True,
     )
+
+
+def _serve_one(settings: Settings, std: Streams) -> int:
+    from decider.logs import configure_logging  # noqa: PLC0415
+
+    prepared = _prepare(settings, std)
+    if isinstance(prepared, int):
+        return prepared
+    service, sock = prepared
+    configure_logging(settings.log_format)
+    _announce(service, sock, 1, std)
+    _run_uvicorn(service, sock, None)
+    return 0
+
+
+def _supervise(settings: Settings, env: Mapping[str, str], count: int, std: Streams) -> int:
+    """Compile, seed and bind once here, then run `count` workers (decider.server.workers)."""
+    from decider.logs import configure_logging  # noqa: PLC0415
+    from decider.server.workers import Supervisor  # noqa: PLC0415
+
+    prepared = _prepare(settings, std)
+    if isinstance(prepared, int):
+        return prepared
+    service, sock = prepared
+    asyncio.run(service.source.aclose())  # each worker opens its own
+    configure_logging(settings.log_format)
+    with sock, tempfile.TemporaryDirectory(prefix="decider-") as run_dir:
+        worker_env = {
+            **env,
+            "DECIDER_PORT": str(sock.getsockname()[1]),  # the one port 0 picked
+            "DECIDER_PROFILE_SEED_SAMPLES": "false",  # seeded here, once
+        }
+        supervisor = Supervisor(
+            count, [sys.executable, "-m", "decider.cli", "serve"], worker_env, Path(run_dir)
+        )
+        status = supervisor.run(ready=lambda: _announce(service, sock, count, std))
+    if status:
+        print("decider: the workers could not start or kept failing; see above", file=std.err)
+    return status
+
+
+def _work(settings: Settings, place: Place) -> int:
+    """One of several workers: serve on a listener of its own on the supervisor's port."""
+    from decider.logs import configure_logging  # noqa: PLC0415
+    from decider.server.workers import listener  # noqa: PLC0415
+    from decider.wiring import build_service  # noqa: PLC0415
+
+    configure_logging(settings.log_format)
+    service = build_service(settings)
+    sock = listener(settings.host, settings.port, shared=True)
+    _run_uvicorn(service, sock, place)
+    return 0
+
+
+def _run_uvicorn(service: Service, sock: socket.socket, place: Place | None) -> None:
+    # the web stack loads only for `serve`, so the other commands start fast
+    import uvicorn  # noqa: PLC0415
+
+    from decider.server.app import create_app  # noqa: PLC0415
+    from decider.server.protocol import GuardedH11Protocol  # noqa: PLC0415
+
+    settings = service.settings
     config = uvicorn.Config(
-        create_app(service),
+        create_app(service, place),
         log_config=None,  # configure_logging's: JSON or text, no access log (client IPs)
         access_log=False,
         http=GuardedH11Protocol,  # idle and half-sent requests time out; headers are bounded
@@ -363,8 +468,7 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         timeout_graceful_shutdown=25,  # requests in flight at SIGTERM get this long
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped
-        uvicorn.Server(config).run(sockets=[listener])
-    return 0
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def _open_without_keys(settings: Settings, keys: KeyRing) -> str | None:
@@ -385,23 +489,6 @@ def _open_without_keys(settings: Settings, keys: KeyRing) -> str | None:
         "DECIDER_API_KEYS_FILE; `decider keys new` makes one), listen on 127.0.0.1, or set "
         "DECIDER_ALLOW_ANONYMOUS=true to let callers without a key decide (and do nothing else)"
     )
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind and listen before the server starts, so a taken port or a bad host stops the
-    command with a message, and nothing claims to be listening before it is."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-        listener.listen(2048)
-    except OSError:
-        listener.close()
-        raise
-    return listener
 
 
 def _no_rules(rules_dir: Path) -> str:

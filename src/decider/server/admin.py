@@ -1,6 +1,7 @@
 """Admin endpoints for rule authors: the loaded rules, reload, and segment governance.
 
-Every call needs an API key with the admin scope.
+Every call needs an API key with the admin scope. With several workers, each answers for all
+of them (decider.server.peers): rules per worker, usage and traffic added up.
 """
 
 from __future__ import annotations
@@ -13,70 +14,83 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.types import Middleware
 
-from decider.profiles.resolver import Resolver
-from decider.reload import Reloader, RulesState
-from decider.server.admission import Admission
+from decider.reload import Reloader, ReloadRecord, RulesState
 from decider.server.auth import REFUSED, REQUIREMENT
-from decider.service import Decider
-from decider.stats import Stats
+from decider.server.peers import Peers, WorkerReport
+from decider.server.report import SegmentsReport, Traffic, combined_segments, combined_traffic
 
 
-class SegmentUsage(msgspec.Struct, frozen=True):
-    id: str
-    owner: str
-    description: str
-    priority: int
-    file: str
-    line: int
-    wins: int
-    errors: int
-    last_matched: datetime | None
+class WorkerRules(msgspec.Struct, frozen=True):
+    """One worker's rules: with several, a reload reaches each on its own."""
+
+    worker: int
+    pid: int
+    version: str
+    loaded_at: datetime
+    last_reload: ReloadRecord | None
+    reloads: int
+    failed_reloads: int
 
 
-class SuppressionUsage(msgspec.Struct, frozen=True):
-    id: str
-    description: str
-    hits: int
-    errors: int
+class ServiceRules(RulesState, frozen=True):
+    """The rules of the worker answering, and every worker's (`workers`, in order)."""
+
+    workers: tuple[WorkerRules, ...] = ()
 
 
-class SegmentsReport(msgspec.Struct, frozen=True):
-    """Which segments earn their keep: wins and last match since the service started; and
-    how often each suppression held (errors: held only because it failed to evaluate)."""
-
-    since: datetime
-    decisions: int
-    segments: tuple[SegmentUsage, ...]
-    suppressions: tuple[SuppressionUsage, ...]
+def _service_rules(state: RulesState, reports: list[WorkerReport]) -> ServiceRules:
+    workers = tuple(
+        WorkerRules(
+            worker=report.worker,
+            pid=report.pid,
+            version=report.rules.version,
+            loaded_at=report.rules.loaded_at,
+            last_reload=report.rules.last_reload,
+            reloads=report.rules.reloads,
+            failed_reloads=report.rules.failed_reloads,
+        )
+        for report in reports
+    )
+    return ServiceRules(**msgspec.structs.asdict(state), workers=workers)
 
 
 @get(
     "/rules",
     operation_id="rules",
-    summary="The loaded ruleset and the last reload",
+    summary="The loaded ruleset and the last reload, of every worker",
     responses=REFUSED,
 )
-async def rules_state(reloader: NamedDependency[Reloader]) -> RulesState:
-    return reloader.state()
+async def rules_state(
+    reloader: NamedDependency[Reloader], peers: NamedDependency[Peers]
+) -> ServiceRules:
+    return _service_rules(reloader.state(), await peers.reports())
 
 
 @post(
     "/reload",
     operation_id="reload",
-    summary="Reload the rules now; 422 if they are refused",
+    summary="Reload the rules now, on every worker; 422 if they are refused",
     status_code=200,
     responses={
         422: ResponseSpec(
-            RulesState,
+            ServiceRules,
             generate_examples=False,
             description="Refused: `last_reload.errors` says why; the last good ruleset serves on",
         ),
         **REFUSED,
     },
 )
-async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesState]:
-    record = await reloader.reload("admin")  # the reload that began after this request
-    return Response(reloader.state(record), status_code=200 if record.ok else 422)
+async def reload_rules(
+    reloader: NamedDependency[Reloader], peers: NamedDependency[Peers]
+) -> Response[ServiceRules]:
+    # the reloads that began after this request, here and on every other worker
+    record, reports = await peers.reload(reloader)
+    ok = record.ok and all(_ok(report.rules.last_reload) for report in reports)
+    return Response(_service_rules(reloader.state(record), reports), status_code=200 if ok else 422)
+
+
+def _ok(record: ReloadRecord | None) -> bool:
+    return record is None or record.ok
 
 
 @get(
@@ -85,52 +99,10 @@ async def reload_rules(reloader: NamedDependency[Reloader]) -> Response[RulesSta
     summary="Segment governance: owner, purpose, wins, last match",
     responses=REFUSED,
 )
-async def segments(
-    decider: NamedDependency[Decider], stats: NamedDependency[Stats]
-) -> SegmentsReport:
-    ruleset = decider.ruleset
-    usage = []
-    for segment in ruleset.segments:
-        counted = stats.segments.get(segment.id)
-        usage.append(
-            SegmentUsage(
-                id=segment.id,
-                owner=segment.owner,
-                description=segment.description,
-                priority=segment.priority,
-                file=segment.file,
-                line=segment.line,
-                wins=counted.wins if counted else 0,
-                errors=counted.errors if counted else 0,
-                last_matched=counted.last_matched if counted else None,
-            )
-        )
-    suppressions = []
-    for rule in ruleset.suppressions:
-        held = stats.suppressions.get(rule.id)
-        suppressions.append(
-            SuppressionUsage(
-                rule.id, rule.description, held.hits if held else 0, held.errors if held else 0
-            )
-        )
-    return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
-
-
-class Traffic(msgspec.Struct, frozen=True):
-    """What this process has been through since it started: decisions, those made on stale
-    data, without a profile or with an id left unchecked; profile lookups and those past
-    their budget; decisions in flight now, and requests turned away (503) for being too many."""
-
-    since: datetime
-    decisions: int
-    stale: int
-    unavailable: int
-    unchecked: int
-    lookups: int
-    lookups_over_budget: int
-    in_flight: int
-    max_in_flight: int
-    shed: int
+async def segments(peers: NamedDependency[Peers]) -> SegmentsReport:
+    reports = await peers.reports()
+    own = next(r.segments for r in reports if r.worker == peers.index)
+    return combined_segments(own, [r.segments for r in reports if r.worker != peers.index])
 
 
 @get(
@@ -139,24 +111,8 @@ class Traffic(msgspec.Struct, frozen=True):
     summary="Load, degraded answers and shed requests",
     responses=REFUSED,
 )
-async def traffic(
-    stats: NamedDependency[Stats],
-    resolver: NamedDependency[Resolver],
-    admission: NamedDependency[Admission],
-) -> Traffic:
-    lookups, late = resolver.lookups
-    return Traffic(
-        since=stats.started_at,
-        decisions=stats.decisions,
-        stale=stats.degraded["stale"],
-        unavailable=stats.degraded["unavailable"],
-        unchecked=stats.degraded["unchecked"],
-        lookups=lookups,
-        lookups_over_budget=late,
-        in_flight=admission.in_flight,
-        max_in_flight=admission.limit,
-        shed=admission.shed,
-    )
+async def traffic(peers: NamedDependency[Peers]) -> Traffic:
+    return combined_traffic([report.traffic for report in await peers.reports()])
 
 
 def admin_router(door: Middleware) -> Router:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,8 +45,10 @@ from decider.server.decide import Deciding, decide
 from decider.server.health import healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
+from decider.server.peers import Peers, Place, WorkerReport
 from decider.server.profiles import profiles_router
 from decider.server.protocol import header_limit
+from decider.server.report import segments_of, traffic_of
 from decider.server.request_id import request_id
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.wiring import Service, build_service
@@ -53,14 +56,10 @@ from decider.wiring import Service, build_service
 log = logging.getLogger("decider")
 
 
-def create_app(service: Service) -> Litestar:
-    """The HTTP app of `service`; its lifespan holds the service running (reloads, close)."""
+def create_app(service: Service, place: Place | None = None) -> Litestar:
+    """The HTTP app of `service`; its lifespan holds the service running (reloads, close).
+    `place`: where this process stands among several workers, if it is one of them."""
     settings = service.settings
-
-    @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with service.running():
-            yield
 
     door = Authenticator(service.keys, allow_anonymous=settings.allow_anonymous)
     admission = Admission(settings.max_in_flight)
@@ -72,6 +71,27 @@ def create_app(service: Service) -> Litestar:
         admission=admission,
         source=settings.profile_source,
     )
+
+    def report(reloaded_for: float) -> WorkerReport:
+        return WorkerReport(
+            worker=place.index if place else 0,
+            pid=os.getpid(),
+            written_at=time.time(),
+            reloaded_for=reloaded_for,
+            rules=service.reloader.state(),
+            segments=segments_of(service.decider, service.stats),
+            traffic=traffic_of(service.stats, service.resolver, admission),
+            metrics=metrics.families(),
+        )
+
+    peers = Peers(place, report)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with service.running():
+            with peers.answering(service.reloader):
+                yield
+
     handlers: list[Any] = [
         Router(
             path="/",
@@ -97,6 +117,7 @@ def create_app(service: Service) -> Litestar:
             "resolver": _provide(service.resolver),
             "admission": _provide(admission),
             "metrics": _provide(metrics),
+            "peers": _provide(peers),
             "deciding": _provide(Deciding(service.decider, admission, metrics)),
         },
         lifespan=[lifespan],

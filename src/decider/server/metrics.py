@@ -3,12 +3,15 @@
 Counts are read from what the service keeps anyway (decision stats, the profile caches, the
 reloader, admission) when Prometheus scrapes, so a decision pays only for the one histogram
 of its latency. Labels are placements, channels, segment ids, outcomes, triggers and source
-names: never an identifier, a hash or a trait value. Each process reports its own counts.
+names: never an identifier, a hash or a trait value. With several workers, a scrape of any
+one reports every worker's series, each labelled `worker` (0, 1, ...): a worker restarted
+after a crash starts its counters again, which Prometheus reads as the counter reset it is;
+`sum without (worker)` adds them up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from time import perf_counter
 from types import TracebackType
 
@@ -17,11 +20,13 @@ from litestar.di import NamedDependency
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from decider.profiles.resolver import Resolver
 from decider.reload import Reloader
 from decider.server.admission import Admission
+from decider.server.peers import Family, Peers, Sample, WorkerReport
 from decider.service import Decider
 from decider.stats import Stats
 
@@ -57,8 +62,17 @@ class Metrics(Collector):
     def timing(self) -> _Timing:
         return _Timing(self.latency)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def families(self) -> tuple[Family, ...]:
+        """This process's metrics, for its worker report."""
+        return tuple(
+            Family(
+                family.name,
+                family.documentation,
+                family.type,
+                tuple(Sample(s.name, s.labels, s.value) for s in family.samples),
+            )
+            for family in self.registry.collect()
+        )
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
         decided = CounterMetricFamily(
@@ -147,6 +161,35 @@ class _Timing:
         self._histogram.observe(perf_counter() - self._started)
 
 
+class _Workers(Collector):
+    """Every worker's families as one, each series labelled with its worker."""
+
+    def __init__(self, reports: Iterable[WorkerReport]) -> None:
+        self.reports = reports
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for report in self.reports:
+            worker = str(report.worker)
+            for family in report.metrics:
+                metric = merged.get(family.name)
+                if metric is None:
+                    metric = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    labels = {**sample.labels, "worker": worker}
+                    metric.add_sample(sample.name, labels, sample.value)
+        yield from merged.values()
+
+
+def exposition(reports: Iterable[WorkerReport]) -> bytes:
+    """The Prometheus text of every worker's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Workers(reports))
+    return generate_latest(registry)
+
+
 @get("/metrics", operation_id="metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics(metrics: NamedDependency[Metrics]) -> Response[bytes]:
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(peers: NamedDependency[Peers]) -> Response[bytes]:
+    return Response(exposition(await peers.reports()), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,215 @@
+"""The workers serving one port, as one service to an operator.
+
+`decider serve --workers N` starts N processes, each with its own listener on the port
+(SO_REUSEPORT), its own caches, counters and ruleset (see decider.server.workers). What an
+operator asks of one of them (the loaded rules, segment usage, traffic, metrics, a reload)
+must answer for all of them, whichever took the connection. Each worker keeps a report of
+itself in a file of the run directory the supervisor made, written when it is asked:
+
+- SIGUSR1: write your report now (another worker is answering an admin call or a scrape);
+- SIGUSR2: reload the rules, then write your report (another worker answered
+  POST /admin/reload).
+
+The worker answering reads every report once each is newer than its question (a worker that
+does not answer within a second is reported as it last wrote). Nothing is written on the
+decision path, and nothing at all when nobody asks. A single process is its own only peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from decider.reload import Reloader, ReloadRecord, RulesState
+from decider.server.report import SegmentsReport, Traffic
+
+# how long an answering worker waits for the others' reports before using what it has
+ASK_TIMEOUT_S = 1.0
+REPORT_GLOB = "worker-*.json"
+
+
+class Sample(msgspec.Struct, frozen=True, array_like=True):
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class Family(msgspec.Struct, frozen=True, array_like=True):
+    """One Prometheus metric family as a worker collected it."""
+
+    name: str
+    documentation: str
+    type: str
+    samples: tuple[Sample, ...]
+
+
+class WorkerReport(msgspec.Struct, frozen=True):
+    """What one worker says of itself: when it wrote this, its rules, usage and traffic,
+    its metrics, and until when the reloads other workers asked of it are done."""
+
+    worker: int
+    pid: int
+    written_at: float
+    reloaded_for: float
+    rules: RulesState
+    segments: SegmentsReport
+    traffic: Traffic
+    metrics: tuple[Family, ...]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a worker stands: its index and the run directory the supervisor made."""
+
+    index: int
+    run_dir: Path
+
+    def report_path(self, index: int | None = None) -> Path:
+        return self.run_dir / f"worker-{self.index if index is None else index}.json"
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(WorkerReport)
+
+
+class Peers:
+    """This process among the workers of one service: `reports()` of all of them, and
+    `reload()` on all of them. `report` tells this process's own state."""
+
+    def __init__(self, place: Place | None, report: Callable[[float], WorkerReport]) -> None:
+        self.place = place
+        self._report = report
+        self._reloaded_for = 0.0  # every reload asked before this (time.time()) is done
+
+    @property
+    def index(self) -> int:
+        return self.place.index if self.place else 0
+
+    def own(self) -> WorkerReport:
+        return self._report(self._reloaded_for)
+
+    async def reports(self) -> list[WorkerReport]:
+        """Every worker's report, fresh, in worker order."""
+        if self.place is None:
+            return [self.own()]
+        return await self._ask(signal.SIGUSR1, lambda report, asked: report.written_at >= asked)
+
+    async def reload(self, reloader: Reloader) -> tuple[ReloadRecord, list[WorkerReport]]:
+        """Reload here, and on every other worker a reload that begins after this call; the
+        record of the reload here, and every worker's report once theirs are done."""
+        asked = time.time()
+        if self.place is None:
+            record = await reloader.reload("admin")
+            return record, [self.own()]
+        others = self._signal(signal.SIGUSR2)
+        record = await reloader.reload("admin")
+        self._reloaded_for = max(self._reloaded_for, asked)
+        self.publish()
+        reports = await self._wait(others, asked, lambda report, at: report.reloaded_for >= at)
+        return record, reports
+
+    def publish(self) -> None:
+        """Write this worker's report, whole (a reader never sees half of it)."""
+        if self.place is None:
+            return
+        path = self.place.report_path()
+        partial = path.with_suffix(".tmp")
+        partial.write_bytes(_encoder.encode(self.own()))
+        os.replace(partial, path)
+
+    @contextlib.contextmanager
+    def answering(self, reloader: Reloader) -> Iterator[None]:
+        """While inside, answer other workers' questions (SIGUSR1, SIGUSR2) on this loop."""
+        if self.place is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def reload_asked() -> None:
+            task = loop.create_task(self._reload_for_peer(reloader, time.time()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGUSR1, self.publish)
+        loop.add_signal_handler(signal.SIGUSR2, reload_asked)
+        self.publish()  # the supervisor waits for it: this worker is ready
+        try:
+            yield
+        finally:
+            # unlisted first: nobody signals a worker that no longer answers
+            with contextlib.suppress(FileNotFoundError):
+                self.place.report_path().unlink()
+            loop.remove_signal_handler(signal.SIGUSR1)
+            loop.remove_signal_handler(signal.SIGUSR2)
+
+    async def _reload_for_peer(self, reloader: Reloader, asked: float) -> None:
+        await reloader.reload("admin")
+        self._reloaded_for = max(self._reloaded_for, asked)
+        self.publish()
+
+    async def _ask(
+        self, signum: signal.Signals, done: Callable[[WorkerReport, float], bool]
+    ) -> list[WorkerReport]:
+        asked = time.time()
+        others = self._signal(signum)
+        self.publish()
+        return await self._wait(others, asked, done)
+
+    def _signal(self, signum: signal.Signals) -> dict[int, WorkerReport]:
+        """Send `signum` to every other worker; their last reports, by worker."""
+        others = {}
+        for report in self._read_all():
+            if report.worker == self.index:
+                continue
+            try:
+                os.kill(report.pid, signum)
+            except ProcessLookupError:  # gone: the supervisor removes its report
+                continue
+            others[report.worker] = report
+        return others
+
+    async def _wait(
+        self,
+        others: dict[int, WorkerReport],
+        asked: float,
+        done: Callable[[WorkerReport, float], bool],
+    ) -> list[WorkerReport]:
+        """Every worker's report once each of `others` is `done` (or a second has passed)."""
+        assert self.place is not None
+        latest = dict(others)
+        deadline = time.monotonic() + ASK_TIMEOUT_S
+        waiting = set(others)
+        delay = 0.001
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            for worker in list(waiting):
+                report = read_report(self.place.report_path(worker))
+                if report is not None and report.pid == others[worker].pid:
+                    latest[worker] = report
+                    if done(report, asked):
+                        waiting.discard(worker)
+        latest[self.index] = self.own()
+        return [latest[worker] for worker in sorted(latest)]
+
+    def _read_all(self) -> list[WorkerReport]:
+        assert self.place is not None
+        found = (read_report(path) for path in sorted(self.place.run_dir.glob(REPORT_GLOB)))
+        return [report for report in found if report is not None]
+
+
+def read_report(path: Path) -> WorkerReport | None:
+    """The report at `path`, if there is one whole."""
+    try:
+        return _decoder.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError):  # gone, or a worker of another version
+        return None

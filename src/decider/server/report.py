@@ -1,0 +1,152 @@
+"""What the admin endpoints report of a process (segment usage, traffic), built from its
+state, and the same for several workers combined: counts add up, the latest match wins."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
+
+from decider.profiles.resolver import Resolver
+from decider.server.admission import Admission
+from decider.service import Decider
+from decider.stats import Stats
+
+
+class SegmentUsage(msgspec.Struct, frozen=True):
+    id: str
+    owner: str
+    description: str
+    priority: int
+    file: str
+    line: int
+    wins: int
+    errors: int
+    last_matched: datetime | None
+
+
+class SuppressionUsage(msgspec.Struct, frozen=True):
+    id: str
+    description: str
+    hits: int
+    errors: int
+
+
+class SegmentsReport(msgspec.Struct, frozen=True):
+    """Which segments earn their keep: wins and last match since the service started; and
+    how often each suppression held (errors: held only because it failed to evaluate).
+    With several workers, their counts added up (`workers`: how many)."""
+
+    since: datetime
+    decisions: int
+    segments: tuple[SegmentUsage, ...]
+    suppressions: tuple[SuppressionUsage, ...]
+    workers: int = 1
+
+
+class Traffic(msgspec.Struct, frozen=True):
+    """What the service has been through since it started: decisions, those made on stale
+    data, without a profile or with an id left unchecked; profile lookups and those past
+    their budget; decisions in flight now, and requests turned away (503) for being too many.
+    With several workers, their counts added up (`max_in_flight` too)."""
+
+    since: datetime
+    decisions: int
+    stale: int
+    unavailable: int
+    unchecked: int
+    lookups: int
+    lookups_over_budget: int
+    in_flight: int
+    max_in_flight: int
+    shed: int
+    workers: int = 1
+
+
+def segments_of(decider: Decider, stats: Stats) -> SegmentsReport:
+    """Usage of the segments and suppressions this process serves."""
+    ruleset = decider.ruleset
+    usage = []
+    for segment in ruleset.segments:
+        counted = stats.segments.get(segment.id)
+        usage.append(
+            SegmentUsage(
+                id=segment.id,
+                owner=segment.owner,
+                description=segment.description,
+                priority=segment.priority,
+                file=segment.file,
+                line=segment.line,
+                wins=counted.wins if counted else 0,
+                errors=counted.errors if counted else 0,
+                last_matched=counted.last_matched if counted else None,
+            )
+        )
+    suppressions = []
+    for rule in ruleset.suppressions:
+        held = stats.suppressions.get(rule.id)
+        suppressions.append(
+            SuppressionUsage(
+                rule.id, rule.description, held.hits if held else 0, held.errors if held else 0
+            )
+        )
+    return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
+
+
+def traffic_of(stats: Stats, resolver: Resolver, admission: Admission) -> Traffic:
+    lookups, late = resolver.lookups
+    return Traffic(
+        since=stats.started_at,
+        decisions=stats.decisions,
+        stale=stats.degraded["stale"],
+        unavailable=stats.degraded["unavailable"],
+        unchecked=stats.degraded["unchecked"],
+        lookups=lookups,
+        lookups_over_budget=late,
+        in_flight=admission.in_flight,
+        max_in_flight=admission.limit,
+        shed=admission.shed,
+    )
+
+
+def combined_segments(own: SegmentsReport, others: Sequence[SegmentsReport]) -> SegmentsReport:
+    """`own`'s segments (the rules this worker serves), with every worker's counts for each
+    added up, by segment id."""
+    reports = [own, *others]
+    segments = tuple(
+        msgspec.structs.replace(
+            segment,
+            wins=sum(u.wins for u in same),
+            errors=sum(u.errors for u in same),
+            last_matched=max((u.last_matched for u in same if u.last_matched), default=None),
+        )
+        for segment in own.segments
+        if (same := [u for r in reports for u in r.segments if u.id == segment.id])
+    )
+    held = [s for r in reports for s in r.suppressions]
+    suppressions = tuple(
+        msgspec.structs.replace(
+            rule,
+            hits=sum(s.hits for s in held if s.id == rule.id),
+            errors=sum(s.errors for s in held if s.id == rule.id),
+        )
+        for rule in own.suppressions
+    )
+    return SegmentsReport(
+        since=min(r.since for r in reports),
+        decisions=sum(r.decisions for r in reports),
+        segments=segments,
+        suppressions=suppressions,
+        workers=len(reports),
+    )
+
+
+def combined_traffic(reports: Sequence[Traffic]) -> Traffic:
+    """Every worker's traffic added up."""
+    counts = {
+        name: sum(getattr(r, name) for r in reports)
+        for name in Traffic.__struct_fields__
+        if name not in ("since", "workers")
+    }
+    return Traffic(since=min(r.since for r in reports), workers=len(reports), **counts)

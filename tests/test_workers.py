@@ -1,0 +1,198 @@
+"""`decider serve --workers 2`: two real worker processes on one port, answering as one
+service: decisions spread over both, admin and metrics report both, a reload (admin call,
+SIGHUP to the supervisor) reaches both, a worker that dies is replaced, SIGTERM stops all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from decider.server.workers import worker_count
+
+from .conftest import RULES, api_key
+from .service import Service, running_service
+
+TOKEN = "test-workers-admin-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
+CTA = "cta: Book an executive briefing\n"
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading")
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {seconds} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[Service, Path]]:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    env = {
+        "DECIDER_API_KEYS": api_key(TOKEN, "decide", "admin"),
+        "DECIDER_WORKERS": "2",
+        "DECIDER_WATCH_RULES": "false",
+    }
+    with running_service(rules, tmp_path, env=env, headers=ADMIN) as service:
+        wait_for(lambda: len(rules_of(service)["workers"]) == 2, 10)
+        yield service, rules
+
+
+def rules_of(service: Service) -> dict[str, Any]:
+    answer = service.client.get("/admin/rules")
+    assert answer.status_code == 200, answer.text
+    state: dict[str, Any] = answer.json()
+    return state
+
+
+def decide_fresh(service: Service, count: int) -> list[dict[str, Any]]:
+    """`count` decisions, each on a connection of its own (so the kernel picks a worker)."""
+    decisions = []
+    for _ in range(count):
+        with httpx.Client(base_url=service.client.base_url, headers=ADMIN) as client:
+            answer = client.post("/v1/decide", json=ADA)
+            assert answer.status_code == 200, answer.text
+            decisions.append(answer.json())
+    return decisions
+
+
+def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = service.client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def test_decisions_spread_and_every_worker_is_counted(two: tuple[Service, Path]) -> None:
+    service, _ = two
+    decide_fresh(service, 40)
+    traffic = service.client.get("/admin/traffic").json()
+    assert traffic["workers"] == 2
+    assert traffic["decisions"] == 40
+    assert traffic["max_in_flight"] == 2 * 256
+    segments = service.client.get("/admin/segments").json()
+    assert segments["workers"] == 2
+    assert segments["decisions"] == 40
+    assert sum(s["wins"] for s in segments["segments"]) == 40
+
+    per_worker: Counter[str] = Counter()
+    for (name, labels), value in scrape(service).items():
+        if name == "decider_decisions_total":
+            per_worker[dict(labels)["worker"]] += int(value)
+    assert sum(per_worker.values()) == 40
+    assert set(per_worker) == {"0", "1"}
+    assert all(per_worker.values()), f"one worker took every connection: {per_worker}"
+
+
+def test_admin_reload_reaches_every_worker(two: tuple[Service, Path]) -> None:
+    service, rules = two
+    before = rules_of(service)["version"]
+    text = (rules / "b2b.yaml").read_text()
+    (rules / "b2b.yaml").write_text(text.replace(CTA, "cta: Book a briefing\n", 1))
+    answer = service.client.post("/admin/reload")
+    assert answer.status_code == 200, answer.text
+    state = answer.json()
+    versions = {w["version"] for w in state["workers"]}
+    assert len(state["workers"]) == 2
+    assert versions == {state["version"]} != {before}
+    assert all(w["last_reload"]["ok"] for w in state["workers"])
+    # whichever worker takes the connection decides with the new rules
+    for decision in decide_fresh(service, 10):
+        assert decision["variant"]["content"]["cta"] == "Book a briefing"
+
+
+def test_a_refused_reload_is_422_and_both_keep_serving(two: tuple[Service, Path]) -> None:
+    service, rules = two
+    before = rules_of(service)["version"]
+    (rules / "b2b.yaml").write_text("segments: [\n")
+    answer = service.client.post("/admin/reload")
+    assert answer.status_code == 422, answer.text
+    state = answer.json()
+    assert {w["version"] for w in state["workers"]} == {before}
+    assert not any(w["last_reload"]["ok"] for w in state["workers"])
+    assert all(d["ruleset"] == before for d in decide_fresh(service, 6))
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(two: tuple[Service, Path]) -> None:
+    service, rules = two
+    before = rules_of(service)["version"]
+    text = (rules / "b2b.yaml").read_text()
+    (rules / "b2b.yaml").write_text(text.replace(CTA, "cta: Book a briefing\n", 1))
+    service.process.send_signal(signal.SIGHUP)
+
+    def reloaded() -> bool:
+        workers = rules_of(service)["workers"]
+        return len(workers) == 2 and all(w["version"] != before for w in workers)
+
+    wait_for(reloaded, 10)
+    assert {w["last_reload"]["trigger"] for w in rules_of(service)["workers"]} == {"sighup"}
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_all(two: tuple[Service, Path]) -> None:
+    service, _ = two
+    pids = {w["pid"] for w in rules_of(service)["workers"]}
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        try:
+            workers = rules_of(service)["workers"]
+        except httpx.TransportError:
+            return False
+        now = {w["pid"] for w in workers}
+        return len(now) == 2 and victim not in now
+
+    wait_for(replaced, 20)
+    survivors = {w["pid"] for w in rules_of(service)["workers"]}
+    assert all(d["ruleset"] for d in decide_fresh(service, 6))
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=40) == 0
+    for pid in survivors:
+        wait_for(lambda pid=pid: not _alive(pid), 5)  # type: ignore[misc]
+    assert "exited with status -9" in service.log.read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        ("max 100000\n", None),  # no limit: every CPU it may run on
+        ("150000 100000\n", 2),  # 1.5 CPUs of time: two workers
+        ("50000 100000\n", 1),  # half a CPU: still one
+        ("garbage", None),
+    ],
+)
+def test_workers_default_to_the_cpus_the_container_may_use(
+    tmp_path: Path, cpu_max: str, expected: int | None
+) -> None:
+    cgroup = tmp_path / "cpu.max"
+    cgroup.write_text(cpu_max)
+    cpus = len(os.sched_getaffinity(0))
+    assert worker_count(0, cgroup) == (cpus if expected is None else min(cpus, expected))
+    assert worker_count(3, cgroup) == 3
+    assert worker_count(0, tmp_path / "absent") == cpus
