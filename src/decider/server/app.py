@@ -21,6 +21,7 @@ from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
+from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 
 from decider import __version__
 from decider.access import Scope as Needs
@@ -31,7 +32,7 @@ from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
 from decider.server.cors import cors_config, simple_headers, vary_by_origin
 from decider.server.decide import Deciding, decide
-from decider.server.front import DecideFront
+from decider.server.front import DecideFront, Finisher
 from decider.server.health import healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
@@ -91,7 +92,8 @@ def create_app(service: Service) -> DeciderApp:
         profiles_router(authorize(door, Needs.PROFILES_READ, Needs.PROFILES_WRITE)),
     ]
     cors = cors_config(settings)
-    before_send = [echo_request_id, *([vary_by_origin] if cors else [])]
+    # what every answer gets on its way out, litestar's and the front's
+    finishers = [echo_request_id, *([vary_by_origin] if cors else [])]
     app = DeciderApp(
         route_handlers=handlers,
         logging_config=None,  # logging is the process's to configure (decider.logs)
@@ -106,7 +108,7 @@ def create_app(service: Service) -> DeciderApp:
             "deciding": _provide(deciding),
         },
         lifespan=[lifespan],
-        before_send=before_send,
+        before_send=[_before_send(finish) for finish in finishers],
         middleware=[header_limit(settings.max_header_bytes)],
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors,
@@ -124,7 +126,7 @@ def create_app(service: Service) -> DeciderApp:
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
         cors=simple_headers(cors) if cors else None,
-        before_send=before_send,
+        finishers=finishers,
     )
     return app
 
@@ -152,3 +154,12 @@ def _provide(value: object) -> Provide:
         return value
 
     return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def _before_send(finish: Finisher) -> BeforeMessageSendHookHandler:
+    """`finish` as a litestar hook: async, for litestar runs a plain function in a thread."""
+
+    async def hook(message: Message, scope: Scope) -> None:
+        finish(message, scope)
+
+    return hook

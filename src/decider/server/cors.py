@@ -47,9 +47,9 @@ def simple_headers(config: CORSConfig) -> Callable[[str, bool], Headers]:
     return added
 
 
-async def vary_by_origin(message: Message, scope: Scope) -> None:
+def vary_by_origin(message: Message, scope: Scope) -> None:
     """With CORS on, every answer depends on the Origin header, refused ones too: a cache
-    must not give one origin's answer to another."""
+    must not give one origin's answer to another (a finisher: decider.server.app)."""
     if message["type"] == "http.response.start":
         headers = list(message.get("headers", ()))
         if not any(k.lower() == b"vary" and b"origin" in v.lower() for k, v in headers):

@@ -3,8 +3,7 @@ dependency injection, middleware and response machinery cost more than the decis
 itself. The front does what litestar's path does for this route, in one place and in the
 same order: the door, then `Deciding.decide` (admission, the body, the decision), the answer
 encoded, errors as problem details (decider.server.problems), CORS headers and the app's
-before_send hooks (the request id); the answers are litestar's, byte for byte
-(tests/test_front.py).
+finishers (the request id); the answers are litestar's, byte for byte (tests/test_front.py).
 
 Every other request goes to litestar untouched: other routes and methods (a GET or HEAD
 here is litestar's 405, an OPTIONS preflight its CORS answer), a path litestar would only
@@ -15,7 +14,7 @@ answers 431).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import msgspec
@@ -42,7 +41,7 @@ from decider.server.decide import Deciding
 from decider.server.problems import refusal
 
 PATH = "/v1/decide"
-Hook = Callable[[Message, Scope], Awaitable[None]]
+Finisher = Callable[[Message, Scope], None]
 _JSON = (b"content-type", b"application/json")
 _PROBLEM = (b"content-type", PROBLEM_JSON.encode())
 _encoder = msgspec.json.Encoder()
@@ -59,14 +58,14 @@ class DecideFront:
         max_body_bytes: int,
         max_header_bytes: int,
         cors: Callable[[str, bool], Headers] | None,
-        before_send: Sequence[Hook],
+        finishers: Sequence[Finisher],
     ) -> None:
         self._deciding = deciding
         self._door = door
         self._max_body_bytes = max_body_bytes
         self._max_header_bytes = max_header_bytes
         self._cors = cors
-        self._before_send = tuple(before_send)
+        self._finishers = tuple(finishers)
 
     def serves(self, scope: HTTPScope) -> bool:
         """Whether litestar would route the request of `scope` to POST /v1/decide (the path
@@ -79,11 +78,12 @@ class DecideFront:
             path = path.split(root_path, maxsplit=1)[-1]
         if path != PATH:
             return False
-        headers = scope["headers"]
-        if sum(len(k) + len(v) + 4 for k, v in headers) > self._max_header_bytes:
-            return False
-        host = next((value for name, value in headers if name == b"host"), None)
-        return host is None or is_valid_host(host)
+        size, host = 0, None
+        for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4
+            if host is None and name == b"host":
+                host = value
+        return size <= self._max_header_bytes and (host is None or is_valid_host(host))
 
     async def __call__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         try:
@@ -104,8 +104,8 @@ class DecideFront:
             "status": status,
             "headers": headers,
         }
-        for hook in self._before_send:
-            await hook(start, scope)
+        for finish in self._finishers:
+            finish(start, scope)
         await send(start)
         end: HTTPResponseBodyEvent = {
             "type": "http.response.body",

@@ -16,14 +16,17 @@ def request_id(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     found: str | None = state.get("request_id")
     if found is None:
-        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
-        found = given.decode() if _SANE.match(given) else os.urandom(8).hex()
-        state["request_id"] = found
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                if _SANE.match(value):
+                    found = value.decode()
+                break
+        state["request_id"] = found = found or os.urandom(8).hex()
     return found
 
 
-async def echo_request_id(message: Message, scope: Scope) -> None:
-    """A before_send hook: the id goes out with the answer."""
+def echo_request_id(message: Message, scope: Scope) -> None:
+    """The id goes out with the answer (a finisher: decider.server.app)."""
     if message["type"] == "http.response.start":
         headers = list(message.get("headers", ()))
         headers.append((b"x-request-id", request_id(scope).encode()))
