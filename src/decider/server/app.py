@@ -52,6 +52,7 @@ class DeciderApp(Litestar):
     front: DecideFront
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # litestar's own signature takes lifespan events too; those go to it
         if scope["type"] == "http" and self.front.serves(scope):
             await self.front(scope, receive, send)
         else:

@@ -30,7 +30,7 @@ def cors_config(settings: Settings) -> CORSConfig | None:
 
 def simple_headers(config: CORSConfig) -> Callable[[str, bool], Headers]:
     """What litestar's CORS middleware adds to the answer to a request from `origin` (with
-    a cookie or not), by origin: a few origins ask, so answers are kept (a bounded few)."""
+    a cookie or not); kept per origin, for the few that ask (64 at most: callers choose it)."""
 
     @functools.lru_cache(maxsize=64)
     def added(origin: str, cookie: bool) -> Headers:

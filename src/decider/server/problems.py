@@ -3,7 +3,8 @@ litestar's exception handler and for the decide front (decider.server.front) ali
 
 A DeciderError says what the caller did wrong (its message carries no personal data:
 decider.errors); litestar's HTTPException is a refusal at the door or by the framework;
-anything else is a bug, logged without the exception's message and answered 500."""
+anything else is a bug, logged with its request id (the log formatters keep no exception
+message: decider.logs) and answered 500."""
 
 from __future__ import annotations
 

@@ -16,12 +16,9 @@ def request_id(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     found: str | None = state.get("request_id")
     if found is None:
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                if _SANE.match(value):
-                    found = value.decode()
-                break
-        state["request_id"] = found = found or os.urandom(8).hex()
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
+        found = given.decode() if _SANE.match(given) else os.urandom(8).hex()
+        state["request_id"] = found
     return found
 
 
