@@ -95,7 +95,7 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
             f"{placement.channel} decisions use stored consent records only; "
             "the consent banner's purposes are a web signal",
         )
-    problem = json_value_problem(request.context, "context")
+    problem = json_value_problem(request.context, "context") if request.context else None
     if problem is not None:
         raise InvalidRequest(*problem)
     return placement

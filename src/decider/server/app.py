@@ -1,5 +1,6 @@
 """The litestar app over a built Service: routes, keys at the door, dependency injection, and
-errors as RFC 9457 problem details.
+errors as RFC 9457 problem details (decider.server.problems). POST /v1/decide, the hot
+path, is answered by its front (decider.server.front) before litestar's machinery runs.
 
 Handlers receive their collaborators (decider, source, reloader, stats) as parameters, by
 name, from the Service the app was made with; nothing is read from `app.state`. A process
@@ -13,50 +14,55 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
-from litestar import Litestar, Request, Response, Router
-from litestar.config.cors import CORSConfig
+from litestar import Litestar, Router
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from litestar.types import Message, Scope
+from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 
 from decider import __version__
 from decider.access import Scope as Needs
-from decider.errors import (
-    DeciderError,
-    InvalidRequest,
-    ProfileConflict,
-    ProfileSourceError,
-    ReadOnlySource,
-)
+from decider.errors import DeciderError
 from decider.logs import configure_logging
-from decider.model import PROBLEM_JSON, ErrorCode, problem
 from decider.server.admin import admin_router
 from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
+from decider.server.cors import cors_config, simple_headers, vary_by_origin
 from decider.server.decide import Deciding, decide
+from decider.server.front import DecideFront, Finisher
 from decider.server.health import healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
 from decider.server.peers import Peers, Place, WorkerReport
+from decider.server.problems import problem_response
 from decider.server.profiles import profiles_router
 from decider.server.protocol import header_limit
 from decider.server.report import segments_of, traffic_of
-from decider.server.request_id import request_id
+from decider.server.request_id import echo_request_id
 from decider.settings import Settings, SettingsError, unknown_variables
 from decider.wiring import Service, build_service
 
 log = logging.getLogger("decider")
 
 
-def create_app(service: Service, place: Place | None = None) -> Litestar:
+class DeciderApp(Litestar):
+    """The litestar app, with POST /v1/decide answered by its front first."""
+
+    front: DecideFront
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # litestar's own signature takes lifespan events too; those go to it
+        if scope["type"] == "http" and self.front.serves(scope):
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(service: Service, place: Place | None = None) -> DeciderApp:
     """The HTTP app of `service`; its lifespan holds the service running (reloads, close).
     `place`: where this process stands among several workers, if it is one of them."""
     settings = service.settings
@@ -71,6 +77,7 @@ def create_app(service: Service, place: Place | None = None) -> Litestar:
         admission=admission,
         source=settings.profile_source,
     )
+    deciding = Deciding(service.decider, admission, metrics)
 
     def report(reloaded_for: float) -> WorkerReport:
         return WorkerReport(
@@ -105,8 +112,10 @@ def create_app(service: Service, place: Place | None = None) -> Litestar:
         Router(path="/", route_handlers=[metrics_route], middleware=[authorize(door, Needs.ADMIN)]),
         profiles_router(authorize(door, Needs.PROFILES_READ, Needs.PROFILES_WRITE)),
     ]
-    origins = settings.allowed_origins
-    return Litestar(
+    cors = cors_config(settings)
+    # what every answer gets on its way out, litestar's and the front's
+    finishers = [echo_request_id, *([vary_by_origin] if cors else [])]
+    app = DeciderApp(
         route_handlers=handlers,
         logging_config=None,  # logging is the process's to configure (decider.logs)
         dependencies={
@@ -118,29 +127,14 @@ def create_app(service: Service, place: Place | None = None) -> Litestar:
             "admission": _provide(admission),
             "metrics": _provide(metrics),
             "peers": _provide(peers),
-            "deciding": _provide(Deciding(service.decider, admission, metrics)),
+            "deciding": _provide(deciding),
         },
         lifespan=[lifespan],
-        before_send=[_echo_request_id, *([_vary_by_origin] if origins else [])],
+        before_send=[_before_send(finish) for finish in finishers],
         middleware=[header_limit(settings.max_header_bytes)],
         request_max_body_size=settings.max_body_bytes,
-        cors_config=CORSConfig(
-            allow_origins=origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["authorization", "x-api-key", "content-type", "x-request-id", "sec-gpc"],
-            allow_credentials=settings.cors_credentials,
-            expose_headers=["x-request-id"],
-        )
-        if origins
-        else None,
-        exception_handlers={
-            InvalidRequest: _invalid_request,
-            ProfileConflict: _refused(409, "conflict"),
-            ReadOnlySource: _refused(409, "read_only"),
-            ProfileSourceError: _refused(503, "unavailable"),
-            HTTPException: _http_exception,
-            Exception: _unexpected,
-        },
+        cors_config=cors,
+        exception_handlers={Exception: problem_response},
         openapi_config=OpenAPIConfig(
             title="Decider",
             version=__version__,
@@ -148,6 +142,15 @@ def create_app(service: Service, place: Place | None = None) -> Litestar:
             components=Components(security_schemes=dict(SECURITY)),
         ),
     )
+    app.front = DecideFront(
+        deciding,
+        door,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        cors=simple_headers(cors) if cors else None,
+        finishers=finishers,
+    )
+    return app
 
 
 def app_from_env() -> Litestar:
@@ -175,75 +178,10 @@ def _provide(value: object) -> Provide:
     return Provide(dependency, use_cache=True, sync_to_thread=False)
 
 
-def _error(status: int, code: ErrorCode, detail: str, field: str | None = None) -> Response[bytes]:
-    return Response(
-        msgspec.json.encode(problem(status, code, detail, field)),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-    )
+def _before_send(finish: Finisher) -> BeforeMessageSendHookHandler:
+    """`finish` as a litestar hook: async, for litestar runs a plain function in a thread."""
 
+    async def hook(message: Message, scope: Scope) -> None:
+        finish(message, scope)
 
-def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response[bytes]:
-    return _error(exc.status, exc.code, exc.message, exc.field)
-
-
-def _refused(
-    status: int, code: ErrorCode
-) -> Callable[[Request[Any, Any, Any], DeciderError], Response[bytes]]:
-    """An answer for a DeciderError raised while writing profiles; its message carries no
-    personal data (decider.errors)."""
-
-    def answer(_: Request[Any, Any, Any], exc: DeciderError) -> Response[bytes]:
-        return _error(status, code, str(exc))
-
-    return answer
-
-
-_HTTP_CODES: dict[int, ErrorCode] = {
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    431: "headers_too_large",
-    503: "overloaded",
-}
-
-
-def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    field = "body" if exc.status_code == 413 else None
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    response = _error(exc.status_code, code, str(exc.detail), field)
-    response.headers.update(exc.headers or {})
-    return response
-
-
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.error(
-        "unexpected error: %s",
-        type(exc).__name__,
-        exc_info=exc,
-        extra={"request_id": request_id(request.scope)},
-    )
-    return _error(
-        HTTP_500_INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "the decision could not be made; see the service log",
-    )
-
-
-async def _vary_by_origin(message: Message, scope: Scope) -> None:
-    """With CORS on, every answer depends on the Origin header, refused ones too: a cache
-    must not give one origin's answer to another."""
-    if message["type"] == "http.response.start":
-        headers = list(message.get("headers", ()))
-        if not any(k.lower() == b"vary" and b"origin" in v.lower() for k, v in headers):
-            headers.append((b"vary", b"Origin"))
-        message["headers"] = headers
-
-
-async def _echo_request_id(message: Message, scope: Scope) -> None:
-    if message["type"] == "http.response.start":
-        headers = list(message.get("headers", ()))
-        headers.append((b"x-request-id", request_id(scope).encode()))
-        message["headers"] = headers
+    return hook

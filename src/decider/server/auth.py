@@ -84,24 +84,28 @@ class Authenticator:
             "DECIDER_ALLOW_ANONYMOUS=true"
         )
 
+    def admit(self, scope: ASGIScope, read: Scope, write: Scope | None = None) -> Caller:
+        """The caller, if it holds `read` (for GET, HEAD, OPTIONS) or `write` (any other
+        method; `read` when None); else 401 or 403. A writer may also read."""
+        caller = self.caller(scope)
+        reading = write is None or scope.get("method") in ("GET", "HEAD", "OPTIONS")
+        needed = read if reading else write
+        assert needed is not None
+        if not caller.may(needed) and not (reading and write and caller.may(write)):
+            raise PermissionDeniedException(f"this needs an API key with the {needed} scope")
+        return caller
+
 
 def authorize(
     authenticator: Authenticator, read: Scope, write: Scope | None = None
 ) -> Callable[[ASGIApp], ASGIApp]:
-    """Middleware for a route family admitting callers with `read` (for GET) or `write` (any
-    other method; `read` when None); the caller is kept in the request's state for the
-    handler. Plain ASGI, not a litestar guard: a guard costs a copy of the route handler on
-    every request."""
+    """Middleware for a route family admitting callers as `Authenticator.admit` does; the
+    caller is kept in the request's state for the handler. Plain ASGI, not a litestar guard:
+    a guard costs a copy of the route handler on every request."""
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def door(scope: ASGIScope, receive: Receive, send: Send) -> None:
-            caller = authenticator.caller(scope)
-            reading = write is None or scope.get("method") in ("GET", "HEAD", "OPTIONS")
-            needed = read if reading else write
-            assert needed is not None
-            if not caller.may(needed) and not (reading and write and caller.may(write)):
-                raise PermissionDeniedException(f"this needs an API key with the {needed} scope")
-            scope.setdefault("state", {})[_CALLER] = caller
+            scope.setdefault("state", {})[_CALLER] = authenticator.admit(scope, read, write)
             await app(scope, receive, send)
 
         return door

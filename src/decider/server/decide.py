@@ -1,7 +1,13 @@
-"""POST /v1/decide: one decision, its body decoded once by our own strict decoder."""
+"""POST /v1/decide: one decision, its body decoded once by our own strict decoder.
+
+`Deciding.decide` is the endpoint's one implementation. The front (decider.server.front)
+serves POST /v1/decide with it, straight from ASGI; the litestar route below documents the
+operation in the OpenAPI document and serves, with it too, what the front leaves to
+litestar (a trailing slash, say)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +17,9 @@ from litestar.di import NamedDependency
 from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIType, Parameter, Schema
+from litestar.types import Scope as ASGIScope
 
-from decider.access import Scope
+from decider.access import Caller, Scope
 from decider.errors import Forbidden
 from decider.model import (
     PROBLEM_JSON,
@@ -41,12 +48,40 @@ _GPC = Parameter(
 
 @dataclass(frozen=True, slots=True)
 class Deciding:
-    """What POST /v1/decide needs, as one dependency: litestar resolves several in a task
-    group, which costs more than the decision itself (~40 µs)."""
+    """What POST /v1/decide needs, and the endpoint's work. One dependency for the litestar
+    route: litestar resolves several in a task group, which costs more than the decision
+    itself (~40 µs)."""
 
     decider: Decider
     admission: Admission
     metrics: Metrics
+
+    async def decide(
+        self, scope: ASGIScope, body: Callable[[], Awaitable[bytes]], caller: Caller
+    ) -> Decision:
+        """One decision for the request of `scope`, whose `body` is read once admitted;
+        `caller` passed the door with the decide scope. Reasons name ids, accounts and
+        flags only for a caller with the explain scope."""
+        with self.admission, self.metrics.timing():
+            request = decode_request(await body())
+            if request.explain and not caller.may(Scope.EXPLAIN):
+                raise Forbidden("explain", "explain: true needs an API key with the explain scope")
+            # granting takes the scope; withdrawing everything (an empty list) is anyone's right
+            consent = request.consent
+            if consent is not None and consent.purposes and not caller.may(Scope.CONSENT):
+                raise Forbidden(
+                    "consent", "sending the consent signal needs an API key with the consent scope"
+                )
+            decision = await self.decider.decide(request, gpc=_gpc(scope))
+            return decision if caller.may(Scope.EXPLAIN) else minimal(decision)
+
+
+def _gpc(scope: ASGIScope) -> bool:
+    """Whether the request says Sec-GPC: 1 (its first such header, as litestar reads it)."""
+    for name, value in scope["headers"]:
+        if name == b"sec-gpc":
+            return value.decode("latin-1").strip() == "1"
+    return False
 
 
 def _error(description: str, example: ProblemDetails) -> ResponseSpec:
@@ -90,20 +125,4 @@ def _error(description: str, example: ProblemDetails) -> ResponseSpec:
 async def decide(request: Request[Any, Any, Any], deciding: NamedDependency[Deciding]) -> Decision:
     """One decision: who is asking, consent and suppression, segment, variant, and why.
     Reasons name ids, accounts and flags only for a caller with the explain scope."""
-    with deciding.admission, deciding.metrics.timing():
-        return await _decide(request, deciding.decider)
-
-
-async def _decide(request: Request[Any, Any, Any], decider: Decider) -> Decision:
-    body = decode_request(await request.body())
-    caller = caller_of(request)
-    if body.explain and not caller.may(Scope.EXPLAIN):
-        raise Forbidden("explain", "explain: true needs an API key with the explain scope")
-    # granting takes the scope; withdrawing everything (an empty list) is anyone's right
-    if body.consent is not None and body.consent.purposes and not caller.may(Scope.CONSENT):
-        raise Forbidden(
-            "consent", "sending the consent signal needs an API key with the consent scope"
-        )
-    gpc = request.headers.get("sec-gpc", "").strip() == "1"
-    decision = await decider.decide(body, gpc=gpc)
-    return decision if caller.may(Scope.EXPLAIN) else minimal(decision)
+    return await deciding.decide(request.scope, request.body, caller_of(request))

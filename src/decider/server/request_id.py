@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 
-from litestar.types import Scope
+from litestar.types import Message, Scope
 
 _SANE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -20,3 +20,11 @@ def request_id(scope: Scope) -> str:
         found = given.decode() if _SANE.match(given) else os.urandom(8).hex()
         state["request_id"] = found
     return found
+
+
+def echo_request_id(message: Message, scope: Scope) -> None:
+    """The id goes out with the answer (a finisher: decider.server.app)."""
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", ()))
+        headers.append((b"x-request-id", request_id(scope).encode()))
+        message["headers"] = headers
