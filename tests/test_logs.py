@@ -43,7 +43,7 @@ def wait_for(log: Path, event: str, count: int = 1) -> list[dict[str, Any]]:
 def test_a_served_process_logs_json_lines_with_an_event_each(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(RULES, rules)
-    env = {"DECIDER_LOG_FORMAT": "json", "DECIDER_WATCH_RULES": "false"}
+    env = {"DECIDER_LOG_FORMAT": "json", "DECIDER_WATCH_RULES": "false", "DECIDER_WORKERS": "1"}
     with running_service(rules, tmp_path, env=env) as service:
         service.process.send_signal(signal.SIGHUP)
         (reload,) = wait_for(service.log, "reload")

@@ -4,6 +4,7 @@ SIGHUP to the supervisor) reaches both, a worker that dies is replaced, SIGTERM 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -144,6 +145,10 @@ def test_sighup_to_the_supervisor_reloads_every_worker(two: tuple[Service, Path]
 
     wait_for(reloaded, 10)
     assert {w["last_reload"]["trigger"] for w in rules_of(service)["workers"]} == {"sighup"}
+    # each worker logged its own reload, naming itself
+    logged = [json.loads(line) for line in service.log.read_text().splitlines() if line[:1] == "{"]
+    reloads = [event for event in logged if event.get("event") == "reload"]
+    assert sorted(event["worker"] for event in reloads) == [0, 1]
 
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_all(two: tuple[Service, Path]) -> None:

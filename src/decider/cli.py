@@ -443,7 +443,7 @@ def _work(settings: Settings, place: Place) -> int:
     from decider.server.workers import listener  # noqa: PLC0415
     from decider.wiring import build_service  # noqa: PLC0415
 
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, worker=place.index)
     service = build_service(settings)
     sock = listener(settings.host, settings.port, shared=True)
     _run_uvicorn(service, sock, place)

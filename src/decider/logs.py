@@ -74,12 +74,27 @@ def where(
     return f"{kind.__name__ if kind else 'exception'} at " + " <- ".join(reversed(frames[-6:]))
 
 
-def configure_logging(log_format: LogFormat = "auto") -> None:
-    """Decider's and uvicorn's messages at INFO on stderr, in the chosen format."""
+class _Worker(logging.Filter):
+    """Names the worker (of `decider serve --workers N`) on each of its records."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
+def configure_logging(log_format: LogFormat = "auto", worker: int | None = None) -> None:
+    """Decider's and uvicorn's messages at INFO on stderr, in the chosen format; each
+    record names `worker`, if this process is one of several."""
     if log_format == "auto":
         log_format = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
