@@ -455,16 +455,16 @@ def _run_uvicorn(service: Service, sock: socket.socket, place: Place | None) -> 
     import uvicorn  # noqa: PLC0415
 
     from decider.server.app import create_app  # noqa: PLC0415
-    from decider.server.protocol import GuardedH11Protocol  # noqa: PLC0415
+    from decider.server.protocol import GuardedHttpToolsProtocol  # noqa: PLC0415
 
     settings = service.settings
     config = uvicorn.Config(
         create_app(service, place),
         log_config=None,  # configure_logging's: JSON or text, no access log (client IPs)
         access_log=False,
-        http=GuardedH11Protocol,  # idle and half-sent requests time out; headers are bounded
+        # idle and half-sent requests time out; headers are bounded
+        http=GuardedHttpToolsProtocol.limited(settings.max_header_bytes),
         timeout_keep_alive=settings.idle_timeout_s,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_graceful_shutdown=25,  # requests in flight at SIGTERM get this long
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped

@@ -1,20 +1,21 @@
-"""uvicorn's HTTP/1.1, with the limits a service on a network needs.
+"""uvicorn's HTTP/1.1 (httptools), with the limits a service on a network needs.
 
 uvicorn arms its idle timer only once a response is sent and cancels it on any byte, so a
-connection that never sends a request, or sends its headers a byte at a time (slowloris),
-stays open for ever. Here a connection has the idle timeout (DECIDER_IDLE_TIMEOUT_S) to send
-a whole request, headers and body, counted from the connection or from the first byte after
-a response, however slowly it trickles (pipelined requests too); and a client that stops
-reading what it is sent has as long before the connection is dropped. Headers over the
-limit (DECIDER_MAX_HEADER_BYTES) are answered 431 with problem details, where uvicorn says
-only "Invalid HTTP request received".
+connection that never sends a request, or sends its head a byte at a time (slowloris), stays
+open for ever; and httptools bounds no head. Here a connection has the idle timeout
+(DECIDER_IDLE_TIMEOUT_S) to send a whole request, head and body, however slowly it trickles:
+the clock runs while the client owes something (a request, the rest of one, or reading what
+it is sent) and stops while the app works on a request it has whole. A head still unfinished
+past DECIDER_MAX_HEADER_BYTES is answered 431, and a request that is not HTTP/1.1 a 400, both
+with problem details and after the answers owed to requests pipelined before it. An upgrade
+(WebSocket, h2c) is declined: the request is answered in HTTP/1.1, and the connection closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-import h11
 import msgspec
 from litestar.types import (
     ASGIApp,
@@ -24,18 +25,33 @@ from litestar.types import (
     Scope,
     Send,
 )
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
-from decider.model import problem
+from decider.model import PROBLEM_JSON, problem
 
 _TOO_LARGE = msgspec.json.encode(
     problem(431, "headers_too_large", "the request's headers are over DECIDER_MAX_HEADER_BYTES")
 )
+_MALFORMED = msgspec.json.encode(
+    problem(400, "http_error", "the request is not well-formed HTTP/1.1")
+)
+_CLOSE = (b"connection", b"close")
+
+
+def _problem_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", b"%d" % len(body))]
+
+
+_TOO_LARGE_HEADERS = _problem_headers(_TOO_LARGE)
 
 
 def header_limit(max_bytes: int) -> type:
     """ASGI middleware refusing requests whose headers, together, are over `max_bytes`: the
-    HTTP layer bounds only headers that arrive in pieces."""
+    HTTP layer bounds only heads that arrive in pieces."""
 
     class HeaderLimit:
         def __init__(self, app: ASGIApp) -> None:
@@ -46,10 +62,7 @@ def header_limit(max_bytes: int) -> type:
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",
                     "status": 431,
-                    "headers": [
-                        (b"content-type", b"application/problem+json"),
-                        (b"content-length", str(len(_TOO_LARGE)).encode()),
-                    ],
+                    "headers": _TOO_LARGE_HEADERS,
                 }
                 await send(start)
                 body: HTTPResponseBodyEvent = {
@@ -64,19 +77,71 @@ def header_limit(max_bytes: int) -> type:
     return HeaderLimit
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    max_header_bytes = 16 * 1024
     _deadline: asyncio.TimerHandle | None = None
+    _refusal: tuple[int, bytes] | None = None  # a 400 or 431, and its body
+    _answering: RequestResponseCycle | None = None  # the app's; self.cycle is the last read
+    _in_message = False  # from a request's first byte to its last
+    _in_body = False  # from the end of its head to its last byte
+    _head_bytes = 0  # of reads that were all head, since a head last ended
+
+    @staticmethod
+    def limited(max_bytes: int) -> type[GuardedHttpToolsProtocol]:
+        """The protocol answering 431 to a head still unfinished past `max_bytes`."""
+
+        class Limited(GuardedHttpToolsProtocol):
+            max_header_bytes = max_bytes
+
+        return Limited
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ws_protocol_class = None  # no WebSockets here: an upgrade is declined
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        # a read that begins outside a body is head, unless a head ends in it (the count is
+        # reset there): the start of a head read with the end of the request before it goes
+        # uncounted, but no body or earlier request is ever taken for head
+        if not self._in_body:
+            self._head_bytes += len(data)
         super().data_received(data)
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse(431, _TOO_LARGE)
         self._watch()
 
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, _MALFORMED)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_message = True
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # may raise (a path not ASCII, say): a 400, in turn
+        self._head_bytes = 0
+        self._in_body = True
+        if not self.pipeline:  # started, not queued
+            self._answering = self.cycle
+        if self.parser.should_upgrade():
+            # declined (RFC 9110 section 7.8): what follows the head, a body too, is in the
+            # other protocol, so this answer is the connection's last
+            self.cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        self._in_message = self._in_body = False
+        super().on_message_complete()
+
     def on_response_complete(self) -> None:
+        if self.pipeline:
+            self._answering = self.pipeline[-1][0]  # the next one, which uvicorn starts
         super().on_response_complete()  # may start a pipelined request, already received
+        if self._refusal is not None:
+            self._refuse(*self._refusal)
         self._watch()
 
     def pause_writing(self) -> None:
@@ -89,20 +154,36 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        # uvicorn tells only the last request read, so one answering while others queue
+        # would write to the closed transport (uvloop raises) and log an error
+        if self._answering is not None and not self._answering.response_complete:
+            self._answering.disconnected = True
+            self._answering.message_event.set()
         super().connection_lost(exc)
 
-    def send_400_response(self, msg: str) -> None:
-        buffered = len(getattr(self.conn, "_receive_buffer", b""))
-        if buffered <= (self.config.h11_max_incomplete_event_size or 16 * 1024):
-            super().send_400_response(msg)
+    def _unsupported_upgrade_warning(self) -> None:
+        """Nothing: a declined upgrade is ordinary here, and uvicorn's warning would advise
+        installing a WebSocket library."""
+
+    def _refuse(self, status: int, body: bytes) -> None:
+        """Answer `status` with problem details `body`, and close; once the answers owed to
+        requests before this one are sent (reading waits meanwhile)."""
+        if self.transport.is_closing():
             return
-        head = (
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/problem+json\r\n"
-            b"connection: close\r\n"
-            b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\n\r\n"
-        )
-        self.transport.write(head + _TOO_LARGE)
+        self._refusal = self._refusal or (status, body)
+        # a request queued, or one answering while this one's head came (in a body, this
+        # one is the last request begun, self.cycle, and the answer owed is its own)
+        if self.pipeline or (
+            not self._in_body and self.cycle is not None and not self.cycle.response_complete
+        ):
+            self.flow.pause_reading()
+            return
+        status, body = self._refusal
+        content = [STATUS_LINE[status]]
+        for name, value in [*self.server_state.default_headers, *_problem_headers(body), _CLOSE]:
+            content += [name, b": ", value, b"\r\n"]
+        content += [b"\r\n", body]
+        self.transport.write(b"".join(content))
         self.transport.close()
 
     def _arm(self) -> None:
@@ -113,14 +194,15 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
 
-    def _waiting(self) -> bool:
-        """Between requests: none yet, or the last one answered."""
-        return self.cycle is None or self.cycle.response_complete
-
     def _owed(self) -> bool:
-        """Whether the client owes something: a request (its headers, or a body begun), or
-        room to write into (it does not read what it is sent)."""
-        return self._waiting() or self.conn.their_state is h11.SEND_BODY or self.flow.write_paused
+        """Whether the client owes something: a request or the rest of one (not of one
+        queued behind another, whose body is not read until its turn), or room to write into
+        (it does not read what it is sent)."""
+        if self.flow.write_paused:
+            return True
+        if self.pipeline:
+            return False
+        return self._in_message or self.cycle is None or self.cycle.response_complete
 
     def _watch(self) -> None:
         """The deadline runs while the client owes something, from when it began to; not while
@@ -132,7 +214,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _expire(self) -> None:
         self._deadline = None
-        if self._waiting() and not self.flow.write_paused:
-            self.timeout_keep_alive_handler()
-        elif self._owed():  # a body never finished, or a reader that never reads
+        if self.transport.get_write_buffer_size():  # closing would wait for it to be read
             self.transport.abort()
+        else:
+            self.timeout_keep_alive_handler()
