@@ -5,10 +5,10 @@ Reports numbers; asserts nothing. Needs wrk (Debian: apt install wrk). Run:
 
     .venv/bin/python loadtests/bench_http.py [--seconds 5] [--rounds 3] [--baseline DIR]
 
-Each target runs in its own process (uvicorn, one worker, loopback); rounds interleave the
-targets so a noisy neighbour hurts all alike; medians are reported, with ratios to the bare
-endpoint. `--baseline DIR` is another checkout (e.g. `git worktree add /tmp/prev HEAD~1`),
-served from its own `src` and `rules`.
+Each target runs in its own process (uvicorn with httptools and uvloop, one worker, loopback);
+rounds interleave the targets so a noisy neighbour hurts all alike; medians are reported, with
+ratios to the bare endpoint. `--baseline DIR` is another checkout (e.g. `git worktree add
+/tmp/prev HEAD~1`), served from its own `src` and `rules`.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("bench_http needs wrk on the PATH (Debian: apt install wrk)")
     python = sys.executable
-    uvicorn = [python, "-m", "uvicorn", "--no-access-log", "--log-level", "warning"]
+    # decider serve's stack, named: uvicorn's default --http would be h11 without httptools
+    uvicorn = [python, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop"]
+    uvicorn += ["--no-access-log", "--log-level", "warning"]
     serve = [python, "-m", "decider.cli", "serve"]
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         work = Path(scratch)
