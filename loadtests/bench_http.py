@@ -124,6 +124,7 @@ def main() -> None:
                 "DECIDER_RULES_DIR": str(checkout / "rules"),
                 "DECIDER_PROFILE_DB": str(work / f"{len(targets)}.db"),
                 "DECIDER_WATCH_RULES": "false",
+                "DECIDER_WORKERS": "1",  # one process, as the bare endpoint
             }
             targets[label] = stack.enter_context(serving(serve, work, env))
         results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in targets}
