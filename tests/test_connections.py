@@ -139,6 +139,7 @@ def test_a_request_sent_slowly_but_in_time_is_answered_and_kept_alive(served: Se
             sock.send(request[20:])
             head, _ = response(sock)
             assert head.startswith(b"HTTP/1.1 200 OK")
+        assert closed(sock)  # then idle
 
 
 @pytest.mark.parametrize("ended", [True, False])

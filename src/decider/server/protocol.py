@@ -140,6 +140,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.pipeline:
             self._answering = self.pipeline[-1][0]  # the next one, which uvicorn starts
         super().on_response_complete()  # may start a pipelined request, already received
+        idle = self.timeout_keep_alive_task  # uvicorn's; any byte would cancel it
+        if idle is not None:  # the deadline's instead: one timer, not two
+            self.timeout_keep_alive_task = None
+            if self._deadline is None:
+                self._deadline = idle
+            else:
+                idle.cancel()
         if self._refusal is not None:
             self._refuse(*self._refusal)
         self._watch()
@@ -187,34 +194,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _arm(self) -> None:
-        self._deadline = self.loop.call_later(self.timeout_keep_alive, self._expire)
+        self._deadline = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _owed(self) -> bool:
-        """Whether the client owes something: a request or the rest of one (not of one
-        queued behind another, whose body is not read until its turn), or room to write into
-        (it does not read what it is sent)."""
-        if self.flow.write_paused:
-            return True
-        if self.pipeline:
-            return False
-        return self._in_message or self.cycle is None or self.cycle.response_complete
-
     def _watch(self) -> None:
-        """The deadline runs while the client owes something, from when it began to; not while
-        the app works on a request."""
-        if not self._owed():
+        """The deadline runs while the client owes something, from when it began to: a request
+        or the rest of one (not of one queued behind another, whose body is not read until its
+        turn), or room to write into (it does not read what it is sent); not while the app
+        works on a request."""
+        owed = self.flow.write_paused or (
+            not self.pipeline
+            and (self._in_message or self.cycle is None or self.cycle.response_complete)
+        )
+        if not owed:
             self._disarm()
         elif self._deadline is None:
             self._arm()
 
-    def _expire(self) -> None:
+    def timeout_keep_alive_handler(self) -> None:
+        """The deadline: the client has owed something for the idle timeout."""
         self._deadline = None
         if self.transport.get_write_buffer_size():  # closing would wait for it to be read
             self.transport.abort()
         else:
-            self.timeout_keep_alive_handler()
+            super().timeout_keep_alive_handler()
