@@ -51,7 +51,7 @@ _TOO_LARGE_HEADERS = _problem_headers(_TOO_LARGE)
 
 def header_limit(max_bytes: int) -> type:
     """ASGI middleware refusing requests whose headers, together, are over `max_bytes`: the
-    HTTP layer bounds only heads that arrive in pieces."""
+    HTTP layer bounds only heads still unfinished when a read ends."""
 
     class HeaderLimit:
         def __init__(self, app: ASGIApp) -> None:
