@@ -1,6 +1,10 @@
 """A bare litestar endpoint, the yardstick for Decider's HTTP numbers: the same server stack
-(uvicorn, one worker, no access log), a JSON POST decoded by msgspec and a small JSON answer,
-and nothing else. Serve: uvicorn loadtests.bare_app:app --no-access-log"""
+(uvicorn with Decider's protocol and uvloop, one worker, no access log), a JSON POST decoded
+by msgspec and a small JSON answer, and nothing else. Serve:
+
+    uvicorn loadtests.bare_app:app --http decider.server.protocol:GuardedHttpToolsProtocol \
+        --loop uvloop --no-access-log
+"""
 
 from __future__ import annotations
 

@@ -4,11 +4,16 @@ way, and optionally with another checkout of Decider (say, the previous commit).
 Reports numbers; asserts nothing. Needs wrk (Debian: apt install wrk). Run:
 
     .venv/bin/python loadtests/bench_http.py [--seconds 5] [--rounds 3] [--baseline DIR]
+        [--more] [--paced]
 
-Each target runs in its own process (uvicorn with httptools and uvloop, one worker, loopback);
+Each target runs in its own process (uvicorn with Decider's httptools protocol and uvloop, one
+worker, loopback);
 rounds interleave the targets so a noisy neighbour hurts all alike; medians are reported, with
 ratios to the bare endpoint. `--baseline DIR` is another checkout (e.g. `git worktree add
-/tmp/prev HEAD~1`), served from its own `src` and `rules`.
+/tmp/prev HEAD~1`), served from its own `src` and `rules`. `--more` adds Decider on 200
+generated segments (only the last matches), on the cel-python engine, and with two workers.
+`--paced` then loads each target at half its measured requests/s (wrk pacing each
+connection) and reports the latency there.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+from bench_decide import generated_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = (
@@ -76,7 +82,8 @@ def serving(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[str]
 
 
 def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) of one wrk run against POST {url}/v1/decide."""
+    """(requests/s, p50 ms, p99 ms) of one wrk run against POST {url}/v1/decide; `script`
+    may pace the connections (see `paced`)."""
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"{url}/v1/decide"],
@@ -85,6 +92,15 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, 
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     return rate, _percentile(out, "50"), _percentile(out, "99")
+
+
+def paced(script: Path, rate: float, connections: int, latency_ms: float) -> Path:
+    """`script` with each connection waiting between answer and request so that all offer
+    `rate` requests/s together (the wait is the period less the answer's usual latency)."""
+    wait_ms = max(0.0, 1000 * connections / rate - latency_ms)
+    target = script.with_name(f"paced-{rate:.0f}.lua")
+    target.write_text(script.read_text() + f"function delay() return {wait_ms:.3f} end\n")
+    return target
 
 
 def _percentile(out: str, which: str) -> float:
@@ -100,12 +116,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per target")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--baseline", type=Path, help="another checkout of Decider to compare")
+    parser.add_argument("--more", action="store_true", help="200 segments, cel-python, 2 workers")
+    parser.add_argument("--paced", action="store_true", help="latency at half the max rate")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench_http needs wrk on the PATH (Debian: apt install wrk)")
     python = sys.executable
-    # decider serve's stack, named: uvicorn's default --http would be h11 without httptools
-    uvicorn = [python, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop"]
+    # decider serve's stack: its protocol (httptools, guarded, writes coalesced) and uvloop
+    protocol = "decider.server.protocol:GuardedHttpToolsProtocol"
+    uvicorn = [python, "-m", "uvicorn", "--http", protocol, "--loop", "uvloop"]
     uvicorn += ["--no-access-log", "--log-level", "warning"]
     serve = [python, "-m", "decider.cli", "serve"]
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
@@ -115,29 +134,50 @@ def main() -> None:
         targets = {"bare litestar": stack.enter_context(
             serving([*uvicorn, "loadtests.bare_app:app"], ROOT, {})
         )}  # fmt: skip
-        checkouts = {"decider (this checkout)": ROOT}
-        if args.baseline:
-            checkouts[f"decider ({args.baseline})"] = args.baseline.resolve()
-        for label, checkout in checkouts.items():
+
+        def decider(label: str, checkout: Path, **settings: str) -> None:
             env = {
                 "PYTHONPATH": str(checkout / "src"),
                 "DECIDER_RULES_DIR": str(checkout / "rules"),
                 "DECIDER_PROFILE_DB": str(work / f"{len(targets)}.db"),
                 "DECIDER_WATCH_RULES": "false",
                 "DECIDER_WORKERS": "1",  # one process, as the bare endpoint
+                **{f"DECIDER_{name.upper()}": value for name, value in settings.items()},
             }
             targets[label] = stack.enter_context(serving(serve, work, env))
+
+        decider("decider (this checkout)", ROOT)
+        if args.baseline:
+            decider(f"decider ({args.baseline})", args.baseline.resolve())
+        if args.more:
+            generated = str(generated_rules(work / "generated", 200))
+            decider("decider, 200 segments", ROOT, rules_dir=generated)
+            decider("decider, cel-python", ROOT, engine="cel-python")
+            decider("decider, 2 workers", ROOT, workers="2")
         results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in targets}
         for _ in range(args.rounds):
             for label, url in targets.items():
                 results[label].append(wrk(url, script, args.seconds, args.connections))
-    bare = statistics.median(r[0] for r in results["bare litestar"])
-    print(f"{'target':<40} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}   (medians)")
-    for label, runs in results.items():
-        rate = statistics.median(r[0] for r in runs)
-        p50 = statistics.median(r[1] for r in runs)
-        p99 = statistics.median(r[2] for r in runs)
-        print(f"{label:<40} {rate:>8.0f} {rate / bare:>6.2f} {p50:>7.2f} {p99:>7.2f}")
+        medians = {label: _medians(runs) for label, runs in results.items()}
+        bare = medians["bare litestar"][0]
+        print(f"{'target':<40} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}   (medians)")
+        for label, (rate, p50, p99) in medians.items():
+            print(f"{label:<40} {rate:>8.0f} {rate / bare:>6.2f} {p50:>7.2f} {p99:>7.2f}")
+        if args.paced:
+            print("\nat half the max rate")
+            print(f"{'target':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+            for label, url in targets.items():
+                rate, p50, _ = medians[label]
+                pacing = paced(script, rate / 2, args.connections, p50 / 2)
+                runs = [wrk(url, pacing, args.seconds, args.connections)]
+                runs += [wrk(url, pacing, args.seconds, args.connections)]
+                done, p50, p99 = _medians(runs)
+                print(f"{label:<40} {done:>8.0f} {p50:>7.2f} {p99:>7.2f}")
+
+
+def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    rate, p50, p99 = (statistics.median(run[i] for run in runs) for i in range(3))
+    return rate, p50, p99
 
 
 if __name__ == "__main__":
