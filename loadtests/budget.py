@@ -67,6 +67,7 @@ class Load:
     visitors: int
     accounts: int
     min_rate_share: float = 0.95
+    workers: int = 1  # decider serve's; the warm-up reaches one worker's caches for sure
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,15 @@ class Measured:
 
 
 def read_budget(path: Path) -> Budget:
-    data = tomllib.loads(path.read_text())
-    return Budget(
-        Load(**data["load"]),
-        {name: Limits(**limits) for name, limits in data["scenarios"].items()},
-    )
+    """The budget file at `path`. Raises CannotRun for one missing or not a budget."""
+    try:
+        data = tomllib.loads(path.read_text())
+        return Budget(
+            Load(**data["load"]),
+            {name: Limits(**limits) for name, limits in data["scenarios"].items()},
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CannotRun(f"{path}: not a budget file ({type(exc).__name__}: {exc})") from None
 
 
 def read_stats(path: Path) -> dict[str, Measured]:
@@ -222,10 +227,11 @@ def prepare(work: Path, load: Load) -> tuple[Path, Path]:
 
 
 @contextmanager
-def serving(store: Path, keys: str, log: Path) -> Iterator[str]:
+def serving(store: Path, keys: str, log: Path, workers: int) -> Iterator[str]:
     """`decider serve` on a free loopback port over `store`, ready; stopped on exit."""
     env = {
         **os.environ,
+        "DECIDER_WORKERS": str(workers),
         "DECIDER_PROFILE_DB": str(store),
         "DECIDER_PROFILE_SEED_SAMPLES": "false",
         "DECIDER_API_KEYS": keys,
@@ -345,7 +351,11 @@ def main() -> int:
     parser.add_argument("--judge", type=Path, metavar="DIR", help="judge this report only")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, in order
-    budget = read_budget(args.budget)
+    try:
+        budget = read_budget(args.budget)
+    except CannotRun as exc:
+        print(f"budget: cannot run: {exc}", file=sys.stderr)
+        return BROKEN
     if args.judge:
         return report(budget, args.judge)
     given = {k: getattr(args, k) for k in ("rate", "seconds", "users", "misses")}
@@ -364,7 +374,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="decider-budget-") as scratch:
             work = Path(scratch)
             manifest, store = prepare(work, load)
-            with serving(store, keys, work / "serve.log") as url:
+            with serving(store, keys, work / "serve.log", load.workers) as url:
                 warm(url, manifest, web_key, email_key)
                 (reports / "run.json").write_text(
                     json.dumps({"load": asdict(load), "started": datetime.now(UTC).isoformat()})

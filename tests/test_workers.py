@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -201,3 +202,56 @@ def test_workers_default_to_the_cpus_the_container_may_use(
     assert worker_count(0, cgroup) == (cpus if expected is None else min(cpus, expected))
     assert worker_count(3, cgroup) == 3
     assert worker_count(0, tmp_path / "absent") == cpus
+
+
+def test_a_replacement_serves_what_the_others_serve(two: tuple[Service, Path]) -> None:
+    """A refused edit on disk, then a worker dies: its replacement starts from the rules the
+    other one serves, not from the broken files (which would stop the whole service); and a
+    valid edit nobody reloaded (watching is off) waits for a reload on the new worker too."""
+    service, rules = two
+    before = rules_of(service)["version"]
+    text = (rules / "b2b.yaml").read_text()
+    (rules / "b2b.yaml").write_text(text.replace("account.fit_score", "account.fit_scor", 1))
+    assert service.client.post("/admin/reload").status_code == 422
+    for round_ in range(2):
+        victim = rules_of(service)["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced(victim: int = victim) -> bool:
+            try:
+                workers = rules_of(service)["workers"]
+            except httpx.TransportError:
+                return False
+            return len(workers) == 2 and victim not in {w["pid"] for w in workers}
+
+        wait_for(replaced, 20)
+        assert {w["version"] for w in rules_of(service)["workers"]} == {before}
+        assert {d["ruleset"] for d in decide_fresh(service, 8)} == {before}
+        if round_ == 0:  # then a valid edit, not reloaded
+            (rules / "b2b.yaml").write_text(text.replace(CTA, "cta: Book a briefing\n", 1))
+    files = rules_of(service)["files"]
+    assert all("decider-" not in name for name in files), files  # named as on disk
+    assert service.process.poll() is None
+    answer = service.client.post("/admin/reload")
+    assert answer.status_code == 200, answer.text
+    assert len({w["version"] for w in answer.json()["workers"]} - {before}) == 1
+
+
+def test_a_port_another_service_listens_on_is_refused(two: tuple[Service, Path]) -> None:
+    service, rules = two
+    port = str(service.client.base_url.port)
+    done = subprocess.run(
+        [sys.executable, "-m", "decider.cli", "serve", "--rules", str(rules), "--port", port],
+        env={**os.environ, "DECIDER_WORKERS": "2", "DECIDER_PROFILE_DB": str(rules.parent / "b")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_metrics_name_their_format_once(two: tuple[Service, Path]) -> None:
+    answer = two[0].client.get("/metrics")
+    assert answer.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"

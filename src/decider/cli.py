@@ -349,7 +349,7 @@ def _workers(settings: Settings) -> int:
 def _prepare(settings: Settings, std: Streams) -> tuple[Service, socket.socket] | int:
     """The service built (rules compiled and tested, source open, samples seeded) and the
     port bound; or the exit status, said why."""
-    from decider.server.workers import listener  # noqa: PLC0415
+    from decider.server.workers import held, listener  # noqa: PLC0415
     from decider.wiring import build_service  # noqa: PLC0415
 
     try:
@@ -366,10 +366,13 @@ def _prepare(settings: Settings, std: Streams) -> tuple[Service, socket.socket] 
         asyncio.run(service.source.aclose())
         print(refusal, file=std.err)
         return 1
-    shared = _workers(settings) > 1
     try:
         # several workers each listen; the supervisor only holds the port
-        sock = listener(settings.host, settings.port, shared=shared, listen=not shared)
+        sock = (
+            held(settings.host, settings.port)
+            if _workers(settings) > 1
+            else listener(settings.host, settings.port, shared=False)
+        )
     except OSError as exc:
         asyncio.run(service.source.aclose())
         print(
@@ -414,6 +417,7 @@ def _serve_one(settings: Settings, std: Streams) -> int:
 def _supervise(settings: Settings, env: Mapping[str, str], count: int, std: Streams) -> int:
     """Compile, seed and bind once here, then run `count` workers (decider.server.workers)."""
     from decider.logs import configure_logging  # noqa: PLC0415
+    from decider.server.lastgood import LastGood  # noqa: PLC0415
     from decider.server.workers import Supervisor  # noqa: PLC0415
 
     prepared = _prepare(settings, std)
@@ -423,6 +427,8 @@ def _supervise(settings: Settings, env: Mapping[str, str], count: int, std: Stre
     asyncio.run(service.source.aclose())  # each worker opens its own
     configure_logging(settings.log_format)
     with sock, tempfile.TemporaryDirectory(prefix="decider-") as run_dir:
+        # what the workers start from, whatever the files say by the time they do
+        LastGood(Path(run_dir)).keep(settings.rules_dir, service.decider.ruleset.version)
         worker_env = {
             **env,
             "DECIDER_PORT": str(sock.getsockname()[1]),  # the one port 0 picked
@@ -438,13 +444,21 @@ def _supervise(settings: Settings, env: Mapping[str, str], count: int, std: Stre
 
 
 def _work(settings: Settings, place: Place) -> int:
-    """One of several workers: serve on a listener of its own on the supervisor's port."""
+    """One of several workers: serve on a listener of its own on the supervisor's port,
+    the rules its peers serve (decider.server.lastgood)."""
     from decider.logs import configure_logging  # noqa: PLC0415
+    from decider.server.lastgood import LastGood  # noqa: PLC0415
     from decider.server.workers import listener  # noqa: PLC0415
-    from decider.wiring import build_service  # noqa: PLC0415
+    from decider.wiring import build_service, load_rules  # noqa: PLC0415
 
     configure_logging(settings.log_format, worker=place.index)
-    service = build_service(settings)
+    kept = LastGood(place.run_dir)
+    ruleset = kept.load(settings.rules_dir, lambda rules: load_rules(rules, settings.engine))
+    service = build_service(
+        settings,
+        ruleset=ruleset,
+        on_load=lambda loaded: kept.keep(settings.rules_dir, loaded.version),
+    )
     sock = listener(settings.host, settings.port, shared=True)
     _run_uvicorn(service, sock, place)
     return 0

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,9 +98,12 @@ def build_service(
     ids: Callable[[], str] = new_decision_id,
     source: ProfileSource | None = None,
     ruleset: CompiledRuleset | None = None,
+    on_load: Callable[[CompiledRuleset], None] | None = None,
 ) -> Service:
     """Compile and test the rules (so broken rules stop the service before it listens), then
     open the profile source and build the rest around them.
+
+    `on_load` is told of every ruleset a reload loads (before it is swapped in).
 
     Raises RulesetError for rules that fail, ProfileSourceError for a source that cannot open,
     SettingsError for API keys that are wrong.
@@ -109,7 +111,13 @@ def build_service(
     keys = load_keys(settings)
     ruleset = ruleset or load_rules(settings.rules_dir, settings.engine)
     # reloads compile on the engine the service serves with
-    load = partial(load_rules, settings.rules_dir, ruleset.engine.name)
+    engine = ruleset.engine.name
+
+    def load() -> CompiledRuleset:
+        loaded = load_rules(settings.rules_dir, engine)
+        if on_load is not None:  # e.g. keep it for workers that start later
+            on_load(loaded)
+        return loaded
 
     decider: Decider | None = None
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -244,8 +246,26 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name != SCHEMA_FILE)
 
 
+# while set, (copy, original): files read from `copy` are named as their originals
+_shown_as: ContextVar[tuple[Path, Path] | None] = ContextVar("shown_as", default=None)
+
+
+@contextmanager
+def shown_as(copy: Path, original: Path) -> Iterator[None]:
+    """Within, files read from the directory `copy` are named as the same files of
+    `original` (a worker loading the copy of the rules its peers serve)."""
+    token = _shown_as.set((copy.resolve(), original))
+    try:
+        yield
+    finally:
+        _shown_as.reset(token)
+
+
 def display_name(path: Path) -> str:
     """A file's name as messages show it: relative to the working directory when inside it."""
+    copy = _shown_as.get()
+    if copy is not None and path.resolve().is_relative_to(copy[0]):
+        path = copy[1] / path.resolve().relative_to(copy[0])
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:

@@ -30,6 +30,9 @@ from decider.server.peers import Family, Peers, Sample, WorkerReport
 from decider.service import Decider
 from decider.stats import Stats
 
+# Prometheus's text format; litestar adds the charset, which the constant has already (a media
+# type with a parameter twice is one Prometheus 3 refuses)
+_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 # decisions take tens of microseconds in-process; the profile budget is tens of milliseconds
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -192,4 +195,4 @@ def exposition(reports: Iterable[WorkerReport]) -> bytes:
 
 @get("/metrics", operation_id="metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(peers: NamedDependency[Peers]) -> Response[bytes]:
-    return Response(exposition(await peers.reports()), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(await peers.reports()), media_type=_MEDIA_TYPE)

@@ -64,6 +64,15 @@ def listener(host: str, port: int, *, shared: bool, listen: bool = True) -> sock
     return sock
 
 
+def held(host: str, port: int) -> socket.socket:
+    """The port for workers to share, bound but not listening: first bound alone, so a port
+    another process listens on (another Decider's workers too) is refused, as it is to one
+    process; port 0 picks one. Raises OSError."""
+    with listener(host, port, shared=False, listen=False) as alone:
+        port = alone.getsockname()[1]
+    return listener(host, port, shared=True, listen=False)
+
+
 @dataclass
 class _Worker:
     index: int
@@ -162,7 +171,10 @@ class Supervisor:
                     extra={"event": "worker_exit", "worker": worker.index, "status": code},
                 )
                 if self._quick_deaths >= QUICK_DEATHS:
-                    log.error("workers keep dying as they start: stopping")
+                    log.error(
+                        "workers keep dying as they start: stopping",
+                        extra={"event": "workers_failing"},
+                    )
                     return 1
                 self._start(worker.index)
         return 0

@@ -1,0 +1,95 @@
+"""The rules the workers serve, kept whole in the run directory, for workers that start later.
+
+A worker that replaces one that died must serve what its peers serve: not the files on disk,
+which may hold an edit the others refused (then it could not start at all, and the
+supervisor would give up on a service that was serving fine), or one they have not reloaded
+yet (with file watching off). So every ruleset a worker swaps in, and the one the supervisor
+started with, is copied into the run directory, checked against its version, and named
+`current`; a worker starts from the files on disk when they are that version, else from the
+copy, its files named as on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from decider.errors import RulesetError
+from decider.rules.compiler import version_of
+from decider.rules.files import SCHEMA_FILE, revision_dir, rule_files, shown_as
+from decider.ruleset import CompiledRuleset
+
+log = logging.getLogger("decider")
+
+Load = Callable[[Path], CompiledRuleset]
+
+
+class LastGood:
+    """The copies under `run_dir/rules`, the one serving named `current`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir / "rules"
+        self.root.mkdir(exist_ok=True)
+
+    def keep(self, rules_dir: Path, version: str) -> None:
+        """Copy the revision of `rules_dir` being read now as `version`, and name it current;
+        nothing, if the files changed since they were read as that version."""
+        target = self.root / version
+        if not target.is_dir():
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+            try:
+                shutil.copytree(revision_dir(rules_dir), staging, dirs_exist_ok=True)
+                if _version(staging) != version:  # edited since: the next reload keeps it
+                    return
+                os.rename(staging, target)  # fails if another worker kept it first
+            except OSError:
+                pass
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        link = self.root / f".current-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(version)
+        os.replace(link, self.root / "current")
+
+    def current(self) -> Path | None:
+        path = self.root / "current"
+        return path.resolve() if path.is_dir() else None
+
+    def load(self, rules_dir: Path, load: Load) -> CompiledRuleset:
+        """The ruleset a worker starts with: the files of `rules_dir` if they are what the
+        others serve (or nothing is kept yet), else the copy of what they serve. Raises
+        RulesetError when neither loads."""
+        kept = self.current()
+        try:
+            on_disk: CompiledRuleset | None = load(rules_dir)
+        except RulesetError:
+            if kept is None:
+                raise
+            on_disk = None
+        if kept is None or (on_disk is not None and on_disk.version == kept.name):
+            assert on_disk is not None
+            return on_disk
+        with shown_as(kept, revision_dir(rules_dir)):
+            ruleset = load(kept)
+        log.warning(
+            "serving ruleset %s, as the other workers do: the rules in %s are %s, which they "
+            "have not reloaded (a reload brings every worker to them)",
+            ruleset.version,
+            rules_dir,
+            "refused" if on_disk is None else on_disk.version,
+            extra={"event": "start_from_kept", "ruleset": ruleset.version},
+        )
+        return ruleset
+
+
+def _version(directory: Path) -> str:
+    """The version the rules in `directory` compile to (decider.rules.compiler)."""
+    files = [(path.name, path.read_bytes()) for path in rule_files(directory)]
+    schema = directory / SCHEMA_FILE
+    if schema.is_file():
+        files.append((SCHEMA_FILE, schema.read_bytes()))
+    return version_of(files)
