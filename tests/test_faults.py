@@ -1,6 +1,7 @@
 """Fault injection: the real app over the http profile source, pointed at a fake profile API
 on a real loopback socket (tests/fake_profile_api.py) that is slow, hangs, fails, sends
-garbage or invalid UTF-8, refuses or resets; for every identity shape, on web and email.
+garbage or invalid UTF-8, refuses or resets; for every identity shape, on web and email, and
+with the API asked one id at a time (GETs) or a request's ids at once (POST /resolve).
 
 Whatever the upstream does: no 5xx; no personalization without consent checked against a
 profile; email suppressed when the profile (or any id) could not be checked; and, once the
@@ -14,11 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from decider.profile import AccountProfile, VisitorProfile
 from decider.profiles.cache import CacheSettings
 from decider.profiles.jsonl import sample_profiles
 from decider.profiles.sources.http import HttpSettings
@@ -27,7 +26,7 @@ from decider.rules.compiler import compile_ruleset
 from decider.ruleset import CompiledRuleset
 
 from .conftest import NOW, RULES, app_client
-from .fake_profile_api import FAULTS, FakeProfileApi, Fault, fake_profile_api
+from .fake_profile_api import FAULTS, FakeProfileApi, Fault, fake_profile_api, routes_of
 
 Client = TestClient[Any]
 ADA_SHA = "dba86479afbaf94f50b6b6a093bdf29e40656e11874321bfca1718252afe1a0f"
@@ -44,32 +43,23 @@ TTL = 0.05  # fresh this long; the test waits past it before asking again
 CACHE = CacheSettings(ttl=TTL, negative_ttl=TTL, stale_ttl=600.0)
 
 
-def routes() -> dict[str, bytes]:
-    """The sample profiles as the profile API serves them."""
-    found: dict[str, bytes] = {}
-    for profile in sample_profiles(NOW):
-        body = msgspec.json.encode(profile)
-        if isinstance(profile, AccountProfile):
-            found[f"/accounts/{profile.id}"] = body
-            continue
-        assert isinstance(profile, VisitorProfile)
-        found[f"/visitors/{profile.id}"] = body
-        link = msgspec.json.encode({"visitor_id": profile.id})
-        found |= {f"/identities/user_id/{u}": link for u in profile.user_ids}
-        found |= {f"/identities/email_sha256/{e}": link for e in profile.email_sha256}
-    return found
-
-
 @pytest.fixture(scope="module")
 def ruleset() -> CompiledRuleset:
     return compile_ruleset(RULES, new_engine("cel-expr"))
 
 
+@pytest.fixture(params=[False, True], ids=["gets", "resolve"])
+def resolve(request: pytest.FixtureRequest) -> bool:
+    """Whether the service asks the API for a request's ids at once (POST /resolve)."""
+    asked: bool = request.param
+    return asked
+
+
 @contextmanager
-def service(ruleset: CompiledRuleset) -> Iterator[tuple[Client, FakeProfileApi]]:
+def service(ruleset: CompiledRuleset, resolve: bool) -> Iterator[tuple[Client, FakeProfileApi]]:
     """The app over a fresh fake API: 50 ms for a request's lookups, 1 s per HTTP call."""
-    with fake_profile_api(routes()) as api:
-        profile = HttpSettings(api_url=api.url, api_timeout=1.0)
+    with fake_profile_api(routes_of(sample_profiles(NOW))) as api:
+        profile = HttpSettings(api_url=api.url, api_timeout=1.0, api_resolve=resolve)
         with app_client(ruleset, profile=profile, profile_budget_ms=50, cache=CACHE) as client:
             yield client, api
 
@@ -117,14 +107,14 @@ def without(codes_: list[str], *left_out: str) -> list[str]:
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_a_primed_cache_serves_each_ids_stale_entry(
-    ruleset: CompiledRuleset, shape: str, fault: Fault
+    ruleset: CompiledRuleset, resolve: bool, shape: str, fault: Fault
 ) -> None:
     """Primed while healthy, then the fault, past the TTL: each id is served from its own
     stale entry. The anonymous cookie the API never knew has no entry to serve (a miss is
     remembered briefly only): it is left unchecked, the rest of the decision stands, and
     email, which suppresses when anyone cannot be checked, suppresses."""
     identity = SHAPES[shape]
-    with service(ruleset) as (client, api):
+    with service(ruleset, resolve) as (client, api):
         primed = prime(client, identity)
         api.set(fault)
         time.sleep(2 * TTL)
@@ -147,12 +137,12 @@ def test_a_primed_cache_serves_each_ids_stale_entry(
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_with_nothing_cached_a_fault_fails_closed(
-    ruleset: CompiledRuleset, shape: str, fault: Fault
+    ruleset: CompiledRuleset, resolve: bool, shape: str, fault: Fault
 ) -> None:
     """A fault from the first request on: the profile is unavailable, web gets the default
     content, email is suppressed; never a 5xx."""
     identity = SHAPES[shape]
-    with service(ruleset) as (client, api):
+    with service(ruleset, resolve) as (client, api):
         api.set(fault)
         for placement in PLACEMENTS:
             decision = decide(client, placement, identity)
@@ -164,11 +154,11 @@ def test_with_nothing_cached_a_fault_fails_closed(
 
 @pytest.mark.parametrize("fault", ["hang", "invalid_utf8", "reset"])
 def test_a_cookie_first_seen_during_an_outage_beside_a_stale_user_id(
-    ruleset: CompiledRuleset, fault: Fault
+    ruleset: CompiledRuleset, resolve: bool, fault: Fault
 ) -> None:
     """A user known before the outage comes back with a new cookie while it lasts: the
     user's stale profile is served on web; the new cookie is unchecked, so email suppresses."""
-    with service(ruleset) as (client, api):
+    with service(ruleset, resolve) as (client, api):
         primed = prime(client, {"user_id": "u-ada"})
         api.set(fault)
         time.sleep(2 * TTL)
@@ -185,12 +175,18 @@ def test_a_cookie_first_seen_during_an_outage_beside_a_stale_user_id(
         assert email["suppressed"] is True
 
 
-def test_the_healthy_fake_api_is_read_over_the_socket(ruleset: CompiledRuleset) -> None:
+def test_the_healthy_fake_api_is_read_over_the_socket(
+    ruleset: CompiledRuleset, resolve: bool
+) -> None:
     """Healthy, the fake API is what the service reads: the decision comes from its answers
-    (so the faults above fail lookups the service really makes)."""
-    with service(ruleset) as (client, api):
+    (so the faults above fail lookups the service really makes), in one round trip when the
+    API offers it."""
+    with service(ruleset, resolve) as (client, api):
         decision = prime(client, {"user_id": "u-ada"})["home_hero"]
         assert (decision["segment"], decision["personalized"]) == ("b2b_top_tier_evaluation", True)
-        assert {"/identities/user_id/u-ada", "/visitors/v-ada", "/accounts/acc-northwind"} <= set(
-            api.paths
-        )
+        if resolve:
+            assert set(api.paths) == {"/healthz", "/resolve"}
+            assert api.asked[0] == b'{"user_id":"u-ada"}'
+        else:
+            asked = {"/identities/user_id/u-ada", "/visitors/v-ada", "/accounts/acc-northwind"}
+            assert asked <= set(api.paths)

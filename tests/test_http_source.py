@@ -1,9 +1,12 @@
-"""HttpProfileSource against an httpx MockTransport: the profile API contract, and its failures."""
+"""HttpProfileSource against an httpx MockTransport: the profile API contract (the GETs and
+POST /resolve), and its failures."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,6 +21,9 @@ from decider.profile import AccountProfile, AliasKind, ConsentRecord, Resolution
 from decider.profiles.cache import CacheSettings
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.http import MAX_BODY, HttpProfileSource
+from decider.profiles.trips import Found
+
+from .fake_profile_api import resolve_answer
 
 T = TypeVar("T")
 Lookup = Callable[[HttpProfileSource], Coroutine[Any, Any, object]]
@@ -53,11 +59,14 @@ NORTHWIND = AccountProfile(id="acc-northwind", traits={"employees": 1800})
 
 
 class ProfileApi:
-    """A MockTransport handler: fixed JSON bodies by raw path, 404 elsewhere, or an outage."""
+    """A MockTransport handler: fixed JSON bodies by raw path, 404 elsewhere, or an outage;
+    POST /resolve answered from the same bodies, unless `resolves` is False (then a 404)."""
 
-    def __init__(self, routes: dict[str, Any]) -> None:
+    def __init__(self, routes: dict[str, Any], *, resolves: bool = True) -> None:
         self.routes = {path: msgspec.json.encode(body) for path, body in routes.items()}
+        self.resolves = resolves
         self.paths: list[str] = []
+        self.asked: list[dict[str, str]] = []
         self.outage: int | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -65,7 +74,11 @@ class ProfileApi:
         self.paths.append(path)
         if self.outage is not None:
             return httpx.Response(self.outage)
-        body = self.routes.get(path)
+        if (request.method, path) == ("POST", "/resolve") and self.resolves:
+            assert request.headers["content-type"] == "application/json"
+            self.asked.append(json.loads(request.content))
+            return httpx.Response(200, content=resolve_answer(request.content, self.routes.get))
+        body = self.routes.get(path) if request.method == "GET" else None
         return httpx.Response(404) if body is None else httpx.Response(200, content=body)
 
 
@@ -81,11 +94,16 @@ def client(handler: Handler) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url=BASE_URL)
 
 
-def ask(handler: Handler, lookup: Callable[[HttpProfileSource], Coroutine[Any, Any, T]]) -> T:
+def ask(
+    handler: Handler,
+    lookup: Callable[[HttpProfileSource], Coroutine[Any, Any, T]],
+    *,
+    resolve: bool = False,
+) -> T:
     """Run one lookup on a fresh source over `handler`, closing it afterwards."""
 
     async def main() -> T:
-        source = HttpProfileSource(client(handler))
+        source = HttpProfileSource(client(handler), resolve=resolve)
         try:
             return await lookup(source)
         finally:
@@ -103,7 +121,9 @@ LOOKUPS: dict[str, Lookup] = {
     "visitor": lambda s: s.visitor("v-1"),
     "account": lambda s: s.account("acc-1"),
     "alias": lambda s: s.alias("user_id", "u-1"),
+    "resolve": lambda s: s.resolve(Identity(user_id="u-1", visitor_id="v-1")),
 }
+POINT_LOOKUPS = {k: v for k, v in LOOKUPS.items() if k != "resolve"}
 
 
 def test_visitor_body_decodes_into_a_profile() -> None:
@@ -138,7 +158,7 @@ def test_alias_answers_the_linked_visitor_id(kind: AliasKind, value: str) -> Non
     assert api.paths == [f"/identities/{kind}/{value}"]
 
 
-@pytest.mark.parametrize("lookup", LOOKUPS.values(), ids=LOOKUPS.keys())
+@pytest.mark.parametrize("lookup", POINT_LOOKUPS.values(), ids=POINT_LOOKUPS.keys())
 def test_not_found_is_none(lookup: Lookup) -> None:
     """A 404 means an unknown id: the lookup answers None, it does not raise."""
     assert ask(answer(404), lookup) is None
@@ -165,6 +185,9 @@ def test_transport_failure_is_a_source_error(error: type[httpx.TransportError]) 
     with pytest.raises(ProfileSourceError) as raised:
         ask(handler, lambda s: s.visitor("v-secret"))
     assert "v-secret" not in str(raised.value)
+    with pytest.raises(ProfileSourceError) as raised:
+        ask(handler, lambda s: s.resolve(Identity(user_id="u-secret")), resolve=True)
+    assert "u-secret" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -262,14 +285,17 @@ def test_aclose_closes_the_client() -> None:
     assert asyncio.run(main())
 
 
-def test_resolver_over_http_serves_stale_data_through_an_outage() -> None:
-    """Through the whole stack, a profile API gone 503 after ttl leaves stale data served."""
+@pytest.mark.parametrize("resolve", [False, True], ids=["gets", "resolve"])
+def test_resolver_over_http_serves_stale_data_through_an_outage(resolve: bool) -> None:
+    """Through the whole stack, a profile API gone 503 after ttl leaves stale data served,
+    whether it is asked one id at a time or a request's ids at once."""
     api = ProfileApi(API_ROUTES)
     cache = CacheSettings(ttl=0.02, negative_ttl=0.02, stale_ttl=60.0)
 
     async def main() -> tuple[Resolution, Resolution, Resolution]:
         async with client(api) as http:
-            resolver = Resolver(HttpProfileSource(http), budget=1.0, cache=cache)
+            source = HttpProfileSource(http, resolve=resolve)
+            resolver = Resolver(source, budget=1.0, cache=cache)
             before = await resolver.resolve(Identity(user_id="u-ada"))
             api.outage = 503
             await asyncio.sleep(0.05)
@@ -284,7 +310,9 @@ def test_resolver_over_http_serves_stale_data_through_an_outage() -> None:
     assert (during.status, during.stale) == ("resolved", True)
     assert (during.visitor, during.account) == (ADA, NORTHWIND)
     assert "identity.stale" in [note.code for note in during.notes]
-    assert api.paths.count("/identities/user_id/u-ada") == 2
+    # asked again once stale (and, at once, the cookie never seen)
+    path, times = ("/resolve", 3) if resolve else ("/identities/user_id/u-ada", 2)
+    assert api.paths.count(path) == times
 
     assert never_seen.status == "unavailable"
 
@@ -294,7 +322,11 @@ def streamed(chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None
     return lambda _: httpx.Response(200, content=chunks, headers=headers)
 
 
-def test_a_body_declared_over_the_limit_is_refused_unread() -> None:
+BODY_LOOKUPS = {k: LOOKUPS[k] for k in ("visitor", "resolve")}
+
+
+@pytest.mark.parametrize("lookup", BODY_LOOKUPS.values(), ids=BODY_LOOKUPS.keys())
+def test_a_body_declared_over_the_limit_is_refused_unread(lookup: Lookup) -> None:
     """A Content-Length over MAX_BODY is refused before any of the body is read."""
     read: list[int] = []
 
@@ -304,11 +336,12 @@ def test_a_body_declared_over_the_limit_is_refused_unread() -> None:
 
     handler = streamed(chunks(), {"Content-Length": str(MAX_BODY + 1)})
     with pytest.raises(ProfileSourceError, match="off contract: over"):
-        ask(handler, lambda s: s.visitor("v-1"))
+        ask(handler, lookup, resolve=True)
     assert read == []
 
 
-def test_a_body_streamed_past_the_limit_is_cut_off() -> None:
+@pytest.mark.parametrize("lookup", BODY_LOOKUPS.values(), ids=BODY_LOOKUPS.keys())
+def test_a_body_streamed_past_the_limit_is_cut_off(lookup: Lookup) -> None:
     """A body with no length that runs past MAX_BODY is refused once past it, not read whole."""
     sent: list[int] = []
 
@@ -319,7 +352,7 @@ def test_a_body_streamed_past_the_limit_is_cut_off() -> None:
             yield b"x" * 65536
 
     with pytest.raises(ProfileSourceError, match="off contract: over"):
-        ask(streamed(endless()), lambda s: s.visitor("v-1"))
+        ask(streamed(endless()), lookup, resolve=True)
     assert len(sent) * 65536 <= MAX_BODY + 2 * 65536
 
 
@@ -345,3 +378,148 @@ def test_a_trickling_body_times_out_as_a_whole() -> None:
 
     with pytest.raises(ProfileSourceError, match="timed out"):
         asyncio.run(main())
+
+
+# --- POST /resolve: a request's ids in one round trip ------------------------------------
+
+BEN_JSON: dict[str, Any] = {"id": "v-ben", "account_id": "acc-gone"}
+RESOLVE_ROUTES: dict[str, Any] = {
+    **API_ROUTES,
+    "/visitors/v-ben": BEN_JSON,
+    "/identities/user_id/u-dangling": {"visitor_id": "v-gone"},
+}
+
+
+def test_resolve_asks_for_the_ids_given_in_one_post_and_answers_each() -> None:
+    """The ids asked go as one JSON object (those not asked left out); the answer gives the
+    link of each alias, and the visitors and accounts the ids name, each decoded and
+    normalized as a GET's would be."""
+    api = ProfileApi(RESOLVE_ROUTES)
+    asked = Identity(user_id="u-ada", visitor_id="anon-1")
+    found = ask(api, lambda s: s.resolve(asked), resolve=True)
+    assert api.paths == ["/resolve"]
+    assert api.asked == [{"user_id": "u-ada", "visitor_id": "anon-1"}]
+    assert found == Found(
+        links={("user_id", "u-ada"): "v-ada"},
+        visitors={"v-ada": ADA, "anon-1": None},
+        accounts={"acc-northwind": NORTHWIND},
+    )
+
+
+def test_resolve_answers_what_the_api_does_not_know_as_unknown() -> None:
+    """An alias linked to nobody, a visitor or account the API lacks (even one a link or a
+    visitor names) is None in the answer, as a 404 would say."""
+    api = ProfileApi(RESOLVE_ROUTES)
+    nobody = hashlib.sha256(b"nobody@example.com").hexdigest()
+    asked = Identity(user_id="u-dangling", email_sha256=nobody, account_id="acc-none")
+    found = ask(api, lambda s: s.resolve(asked), resolve=True)
+    assert found == Found(
+        links={("user_id", "u-dangling"): "v-gone", ("email_sha256", nobody): None},
+        visitors={"v-gone": None},
+        accounts={"acc-none": None},
+    )
+    ben = ask(api, lambda s: s.resolve(Identity(visitor_id="v-ben")), resolve=True)
+    assert ben is not None
+    assert ben.accounts == {"acc-gone": None}
+
+
+ASKED = Identity(user_id="u-1", visitor_id="v-1")
+
+
+@pytest.mark.parametrize(
+    ("body", "because"),
+    [
+        ({"identities": {}, "visitors": [], "accounts": []}, "identities other than"),
+        (
+            {"identities": {"user_id": None, "email_sha256": None}, "visitors": [], "accounts": []},
+            "identities other than",
+        ),
+        (
+            {"identities": {"user_id": "v-1"}, "visitors": [{"id": "v-2"}], "accounts": []},
+            "do not name",
+        ),
+        (
+            {"identities": {"user_id": None}, "visitors": [{"id": "v-1"}] * 2, "accounts": []},
+            "do not name",
+        ),
+        (
+            {
+                "identities": {"user_id": None},
+                "visitors": [{"id": "v-1"}],
+                "accounts": [{"id": "a"}],
+            },
+            "do not name",
+        ),
+        ({"identities": {"user_id": None}, "visitors": []}, "missing required field"),
+        (
+            {"identities": {"user_id": None}, "visitors": [], "accounts": [], "more": 1},
+            "unknown field",
+        ),
+        ({"identities": [], "visitors": [], "accounts": []}, "Expected `object`"),
+        ({"identities": {"user_id": 7}, "visitors": [], "accounts": []}, "Expected `str"),
+        (
+            {
+                "identities": {"user_id": None},
+                "visitors": [{"id": "v-1", "email": "ada@example.com"}],
+                "accounts": [],
+            },
+            "unknown field",
+        ),
+        (
+            {
+                "identities": {"user_id": None},
+                "visitors": [{"id": "v-1", "user_ids": ["ada@example.com"]}],
+                "accounts": [],
+            },
+            "user_ids",
+        ),
+        ("<html>oops</html>", "off contract"),
+    ],
+    ids=[
+        "an-alias-unanswered",
+        "an-alias-not-asked",
+        "a-visitor-nobody-named",
+        "a-visitor-twice",
+        "an-account-nobody-named",
+        "a-field-missing",
+        "an-unknown-field",
+        "identities-not-an-object",
+        "a-link-not-a-string",
+        "a-raw-email-field",
+        "a-raw-email-as-user-id",
+        "not-json",
+    ],
+)
+def test_a_resolve_answer_off_contract_is_a_source_error(body: object, because: str) -> None:
+    """A 200 to POST /resolve that is not the contract's shape, that leaves an alias asked
+    unanswered or answers one not asked, or that holds a profile the ids do not name (or one
+    twice), is a ProfileSourceError, without the data."""
+    content = body.encode() if isinstance(body, str) else msgspec.json.encode(body)
+    with pytest.raises(ProfileSourceError, match="off contract") as raised:
+        ask(answer(200, content), lambda s: s.resolve(ASKED), resolve=True)
+    assert because in str(raised.value)
+    assert "ada@example.com" not in str(raised.value)
+
+
+@pytest.mark.parametrize("status", [404, 405, 501])
+def test_an_api_without_resolve_is_asked_one_id_at_a_time_from_then_on(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With DECIDER_PROFILE_API_RESOLVE set, an API that answers POST /resolve as a server
+    without the route does (404, 405, 501) does not offer it: resolve() answers None, the
+    source stops offering it, and one warning says so, naming no id."""
+
+    async def main() -> tuple[bool, object, object, bool]:
+        async with client(answer(status)) as http:
+            source = HttpProfileSource(http, resolve=True)
+            offered = source.resolves
+            first = await source.resolve(ASKED)
+            second = await source.resolve(ASKED)
+            return offered, first, second, source.resolves
+
+    with caplog.at_level(logging.WARNING, logger="decider"):
+        offered, first, second, still = asyncio.run(main())
+    assert (offered, first, second, still) == (True, None, None, False)
+    (warning,) = [r for r in caplog.records if r.name == "decider"]
+    assert "POST /resolve" in warning.getMessage()
+    assert "u-1" not in warning.getMessage()

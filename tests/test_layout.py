@@ -37,6 +37,7 @@ FOREIGN = (
     "starlette",
     "httpx",
     "httpcore",
+    "aiohttp",
     "sqlite3",
     "yaml",
     "watchfiles",

@@ -3,9 +3,11 @@ flags, consent records, odd ids, and an unavailable source; and, for the stores 
 writes (sqlite, redis, memory), writes, erasure, refused conflicts and change notices.
 
 Each source gets a harness that loads records the way that source is filled (an import into
-SQLite or Redis, a profile API answering over httpx.MockTransport, the in-memory dicts) and
-can take it down. A source registered without a harness fails here, so none is left
-unchecked. Each case runs in one event loop, as a server would.
+SQLite or Redis, a profile API answering over httpx.MockTransport or a real socket, the
+in-memory dicts) and can take it down. The profile API is held to the contract both ways it
+is asked: one GET per id, and each lookup as a round trip of POST /resolve. A source
+registered without a harness fails here, so none is left unchecked. Each case runs in one
+event loop, as a server would.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import asyncio
 import hashlib
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import unquote
 
 import httpx
@@ -25,17 +28,22 @@ import msgspec
 import pytest
 
 from decider.errors import ProfileConflict, ProfileSourceError
-from decider.profile import AccountProfile, ConsentRecord, VisitorProfile
+from decider.model import Identity
+from decider.profile import AccountProfile, AliasKind, ConsentRecord, VisitorProfile
 from decider.profiles.jsonl import AccountRecord, VisitorRecord
 from decider.profiles.sources import DRIVERS
 from decider.profiles.sources.base import Change, Opening, ProfileSource, ProfileStore
-from decider.profiles.sources.http import HttpProfileSource
+from decider.profiles.sources.http import AiohttpUpstream, HttpProfileSource, HttpSettings
 from decider.profiles.sources.memory import MemoryProfileSource
 from decider.profiles.sources.redis import RedisSettings
 from decider.profiles.sources.redis import open_source as open_redis
 from decider.profiles.sources.sqlite import SqliteProfileStore
+from decider.profiles.trips import Trips
+
+from .fake_profile_api import FakeProfileApi, resolve_answer
 
 Profile = VisitorProfile | AccountProfile
+T = TypeVar("T")
 Scenario = Callable[[ProfileSource], Awaitable[None]]
 
 ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
@@ -87,30 +95,60 @@ class StoreHarness:
 
 
 class HttpHarness:
-    """A profile API over MockTransport, serving what an in-memory source holds."""
+    """A profile API serving what an in-memory source holds: over httpx.MockTransport, or
+    (`socket`) the fake API on a real socket, read over aiohttp as in production; with
+    `resolve`, each lookup is asked as a round trip of its own (POST /resolve), through
+    the resolver's Trips."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, socket: bool = False, resolve: bool = False) -> None:
         self.backing = MemoryProfileSource()
         self.down = False
-        transport = httpx.MockTransport(self._answer)
-        self.source: ProfileSource = HttpProfileSource(
-            httpx.AsyncClient(transport=transport, base_url="http://profiles.test")
+        self.resolve = resolve
+        self.paths: list[str] = []
+        self.api = FakeProfileApi(self._get) if socket else None
+        upstream = (
+            AiohttpUpstream(HttpSettings(api_url=self.api.url))
+            if self.api
+            else httpx.AsyncClient(
+                transport=httpx.MockTransport(self._answer), base_url="http://profiles.test"
+            )
         )
+        http = HttpProfileSource(upstream, resolve=resolve)
+        self.source: ProfileSource = OneTrip(http) if resolve else http
 
     async def load(self, *records: Profile) -> None:
         self.backing.load(records)
 
     async def take_down(self) -> None:
         self.down = True
+        if self.api:
+            self.api.set("status_500")
+
+    def close(self) -> None:
+        """Stop the fake API; a resolving source must have asked nothing one id at a time."""
+        if self.api:
+            self.api.close()
+        paths = set(self.api.paths if self.api else self.paths)
+        if self.resolve:
+            assert paths <= {"/resolve", "/healthz"}, paths
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        self.paths.append(path)
         if self.down:
             return httpx.Response(503)
-        parts = [unquote(p) for p in request.url.raw_path.decode().split("/")[1:]]
+        if path == "/healthz":
+            return httpx.Response(200)
+        if (request.method, path) == ("POST", "/resolve"):
+            return httpx.Response(200, content=resolve_answer(request.content, self._get))
+        found = self._get(path)
+        return httpx.Response(404) if found is None else httpx.Response(200, content=found)
+
+    def _get(self, path: str) -> bytes | None:
+        """What a GET of `path` answers: its body, or None for a 404."""
+        parts = [unquote(p) for p in path.split("/")[1:]]
         found: object = None
         match parts:
-            case ["healthz"]:
-                return httpx.Response(200)
             case ["visitors", visitor_id]:
                 found = self.backing.visitors.get(visitor_id)
             case ["accounts", account_id]:
@@ -118,9 +156,46 @@ class HttpHarness:
             case ["identities", ("user_id" | "email_sha256") as kind, value]:
                 linked = self.backing.aliases.get((kind, value))
                 found = {"visitor_id": linked} if linked else None
-        if found is None:
-            return httpx.Response(404)
-        return httpx.Response(200, content=msgspec.json.encode(found))
+        return None if found is None else msgspec.json.encode(found)
+
+
+class OneTrip:
+    """A profile API source whose every lookup is a round trip of POST /resolve asking that
+    one id, answered through the resolver's Trips."""
+
+    def __init__(self, source: HttpProfileSource) -> None:
+        self._source = source
+        self._trips = Trips(source, source)
+
+    async def visitor(self, visitor_id: str) -> VisitorProfile | None:
+        return await self._ask(Identity(visitor_id=visitor_id), self._trips.visitor, visitor_id)
+
+    async def account(self, account_id: str) -> AccountProfile | None:
+        return await self._ask(Identity(account_id=account_id), self._trips.account, account_id)
+
+    async def alias(self, kind: AliasKind, value: str) -> str | None:
+        return await self._ask(Identity(**{kind: value}), partial(self._trips.alias, kind), value)
+
+    async def ready(self) -> bool:
+        return await self._source.ready()
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
+
+    async def _ask(self, asked: Identity, lookup: Callable[[str], Awaitable[T]], key: str) -> T:
+        self._trips.begin(asked)
+        try:
+            return await lookup(key)
+        finally:
+            self._trips.end()
+
+
+HTTP_HARNESSES = {
+    "http": {},
+    "http-resolve": {"resolve": True},
+    "http-socket": {"socket": True},
+    "http-socket-resolve": {"socket": True, "resolve": True},
+}
 
 
 def redis_store(url: str) -> ProfileStore:
@@ -161,14 +236,17 @@ def harness_for(name: str, tmp_path: Path, redis_url: str) -> Harness:
             return memory
 
         return StoreHarness(memory, unavailable)
-    if name == "http":
-        return HttpHarness()
+    if name in HTTP_HARNESSES:
+        return HttpHarness(**HTTP_HARNESSES[name])
     pytest.fail(f"the {name} profile source has no contract harness in {__name__}")
 
 
-@pytest.fixture(params=sorted(DRIVERS))
-def harness(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Harness:
-    return harness_for(request.param, tmp_path, redis_url)
+@pytest.fixture(params=sorted(set(DRIVERS) | set(HTTP_HARNESSES)))
+def harness(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[Harness]:
+    made = harness_for(request.param, tmp_path, redis_url)
+    yield made
+    if isinstance(made, HttpHarness):
+        made.close()
 
 
 @pytest.fixture(params=sorted(name for name, d in DRIVERS.items() if name != "http"))

@@ -10,9 +10,11 @@ The policy (README, "Identity conflicts"):
   cookie: user_id, then email_sha256, then visitor_id.
 - The visitor's own account link wins over a request's account_id (often a reverse-IP guess).
 
-Every lookup goes through a cache, and the whole resolution shares one time budget. When the
-source fails, each id is served from its own stale entry if it has one (stale-if-error, per
-id). An id that fails with nothing stale to serve:
+Every lookup goes through a cache, and the whole resolution shares one time budget. The ids
+the cache cannot answer are looked up at once: in one round trip where the source offers it
+(decider.profiles.trips), else concurrently, one lookup per id. When the source fails, each
+id is served from its own stale entry if it has one (stale-if-error, per id). An id that
+fails with nothing stale to serve:
 - makes the profile "unavailable" (which the consent gate treats as not granted) if it could
   have decided who is asked: it is the recipient's email hash on email, or no id stronger
   than it resolved, or it is the account of the person decided for;
@@ -41,6 +43,7 @@ from decider.profile import (
 )
 from decider.profiles.cache import CacheSettings, Hit, ProfileCache
 from decider.profiles.sources.base import AliasKey, Change, ProfileSource
+from decider.profiles.trips import Resolving, Trips
 from decider.reasons import Reason, ReasonCode
 
 Named = dict[IdKind, VisitorProfile | None]
@@ -68,10 +71,12 @@ class Resolver:
     ) -> None:
         self.budget = budget
         self._changes = changes
-        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(source.visitor, cache)
-        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(source.account, cache)
+        self._trips = Trips(source, source) if isinstance(source, Resolving) else None
+        points: ProfileSource | Trips = self._trips or source
+        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(points.visitor, cache)
+        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(points.account, cache)
         self.aliases: ProfileCache[tuple[AliasKind, str], str] = ProfileCache(
-            lambda key: source.alias(*key), cache
+            lambda key: points.alias(*key), cache
         )
 
     @property
@@ -86,6 +91,8 @@ class Resolver:
 
     def apply(self, change: Change) -> None:
         """Forget what `change` made stale."""
+        if self._trips is not None:
+            self._trips.forget()
         if change.everything:
             for cache in (self.visitors, self.accounts, self.aliases):
                 cache.clear()
@@ -128,6 +135,9 @@ class Resolver:
             return Resolution(
                 "unavailable", notes=(Reason(ReasonCode.IDENTITY_UNAVAILABLE, str(exc)),)
             )
+        finally:
+            if self._trips is not None:
+                self._trips.end()
 
     async def _resolve(self, identity: Identity, channel: Channel, deadline: float) -> Resolution:
         notes: list[Reason] = []
@@ -162,9 +172,10 @@ class Resolver:
         """The visitor each id of the request names (None: nobody known), strongest first;
         the ids whose lookup failed with nothing stale to serve; whether any was stale.
 
-        What the cache holds fresh is read first; the ids left are followed at once when
-        there are several (a cold request waits for one id's round trips, not every id's):
-        tasks for ids the cache answers would cost more than the lookups."""
+        What the cache holds fresh is read first; the ids left are asked in one round trip
+        where the source offers it, else followed at once when there are several (a cold
+        request waits for one id's round trips, not every id's): tasks for ids the cache
+        answers would cost more than the lookups."""
         given = [(kind, value) for kind in ALIAS_KINDS if (value := getattr(identity, kind))]
         answers = [self._cached(kind, value) for kind, value in given]
         if identity.visitor_id:
@@ -173,7 +184,13 @@ class Resolver:
         missing = [i for i, answer in enumerate(answers) if answer is None]
         if missing:
             lookups = [self._lookup(given, i, identity.visitor_id, deadline) for i in missing]
-            found = await asyncio.gather(*lookups) if len(lookups) > 1 else [await lookups[0]]
+            if self._trips is not None and self._trips.offered:
+                self._trips.begin(self._asked(identity, given, missing))
+                found = [await lookup for lookup in lookups]  # all answered by one trip
+            elif len(lookups) > 1:
+                found = await asyncio.gather(*lookups)
+            else:
+                found = [await lookups[0]]
             for i, answer in zip(missing, found, strict=True):
                 answers[i] = answer
         followed = [answer for answer in answers if answer is not None]
@@ -238,6 +255,20 @@ class Resolver:
             return self._follow(*given[i], deadline)
         assert visitor_id is not None
         return self._visit(visitor_id, deadline)
+
+    def _asked(
+        self, identity: Identity, given: list[tuple[AliasKind, str]], missing: list[int]
+    ) -> Identity:
+        """What the round trip asks: the ids the cache could not answer, and the request's
+        account unless cached (the trip answers it beside the visitor's own)."""
+        kinds = {given[i][0] if i < len(given) else "visitor_id" for i in missing}
+        account_id = identity.account_id
+        return Identity(
+            visitor_id=identity.visitor_id if "visitor_id" in kinds else None,
+            user_id=identity.user_id if "user_id" in kinds else None,
+            email_sha256=identity.email_sha256 if "email_sha256" in kinds else None,
+            account_id=account_id if account_id and not self.accounts.fresh(account_id) else None,
+        )
 
     def _cached(self, kind: AliasKind, value: str) -> _Followed | None:
         """An id's link and visitor if the cache holds both fresh; else None."""
