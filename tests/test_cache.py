@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from decider.errors import ProfileSourceError
-from decider.profiles.cache import CacheSettings, Hit, ProfileCache
+from decider.profiles.cache import Budget, CacheSettings, Hit, ProfileCache
 
 TTL, NEGATIVE_TTL, STALE_TTL = 60.0, 5.0, 600.0
 
@@ -241,6 +241,40 @@ def test_an_answer_in_before_a_busy_loop_reached_the_deadline_is_not_late() -> N
         await asyncio.sleep(0)
         asyncio.get_running_loop().call_later(0.01, answered.set)  # well within the budget
         time.sleep(0.4)  # the loop busy past both
+        assert await lookup == Hit("one")
+        assert cache.late == 0
+
+    run(scenario)
+
+
+def collection(seconds: float) -> None:
+    """A garbage collection as the process lives it: the loop stands still for `seconds`,
+    and gc's callbacks are told when it starts and stops."""
+    for callback in gc.callbacks:
+        callback("start", {"generation": 2, "collected": 0, "uncollectable": 0})
+    time.sleep(seconds)
+    for callback in gc.callbacks:
+        callback("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+
+
+def test_time_spent_collecting_garbage_is_not_the_sources() -> None:
+    """A collection stops the loop past a lookup's budget; the source answers after it,
+    within the budget's own time: a Budget's deadline moved past the collection, so the
+    answer is served and the lookup is not counted late."""
+
+    async def scenario() -> None:
+        resumed = asyncio.Event()
+
+        async def fetch(key: str) -> str:
+            await resumed.wait()
+            await asyncio.sleep(0.05)  # the source answers once the process runs again
+            return "one"
+
+        cache: ProfileCache[str, str] = ProfileCache(fetch, CacheSettings(), timer=Clock())
+        lookup = asyncio.create_task(cache.get("v1", deadline=Budget(0.2)))
+        await asyncio.sleep(0)
+        collection(0.4)
+        resumed.set()
         assert await lookup == Hit("one")
         assert cache.late == 0
 

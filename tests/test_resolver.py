@@ -11,10 +11,12 @@ import msgspec
 import pytest
 
 from decider.model import Channel, Identity
-from decider.profile import AccountProfile, Resolution, VisitorProfile
+from decider.profile import AccountProfile, AliasKind, Resolution, VisitorProfile
 from decider.profiles.cache import CacheSettings
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.memory import MemoryProfileSource
+
+from .test_cache import collection
 
 ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
 NORTHWIND = AccountProfile(id="acc-northwind", traits={"name": "Northwind"})
@@ -419,3 +421,23 @@ def test_ids_that_miss_the_cache_are_looked_up_at_once() -> None:
     lone = Overlapping()
     assert resolve(resolver_of(lone), Identity(user_id="u-ada")).status == "resolved"
     assert lone.most == 1
+
+
+class Collecting(MemoryProfileSource):
+    """A garbage collection stops the process as each alias is answered."""
+
+    async def alias(self, kind: AliasKind, value: str) -> str | None:
+        found = await super().alias(kind, value)
+        collection(0.4)
+        return found
+
+
+def test_time_spent_collecting_garbage_is_given_back_to_the_lookups_after_it() -> None:
+    """A user id's link is answered, then a collection stops the process past the whole
+    budget: the lookups after it (the visitor, the account) still get the budget's time,
+    which is the source's, not the process's."""
+    source = Collecting([ADA, NORTHWIND], latency=0.02)
+    resolver = resolver_of(source, budget=0.2)
+    found = resolve(resolver, Identity(user_id="u-ada"))
+    assert (found.status, found.visitor, found.account) == ("resolved", ADA, NORTHWIND)
+    assert resolver.lookups == (3, 0)

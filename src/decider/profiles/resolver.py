@@ -41,7 +41,7 @@ from decider.profile import (
     Status,
     VisitorProfile,
 )
-from decider.profiles.cache import CacheSettings, Hit, ProfileCache
+from decider.profiles.cache import Budget, CacheSettings, Hit, ProfileCache
 from decider.profiles.sources.base import AliasKey, Change, ProfileSource
 from decider.profiles.trips import Resolving, Trips
 from decider.reasons import Reason, ReasonCode
@@ -57,9 +57,10 @@ _STRENGTH: tuple[IdKind, ...] = (*ALIAS_KINDS, "visitor_id")
 class Resolver:
     """Stitches identities over three caches (visitors, accounts, aliases) of one source.
 
-    `budget`: seconds all lookups of one resolution may take together. `changes`, if given,
-    is asked before each resolution for what other processes changed in the store, so a
-    write anywhere is seen on the next decision."""
+    `budget`: seconds all lookups of one resolution may take together, on the source's
+    clock (decider.profiles.cache.Budget). `changes`, if given, is asked before each
+    resolution for what other processes changed in the store, so a write anywhere is seen
+    on the next decision."""
 
     def __init__(
         self,
@@ -128,9 +129,8 @@ class Resolver:
         if self._changes is not None:
             for change in self._changes():
                 self.apply(change)
-        deadline = asyncio.get_running_loop().time() + self.budget
         try:
-            return await self._resolve(identity, channel, deadline)
+            return await self._resolve(identity, channel, Budget(self.budget))
         except ProfileSourceError as exc:
             return Resolution(
                 "unavailable", notes=(Reason(ReasonCode.IDENTITY_UNAVAILABLE, str(exc)),)
@@ -139,7 +139,7 @@ class Resolver:
             if self._trips is not None:
                 self._trips.end()
 
-    async def _resolve(self, identity: Identity, channel: Channel, deadline: float) -> Resolution:
+    async def _resolve(self, identity: Identity, channel: Channel, deadline: Budget) -> Resolution:
         notes: list[Reason] = []
         named, failed, stale = await self._named(identity, deadline, notes)
         kind, visitor = _decided_for(identity, channel, named, failed)
@@ -167,7 +167,7 @@ class Resolver:
         return Resolution(status, visitor, account, stale, tuple(notes), others, unchecked)
 
     async def _named(
-        self, identity: Identity, deadline: float, notes: list[Reason]
+        self, identity: Identity, deadline: Budget, notes: list[Reason]
     ) -> tuple[Named, Failed, bool]:
         """The visitor each id of the request names (None: nobody known), strongest first;
         the ids whose lookup failed with nothing stale to serve; whether any was stale.
@@ -231,7 +231,7 @@ class Resolver:
                 notes.append(Reason(ReasonCode.IDENTITY_UNKNOWN, "no profile for this visitor_id"))
         return named, failed, stale
 
-    async def _follow(self, kind: AliasKind, value: str, deadline: float) -> _Followed:
+    async def _follow(self, kind: AliasKind, value: str, deadline: Budget) -> _Followed:
         """An id's link, then the visitor it links to."""
         try:
             link = await self.aliases.get((kind, value), deadline)
@@ -241,14 +241,14 @@ class Resolver:
         except ProfileSourceError as exc:
             return None, None, exc
 
-    async def _visit(self, visitor_id: str, deadline: float) -> _Followed:
+    async def _visit(self, visitor_id: str, deadline: Budget) -> _Followed:
         try:
             return None, await self.visitors.get(visitor_id, deadline), None
         except ProfileSourceError as exc:
             return None, None, exc
 
     def _lookup(
-        self, given: list[tuple[AliasKind, str]], i: int, visitor_id: str | None, deadline: float
+        self, given: list[tuple[AliasKind, str]], i: int, visitor_id: str | None, deadline: Budget
     ) -> Coroutine[Any, Any, _Followed]:
         """The lookup of the i-th id: an alias kind of `given`, or the visitor_id after them."""
         if i < len(given):
@@ -284,7 +284,7 @@ class Resolver:
         self,
         identity: Identity,
         visitor: VisitorProfile | None,
-        deadline: float,
+        deadline: Budget,
         notes: list[Reason],
     ) -> tuple[AccountProfile | None, bool]:
         account_id = visitor.account_id if visitor and visitor.account_id else identity.account_id
@@ -308,7 +308,7 @@ class Resolver:
         return hit.value, hit.stale
 
     async def _others(
-        self, named: Named, visitor: VisitorProfile | None, deadline: float
+        self, named: Named, visitor: VisitorProfile | None, deadline: Budget
     ) -> tuple[tuple[Person, ...], bool, set[IdKind]]:
         """Every other person the ids name, with their own account, for suppression; and
         the ids naming one whose account could not be looked up (then left unchecked)."""
