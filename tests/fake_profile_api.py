@@ -150,9 +150,10 @@ class FakeProfileApi:
         # a broken upstream sends its broken 200 for known and unknown ids alike
         found = found or b'{"id":"","visitor_id":""}'
         if fault == "invalid_utf8":
-            return 200, found.replace(b'"id":"', b'"id":"\xff\xfe', 1).replace(
+            broken = found.replace(b'"id":"', b'"id":"\xff\xfe', 1).replace(
                 b'"visitor_id":"', b'"visitor_id":"\xc3\x28', 1
-            )
+            )  # or, in an answer to /resolve holding no profile, its first key
+            return 200, broken if broken != found else found.replace(b'"', b'"\xff\xfe', 1)
         if fault == "wrong_types":
             return 200, b'{"id": 7, "visitor_id": ["v"], "flags": "vip", "traits": []}'
         assert fault == "not_json"

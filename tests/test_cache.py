@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from decider.errors import ProfileSourceError
-from decider.profiles.cache import Budget, CacheSettings, Hit, ProfileCache
+from decider.profiles.cache import CacheSettings, Hit, ProfileCache
+from decider.profiles.clock import Budget
+
+from .test_clock import collection
 
 TTL, NEGATIVE_TTL, STALE_TTL = 60.0, 5.0, 600.0
 
@@ -245,16 +248,6 @@ def test_an_answer_in_before_a_busy_loop_reached_the_deadline_is_not_late() -> N
         assert cache.late == 0
 
     run(scenario)
-
-
-def collection(seconds: float) -> None:
-    """A garbage collection as the process lives it: the loop stands still for `seconds`,
-    and gc's callbacks are told when it starts and stops."""
-    for callback in gc.callbacks:
-        callback("start", {"generation": 2, "collected": 0, "uncollectable": 0})
-    time.sleep(seconds)
-    for callback in gc.callbacks:
-        callback("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
 
 
 def test_time_spent_collecting_garbage_is_not_the_sources() -> None:

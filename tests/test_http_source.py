@@ -24,6 +24,7 @@ from decider.profiles.sources.http import MAX_BODY, HttpProfileSource
 from decider.profiles.trips import Found
 
 from .fake_profile_api import resolve_answer
+from .test_clock import collection
 
 T = TypeVar("T")
 Lookup = Callable[[HttpProfileSource], Coroutine[Any, Any, object]]
@@ -523,3 +524,26 @@ def test_an_api_without_resolve_is_asked_one_id_at_a_time_from_then_on(
     (warning,) = [r for r in caplog.records if r.name == "decider"]
     assert "POST /resolve" in warning.getMessage()
     assert "u-1" not in warning.getMessage()
+
+
+def test_time_spent_collecting_garbage_is_not_a_lookups_timeout() -> None:
+    """A collection stops the process mid-lookup for longer than the lookup's timeout, the
+    API having answered: the lookup is answered, not timed out (the timeout is the API's
+    time)."""
+
+    async def handler(_: httpx.Request) -> httpx.Response:
+        collection(0.4)
+        await asyncio.sleep(0.01)
+        return httpx.Response(200, content=msgspec.json.encode(ADA_JSON))
+
+    async def main() -> VisitorProfile | None:
+        source = HttpProfileSource(
+            httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url=BASE_URL),
+            timeout=0.2,
+        )
+        try:
+            return await source.visitor("v-ada")
+        finally:
+            await source.aclose()
+
+    assert asyncio.run(main()) == ADA

@@ -16,7 +16,7 @@ from decider.profiles.cache import CacheSettings
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.memory import MemoryProfileSource
 
-from .test_cache import collection
+from .test_clock import collection
 
 ADA_EMAIL = hashlib.sha256(b"ada@example.com").hexdigest()
 NORTHWIND = AccountProfile(id="acc-northwind", traits={"name": "Northwind"})

@@ -6,7 +6,7 @@
 - After `ttl`, a hit stays usable for `stale_ttl` more seconds, served only if a refetch fails
   or misses the caller's deadline (stale-if-error). The deadline bounds the source's time,
   not the process's: an answer already in when the busy loop gets to the deadline is taken,
-  and a `Budget` moves its deadline past the time spent collecting garbage.
+  and a Budget's deadline moves past the time spent collecting garbage (decider.profiles.clock).
 - `evict` forgets a key at once (a profile changed or was erased): the next lookup fetches,
   and no fetch begun before the eviction may write its older answer back.
 """
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Annotated, Generic, TypeVar
@@ -23,6 +22,7 @@ import msgspec
 from cachetools import TLRUCache
 
 from decider.errors import ProfileSourceError
+from decider.profiles.clock import Budget, within
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -30,36 +30,6 @@ _MONTH = 30 * 24 * 3600.0  # longer lifetimes are a typo, and inf would keep ent
 # loop passes a late lookup is given to read an answer already received: a few task hops
 # lie between the socket and the cache
 _CATCH_UP = 8
-
-
-_collecting = [0.0, 0.0]  # when the running collection began; seconds of every one before
-
-
-def _collections(phase: str, _: dict[str, int]) -> None:
-    if phase == "start":
-        _collecting[0] = time.perf_counter()
-    else:
-        _collecting[1] += time.perf_counter() - _collecting[0]
-
-
-gc.callbacks.append(_collections)
-
-
-class Budget:
-    """Time for a resolution's lookups, on the source's clock: `seconds` from now, plus the
-    time the process spends collecting garbage meanwhile (a full collection over large
-    caches stops the loop for tens of milliseconds; the source answers all the same)."""
-
-    __slots__ = ("_collected", "_end")
-
-    def __init__(self, seconds: float) -> None:
-        self._end = asyncio.get_running_loop().time() + seconds
-        self._collected = _collecting[1]
-
-    @property
-    def deadline(self) -> float:
-        """The deadline as it stands now, in event-loop time."""
-        return self._end + _collecting[1] - self._collected
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -151,30 +121,26 @@ class ProfileCache(Generic[K, V]):
                 raise ProfileSourceError("profile lookup ran out of its time budget") from None
             raise
 
-    async def _shared_fetch(self, key: K, budget: Budget | float | None) -> V | None:
+    async def _shared_fetch(self, key: K, deadline: Budget | float | None) -> V | None:
         future = self._inflight.get(key)
         if future is None:
             future = asyncio.ensure_future(self._load(key))
             self._inflight[key] = future
             future.add_done_callback(lambda done: self._settle(key, done))
-        while True:
-            deadline = budget.deadline if isinstance(budget, Budget) else budget
-            try:
-                async with asyncio.timeout_at(deadline):
-                    return await asyncio.shield(future)
-            except TimeoutError:
-                if isinstance(budget, Budget) and budget.deadline != deadline:
-                    continue  # a collection stopped the loop meanwhile: the source gets it back
-                # The budget is the source's time, not the loop's: an answer that came in
-                # while the loop was busy past the deadline (other requests' work) is taken
-                # once the loop has read it and handed it up.
-                for _ in range(_CATCH_UP):
-                    if future.done():
-                        break
-                    await asyncio.sleep(0)
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    return future.result()
-                raise
+        try:
+            async with within(deadline):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            # The budget is the source's time, not the loop's: an answer that came in while
+            # the loop was busy past the deadline (other requests' work) is taken once the
+            # loop has read it and handed it up.
+            for _ in range(_CATCH_UP):
+                if future.done():
+                    break
+                await asyncio.sleep(0)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()
+            raise
 
     async def _load(self, key: K) -> V | None:
         self.fetches += 1

@@ -41,7 +41,8 @@ from decider.profile import (
     Status,
     VisitorProfile,
 )
-from decider.profiles.cache import Budget, CacheSettings, Hit, ProfileCache
+from decider.profiles.cache import CacheSettings, Hit, ProfileCache
+from decider.profiles.clock import Budget
 from decider.profiles.sources.base import AliasKey, Change, ProfileSource
 from decider.profiles.trips import Resolving, Trips
 from decider.reasons import Reason, ReasonCode
@@ -58,7 +59,7 @@ class Resolver:
     """Stitches identities over three caches (visitors, accounts, aliases) of one source.
 
     `budget`: seconds all lookups of one resolution may take together, on the source's
-    clock (decider.profiles.cache.Budget). `changes`, if given, is asked before each
+    clock (decider.profiles.clock). `changes`, if given, is asked before each
     resolution for what other processes changed in the store, so a write anywhere is seen
     on the next decision."""
 

@@ -10,7 +10,6 @@ cut off past MAX_BODY, and a pool of at most 100 connections kept alive between 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Container
@@ -33,6 +32,7 @@ from decider.profile import (
     normalized,
     visitor_decoder,
 )
+from decider.profiles.clock import Budget, within
 from decider.profiles.sources.base import AliasKey, Driver, Opening, SourceSettings
 from decider.profiles.trips import Found
 from decider.traits import TraitError, TraitSchema
@@ -212,8 +212,9 @@ class HttpProfileSource:
         self, method: str, path: str, content: bytes | None, read: Container[int]
     ) -> tuple[int, bytes | None]:
         """One exchange within the timeout; a status outside `read` is a ProfileSourceError."""
+        timeout = None if self._timeout is None else Budget(self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):  # the libraries' timeouts are per read
+            async with within(timeout):  # the libraries' timeouts are per read
                 status, body = await self._upstream.exchange(method, path, content, read)
         except (httpx.TimeoutException, TimeoutError):  # aiohttp's are TimeoutErrors too
             raise ProfileSourceError("profile API timed out") from None
