@@ -246,17 +246,30 @@ def traffic(url: str) -> dict[str, int]:
 
 
 def server_cpu() -> float:
-    """Seconds of CPU the `decider serve` this process started has used: the machine is
-    shared, so rates vary with the neighbours, the service's CPU per decision far less."""
+    """Seconds of CPU the `decider serve` this process started has used, workers included:
+    the machine is shared, so rates vary with the neighbours, the service's CPU per decision
+    far less."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and b"decider.cli" in command:
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    raise LookupError("no decider serve among this process's children")
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        if b"decider.cli" in command:
+            used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return sum(cpu for pid, cpu in used.items() if ours(pid))
 
 
 @contextmanager
@@ -331,6 +344,7 @@ def decisions(
         "DECIDER_RULES_DIR": str(checkout / "rules"),
         "DECIDER_WATCH_RULES": "false",
         "DECIDER_PROFILE_SOURCE": "http",
+        "DECIDER_WORKERS": "1",  # one process, where `decider serve` starts one per CPU
         "DECIDER_API_KEYS": f"bench:admin:{ADMIN_HASH}",
         "DECIDER_ALLOW_ANONYMOUS": "true",
         **env,
