@@ -214,7 +214,7 @@ class HttpProfileSource:
         """One exchange within the timeout; a status outside `read` is a ProfileSourceError."""
         timeout = None if self._timeout is None else Budget(self._timeout)
         try:
-            async with within(timeout):  # the libraries' timeouts are per read
+            async with within(timeout):  # for the whole lookup: httpx's are per read
                 status, body = await self._upstream.exchange(method, path, content, read)
         except (httpx.TimeoutException, TimeoutError):  # aiohttp's are TimeoutErrors too
             raise ProfileSourceError("profile API timed out") from None
@@ -255,7 +255,6 @@ class AiohttpUpstream:
         self._base = str(httpx.URL(settings.api_url)).rstrip("/")
         token = settings.api_token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._timeout = settings.api_timeout
         self._proxy = _env_proxy(self._base)
         self._session: aiohttp.ClientSession | None = None
 
@@ -285,7 +284,9 @@ class AiohttpUpstream:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
-                timeout=aiohttp.ClientTimeout(sock_connect=self._timeout, sock_read=self._timeout),
+                # none of aiohttp's own: the source's timeout bounds the whole lookup, on the
+                # source's clock
+                timeout=aiohttp.ClientTimeout(total=None),
             )
         return self._session
 
