@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import ipaddress
 import os
@@ -472,8 +473,13 @@ def _run_uvicorn(service: Service, sock: socket.socket, place: Place | None) -> 
     from decider.server.protocol import GuardedHttpToolsProtocol  # noqa: PLC0415
 
     settings = service.settings
+    app = create_app(service, place)
+    # what is built by now (rules, the web stack, modules) lives as long as the process: out
+    # of the collector's sight, so a full collection walks only what requests leave
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
-        create_app(service, place),
+        app,
         log_config=None,  # configure_logging's: JSON or text, no access log (client IPs)
         access_log=False,
         # idle and half-sent requests time out; headers are bounded
