@@ -168,6 +168,10 @@ def test_failed_refetch_serves_stale_until_stale_ttl_runs_out() -> None:
         with pytest.raises(ProfileSourceError, match="profile source down"):
             await cache.get("v1")
         assert fetch.calls == ["v1"] * 4
+        assert cache.fresh("v1") is None
+        # what /metrics counts: one miss that fetched, two served stale, one unavailable
+        counts = (cache.hits, cache.misses, cache.stale, cache.unavailable, cache.fetches)
+        assert counts == (0, 4, 2, 1, 4)
 
     run(scenario)
 

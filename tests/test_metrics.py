@@ -66,5 +66,9 @@ def test_metrics_count_decisions_lookups_reloads_and_load(
         "decider_profile_lookups_total", source="sqlite", kind="visitor", result="fetched"
     )
     assert fetched >= 2  # Ada once (then cached), Max
+    alias = {"source": "sqlite", "kind": "alias"}
+    assert value("decider_profile_lookups_total", **alias, result="miss") == 2  # Ada, Max
+    assert value("decider_profile_lookups_total", **alias, result="hit") == 1  # Ada again
+    assert value("decider_profile_lookups_total", **alias, result="unavailable") == 0
     assert value("decider_profile_cache_entries", kind="visitor") >= 2
     assert value("decider_degraded_decisions_total", kind="stale") == 0

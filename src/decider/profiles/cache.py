@@ -70,8 +70,11 @@ class ProfileCache(Generic[K, V]):
         )
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self._epoch = 0  # bumped by every eviction: a fetch begun before it stores nothing
-        self.fetches = 0
+        self.fetches = 0  # calls to the source (lookups of one key at once share one)
         self.late = 0  # lookups that ran out of their request's budget
+        # lookups: answered fresh from the cache, not (the source asked), answered stale
+        # after the source failed, and not answered at all
+        self.hits = self.misses = self.stale = self.unavailable = 0
 
     @property
     def size(self) -> int:
@@ -81,6 +84,7 @@ class ProfileCache(Generic[K, V]):
         """The answer for `key` if the cache holds it fresh; None if the source must be asked."""
         entry = self._entries.get(key)
         if entry is not None and self._timer() < entry.fresh_until:
+            self.hits += 1
             return Hit(entry.value)
         return None
 
@@ -110,13 +114,17 @@ class ProfileCache(Generic[K, V]):
         """
         entry = self._entries.get(key)
         if entry is not None and self._timer() < entry.fresh_until:
+            self.hits += 1
             return Hit(entry.value)
+        self.misses += 1
         try:
             return Hit(await self._shared_fetch(key, deadline))
         except (ProfileSourceError, TimeoutError) as exc:
             self.late += isinstance(exc, TimeoutError)
             if entry is not None and entry.value is not None:
+                self.stale += 1
                 return Hit(entry.value, stale=True)
+            self.unavailable += 1
             if isinstance(exc, TimeoutError):
                 raise ProfileSourceError("profile lookup ran out of its time budget") from None
             raise

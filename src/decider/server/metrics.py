@@ -109,15 +109,24 @@ class Metrics(Collector):
 
         lookups = CounterMetricFamily(
             "decider_profile_lookups",
-            "Profile lookups that reached the source, and those past their request's budget",
+            "Profile lookups by result: answered fresh from the cache (hit) or not (miss), "
+            "served stale or unavailable when the source failed, past their request's budget; "
+            "and calls to the source (fetched: lookups of one id at once share one)",
             labels=["source", "kind", "result"],
         )
         sizes = GaugeMetricFamily(
             "decider_profile_cache_entries", "Entries held per profile cache", labels=["kind"]
         )
         for kind, cache in self.resolver.caches().items():
-            lookups.add_metric([self.source, kind, "fetched"], cache.fetches)
-            lookups.add_metric([self.source, kind, "over_budget"], cache.late)
+            for result, count in (
+                ("hit", cache.hits),
+                ("miss", cache.misses),
+                ("stale", cache.stale),
+                ("unavailable", cache.unavailable),
+                ("over_budget", cache.late),
+                ("fetched", cache.fetches),
+            ):
+                lookups.add_metric([self.source, kind, result], count)
             sizes.add_metric([kind], cache.size)
         yield lookups
         yield sizes
