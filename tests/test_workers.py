@@ -255,3 +255,81 @@ def test_a_port_another_service_listens_on_is_refused(two: tuple[Service, Path])
 def test_metrics_name_their_format_once(two: tuple[Service, Path]) -> None:
     answer = two[0].client.get("/metrics")
     assert answer.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
+
+
+def _run_dir(service: Service) -> Path:
+    """The supervisor's run directory, from a worker's command line."""
+    pid = rules_of(service)["workers"][0]["pid"]
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return Path(argv[argv.index(b"--run-dir") + 1].decode())
+
+
+def _replace_worker(service: Service, index: int) -> int:
+    victim: int = rules_of(service)["workers"][index]["pid"]
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        try:
+            workers = rules_of(service)["workers"]
+        except httpx.TransportError:
+            return False
+        return len(workers) == 2 and victim not in {w["pid"] for w in workers}
+
+    wait_for(replaced, 20)
+    return victim
+
+
+def test_signals_during_a_restart_kill_nobody(two: tuple[Service, Path]) -> None:
+    """A reload signal reaching a worker before it answers signals is held, not fatal; the
+    workers' signals sent to the supervisor end nothing."""
+    service, _ = two
+    victim = rules_of(service)["workers"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(40):  # through the replacement's start
+        service.process.send_signal(signal.SIGHUP)
+        time.sleep(0.025)
+    service.process.send_signal(signal.SIGUSR1)
+    service.process.send_signal(signal.SIGUSR2)
+    wait_for(lambda: len(rules_of(service)["workers"]) == 2, 20)
+    assert service.process.poll() is None
+    log = service.log.read_text()
+    assert log.count("exited with status") == 1, log  # the one killed, no other
+
+
+def test_a_removed_run_directory_is_made_again(two: tuple[Service, Path]) -> None:
+    service, _ = two
+    shutil.rmtree(_run_dir(service))
+    for path in ("/admin/traffic", "/admin/rules", "/metrics"):
+        assert service.client.get(path).status_code == 200, path
+    _replace_worker(service, 0)
+    assert service.client.post("/admin/reload").status_code == 200
+    assert service.process.poll() is None
+
+
+def test_a_reload_a_worker_does_not_confirm_is_503(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    env = {
+        "DECIDER_API_KEYS": api_key(TOKEN, "decide", "admin"),
+        "DECIDER_WORKERS": "2",
+        "DECIDER_WATCH_RULES": "false",
+        "DECIDER_RELOAD_WAIT_S": "1",
+    }
+    with running_service(rules, tmp_path, env=env, headers=ADMIN) as service:
+        wait_for(lambda: len(rules_of(service)["workers"]) == 2, 10)
+        stopped = rules_of(service)["workers"][1]["pid"]
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            # a connection the stopped worker takes hangs: ask until the other one answers
+            for _ in range(30):
+                url = service.client.base_url
+                try:
+                    with httpx.Client(base_url=url, headers=ADMIN, timeout=4) as client:
+                        answer = client.post("/admin/reload")
+                    break
+                except httpx.TimeoutException:
+                    continue
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["unconfirmed"] == [1]
+        finally:
+            os.kill(stopped, signal.SIGCONT)

@@ -326,7 +326,7 @@ def _start(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
     if args.worker is not None:
         from decider.server.peers import Place  # noqa: PLC0415
 
-        return _work(settings, Place(args.worker, args.run_dir))
+        return _work(settings, Place(args.worker, args.run_dir, settings.workers))
     count = _workers(settings)
     return _serve_one(settings, std) if count == 1 else _supervise(settings, env, count, std)
 
@@ -434,6 +434,7 @@ def _supervise(settings: Settings, env: Mapping[str, str], count: int, std: Stre
             **env,
             "DECIDER_PORT": str(sock.getsockname()[1]),  # the one port 0 picked
             "DECIDER_PROFILE_SEED_SAMPLES": "false",  # seeded here, once
+            "DECIDER_WORKERS": str(count),  # each knows how many answer with it
         }
         supervisor = Supervisor(
             count, [sys.executable, "-m", "decider.cli", "serve"], worker_env, Path(run_dir)

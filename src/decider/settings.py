@@ -68,6 +68,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 16 * 1024
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
     workers: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0  # 0: one per CPU
+    reload_wait_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
     watch_rules: bool = True
     reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 200
 

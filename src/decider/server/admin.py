@@ -33,12 +33,16 @@ class WorkerRules(msgspec.Struct, frozen=True):
 
 
 class ServiceRules(RulesState, frozen=True):
-    """The rules of the worker answering, and every worker's (`workers`, in order)."""
+    """The rules of the worker answering, and every worker's (`workers`, in order); after a
+    reload, the workers that did not confirm theirs (`unconfirmed`)."""
 
     workers: tuple[WorkerRules, ...] = ()
+    unconfirmed: tuple[int, ...] = ()
 
 
-def _service_rules(state: RulesState, reports: list[WorkerReport]) -> ServiceRules:
+def _service_rules(
+    state: RulesState, reports: list[WorkerReport], unconfirmed: tuple[int, ...] = ()
+) -> ServiceRules:
     workers = tuple(
         WorkerRules(
             worker=report.worker,
@@ -51,7 +55,7 @@ def _service_rules(state: RulesState, reports: list[WorkerReport]) -> ServiceRul
         )
         for report in reports
     )
-    return ServiceRules(**msgspec.structs.asdict(state), workers=workers)
+    return ServiceRules(**msgspec.structs.asdict(state), workers=workers, unconfirmed=unconfirmed)
 
 
 @get(
@@ -77,6 +81,12 @@ async def rules_state(
             generate_examples=False,
             description="Refused: `last_reload.errors` says why; the last good ruleset serves on",
         ),
+        503: ResponseSpec(
+            ServiceRules,
+            generate_examples=False,
+            description="Workers named in `unconfirmed` did not confirm their reload in time "
+            "(stopped, slow, or gone): they may serve the rules before it",
+        ),
         **REFUSED,
     },
 )
@@ -84,9 +94,11 @@ async def reload_rules(
     reloader: NamedDependency[Reloader], peers: NamedDependency[Peers]
 ) -> Response[ServiceRules]:
     # the reloads that began after this request, here and on every other worker
-    record, reports = await peers.reload(reloader)
+    record, reports, unconfirmed = await peers.reload(reloader)
     ok = record.ok and all(_ok(report.rules.last_reload) for report in reports)
-    return Response(_service_rules(reloader.state(record), reports), status_code=200 if ok else 422)
+    status = 422 if not ok else 503 if unconfirmed else 200
+    state = _service_rules(reloader.state(record), reports, unconfirmed)
+    return Response(state, status_code=status)
 
 
 def _ok(record: ReloadRecord | None) -> bool:

@@ -91,7 +91,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             metrics=metrics.families(),
         )
 
-    peers = Peers(place, report)
+    peers = Peers(place, report, reload_wait_s=settings.reload_wait_s)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -59,11 +59,13 @@ class Deciding:
     async def decide(
         self, scope: ASGIScope, body: Callable[[], Awaitable[bytes]], caller: Caller
     ) -> Decision:
-        """One decision for the request of `scope`, whose `body` is read once admitted;
-        `caller` passed the door with the decide scope. Reasons name ids, accounts and
-        flags only for a caller with the explain scope."""
+        """One decision for the request of `scope`, admitted once its `body` is read (a client
+        sending slowly holds a connection, bounded by the idle timeout, but no place among
+        the decisions in flight); `caller` passed the door with the decide scope. Reasons
+        name ids, accounts and flags only for a caller with the explain scope."""
+        content = await body()
         with self.admission, self.metrics.timing():
-            request = decode_request(await body())
+            request = decode_request(content)
             if request.explain and not caller.may(Scope.EXPLAIN):
                 raise Forbidden("explain", "explain: true needs an API key with the explain scope")
             # granting takes the scope; withdrawing everything (an empty list) is anyone's right
@@ -77,11 +79,9 @@ class Deciding:
 
 
 def _gpc(scope: ASGIScope) -> bool:
-    """Whether the request says Sec-GPC: 1 (its first such header, as litestar reads it)."""
-    for name, value in scope["headers"]:
-        if name == b"sec-gpc":
-            return value.decode("latin-1").strip() == "1"
-    return False
+    """Whether the request says Sec-GPC: 1, in any of its Sec-GPC headers: an opt-out is
+    never overruled by another header."""
+    return any(name == b"sec-gpc" and value.strip() == b"1" for name, value in scope["headers"])
 
 
 def _error(description: str, example: ProblemDetails) -> ResponseSpec:

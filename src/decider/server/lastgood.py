@@ -33,11 +33,18 @@ class LastGood:
 
     def __init__(self, run_dir: Path) -> None:
         self.root = run_dir / "rules"
-        self.root.mkdir(exist_ok=True)
 
     def keep(self, rules_dir: Path, version: str) -> None:
         """Copy the revision of `rules_dir` being read now as `version`, and name it current;
-        nothing, if the files changed since they were read as that version."""
+        nothing, if the files changed since they were read as that version. Best effort: a
+        copy that cannot be written is logged, and workers start from the files on disk."""
+        try:
+            self._keep(rules_dir, version)
+        except OSError as exc:
+            log.warning("cannot keep ruleset %s in %s: %s", version, self.root, exc.strerror)
+
+    def _keep(self, rules_dir: Path, version: str) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = self.root / version
         if not target.is_dir():
             staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -31,9 +32,14 @@ import msgspec
 from decider.reload import Reloader, ReloadRecord, RulesState
 from decider.server.report import SegmentsReport, Traffic
 
-# how long an answering worker waits for the others' reports before using what it has
+# what workers are asked by (SIGHUP: reload; peers: SIGUSR1, SIGUSR2): blocked from their
+# start until their handlers are in place, where the default would end the process
+ASKED = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
+# how long an answering worker waits for the others' reports before using what it has (for
+# their reloads: DECIDER_RELOAD_WAIT_S, for a large rulebook takes seconds to compile and test)
 ASK_TIMEOUT_S = 1.0
 REPORT_GLOB = "worker-*.json"
+log = logging.getLogger("decider")
 
 
 class Sample(msgspec.Struct, frozen=True, array_like=True):
@@ -67,10 +73,12 @@ class WorkerReport(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class Place:
-    """Where a worker stands: its index and the run directory the supervisor made."""
+    """Where a worker stands: its index among `count`, and the run directory the supervisor
+    made."""
 
     index: int
     run_dir: Path
+    count: int = 1
 
     def report_path(self, index: int | None = None) -> Path:
         return self.run_dir / f"worker-{self.index if index is None else index}.json"
@@ -84,9 +92,16 @@ class Peers:
     """This process among the workers of one service: `reports()` of all of them, and
     `reload()` on all of them. `report` tells this process's own state."""
 
-    def __init__(self, place: Place | None, report: Callable[[float], WorkerReport]) -> None:
+    def __init__(
+        self,
+        place: Place | None,
+        report: Callable[[float], WorkerReport],
+        *,
+        reload_wait_s: float = 30.0,
+    ) -> None:
         self.place = place
         self._report = report
+        self._reload_wait_s = reload_wait_s
         self._reloaded_for = 0.0  # every reload asked before this (time.time()) is done
 
     @property
@@ -102,28 +117,48 @@ class Peers:
             return [self.own()]
         return await self._ask(signal.SIGUSR1, lambda report, asked: report.written_at >= asked)
 
-    async def reload(self, reloader: Reloader) -> tuple[ReloadRecord, list[WorkerReport]]:
+    async def reload(
+        self, reloader: Reloader
+    ) -> tuple[ReloadRecord, list[WorkerReport], tuple[int, ...]]:
         """Reload here, and on every other worker a reload that begins after this call; the
-        record of the reload here, and every worker's report once theirs are done."""
+        record of the reload here, every worker's report once theirs are done, and the
+        workers that did not confirm theirs (stopped, slower than `reload_wait_s`, or gone)."""
         asked = time.time()
         if self.place is None:
             record = await reloader.reload("admin")
-            return record, [self.own()]
+            return record, [self.own()], ()
         others = self._signal(signal.SIGUSR2)
         record = await reloader.reload("admin")
         self._reloaded_for = max(self._reloaded_for, asked)
         self.publish()
-        reports = await self._wait(others, asked, lambda report, at: report.reloaded_for >= at)
-        return record, reports
+
+        def done(report: WorkerReport, at: float) -> bool:
+            return report.reloaded_for >= at
+
+        reports = await self._wait(others, asked, done, self._reload_wait_s)
+        confirmed = {r.worker for r in reports if r.worker == self.index or done(r, asked)}
+        return record, reports, tuple(i for i in range(self.place.count) if i not in confirmed)
 
     def publish(self) -> None:
-        """Write this worker's report, whole (a reader never sees half of it)."""
+        """Write this worker's report, whole (a reader never sees half of it); the run
+        directory again if it was removed (a /tmp cleaner)."""
         if self.place is None:
             return
         path = self.place.report_path()
         partial = path.with_suffix(".tmp")
-        partial.write_bytes(_encoder.encode(self.own()))
-        os.replace(partial, path)
+        try:
+            try:
+                partial.write_bytes(_encoder.encode(self.own()))
+            except FileNotFoundError:
+                self.place.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                partial.write_bytes(_encoder.encode(self.own()))
+            os.replace(partial, path)
+        except OSError as exc:
+            log.warning(
+                "cannot write this worker's report in %s (%s): the others leave it out",
+                self.place.run_dir,
+                exc.strerror,
+            )
 
     @contextlib.contextmanager
     def answering(self, reloader: Reloader) -> Iterator[None]:
@@ -141,6 +176,8 @@ class Peers:
 
         loop.add_signal_handler(signal.SIGUSR1, self.publish)
         loop.add_signal_handler(signal.SIGUSR2, reload_asked)
+        # held since the worker started (decider.server.workers): answered from now on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ASKED)
         self.publish()  # the supervisor waits for it: this worker is ready
         try:
             yield
@@ -168,7 +205,7 @@ class Peers:
         """Send `signum` to every other worker; their last reports, by worker."""
         others = {}
         for report in self._read_all():
-            if report.worker == self.index:
+            if report.worker == self.index or not _sibling(report.pid):
                 continue
             try:
                 os.kill(report.pid, signum)
@@ -182,11 +219,12 @@ class Peers:
         others: dict[int, WorkerReport],
         asked: float,
         done: Callable[[WorkerReport, float], bool],
+        timeout: float = ASK_TIMEOUT_S,
     ) -> list[WorkerReport]:
-        """Every worker's report once each of `others` is `done` (or a second has passed)."""
+        """Every worker's report once each of `others` is `done` (or `timeout` has passed)."""
         assert self.place is not None
         latest = dict(others)
-        deadline = time.monotonic() + ASK_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         waiting = set(others)
         delay = 0.001
         while waiting and time.monotonic() < deadline:
@@ -205,6 +243,19 @@ class Peers:
         assert self.place is not None
         found = (read_report(path) for path in sorted(self.place.run_dir.glob(REPORT_GLOB)))
         return [report for report in found if report is not None]
+
+
+def _sibling(pid: int) -> bool:
+    """Whether `pid` is another worker of this process's supervisor: a report file names a
+    process to signal, and only those are (where /proc tells; elsewhere, trusted)."""
+    if not Path("/proc/self").exists():
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone
+        return False
+    # after the command name, in parentheses and perhaps holding spaces: state, then ppid
+    return int(stat.rpartition(")")[2].split()[1]) == os.getppid()
 
 
 def read_report(path: Path) -> WorkerReport | None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from decider.server.peers import Place, read_report
+from decider.server.peers import ASKED, Place, read_report
 
 log = logging.getLogger("decider")
 
@@ -106,6 +106,9 @@ class Supervisor:
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
+        # workers' signals, sent here by mistake (a log rotation's USR1): not the end of all
+        for signum in (signal.SIGUSR1, signal.SIGUSR2):
+            previous[signum] = signal.signal(signum, self._on_signal)
         try:
             for index in range(self.count):
                 self._start(index)
@@ -121,7 +124,7 @@ class Supervisor:
     def _on_signal(self, signum: int, _: object) -> None:
         if signum == signal.SIGHUP:
             self._hangups += 1
-        else:
+        elif signum in (signal.SIGTERM, signal.SIGINT):
             self._stopping = True
 
     def _start(self, index: int) -> None:
@@ -162,7 +165,10 @@ class Supervisor:
                 if code is None or self._stopping:
                     continue
                 lived = time.monotonic() - worker.started
-                self._quick_deaths = self._quick_deaths + 1 if lived < QUICK_DEATH_S else 0
+                # a worker that failed as it started counts towards giving up; one killed
+                # (by the OOM killer, an operator) does not
+                failed = code > 0 and lived < QUICK_DEATH_S
+                self._quick_deaths = self._quick_deaths + 1 if failed else 0
                 log.error(
                     "worker %d exited with status %d after %.1f s",
                     worker.index,
@@ -197,7 +203,9 @@ class Supervisor:
 
 
 def _die_with_parent() -> None:
-    """In a worker, before it runs: SIGTERM when the supervisor dies (Linux)."""
+    """In a worker, before it runs: the signals it is asked by held until it answers them
+    (a mask survives exec); SIGTERM when the supervisor dies (Linux)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, ASKED)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
