@@ -13,16 +13,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from decider.profile import VisitorProfile
+from decider.profiles.jsonl import sample_profiles
 from decider.server.workers import worker_count
 
 from .conftest import RULES, api_key
+from .fake_profile_api import fake_profile_api, routes_of
 from .service import Service, running_service
 
 TOKEN = "test-workers-admin-0123456789"
@@ -333,3 +338,26 @@ def test_a_reload_a_worker_does_not_confirm_is_503(tmp_path: Path) -> None:
             assert answer.json()["unconfirmed"] == [1]
         finally:
             os.kill(stopped, signal.SIGCONT)
+
+
+def test_a_profile_changed_at_the_api_is_forgotten_by_every_worker(tmp_path: Path) -> None:
+    """Over the profile API, the invalidation webhook reaches one worker: it has every
+    worker forget the person before it answers, so a withdrawn consent counts everywhere."""
+    profiles = sample_profiles(datetime.now(UTC))
+    routes = dict(routes_of(profiles))
+    ada = next(p for p in profiles if isinstance(p, VisitorProfile) and p.id == "v-ada")
+    with fake_profile_api(routes) as api:
+        env = {
+            "DECIDER_API_KEYS": api_key(TOKEN, "decide", "admin", "profiles-write"),
+            "DECIDER_WORKERS": "2",
+            "DECIDER_WATCH_RULES": "false",
+            "DECIDER_PROFILE_SOURCE": "http",
+            "DECIDER_PROFILE_API_URL": api.url,
+        }
+        with running_service(RULES, tmp_path, env=env, headers=ADMIN) as service:
+            wait_for(lambda: len(rules_of(service)["workers"]) == 2, 10)
+            assert all(d["personalized"] for d in decide_fresh(service, 12))
+            routes.update(routes_of([msgspec.structs.replace(ada, consent=())]))
+            answer = service.client.post("/v1/profiles/invalidate", json={"user_id": "u-ada"})
+            assert answer.status_code == 200, answer.text
+            assert not any(d["personalized"] for d in decide_fresh(service, 12))

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -28,6 +29,7 @@ from decider import __version__
 from decider.access import Scope as Needs
 from decider.errors import DeciderError
 from decider.logs import configure_logging
+from decider.model import Identity
 from decider.server.admin import admin_router
 from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
@@ -79,19 +81,23 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
     )
     deciding = Deciding(service.decider, admission, metrics)
 
-    def report(reloaded_for: float) -> WorkerReport:
+    def report(reloaded_for: float, notes_seen: int) -> WorkerReport:
         return WorkerReport(
             worker=place.index if place else 0,
             pid=os.getpid(),
             written_at=time.time(),
             reloaded_for=reloaded_for,
+            notes_seen=notes_seen,
             rules=service.reloader.state(),
             segments=segments_of(service.decider, service.stats),
             traffic=traffic_of(service.stats, service.resolver, admission),
             metrics=metrics.families(),
         )
 
-    peers = Peers(place, report, reload_wait_s=settings.reload_wait_s)
+    def forget(note: bytes) -> None:  # another worker was told a profile changed
+        service.resolver.forget(msgspec.json.decode(note, type=Identity))
+
+    peers = Peers(place, report, reload_wait_s=settings.reload_wait_s, on_note=forget)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -6,7 +6,9 @@ operator asks of one of them (the loaded rules, segment usage, traffic, metrics,
 must answer for all of them, whichever took the connection. Each worker keeps a report of
 itself in a file of the run directory the supervisor made, written when it is asked:
 
-- SIGUSR1: write your report now (another worker is answering an admin call or a scrape);
+- SIGUSR1: apply the notes appended to the run directory's `notes.jsonl` since you last
+  looked (another worker was told a profile changed: every worker's cache must forget it),
+  then write your report now (another worker is answering an admin call or a scrape);
 - SIGUSR2: reload the rules, then write your report (another worker answered
   POST /admin/reload).
 
@@ -39,6 +41,7 @@ ASKED = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
 # their reloads: DECIDER_RELOAD_WAIT_S, for a large rulebook takes seconds to compile and test)
 ASK_TIMEOUT_S = 1.0
 REPORT_GLOB = "worker-*.json"
+NOTES = "notes.jsonl"
 log = logging.getLogger("decider")
 
 
@@ -65,6 +68,7 @@ class WorkerReport(msgspec.Struct, frozen=True):
     pid: int
     written_at: float
     reloaded_for: float
+    notes_seen: int
     rules: RulesState
     segments: SegmentsReport
     traffic: Traffic
@@ -95,13 +99,16 @@ class Peers:
     def __init__(
         self,
         place: Place | None,
-        report: Callable[[float], WorkerReport],
+        report: Callable[[float, int], WorkerReport],
         *,
         reload_wait_s: float = 30.0,
+        on_note: Callable[[bytes], object] = lambda _: None,
     ) -> None:
         self.place = place
         self._report = report
         self._reload_wait_s = reload_wait_s
+        self._on_note = on_note
+        self._notes_seen = 0  # bytes of notes.jsonl applied
         self._reloaded_for = 0.0  # every reload asked before this (time.time()) is done
 
     @property
@@ -109,7 +116,7 @@ class Peers:
         return self.place.index if self.place else 0
 
     def own(self) -> WorkerReport:
-        return self._report(self._reloaded_for)
+        return self._report(self._reloaded_for, self._notes_seen)
 
     async def reports(self) -> list[WorkerReport]:
         """Every worker's report, fresh, in worker order."""
@@ -138,6 +145,46 @@ class Peers:
         reports = await self._wait(others, asked, done, self._reload_wait_s)
         confirmed = {r.worker for r in reports if r.worker == self.index or done(r, asked)}
         return record, reports, tuple(i for i in range(self.place.count) if i not in confirmed)
+
+    async def tell(self, note: bytes) -> tuple[int, ...]:
+        """Have every other worker apply `note` (a line of JSON) as this one has; the workers
+        that did not confirm within a second."""
+        if self.place is None:
+            return ()
+        notes = self.place.run_dir / NOTES
+        with notes.open("ab") as file:  # appends of one write land whole, in some order
+            file.write(note + b"\n")
+            end = file.tell()
+        self._catch_up()
+        others = self._signal(signal.SIGUSR1)
+
+        def done(report: WorkerReport, at: float) -> bool:
+            return report.notes_seen >= at
+
+        reports = await self._wait(others, end, done)
+        confirmed = {r.worker for r in reports if r.worker == self.index or done(r, end)}
+        return tuple(i for i in range(self.place.count) if i not in confirmed)
+
+    def _answer(self) -> None:
+        """SIGUSR1: the notes since last time, then this worker's report."""
+        self._catch_up()
+        self.publish()
+
+    def _catch_up(self) -> None:
+        assert self.place is not None
+        try:
+            with (self.place.run_dir / NOTES).open("rb") as file:
+                file.seek(self._notes_seen)
+                data = file.read()
+        except OSError:
+            return
+        whole = data.rfind(b"\n") + 1  # a note being appended now is read next time
+        for line in data[:whole].splitlines():
+            try:
+                self._on_note(line)
+            except Exception:  # a note this worker cannot read must not stop the rest
+                log.exception("cannot apply a note from another worker")
+        self._notes_seen += whole
 
     def publish(self) -> None:
         """Write this worker's report, whole (a reader never sees half of it); the run
@@ -174,7 +221,10 @@ class Peers:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-        loop.add_signal_handler(signal.SIGUSR1, self.publish)
+        # a worker starting now has nothing cached that notes before it could be about
+        with contextlib.suppress(OSError):
+            self._notes_seen = (self.place.run_dir / NOTES).stat().st_size
+        loop.add_signal_handler(signal.SIGUSR1, self._answer)
         loop.add_signal_handler(signal.SIGUSR2, reload_asked)
         # held since the worker started (decider.server.workers): answered from now on
         signal.pthread_sigmask(signal.SIG_UNBLOCK, ASKED)

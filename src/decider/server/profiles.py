@@ -19,13 +19,14 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.types import Middleware
 
-from decider.errors import InvalidRequest, ReadOnlySource
+from decider.errors import InvalidRequest, ProfileSourceError, ReadOnlySource
 from decider.model import PROBLEM_JSON, Identity, ProblemDetails, decode_body
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.base import ProfileSource, ProfileStore
 from decider.server.auth import REFUSED, REQUIREMENT
 from decider.server.openapi import body_operation
+from decider.server.peers import Peers
 from decider.service import Decider
 from decider.traits import TraitError
 
@@ -192,11 +193,19 @@ async def delete_account(
     responses=_answers(422),
 )
 async def invalidate(
-    request: Request[Any, Any, Any], resolver: NamedDependency[Resolver]
+    request: Request[Any, Any, Any],
+    resolver: NamedDependency[Resolver],
+    peers: NamedDependency[Peers],
 ) -> Forgotten:
     """A profile changed at its source (a profile API's webhook): forget every cached entry
-    of the person the ids name, so the next decision fetches them anew."""
-    change = resolver.forget(_decode(await request.body(), Identity))
+    of the person the ids name, in every worker, so the next decision fetches them anew.
+    Counts are this worker's; a 503 if another worker did not confirm (send it again)."""
+    identity = _decode(await request.body(), Identity)
+    change = resolver.forget(identity)
+    unconfirmed = await peers.tell(msgspec.json.encode(identity))
+    if unconfirmed:
+        workers = ", ".join(map(str, unconfirmed))
+        raise ProfileSourceError(f"workers {workers} did not confirm they forgot; send it again")
     return Forgotten(len(change.visitors), len(change.accounts), len(change.aliases))
 
 
