@@ -36,7 +36,7 @@ from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
 from decider.server.cors import cors_config, simple_headers, vary_by_origin
 from decider.server.decide import Deciding, decide
 from decider.server.front import DecideFront, Finisher
-from decider.server.health import healthz, readyz
+from decider.server.health import ReadyCheck, healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
 from decider.server.peers import Peers, Place, WorkerReport
@@ -133,6 +133,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             "admission": _provide(admission),
             "metrics": _provide(metrics),
             "peers": _provide(peers),
+            "readiness": _provide(ReadyCheck(service.source)),
             "deciding": _provide(deciding),
         },
         lifespan=[lifespan],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Literal
 
 import msgspec
@@ -25,6 +27,31 @@ class Readiness(msgspec.Struct, frozen=True):
     profile_source: Literal["ok", "failing"]
 
 
+class ReadyCheck:
+    """The profile source's answer to "ready?", asked at most once a second however many
+    probes come (they need no key: a flood of them must not flood the source, nor wait
+    behind each other's checks); probes at once share one check."""
+
+    TTL_S = 1.0
+
+    def __init__(self, source: ProfileSource) -> None:
+        self.source = source
+        self._answer: tuple[float, bool] | None = None
+        self._asking: asyncio.Future[bool] | None = None
+
+    async def ready(self) -> bool:
+        if self._answer is not None and time.monotonic() - self._answer[0] < self.TTL_S:
+            return self._answer[1]
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._ask())
+        return await asyncio.shield(self._asking)
+
+    async def _ask(self) -> bool:
+        ok = await self.source.ready()
+        self._answer = (time.monotonic(), ok)
+        return ok
+
+
 @get("/healthz", operation_id="healthz", summary="Liveness")
 async def healthz() -> Liveness:
     return Liveness()
@@ -41,9 +68,9 @@ async def healthz() -> Liveness:
     },
 )
 async def readyz(
-    decider: NamedDependency[Decider], source: NamedDependency[ProfileSource]
+    decider: NamedDependency[Decider], readiness: NamedDependency[ReadyCheck]
 ) -> Response[Readiness]:
-    ok = await source.ready()
+    ok = await readiness.ready()
     body = Readiness(
         "ready" if ok else "not ready", decider.ruleset.version, "ok" if ok else "failing"
     )
