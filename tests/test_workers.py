@@ -159,19 +159,7 @@ def test_sighup_to_the_supervisor_reloads_every_worker(two: tuple[Service, Path]
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_all(two: tuple[Service, Path]) -> None:
     service, _ = two
-    pids = {w["pid"] for w in rules_of(service)["workers"]}
-    victim = min(pids)
-    os.kill(victim, signal.SIGKILL)
-
-    def replaced() -> bool:
-        try:
-            workers = rules_of(service)["workers"]
-        except httpx.TransportError:
-            return False
-        now = {w["pid"] for w in workers}
-        return len(now) == 2 and victim not in now
-
-    wait_for(replaced, 20)
+    _replace_worker(service, 0)
     survivors = {w["pid"] for w in rules_of(service)["workers"]}
     assert all(d["ruleset"] for d in decide_fresh(service, 6))
     service.process.send_signal(signal.SIGTERM)
@@ -219,17 +207,7 @@ def test_a_replacement_serves_what_the_others_serve(two: tuple[Service, Path]) -
     (rules / "b2b.yaml").write_text(text.replace("account.fit_score", "account.fit_scor", 1))
     assert service.client.post("/admin/reload").status_code == 422
     for round_ in range(2):
-        victim = rules_of(service)["workers"][0]["pid"]
-        os.kill(victim, signal.SIGKILL)
-
-        def replaced(victim: int = victim) -> bool:
-            try:
-                workers = rules_of(service)["workers"]
-            except httpx.TransportError:
-                return False
-            return len(workers) == 2 and victim not in {w["pid"] for w in workers}
-
-        wait_for(replaced, 20)
+        _replace_worker(service, 0)
         assert {w["version"] for w in rules_of(service)["workers"]} == {before}
         assert {d["ruleset"] for d in decide_fresh(service, 8)} == {before}
         if round_ == 0:  # then a valid edit, not reloaded
@@ -288,8 +266,7 @@ def test_signals_during_a_restart_kill_nobody(two: tuple[Service, Path]) -> None
     """A reload signal reaching a worker before it answers signals is held, not fatal; the
     workers' signals sent to the supervisor end nothing."""
     service, _ = two
-    victim = rules_of(service)["workers"][0]["pid"]
-    os.kill(victim, signal.SIGKILL)
+    os.kill(rules_of(service)["workers"][0]["pid"], signal.SIGKILL)
     for _ in range(40):  # through the replacement's start
         service.process.send_signal(signal.SIGHUP)
         time.sleep(0.025)
