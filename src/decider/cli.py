@@ -347,9 +347,9 @@ def _workers(settings: Settings) -> int:
     return 1
 
 
-def _prepare(settings: Settings, std: Streams) -> tuple[Service, socket.socket] | int:
+def _prepare(settings: Settings, workers: int, std: Streams) -> tuple[Service, socket.socket] | int:
     """The service built (rules compiled and tested, source open, samples seeded) and the
-    port bound; or the exit status, said why."""
+    port bound for `workers`; or the exit status, said why."""
     from decider.server.workers import held, listener  # noqa: PLC0415
     from decider.wiring import build_service  # noqa: PLC0415
 
@@ -371,7 +371,7 @@ def _prepare(settings: Settings, std: Streams) -> tuple[Service, socket.socket] 
         # several workers each listen; the supervisor only holds the port
         sock = (
             held(settings.host, settings.port)
-            if _workers(settings) > 1
+            if workers > 1
             else listener(settings.host, settings.port, shared=False)
         )
     except OSError as exc:
@@ -405,7 +405,7 @@ def _announce(service: Service, sock: socket.socket, workers: int, std: Streams)
 def _serve_one(settings: Settings, std: Streams) -> int:
     from decider.logs import configure_logging  # noqa: PLC0415
 
-    prepared = _prepare(settings, std)
+    prepared = _prepare(settings, 1, std)
     if isinstance(prepared, int):
         return prepared
     service, sock = prepared
@@ -421,7 +421,7 @@ def _supervise(settings: Settings, env: Mapping[str, str], count: int, std: Stre
     from decider.server.lastgood import LastGood  # noqa: PLC0415
     from decider.server.workers import Supervisor  # noqa: PLC0415
 
-    prepared = _prepare(settings, std)
+    prepared = _prepare(settings, count, std)
     if isinstance(prepared, int):
         return prepared
     service, sock = prepared

@@ -135,16 +135,11 @@ class Peers:
             record = await reloader.reload("admin")
             return record, [self.own()], ()
         others = self._signal(signal.SIGUSR2)
-        record = await reloader.reload("admin")
-        self._reloaded_for = max(self._reloaded_for, asked)
-        self.publish()
-
-        def done(report: WorkerReport, at: float) -> bool:
-            return report.reloaded_for >= at
-
-        reports = await self._wait(others, asked, done, self._reload_wait_s)
-        confirmed = {r.worker for r in reports if r.worker == self.index or done(r, asked)}
-        return record, reports, tuple(i for i in range(self.place.count) if i not in confirmed)
+        record = await self._reload_here(reloader, asked)
+        reports, unconfirmed = await self._wait(
+            others, asked, lambda report, at: report.reloaded_for >= at, self._reload_wait_s
+        )
+        return record, reports, unconfirmed
 
     async def tell(self, note: bytes) -> tuple[int, ...]:
         """Have every other worker apply `note` (a line of JSON) as this one has; the workers
@@ -157,13 +152,8 @@ class Peers:
             end = file.tell()
         self._catch_up()
         others = self._signal(signal.SIGUSR1)
-
-        def done(report: WorkerReport, at: float) -> bool:
-            return report.notes_seen >= at
-
-        reports = await self._wait(others, end, done)
-        confirmed = {r.worker for r in reports if r.worker == self.index or done(r, end)}
-        return tuple(i for i in range(self.place.count) if i not in confirmed)
+        _, unconfirmed = await self._wait(others, end, lambda report, at: report.notes_seen >= at)
+        return unconfirmed
 
     def _answer(self) -> None:
         """SIGUSR1: the notes since last time, then this worker's report."""
@@ -214,10 +204,10 @@ class Peers:
             yield
             return
         loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[None]] = set()
+        tasks: set[asyncio.Task[ReloadRecord]] = set()
 
         def reload_asked() -> None:
-            task = loop.create_task(self._reload_for_peer(reloader, time.time()))
+            task = loop.create_task(self._reload_here(reloader, time.time()))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -238,10 +228,12 @@ class Peers:
             loop.remove_signal_handler(signal.SIGUSR1)
             loop.remove_signal_handler(signal.SIGUSR2)
 
-    async def _reload_for_peer(self, reloader: Reloader, asked: float) -> None:
-        await reloader.reload("admin")
+    async def _reload_here(self, reloader: Reloader, asked: float) -> ReloadRecord:
+        """Reload this worker; then every reload asked before `asked` is done here."""
+        record = await reloader.reload("admin")
         self._reloaded_for = max(self._reloaded_for, asked)
         self.publish()
+        return record
 
     async def _ask(
         self, signum: signal.Signals, done: Callable[[WorkerReport, float], bool]
@@ -249,7 +241,8 @@ class Peers:
         asked = time.time()
         others = self._signal(signum)
         self.publish()
-        return await self._wait(others, asked, done)
+        reports, _ = await self._wait(others, asked, done)
+        return reports
 
     def _signal(self, signum: signal.Signals) -> dict[int, WorkerReport]:
         """Send `signum` to every other worker; their last reports, by worker."""
@@ -270,8 +263,9 @@ class Peers:
         asked: float,
         done: Callable[[WorkerReport, float], bool],
         timeout: float = ASK_TIMEOUT_S,
-    ) -> list[WorkerReport]:
-        """Every worker's report once each of `others` is `done` (or `timeout` has passed)."""
+    ) -> tuple[list[WorkerReport], tuple[int, ...]]:
+        """Every worker's report once each of `others` is `done` (or `timeout` has passed),
+        and the workers that are not: still waited for, or with no report to ask."""
         assert self.place is not None
         latest = dict(others)
         deadline = time.monotonic() + timeout
@@ -287,7 +281,8 @@ class Peers:
                     if done(report, asked):
                         waiting.discard(worker)
         latest[self.index] = self.own()
-        return [latest[worker] for worker in sorted(latest)]
+        unconfirmed = waiting | (set(range(self.place.count)) - set(latest))
+        return [latest[worker] for worker in sorted(latest)], tuple(sorted(unconfirmed))
 
     def _read_all(self) -> list[WorkerReport]:
         assert self.place is not None

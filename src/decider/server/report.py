@@ -3,6 +3,7 @@ state, and the same for several workers combined: counts add up, the latest matc
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -114,22 +115,29 @@ def combined_segments(own: SegmentsReport, others: Sequence[SegmentsReport]) -> 
     """`own`'s segments (the rules this worker serves), with every worker's counts for each
     added up, by segment id."""
     reports = [own, *others]
+    usage: defaultdict[str, list[SegmentUsage]] = defaultdict(list)
+    held: defaultdict[str, list[SuppressionUsage]] = defaultdict(list)
+    for report in reports:
+        for counted in report.segments:
+            usage[counted.id].append(counted)
+        for rule in report.suppressions:
+            held[rule.id].append(rule)
     segments = tuple(
         msgspec.structs.replace(
             segment,
-            wins=sum(u.wins for u in same),
-            errors=sum(u.errors for u in same),
-            last_matched=max((u.last_matched for u in same if u.last_matched), default=None),
+            wins=sum(u.wins for u in usage[segment.id]),
+            errors=sum(u.errors for u in usage[segment.id]),
+            last_matched=max(
+                (u.last_matched for u in usage[segment.id] if u.last_matched), default=None
+            ),
         )
         for segment in own.segments
-        if (same := [u for r in reports for u in r.segments if u.id == segment.id])
     )
-    held = [s for r in reports for s in r.suppressions]
     suppressions = tuple(
         msgspec.structs.replace(
             rule,
-            hits=sum(s.hits for s in held if s.id == rule.id),
-            errors=sum(s.errors for s in held if s.id == rule.id),
+            hits=sum(s.hits for s in held[rule.id]),
+            errors=sum(s.errors for s in held[rule.id]),
         )
         for rule in own.suppressions
     )
