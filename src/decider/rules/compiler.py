@@ -85,6 +85,16 @@ def compile_ruleset(
     return ruleset
 
 
+def directory_version(directory: Path) -> str:
+    """The version the rules in `directory` compile to, from their bytes alone (the files
+    `compile_ruleset` reads: the rule files and the profile schema)."""
+    files = [(path.name, path.read_bytes()) for path in rule_files(directory)]
+    schema = directory / SCHEMA_FILE
+    if schema.is_file():
+        files.append((SCHEMA_FILE, schema.read_bytes()))
+    return version_of(files)
+
+
 def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
     """A content hash of the rule files (and the profile schema): the same files give the
     same version anywhere."""

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from decider.errors import RulesetError
-from decider.rules.compiler import version_of
-from decider.rules.files import SCHEMA_FILE, revision_dir, rule_files, shown_as
+from decider.rules.compiler import directory_version
+from decider.rules.files import revision_dir, shown_as
 from decider.ruleset import CompiledRuleset
 
 log = logging.getLogger("decider")
@@ -50,7 +50,7 @@ class LastGood:
             staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
             try:
                 shutil.copytree(revision_dir(rules_dir), staging, dirs_exist_ok=True)
-                if _version(staging) != version:  # edited since: the next reload keeps it
+                if directory_version(staging) != version:  # edited since: the next reload keeps it
                     return
                 os.rename(staging, target)  # fails if another worker kept it first
             except OSError:
@@ -91,12 +91,3 @@ class LastGood:
             extra={"event": "start_from_kept", "ruleset": ruleset.version},
         )
         return ruleset
-
-
-def _version(directory: Path) -> str:
-    """The version the rules in `directory` compile to (decider.rules.compiler)."""
-    files = [(path.name, path.read_bytes()) for path in rule_files(directory)]
-    schema = directory / SCHEMA_FILE
-    if schema.is_file():
-        files.append((SCHEMA_FILE, schema.read_bytes()))
-    return version_of(files)
