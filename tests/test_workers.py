@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from decider.server.workers import worker_count
 from .conftest import RULES, api_key
 from .fake_profile_api import fake_profile_api, routes_of
 from .service import Service, running_service
+from .test_reload import wait_for
 
 TOKEN = "test-workers-admin-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,14 +37,6 @@ ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}}
 CTA = "cta: Book an executive briefing\n"
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading")
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {seconds} s")
-        time.sleep(0.05)
 
 
 @pytest.fixture
