@@ -338,3 +338,43 @@ def test_unknown_ids_do_not_push_known_profiles_out() -> None:
         assert fetch.calls.count("known") == 1
 
     run(scenario)
+
+
+def test_a_full_cache_holds_maxsize_entries_and_drops_the_least_recently_used() -> None:
+    """Known profiles go least recently used first, and unknown ids before any of them,
+    however fresh those are; the cache never holds more than maxsize entries."""
+    clock = Clock()
+    fetch = Fetch({"k1": "one", "k2": "two", "k3": "three", "k4": "four"})
+    settings = CacheSettings(maxsize=3, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL)
+    cache: ProfileCache[str, str] = ProfileCache(fetch, settings, timer=clock)
+
+    async def scenario() -> None:
+        for key in ("k1", "k2", "nobody", "k1"):
+            await cache.get(key)
+        await cache.get("k3")  # full: the unknown id goes, though newer than k2
+        await cache.get("k4")  # then k2, used least recently (k1 was asked for again)
+        assert cache.size == 3
+        assert [cache.peek(k) for k in ("k1", "k2", "k3", "k4")] == ["one", None, "three", "four"]
+        await cache.get("nobody")
+        assert fetch.calls == ["k1", "k2", "nobody", "k3", "k4", "nobody"]
+
+    run(scenario)
+
+
+def test_entries_past_their_stale_time_are_gone() -> None:
+    """A known profile is served stale for stale_ttl after ttl, and not after that."""
+    clock = Clock()
+    fetch = Fetch({"k": "one"})
+    cache = new_cache(fetch, clock)
+
+    async def scenario() -> None:
+        await cache.get("k")
+        fetch.error = ProfileSourceError("down")
+        clock.advance(TTL + STALE_TTL - 1)
+        assert await cache.get("k") == Hit("one", stale=True)
+        clock.advance(2)
+        assert cache.peek("k") is None
+        with pytest.raises(ProfileSourceError):
+            await cache.get("k")
+
+    run(scenario)

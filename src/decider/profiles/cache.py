@@ -9,17 +9,22 @@
   and a Budget's deadline moves past the time spent collecting garbage (decider.profiles.clock).
 - `evict` forgets a key at once (a profile changed or was erased): the next lookup fetches,
   and no fetch begun before the eviction may write its older answer back.
+- At most `maxsize` entries, known and unknown ids together; when full, the oldest unknown id
+  goes first, so the anonymous cookies of most traffic do not push known profiles out.
+
+A hit is a dict read (an OrderedDict, in C, ~0.1 µs): a decision makes three or four, and
+cachetools' TLRUCache spends ~0.9 µs on one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
-from cachetools import TLRUCache
 
 from decider.errors import ProfileSourceError
 from decider.profiles.clock import Budget, within
@@ -47,8 +52,50 @@ class Hit(msgspec.Struct, Generic[V], frozen=True):
 
 
 class _Entry(msgspec.Struct, Generic[V], frozen=True):
-    value: V | None
+    hit: Hit[V]  # the answer while fresh, made once
     fresh_until: float
+    keep_until: float  # served stale until then, if the source fails
+
+
+class _Entries(Generic[K, V]):
+    """Entries until their `keep_until`, at most `maxsize` of them; least recently used known
+    profiles, and oldest unknown ids, first out (unknown ids before any known profile)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._known: OrderedDict[K, _Entry[V]] = OrderedDict()
+        self._unknown: OrderedDict[K, _Entry[V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known) + len(self._unknown)
+
+    def get(self, key: K, now: float) -> _Entry[V] | None:
+        entry = self._known.get(key)
+        if entry is not None:
+            if now < entry.keep_until:
+                self._known.move_to_end(key)
+                return entry
+            del self._known[key]
+            return None
+        entry = self._unknown.get(key)
+        if entry is not None and now >= entry.keep_until:
+            del self._unknown[key]
+            return None
+        return entry
+
+    def put(self, key: K, entry: _Entry[V]) -> None:
+        self.pop(key)
+        if len(self) >= self._maxsize:
+            (self._unknown or self._known).popitem(last=False)
+        (self._known if entry.hit.value is not None else self._unknown)[key] = entry
+
+    def pop(self, key: K) -> None:
+        self._known.pop(key, None)
+        self._unknown.pop(key, None)
+
+    def clear(self) -> None:
+        self._known.clear()
+        self._unknown.clear()
 
 
 class ProfileCache(Generic[K, V]):
@@ -62,12 +109,8 @@ class ProfileCache(Generic[K, V]):
         self._fetch = fetch
         self._ttl, self._negative_ttl = settings.ttl, settings.negative_ttl
         self._timer = timer
-        # an unknown id is kept for negative_ttl only: anonymous cookies, most of the traffic,
-        # must not push known profiles out of the cache
-        self._keep = settings.ttl + settings.stale_ttl
-        self._entries: TLRUCache[K, _Entry[V]] = TLRUCache(
-            settings.maxsize, self._expires, timer=timer
-        )
+        self._stale_ttl = settings.stale_ttl  # an unknown id is never served stale
+        self._entries: _Entries[K, V] = _Entries(settings.maxsize)
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self._epoch = 0  # bumped by every eviction: a fetch begun before it stores nothing
         self.fetches = 0  # calls to the source (lookups of one key at once share one)
@@ -82,19 +125,20 @@ class ProfileCache(Generic[K, V]):
 
     def fresh(self, key: K) -> Hit[V] | None:
         """The answer for `key` if the cache holds it fresh; None if the source must be asked."""
-        entry = self._entries.get(key)
-        if entry is not None and self._timer() < entry.fresh_until:
+        now = self._timer()
+        entry = self._entries.get(key, now)
+        if entry is not None and now < entry.fresh_until:
             self.hits += 1
-            return Hit(entry.value)
+            return entry.hit
         return None
 
     def peek(self, key: K) -> V | None:
         """The cached value for `key`, fresh or not, without fetching."""
-        entry = self._entries.get(key)
-        return entry.value if entry is not None else None
+        entry = self._entries.get(key, self._timer())
+        return entry.hit.value if entry is not None else None
 
     def evict(self, key: K) -> None:
-        self._entries.pop(key, None)
+        self._entries.pop(key)
         self._inflight.pop(key, None)
         self._epoch += 1
 
@@ -103,27 +147,25 @@ class ProfileCache(Generic[K, V]):
         self._inflight.clear()
         self._epoch += 1
 
-    def _expires(self, _: K, entry: _Entry[V], now: float) -> float:
-        return now + (self._keep if entry.value is not None else self._negative_ttl)
-
     async def get(self, key: K, deadline: Budget | float | None = None) -> Hit[V]:
         """The value for `key` (None: unknown id). `deadline`: a Budget, or a fixed time in
         event-loop time.
 
         Raises ProfileSourceError if the source fails or is late and nothing stale is at hand.
         """
-        entry = self._entries.get(key)
-        if entry is not None and self._timer() < entry.fresh_until:
+        now = self._timer()
+        entry = self._entries.get(key, now)
+        if entry is not None and now < entry.fresh_until:
             self.hits += 1
-            return Hit(entry.value)
+            return entry.hit
         self.misses += 1
         try:
             return Hit(await self._shared_fetch(key, deadline))
         except (ProfileSourceError, TimeoutError) as exc:
             self.late += isinstance(exc, TimeoutError)
-            if entry is not None and entry.value is not None:
+            if entry is not None and entry.hit.value is not None:
                 self.stale += 1
-                return Hit(entry.value, stale=True)
+                return Hit(entry.hit.value, stale=True)
             self.unavailable += 1
             if isinstance(exc, TimeoutError):
                 raise ProfileSourceError("profile lookup ran out of its time budget") from None
@@ -155,8 +197,10 @@ class ProfileCache(Generic[K, V]):
         epoch = self._epoch
         value = await self._fetch(key)
         if epoch == self._epoch:
-            ttl = self._ttl if value is not None else self._negative_ttl
-            self._entries[key] = _Entry(value, self._timer() + ttl)
+            now = self._timer()
+            fresh_until = now + (self._ttl if value is not None else self._negative_ttl)
+            keep_until = fresh_until + (self._stale_ttl if value is not None else 0.0)
+            self._entries.put(key, _Entry(Hit(value), fresh_until, keep_until))
         return value
 
     def _settle(self, key: K, done: asyncio.Future[V | None]) -> None:
