@@ -58,6 +58,10 @@ def test_metrics_count_decisions_lookups_reloads_and_load(
     anonymous = {"placement": "home_hero", "channel": "web", "segment": ""}
     assert value("decider_decisions_total", **anonymous, outcome="default") == 1
     assert value("decider_decision_seconds_count") == 4
+    # in-process decisions take well under a second, and the buckets count cumulatively
+    assert value("decider_decision_seconds_bucket", le="1.0") == 4
+    assert value("decider_decision_seconds_bucket", le="+Inf") == 4
+    assert 0 < value("decider_decision_seconds_sum") < 4
     assert value("decider_reloads_total", trigger="admin", ok="true") == 1
     assert value("decider_ruleset_info", version=ruleset.version, engine=ruleset.engine.name) == 1
     assert value("decider_decisions_in_flight") == 0

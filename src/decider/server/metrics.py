@@ -2,26 +2,35 @@
 
 Counts are read from what the service keeps anyway (decision stats, the profile caches, the
 reloader, admission) when Prometheus scrapes, so a decision pays only for the one histogram
-of its latency. Labels are placements, channels, segment ids, outcomes, triggers and source
-names: never an identifier, a hash or a trait value. With several workers, a scrape of any
-one reports every worker's series, each labelled `worker` (0, 1, ...): a worker restarted
-after a crash starts its counters again, which Prometheus reads as the counter reset it is;
-`sum without (worker)` adds them up.
+of its latency, itself plain counts (prometheus-client's Histogram takes a lock for each
+observation: ~0.7 µs more a decision). Labels are placements, channels, segment ids,
+outcomes, triggers and source names: never an identifier, a hash or a trait value. With
+several workers, a scrape of any one reports every worker's series, each labelled `worker`
+(0, 1, ...): a worker restarted after a crash starts its counters again, which Prometheus
+reads as the counter reset it is; `sum without (worker)` adds them up.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from itertools import accumulate
 from time import perf_counter
 from types import TracebackType
 
 from litestar import Response, get
 from litestar.di import NamedDependency
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from decider.profiles.resolver import Resolver
 from decider.reload import Reloader
@@ -54,12 +63,7 @@ class Metrics(Collector):
         self.decider, self.stats, self.resolver = decider, stats, resolver
         self.reloader, self.admission, self.source = reloader, admission, source
         self.registry = CollectorRegistry(auto_describe=True)
-        self.latency = Histogram(
-            "decider_decision_seconds",
-            "Time to answer POST /v1/decide, body read to decision (answered 2xx or 4xx)",
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
+        self.latency = _Latency()
         self.registry.register(self)
 
     def timing(self) -> _Timing:
@@ -77,7 +81,9 @@ class Metrics(Collector):
             for family in self.registry.collect()
         )
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        yield self.latency.family()
+
         decided = CounterMetricFamily(
             "decider_decisions",
             "Decisions by placement, channel, segment ('' for none) and what was shown "
@@ -155,12 +161,37 @@ class Metrics(Collector):
         yield info
 
 
+class _Latency:
+    """Decision latencies: a count per bucket of _BUCKETS (the last one past them all) and
+    their sum, kept on the event loop's thread."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(_BUCKETS, seconds)] += 1  # the first bucket it is <= to
+        self.total += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative = list(accumulate(self.counts))
+        bounds = [*map(floatToGoString, _BUCKETS), "+Inf"]
+        return HistogramMetricFamily(
+            "decider_decision_seconds",
+            "Time to answer POST /v1/decide, body read to decision (answered 2xx or 4xx)",
+            buckets=list(zip(bounds, cumulative, strict=True)),
+            sum_value=self.total,
+        )
+
+
 class _Timing:
     """`with metrics.timing():` observes the block's wall time, whatever it raises."""
 
     __slots__ = ("_histogram", "_started")
 
-    def __init__(self, histogram: Histogram) -> None:
+    def __init__(self, histogram: _Latency) -> None:
         self._histogram = histogram
         self._started = 0.0
 
