@@ -15,7 +15,7 @@ answers 431).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 import msgspec
 
@@ -45,6 +45,7 @@ Finisher = Callable[[Message, Scope], None]
 _JSON = (b"content-type", b"application/json")
 _PROBLEM = (b"content-type", PROBLEM_JSON.encode())
 _encoder = msgspec.json.Encoder()
+_valid_host = lru_cache(maxsize=64)(is_valid_host)  # a regex: ~0.6 µs; callers send a few
 
 
 class DecideFront:
@@ -83,7 +84,7 @@ class DecideFront:
             size += len(name) + len(value) + 4
             if host is None and name == b"host":
                 host = value
-        return size <= self._max_header_bytes and (host is None or is_valid_host(host))
+        return size <= self._max_header_bytes and (host is None or _valid_host(host))
 
     async def __call__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         try:
