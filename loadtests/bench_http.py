@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -43,6 +44,8 @@ SCRIPT = f"""wrk.method = "POST"
 wrk.body = '{BODY}'
 wrk.headers["Content-Type"] = "application/json"
 """
+
+WRK_CPU_US: list[float] = []  # wrk's own CPU per request, one entry a run
 
 
 def free_port() -> int:
@@ -83,14 +86,19 @@ def serving(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[str]
 
 def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) of one wrk run against POST {url}/v1/decide; `script`
-    may pace the connections (see `paced`)."""
+    may pace the connections (see `paced`). The CPU wrk spent per request is added to
+    WRK_CPU_US: on a machine it shares, it is CPU the servers did not get."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"{url}/v1/decide"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    WRK_CPU_US.append(1e6 * cpu / (rate * seconds))
     return rate, _percentile(out, "50"), _percentile(out, "99")
 
 
@@ -163,6 +171,7 @@ def main() -> None:
         print(f"{'target':<40} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}   (medians)")
         for label, (rate, p50, p99) in medians.items():
             print(f"{label:<40} {rate:>8.0f} {rate / bare:>6.2f} {p50:>7.2f} {p99:>7.2f}")
+        print(f"wrk's own CPU per request: {statistics.median(WRK_CPU_US):.1f} µs (median)")
         if args.paced:
             print("\nat half the max rate")
             print(f"{'target':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
