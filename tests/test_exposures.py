@@ -13,15 +13,17 @@ from typing import Any
 
 import msgspec
 import pytest
+from litestar.testing import TestClient
 
 from decider.measure.exposures import MAX_CONTEXT_CHARS, ExposureLog, copied
-from decider.measure.records import Exposure, record_decoder, record_encoder
+from decider.measure.records import Exposure, Outcome, record_decoder, record_encoder
 from decider.measure.sink import JsonlFiles, NoSink, QueuedSink, Stream
 from decider.measure.units import Units
 from decider.model import Decision, Variant, decode_request
 from decider.profiles.jsonl import sample_profiles
 from decider.profiles.sources.memory import MemoryProfileSource
 from decider.ruleset import CompiledRuleset
+from decider.server.app import create_app
 from decider.settings import Settings
 from decider.wiring import build_service
 
@@ -187,15 +189,16 @@ def test_exposure_files_hold_no_raw_id(ruleset: CompiledRuleset, tmp_path: Path)
     assert "example.com" not in text
 
 
-def test_the_readme_shows_a_record_as_it_is_written() -> None:
-    """The exposure line in the README decodes, and encodes back to the very same line."""
+def test_the_readme_shows_records_as_they_are_written() -> None:
+    """The exposure and outcome lines in the README decode, and encode back to the very
+    same lines."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Measuring lift", 1)[1]
-    (line,) = [x for x in section.splitlines() if x.startswith('{"type":"exposure"')]
-    record = record_decoder.decode(line)
-    assert isinstance(record, Exposure)
-    assert record_encoder.encode(record).decode() == line
-    assert leaks(line) == []
+    section = readme.split("## Measuring lift", 1)[1].split("\n## ", 1)[0]
+    lines = [x for x in section.splitlines() if x.startswith('{"type":')]
+    records = [record_decoder.decode(line) for line in lines]
+    assert [type(record) for record in records] == [Exposure, Outcome]
+    assert [record_encoder.encode(record).decode() for record in records] == lines
+    assert leaks("\n".join(lines)) == []
 
 
 def test_the_benchmark_runs_as_written() -> None:
@@ -209,3 +212,31 @@ def test_the_benchmark_runs_as_written() -> None:
     )
     assert "with its unit hashed and exposure logged" in done.stdout
     assert "dropped 0, failed 0" in done.stdout
+
+
+def test_what_is_queued_is_written_when_the_service_stops(
+    ruleset: CompiledRuleset, tmp_path: Path
+) -> None:
+    """The app's lifespan starts the writer and, on the way out, writes what it holds."""
+    settings = Settings(
+        rules_dir=RULES,
+        watch_rules=False,
+        exposure_sink="jsonl",
+        exposure_dir=tmp_path / "exposures",
+        exposure_all=True,
+        measure_key="0f" * 16,
+    )
+    service = build_service(
+        settings, source=MemoryProfileSource(sample_profiles(NOW)), ruleset=ruleset
+    )
+    (decision,) = decisions(ruleset, [ADA])
+    with TestClient(create_app(service)):
+        for _ in range(3):
+            service.measuring.exposures.record(decision, CONTEXT, None, at=NOW)
+    records = [
+        record_decoder.decode(line)
+        for path in (tmp_path / "exposures").glob("exposures-*.jsonl")
+        for line in path.read_bytes().splitlines()
+    ]
+    assert len(records) == 3
+    assert service.measuring.counts()["exposure", "written"] == 3

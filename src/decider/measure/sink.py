@@ -163,11 +163,13 @@ class QueuedSink:
         if self._thread.is_alive():
             self._thread.join(CLOSE_WAIT_S)
         if self._thread.is_alive():
+            lost = len(self._queue)
             log.warning(
                 "%s log: the writer is still busy after %.0f s; %d queued records are lost",
                 self.name,
                 CLOSE_WAIT_S,
-                len(self._queue),
+                lost,
+                extra={"event": "records_unwritten", "kind": self.name, "count": lost},
             )
             return
         left = list(self._queue)  # offered to a writer never started
@@ -179,7 +181,13 @@ class QueuedSink:
         try:
             self._writer.close()
         except OSError as exc:
-            log.warning("%s log: cannot close: %s", self.name, exc.strerror or type(exc).__name__)
+            reason = exc.strerror or type(exc).__name__
+            log.warning(
+                "%s log: cannot close (%s)",
+                self.name,
+                reason,
+                extra={"event": "records_failed", "kind": self.name, "reason": reason},
+            )
 
     def _run(self) -> None:
         """Every IDLE_S, or at once for a full batch, an acknowledged offer or closing: write
@@ -227,14 +235,24 @@ class QueuedSink:
         else:
             if self._failing:
                 self._failing = False
-                log.info("%s log: writing again", self.name)
+                log.info(
+                    "%s log: writing again",
+                    self.name,
+                    extra={"event": "records_writing", "kind": self.name},
+                )
         self.counts.written += written
         self.counts.failed += len(records) - written
         for end, item in acked:
             try:
                 item.done(end <= written)
-            except Exception as exc:
-                log.warning("%s log: a writer callback failed: %s", self.name, type(exc).__name__)
+            except Exception as exc:  # the service's bug: said, and the writer goes on
+                log.error(
+                    "%s log: a callback failed: %s",
+                    self.name,
+                    type(exc).__name__,
+                    exc_info=exc,
+                    extra={"kind": self.name},
+                )
 
     def _failed(self, reason: str) -> None:
         if not self._failing:
@@ -243,6 +261,7 @@ class QueuedSink:
                 "%s log: cannot write (%s); records are lost, and counted as failed, until it can",
                 self.name,
                 reason,
+                extra={"event": "records_failed", "kind": self.name, "reason": reason},
             )
 
     def _note_drops(self) -> None:
@@ -250,10 +269,12 @@ class QueuedSink:
         the request path only counts)."""
         dropped = self.counts.dropped
         if dropped != self._dropped_seen:
+            count = dropped - self._dropped_seen
             log.warning(
                 "%s log: %d records dropped: the queue was full (DECIDER_EXPOSURE_QUEUE)",
                 self.name,
-                dropped - self._dropped_seen,
+                count,
+                extra={"event": "records_dropped", "kind": self.name, "count": count},
             )
             self._dropped_seen = dropped
 
