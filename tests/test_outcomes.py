@@ -252,6 +252,28 @@ def test_when_the_log_cannot_write_nothing_is_stored_and_a_resend_is_taken(
     assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["order-9"]
 
 
+def test_a_unit_key_that_cannot_be_made_is_a_503_saying_so(
+    ruleset: CompiledRuleset, source: MemoryProfileSource, tmp_path: Path
+) -> None:
+    """No DECIDER_MEASURE_KEY, and no key file can be made where it belongs: events by
+    identity are not stored, and the answer says what to set."""
+    (tmp_path / "file").write_text("")
+    with app_client(
+        ruleset,
+        source,
+        api_keys=KEYS,
+        exposure_dir=tmp_path / "file" / "exposures",
+        outcome_dir=tmp_path / "outcomes",
+        headers={"X-API-Key": KEY},
+    ) as client:
+        event = {"event_id": "k-1", "name": "purchase", "identity": {"user_id": "u-ada"}}
+        refused = client.post("/v1/outcomes", json=event)
+        assert refused.status_code == 503
+        assert "set DECIDER_MEASURE_KEY" in refused.json()["detail"]
+        by_decision = {"event_id": "k-2", "name": "purchase", "decision_id": DECISION}
+        assert post(client, by_decision)["accepted"] == 1  # needs no key
+
+
 def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Path) -> None:
     class Stuck:
         def write(self, data: bytes) -> None:

@@ -28,6 +28,7 @@ from decider.measure.units import Units
 from decider.model import Channel, Identity, Instant, decode_body
 from decider.profile import Resolution
 from decider.service import IdentityResolver
+from decider.settings import SettingsError
 
 MAX_EVENTS = 1000  # events one request may carry
 FUTURE_SLACK = timedelta(minutes=5)  # how far in the future `at` may be: clocks differ
@@ -288,7 +289,10 @@ class OutcomeIntake:
                     "send it again",
                 )
                 continue
-            records.append(outcome_of(event, now, self.units, resolution))
+            try:
+                records.append(outcome_of(event, now, self.units, resolution))
+            except SettingsError as exc:  # the unit key could not be made: see its message
+                raise NotStored(f"{exc}; nothing was stored") from None
             whom = known(resolution) if resolution is not None else None
             results[i] = EventResult(
                 "accepted", event.event_id, detail=NOBODY if whom == () else None, resolved_to=whom

@@ -35,7 +35,8 @@ CLOSE_WAIT_S = 10.0  # how long closing waits for a writer to finish what is que
 
 class Counts:
     """Records written, dropped (the queue was full, or the sink closed) and failed (the
-    writer could not write them). Each is changed by one thread only."""
+    writer could not write them): written and failed by the writer's thread, dropped where
+    records are offered."""
 
     __slots__ = ("dropped", "failed", "written")
 
