@@ -41,10 +41,10 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="session", autouse=True)
 def _no_files_left_in_the_checkout() -> Iterator[None]:
     """Tests write into temporary directories only: a store left in the checkout would be
-    served, stale, by the next `decider serve` there."""
-    before = set(ROOT.glob("decider.db*"))
+    served, stale, by the next `decider serve` there (and records, or a unit key, measured)."""
+    before = set(ROOT.glob("decider.db*")) | set(ROOT.glob("measure"))
     yield
-    assert set(ROOT.glob("decider.db*")) == before
+    assert set(ROOT.glob("decider.db*")) | set(ROOT.glob("measure")) == before
 
 
 class _Recorder(logging.Handler):

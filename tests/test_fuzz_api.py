@@ -37,14 +37,26 @@ KNOWN = [
     ("nurture_email", {"email_sha256": sha256(b"max@globex.example").hexdigest()}),
     ("trial_email", {"user_id": "u-kai"}),
 ]
-EVERYTHING = ("decide", "explain", "consent", "profiles-read", "profiles-write", "admin")
+EVERYTHING = (
+    "decide",
+    "explain",
+    "consent",
+    "profiles-read",
+    "profiles-write",
+    "outcomes",
+    "admin",
+)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """`decider serve` on a copy of the sample store, and its OpenAPI document as served."""
     workdir: Path = tmp_path_factory.mktemp("fuzz")
-    env = {"DECIDER_API_KEYS": api_key(KEY, *EVERYTHING), "DECIDER_WATCH_RULES": "false"}
+    env = {
+        "DECIDER_API_KEYS": api_key(KEY, *EVERYTHING),
+        "DECIDER_WATCH_RULES": "false",
+        "DECIDER_EXPOSURE_DIR": str(workdir / "exposures"),  # and the outcomes beside them
+    }
     with running_service(RULES, workdir, env=env) as service:
         yield schemathesis.openapi.from_url(f"{service.client.base_url}/schema/openapi.json")
 

@@ -58,6 +58,7 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
         "PATCH /v1/profiles/accounts/{account_id}": "patchAccount",
         "DELETE /v1/profiles/accounts/{account_id}": "deleteAccount",
         "POST /v1/profiles/invalidate": "invalidate",
+        "POST /v1/outcomes": "reportOutcomes",
     }
 
 
@@ -70,6 +71,7 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
         ("GET /admin/rules", {"200", "401", "403"}),
         ("POST /admin/reload", {"200", "401", "403", "422", "503"}),
         ("GET /admin/segments", {"200", "401", "403"}),
+        ("POST /v1/outcomes", {"200", "400", "401", "403", "413", "422", "503"}),
         (
             "PUT /v1/profiles/visitors/{visitor_id}",
             {"200", "400", "401", "403", "409", "413", "422", "503"},

@@ -29,7 +29,8 @@ from .service import Service, running_service
 
 README = (ROOT / "README.md").read_text()
 KEY = "dk_example-ops-key-change-me"  # the README's own
-KEYS = f"ops:admin+decide+explain+profiles-read+profiles-write:{sha256(KEY.encode()).hexdigest()}"
+SCOPES = "admin+decide+explain+profiles-read+profiles-write+outcomes"
+KEYS = f"ops:{SCOPES}:{sha256(KEY.encode()).hexdigest()}"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 ELIDED = "..."
 # values that differ on every run: their shape is checked, not their value

@@ -36,7 +36,11 @@ class Scope(Described):
     CONSENT = "consent", "send the web consent banner's purposes (`consent`) with a decision"
     PROFILES_READ = "profiles-read", "read profiles and their consent records (/v1/profiles)"
     PROFILES_WRITE = "profiles-write", "write, link and erase profiles (/v1/profiles)"
-    OUTCOMES = "outcomes", "report outcomes of decisions (reserved for the outcome intake)"
+    OUTCOMES = (
+        "outcomes",
+        "report outcomes of decisions (POST /v1/outcomes); the answer says whether an "
+        "identity names someone known",
+    )
     ADMIN = "admin", "the loaded rules, reloads and segment governance (/admin)"
 
 

@@ -189,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_explain)
 
     _add_profiles(commands)
+    _add_outcomes(commands)
 
     keys = commands.add_parser(
         "keys",
@@ -287,6 +288,63 @@ def _add_profiles(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         who.add_argument("--user-id", help="a user id linked to the visitor")
         who.add_argument("--email-sha256", help="an email hash linked to the visitor")
         who.add_argument("--account-id", help="an account's id")
+
+
+def _add_outcomes(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """decider outcomes import (decider.measure.outcome_import)."""
+    outcomes = commands.add_parser(
+        "outcomes",
+        help="import outcome events for the lift report",
+        description="Store outcome events, as POST /v1/outcomes does, in DECIDER_OUTCOME_DIR.",
+    )
+    actions = outcomes.add_subparsers(required=True, metavar="ACTION")
+    load = actions.add_parser(
+        "import",
+        help="import a JSONL file of outcome events",
+        description="Import outcome events, one JSON event a line (as POST /v1/outcomes takes "
+        "one); a file with any bad line imports nothing. Events by identity are resolved "
+        "against the profile store, as decisions are.",
+    )
+    load.add_argument("file", metavar="FILE", help="the JSONL file; - for standard input")
+    load.add_argument(
+        "--db", dest="profile_db", help=f"SQLite file [DECIDER_PROFILE_DB, default {_DB}]"
+    )
+    load.set_defaults(run=_import_outcomes)
+
+
+def _import_outcomes(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> int:
+    from decider.measure import outcome_import as outcomes  # noqa: PLC0415
+    from decider.measure.units import units_for  # noqa: PLC0415
+
+    settings = Settings.from_env(_with_flags(env, profile_db=args.profile_db))
+    try:
+        with outcomes.open_file(args.file) as file:
+            done = outcomes.import_outcomes(
+                file,
+                settings=settings,
+                units=units_for(settings),
+                store=lambda: _store(args, env).store,
+                now=utcnow(),
+            )
+    except OSError as exc:
+        print(f"decider: cannot read {args.file}: {exc.strerror or exc}", file=std.err)
+        return 1
+    except outcomes.ImportFailed as exc:
+        print(exc, file=std.out)
+        if exc.stored_nothing:
+            print(f"nothing imported from {args.file}", file=std.out)
+        return 1
+    print(f"imported {done.outcomes} outcomes into {settings.outcome_path}", file=std.out)
+    if done.duplicates:
+        ids = "event id" if done.duplicates == 1 else "event ids"
+        print(f"{done.duplicates} {ids} given again in the file: stored once", file=std.out)
+    if done.nobody:
+        print(
+            f"{done.nobody} of {done.by_identity} by identity name nobody known: stored with "
+            "neither account nor visitor",
+            file=std.out,
+        )
+    return 0
 
 
 def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:

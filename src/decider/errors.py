@@ -8,7 +8,8 @@
     ├── ProfileSourceError    the profile store or API failed (not "unknown id")
     ├── ProfileConflict       a write would give one user id or email hash to two visitors
     ├── ReadOnlySource        a write to a source Decider only reads (a profile API)
-    └── ImportFileError       a profiles file has bad lines; carries every one
+    ├── ImportFileError       a profiles file has bad lines; carries every one
+    └── NotStored             outcomes that could not be stored now; send them again (503)
 
 Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
 compile and evaluation errors) are translated into these, or into CelEvalError
@@ -160,3 +161,8 @@ class ImportFileError(DeciderError):
         self.problems = tuple(problems)
         self.count = len(self.problems) if count is None else count
         super().__init__("\n".join(self.problems))
+
+
+class NotStored(DeciderError):
+    """Outcomes the outcome log could not take or write now (its queue is full, its disk
+    fails): none of the request's events are stored, and sending them again is safe."""

@@ -124,6 +124,7 @@ ErrorCode = Literal[
     "read_only",
     "unavailable",
     "overloaded",
+    "not_stored",
     "http_error",
     "internal_error",
 ]
@@ -141,6 +142,7 @@ TITLES: dict[str, str] = {
     "read_only": "The profile source is read-only",
     "unavailable": "The profile store is unavailable",
     "overloaded": "Too many decisions in flight",
+    "not_stored": "Not stored; send it again",
     "http_error": "The request was refused",
     "internal_error": "Internal error",
 }

@@ -71,11 +71,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reload_wait_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
     watch_rules: bool = True
     reload_debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 200
+    # measuring lift (decider.measure): where exposures and outcomes go, the unit hashes' key
+    exposure_sink: Literal["none", "jsonl", "stdout"] = "none"
+    exposure_dir: Path = Path("measure/exposures")
+    exposure_max_bytes: Annotated[int, msgspec.Meta(ge=4096, le=2**40)] = 64 * 1024 * 1024
+    exposure_queue: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
+    exposure_context: str | None = None
+    exposure_all: bool = False
+    outcome_dir: Path | None = None
+    measure_key: str | None = None
 
     @property
     def allowed_origins(self) -> list[str]:
         """DECIDER_CORS_ORIGINS as a list: none by default, `*` for any origin."""
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
+    @property
+    def exposure_context_keys(self) -> tuple[str, ...]:
+        """DECIDER_EXPOSURE_CONTEXT as the context keys an exposure record copies."""
+        return tuple(k.strip() for k in (self.exposure_context or "").split(",") if k.strip())
+
+    @property
+    def outcome_path(self) -> Path:
+        """DECIDER_OUTCOME_DIR, or `outcomes` beside the exposure directory."""
+        return self.outcome_dir or self.exposure_dir.parent / "outcomes"
 
     @property
     def profile_source(self) -> str:

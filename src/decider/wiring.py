@@ -7,6 +7,7 @@ ids, the profile API's HTTP client, and for tests a ready source or ruleset, are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from decider.access import KeyRing, KeysError, parse_file, parse_spec
+from decider.measure.measuring import Measuring, build_measuring
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources import driver_for
 from decider.profiles.sources.base import Opening, ProfileSource, ProfileStore
@@ -42,7 +44,8 @@ log = logging.getLogger("decider")
 @dataclass(frozen=True)
 class Service:
     """A running Decider's parts. `running()` holds them live: reloads on file changes and
-    SIGHUP while inside, and the profile source closed on the way out."""
+    SIGHUP while inside, the exposure and outcome writers running, and on the way out what
+    they hold written and the profile source closed."""
 
     settings: Settings
     decider: Decider
@@ -51,6 +54,7 @@ class Service:
     stats: Stats
     reloader: Reloader
     keys: KeyRing
+    measuring: Measuring
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
@@ -69,12 +73,14 @@ class Service:
                 "allow_anonymous": self.settings.allow_anonymous,
             },
         )
+        self.measuring.start()
         try:
             async with self.reloader.running(
                 watch=self.settings.watch_rules, debounce_ms=self.settings.reload_debounce_ms
             ):
                 yield self
         finally:
+            await asyncio.to_thread(self.measuring.close)
             await self.source.aclose()
             log.info(
                 "stopped",
@@ -137,7 +143,8 @@ def build_service(
     stats = Stats(clock())
     decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids)
     reloader = Reloader(decider, load, rules_dir=settings.rules_dir, clock=clock)
-    return Service(settings, decider, source, resolver, stats, reloader, keys)
+    measuring = build_measuring(settings, resolver, clock=clock)
+    return Service(settings, decider, source, resolver, stats, reloader, keys, measuring)
 
 
 def load_keys(settings: Settings) -> KeyRing:

@@ -39,6 +39,7 @@ from decider.server.front import DecideFront, Finisher
 from decider.server.health import ReadyCheck, healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
+from decider.server.outcomes import outcomes_router
 from decider.server.peers import Peers, Place, WorkerReport
 from decider.server.problems import problem_response
 from decider.server.profiles import profiles_router
@@ -77,6 +78,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
         resolver=service.resolver,
         reloader=service.reloader,
         admission=admission,
+        measuring=service.measuring,
         source=settings.profile_source,
     )
     deciding = Deciding(service.decider, admission, metrics)
@@ -90,7 +92,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             notes_seen=notes_seen,
             rules=service.reloader.state(),
             segments=segments_of(service.decider, service.stats),
-            traffic=traffic_of(service.stats, service.resolver, admission),
+            traffic=traffic_of(service.stats, service.resolver, admission, service.measuring),
             metrics=metrics.families(),
         )
 
@@ -117,6 +119,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
         admin_router(authorize(door, Needs.ADMIN)),
         Router(path="/", route_handlers=[metrics_route], middleware=[authorize(door, Needs.ADMIN)]),
         profiles_router(authorize(door, Needs.PROFILES_READ, Needs.PROFILES_WRITE)),
+        outcomes_router(authorize(door, Needs.OUTCOMES)),
     ]
     cors = cors_config(settings)
     # what every answer gets on its way out, litestar's and the front's
@@ -135,6 +138,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             "peers": _provide(peers),
             "readiness": _provide(ReadyCheck(service.source)),
             "deciding": _provide(deciding),
+            "intake": _provide(service.measuring.outcomes),
         },
         lifespan=[lifespan],
         before_send=[_before_send(finish) for finish in finishers],

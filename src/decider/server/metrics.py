@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from decider.measure.measuring import Measuring
 from decider.profiles.resolver import Resolver
 from decider.reload import Reloader
 from decider.server.admission import Admission
@@ -58,10 +59,12 @@ class Metrics(Collector):
         resolver: Resolver,
         reloader: Reloader,
         admission: Admission,
+        measuring: Measuring,
         source: str,
     ) -> None:
         self.decider, self.stats, self.resolver = decider, stats, resolver
         self.reloader, self.admission, self.source = reloader, admission, source
+        self.measuring = measuring
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = _Latency()
         self.registry.register(self)
@@ -154,6 +157,16 @@ class Metrics(Collector):
         for (trigger, ok), count in sorted(self.reloader.by_outcome.items()):
             reloads.add_metric([trigger, str(ok).lower()], count)
         yield reloads
+
+        records = CounterMetricFamily(
+            "decider_measure_records",
+            "Exposure and outcome records by what became of them: written, dropped (the queue "
+            "was full) or failed (the sink could not write them)",
+            labels=["kind", "result"],
+        )
+        for (kind, result), count in self.measuring.counts().items():
+            records.add_metric([kind, result], count)
+        yield records
 
         ruleset = self.decider.ruleset
         info = InfoMetricFamily("decider_ruleset", "The ruleset serving now")

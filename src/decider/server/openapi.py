@@ -32,7 +32,11 @@ def inline_schema(kind: type) -> dict[str, Any]:
 
 def body_operation(kind: type, *headers: Parameter) -> type[Operation]:
     """An Operation that documents a JSON body of `kind` (and extra header parameters)."""
-    schema = inline_schema(kind)
+    return schema_operation(inline_schema(kind), *headers)
+
+
+def schema_operation(schema: dict[str, Any], *headers: Parameter) -> type[Operation]:
+    """An Operation that documents a JSON body of the JSON Schema `schema`."""
 
     @dataclass
     class WithBody(Operation):

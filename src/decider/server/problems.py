@@ -16,7 +16,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import Scope
 
-from decider.errors import InvalidRequest, ProfileConflict, ProfileSourceError, ReadOnlySource
+from decider.errors import (
+    InvalidRequest,
+    NotStored,
+    ProfileConflict,
+    ProfileSourceError,
+    ReadOnlySource,
+)
 from decider.model import PROBLEM_JSON, ErrorCode, problem
 from decider.server.request_id import request_id
 
@@ -52,6 +58,8 @@ def refusal(exc: Exception, scope: Scope) -> Refusal:
         return _refused(409, "read_only", str(exc))
     if isinstance(exc, ProfileSourceError):
         return _refused(503, "unavailable", str(exc))
+    if isinstance(exc, NotStored):
+        return _refused(503, "not_stored", str(exc), headers={"Retry-After": "1"})
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         field = "body" if exc.status_code == 413 else None

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import msgspec
 
+from decider.measure.measuring import EXPOSURE, OUTCOME, Measuring
 from decider.profiles.resolver import Resolver
 from decider.server.admission import Admission
 from decider.service import Decider
@@ -49,8 +50,9 @@ class SegmentsReport(msgspec.Struct, frozen=True):
 class Traffic(msgspec.Struct, frozen=True):
     """What the service has been through since it started: decisions, those made on stale
     data, without a profile or with an id left unchecked; profile lookups and those past
-    their budget; decisions in flight now, and requests turned away (503) for being too many.
-    With several workers, their counts added up (`max_in_flight` too)."""
+    their budget; decisions in flight now, and requests turned away (503) for being too many;
+    exposure and outcome records written, dropped (a full queue) and failed (the sink could
+    not write them). With several workers, their counts added up (`max_in_flight` too)."""
 
     since: datetime
     decisions: int
@@ -62,6 +64,12 @@ class Traffic(msgspec.Struct, frozen=True):
     in_flight: int
     max_in_flight: int
     shed: int
+    exposures_written: int
+    exposures_dropped: int
+    exposures_failed: int
+    outcomes_written: int
+    outcomes_dropped: int
+    outcomes_failed: int
     workers: int = 1
 
 
@@ -95,8 +103,11 @@ def segments_of(decider: Decider, stats: Stats) -> SegmentsReport:
     return SegmentsReport(stats.started_at, stats.decisions, tuple(usage), tuple(suppressions))
 
 
-def traffic_of(stats: Stats, resolver: Resolver, admission: Admission) -> Traffic:
+def traffic_of(
+    stats: Stats, resolver: Resolver, admission: Admission, measuring: Measuring
+) -> Traffic:
     lookups, late = resolver.lookups
+    records = measuring.counts()
     return Traffic(
         since=stats.started_at,
         decisions=stats.decisions,
@@ -108,6 +119,12 @@ def traffic_of(stats: Stats, resolver: Resolver, admission: Admission) -> Traffi
         in_flight=admission.in_flight,
         max_in_flight=admission.limit,
         shed=admission.shed,
+        exposures_written=records[EXPOSURE, "written"],
+        exposures_dropped=records[EXPOSURE, "dropped"],
+        exposures_failed=records[EXPOSURE, "failed"],
+        outcomes_written=records[OUTCOME, "written"],
+        outcomes_dropped=records[OUTCOME, "dropped"],
+        outcomes_failed=records[OUTCOME, "failed"],
     )
 
 

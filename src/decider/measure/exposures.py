@@ -1,0 +1,91 @@
+"""The exposure log: one record for each decision shown that had an experiment (or for every
+decision shown, with DECIDER_EXPOSURE_ALL), offered to a sink that writes it off the
+request path (decider.measure.sink).
+
+The decision path pays for building one small record and putting it on a queue. A
+suppressed decision is no exposure (nothing was to be shown) and is never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from decider.measure.records import Exposure
+from decider.measure.sink import NoSink, Sink
+from decider.model import Decision
+from decider.traits import looks_like_email
+
+MAX_CONTEXT_CHARS = 128  # a context value longer than this is left out of the record
+
+
+class ExposureLog:
+    """Which decisions are exposures, and the sink they go to. `context_keys`: the request
+    context's keys copied into each record (DECIDER_EXPOSURE_CONTEXT); `everything`: every
+    decision shown, not only those with an experiment (DECIDER_EXPOSURE_ALL)."""
+
+    __slots__ = ("context_keys", "enabled", "everything", "sink")
+
+    def __init__(
+        self, sink: Sink, *, context_keys: tuple[str, ...] = (), everything: bool = False
+    ) -> None:
+        self.sink = sink
+        self.context_keys = context_keys
+        self.everything = everything
+        self.enabled = not isinstance(sink, NoSink)
+
+    def exposure_of(
+        self, decision: Decision, context: Mapping[str, Any], unit: str | None, *, at: datetime
+    ) -> Exposure | None:
+        """The record of `decision` made at `at` for a request with `context`, or None when
+        it is not logged. `unit`: the keyed hash (decider.measure.units) of the account or
+        visitor the decision's experiment bucketed, which the decision does not carry."""
+        if not self.enabled or decision.suppressed:
+            return None
+        # `experiment` (id, arm, unit_kind) is set on decisions an experiment bucketed
+        experiment = getattr(decision, "experiment", None)
+        if experiment is None and not self.everything:
+            return None
+        return Exposure(
+            at=at,
+            decision_id=decision.decision_id,
+            ruleset=decision.ruleset,
+            placement=decision.placement,
+            channel=decision.channel,
+            segment=decision.segment,
+            experiment=experiment.id if experiment is not None else None,
+            arm=experiment.arm if experiment is not None else None,
+            variant=decision.variant.id,
+            unit_kind=experiment.unit_kind if experiment is not None else None,
+            unit=unit if experiment is not None else None,
+            context=copied(context, self.context_keys) if self.context_keys else {},
+        )
+
+    def record(
+        self, decision: Decision, context: Mapping[str, Any], unit: str | None, *, at: datetime
+    ) -> None:
+        """Offer the record of `decision` to the sink, if it is logged; never blocks."""
+        exposure = self.exposure_of(decision, context, unit, at=at)
+        if exposure is not None:
+            self.sink.offer(exposure)
+
+
+def copied(context: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """The values of `keys` in `context` that are text, numbers or booleans, as text; left
+    out: anything else, a value longer than MAX_CONTEXT_CHARS, and one that looks like an
+    email address (a record never holds one)."""
+    kept: dict[str, str] = {}
+    for key in keys:
+        value = context.get(key)
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = str(value)
+        else:
+            continue
+        if len(text) <= MAX_CONTEXT_CHARS and not looks_like_email(text):
+            kept[key] = text
+    return kept

@@ -1,0 +1,72 @@
+"""POST /v1/outcomes: conversions and other events after decisions, for the lift report
+(decider.measure.outcomes). Needs an API key with the outcomes scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Router, post
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.types import Middleware
+
+from decider.measure.outcomes import (
+    MAX_EVENTS,
+    OutcomeBatch,
+    OutcomeEvent,
+    OutcomeIntake,
+    OutcomesAnswer,
+    parse_body,
+)
+from decider.model import PROBLEM_JSON, ProblemDetails
+from decider.server.auth import REFUSED, REQUIREMENT
+from decider.server.openapi import inline_schema, schema_operation
+
+# one event, or a batch of them; msgspec makes no schema of a union of untagged structs
+_BODY = {"anyOf": [inline_schema(OutcomeEvent), inline_schema(OutcomeBatch)]}
+
+
+def _refused(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        ProblemDetails, generate_examples=False, media_type=PROBLEM_JSON, description=description
+    )
+
+
+@post(
+    "/v1/outcomes",
+    status_code=200,
+    operation_class=schema_operation(_BODY),
+    operation_id="reportOutcomes",
+    summary="Report outcomes",
+    response_description="Each event's result, in order: accepted, duplicate, invalid (with "
+    "the field at fault) or unavailable",
+    responses={
+        400: _refused("The body is not JSON, or not UTF-8"),
+        413: _refused("The body is larger than DECIDER_MAX_BODY_BYTES"),
+        422: _refused(
+            f"Not one event nor a batch of at most {MAX_EVENTS}, or the one event sent is "
+            "wrong; `field` names what"
+        ),
+        **REFUSED,
+        503: _refused("The outcome log cannot take or write events now: nothing was stored"),
+    },
+)
+async def report_outcomes(
+    request: Request[Any, Any, Any], intake: NamedDependency[OutcomeIntake]
+) -> OutcomesAnswer:
+    """One outcome event, or `{"events": [...]}`, each with `event_id`, `name`, an optional
+    `value` and `at`, and either the `decision_id` it followed or the `identity` the decision
+    was asked for. An event id seen before is a `duplicate`, stored once; a bad event is
+    `invalid` on its own, naming its field."""
+    return await intake.take(parse_body(await request.body(), intake.now()))
+
+
+def outcomes_router(door: Middleware) -> Router:
+    """The outcome intake behind `door`."""
+    return Router(
+        path="/",
+        route_handlers=[report_outcomes],
+        middleware=[door],
+        security=REQUIREMENT,
+        tags=["outcomes"],
+    )

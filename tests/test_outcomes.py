@@ -1,0 +1,410 @@
+"""Outcome intake: POST /v1/outcomes and `decider outcomes import`. Events by decision id or
+by identity (resolved as a decision is, stored as keyed hashes), each refused on its own with
+its field named, a resend counted once, nothing stored when the log cannot write, and no raw
+id in any file."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from decider.cli import main
+from decider.errors import NotStored
+from decider.measure.outcomes import MAX_EVENTS, OutcomeIntake, parse_body
+from decider.measure.records import Outcome, record_decoder
+from decider.measure.sink import QueuedSink
+from decider.measure.units import Units
+from decider.profiles.cache import CacheSettings
+from decider.profiles.jsonl import sample_profiles
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources.memory import MemoryProfileSource
+from decider.ruleset import CompiledRuleset
+
+from .conftest import NOW, api_key, app_client
+from .privacy import leaks
+
+KEY = "outcome-key-0123456789abcdef"
+EDGE = "edge-key-0123456789abcdef"
+OPS = "ops-key-0123456789abcdef"
+KEYS = ",".join(
+    [
+        api_key(KEY, "outcomes", name="warehouse"),
+        api_key(EDGE, "decide", name="edge"),
+        api_key(OPS, "admin", name="ops"),
+    ]
+)
+MEASURE_KEY = "0f" * 16
+UNITS = Units(bytes.fromhex(MEASURE_KEY))
+DECISION = "5c3d0a4e9b2f4c8e8a1d7f6b3e2c1a09"
+
+
+def unit_hash(kind: str, raw: str) -> str:
+    """The keyed hash as documented, computed here on its own."""
+    key = bytes.fromhex(MEASURE_KEY)
+    return hmac.new(key, f"{kind}:{raw}".encode(), "sha256").hexdigest()[:32]
+
+
+def stored(directory: Path) -> list[Outcome]:
+    records = [
+        record_decoder.decode(line)
+        for path in sorted(directory.glob("outcomes-*.jsonl"))
+        for line in path.read_bytes().splitlines()
+    ]
+    outcomes = [r for r in records if isinstance(r, Outcome)]
+    assert outcomes == records
+    return outcomes
+
+
+@pytest.fixture
+def source() -> MemoryProfileSource:
+    return MemoryProfileSource(sample_profiles(NOW))
+
+
+@pytest.fixture
+def client(
+    ruleset: CompiledRuleset, source: MemoryProfileSource, tmp_path: Path
+) -> Iterator[TestClient[Any]]:
+    with app_client(
+        ruleset,
+        source,
+        api_keys=KEYS,
+        measure_key=MEASURE_KEY,
+        exposure_dir=tmp_path / "exposures",
+        headers={"X-API-Key": KEY},
+    ) as test_client:
+        yield test_client
+
+
+def post(client: TestClient[Any], body: Any) -> Any:
+    answer = client.post("/v1/outcomes", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_an_event_by_identity_is_stored_with_the_keyed_hashes_of_whom_it_names(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """u-ada is stitched to visitor v-ada of account acc-northwind, as a decision would be;
+    the record holds their keyed hashes, never the ids."""
+    event = {"event_id": "order-1", "name": "purchase", "value": 120.5}
+    answer = post(client, {**event, "identity": {"user_id": "u-ada", "visitor_id": "anon-1"}})
+    assert answer == {
+        "accepted": 1,
+        "duplicates": 0,
+        "invalid": 0,
+        "unavailable": 0,
+        "results": [
+            {"status": "accepted", "event_id": "order-1", "resolved_to": ["account", "visitor"]}
+        ],
+    }
+    (record,) = stored(tmp_path / "outcomes")  # beside the exposures, by default
+    assert record == Outcome(
+        at=NOW,
+        event_id="order-1",
+        name="purchase",
+        value=120.5,
+        account=unit_hash("account", "acc-northwind"),
+        visitor=unit_hash("visitor", "v-ada"),
+    )
+
+
+def test_an_event_by_decision_id_keeps_the_id_and_its_time(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    at = "2026-11-19T08:30:00+01:00"
+    answer = post(client, {"event_id": "s-9", "name": "signup", "decision_id": DECISION, "at": at})
+    assert answer["results"] == [{"status": "accepted", "event_id": "s-9"}]
+    (record,) = stored(tmp_path / "outcomes")
+    assert record.decision_id == DECISION
+    assert record.at.isoformat() == at
+    assert (record.account, record.visitor, record.value) == (None, None, None)
+
+
+def test_an_identity_naming_nobody_known_is_stored_with_neither_and_said_so(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    answer = post(client, {"event_id": "e-1", "name": "signup", "identity": {"user_id": "u-new"}})
+    (result,) = answer["results"]
+    assert result["resolved_to"] == []
+    assert "nobody known" in result["detail"]
+    (record,) = stored(tmp_path / "outcomes")
+    assert (record.account, record.visitor) == (None, None)
+
+
+def test_a_batch_answers_each_event_and_a_bad_one_fails_no_other(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    events: list[Any] = [
+        {"event_id": "a-1", "name": "purchase", "decision_id": DECISION},
+        {"event_id": "a-2", "name": "purchase", "value": "12", "decision_id": DECISION},
+        {"event_id": "a-3", "name": "purchase"},
+        {"event_id": "a-4", "name": "purchase", "decision_id": DECISION, "identity": {}},
+        {"event_id": "a-5", "name": "purchase", "identity": {"email": "ada@example.com"}},
+        {
+            "event_id": "a-6",
+            "name": "purchase",
+            "at": "2026-11-20T12:06:00Z",
+            "decision_id": DECISION,
+        },
+        {"event_id": "a-7", "name": "pur chase", "decision_id": DECISION},
+        {"event_id": "a-8", "name": "purchase", "identity": {"user_id": "u-ada"}, "channel": "sms"},
+        "a-9",
+        {"event_id": "a-10", "name": "purchase", "identity": {"visitor_id": "v-max"}},
+    ]
+    answer = post(client, {"events": events})
+    assert (answer["accepted"], answer["invalid"]) == (2, 8)
+    fields = [(r["status"], r.get("field")) for r in answer["results"]]
+    assert fields == [
+        ("accepted", None),
+        ("invalid", "events.1.value"),
+        ("invalid", "events.2.decision_id"),
+        ("invalid", "events.3.identity"),
+        ("invalid", "events.4.identity.email"),
+        ("invalid", "events.5.at"),
+        ("invalid", "events.6.name"),
+        ("invalid", "events.7.channel"),
+        ("invalid", "events.8"),
+        ("accepted", None),
+    ]
+    assert "5 minutes in the future" in answer["results"][5]["detail"]
+    assert "ada@example.com" not in json.dumps(answer)
+    assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["a-1", "a-10"]
+
+
+def test_a_resent_event_is_a_duplicate_stored_once(client: TestClient[Any], tmp_path: Path) -> None:
+    event = {"event_id": "order-7", "name": "purchase", "decision_id": DECISION}
+    assert post(client, event)["accepted"] == 1
+    again = post(client, {"events": [event, {**event, "event_id": "order-8"}, event]})
+    assert [r["status"] for r in again["results"]] == ["duplicate", "accepted", "duplicate"]
+    assert again["duplicates"] == 2
+    assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["order-7", "order-8"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"purchase", 400, "body"),
+        (b'{"event_id": "x", "event_id": "y"}', 400, "body"),
+        (b"[]", 422, "body"),
+        (b'{"events": [], "name": "purchase"}', 422, "name"),
+        (b'{"events": {}}', 422, "events"),
+        (b'{"events": [' + b",".join([b"{}"] * (MAX_EVENTS + 1)) + b"]}", 422, "events"),
+        (b'{"event_id": "x", "name": "p", "decision_id": "not-ours"}', 422, "decision_id"),
+        (
+            b'{"event_id": "x", "name": "p", "value": 1e999, "decision_id": "'
+            + DECISION.encode()
+            + b'"}',
+            422,
+            "value",
+        ),
+    ],
+)
+def test_a_body_that_is_no_event_nor_batch_is_refused_naming_the_field(
+    client: TestClient[Any], body: bytes, status: int, field: str
+) -> None:
+    answer = client.post("/v1/outcomes", content=body)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["field"] == field
+
+
+def test_outcomes_need_the_outcomes_scope(client: TestClient[Any]) -> None:
+    event = {"event_id": "x-1", "name": "purchase", "decision_id": DECISION}
+    assert client.post("/v1/outcomes", json=event, headers={"X-API-Key": EDGE}).status_code == 403
+    assert client.post("/v1/outcomes", json=event, headers={"X-API-Key": "nope"}).status_code == 401
+
+
+def test_an_identity_the_store_cannot_resolve_now_is_not_stored_nor_remembered(
+    client: TestClient[Any], source: MemoryProfileSource, tmp_path: Path
+) -> None:
+    event = {"event_id": "late-1", "name": "purchase", "identity": {"user_id": "u-lee"}}
+    source.available = False
+    (result,) = post(client, event)["results"]
+    assert result["status"] == "unavailable"
+    assert stored(tmp_path / "outcomes") == []
+    source.available = True
+    (result,) = post(client, event)["results"]
+    assert result["status"] == "accepted"
+
+
+def test_when_the_log_cannot_write_nothing_is_stored_and_a_resend_is_taken(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """The outcome directory cannot be made (a file is in its way): a 503 to send again,
+    and the event is not remembered as seen."""
+    (tmp_path / "outcomes").write_text("in the way")
+    event = {"event_id": "order-9", "name": "purchase", "decision_id": DECISION}
+    refused = client.post("/v1/outcomes", json=event)
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "not_stored"
+    assert refused.headers["retry-after"] == "1"
+    (tmp_path / "outcomes").unlink()
+    assert post(client, event)["accepted"] == 1
+    assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["order-9"]
+
+
+def test_a_unit_key_that_cannot_be_made_is_a_503_saying_so(
+    ruleset: CompiledRuleset, source: MemoryProfileSource, tmp_path: Path
+) -> None:
+    """No DECIDER_MEASURE_KEY, and no key file can be made where it belongs: events by
+    identity are not stored, and the answer says what to set."""
+    (tmp_path / "file").write_text("")
+    with app_client(
+        ruleset,
+        source,
+        api_keys=KEYS,
+        exposure_dir=tmp_path / "file" / "exposures",
+        outcome_dir=tmp_path / "outcomes",
+        headers={"X-API-Key": KEY},
+    ) as client:
+        event = {"event_id": "k-1", "name": "purchase", "identity": {"user_id": "u-ada"}}
+        refused = client.post("/v1/outcomes", json=event)
+        assert refused.status_code == 503
+        assert "set DECIDER_MEASURE_KEY" in refused.json()["detail"]
+        by_decision = {"event_id": "k-2", "name": "purchase", "decision_id": DECISION}
+        assert post(client, by_decision)["accepted"] == 1  # needs no key
+
+
+def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Path) -> None:
+    class Stuck:
+        def write(self, data: bytes) -> None:
+            raise AssertionError("never started, never written")
+
+        def close(self) -> None:
+            pass
+
+    async def run() -> None:
+        sink = QueuedSink(Stuck(), limit=1, name="outcome")
+        resolver = Resolver(MemoryProfileSource(), budget=1.0, cache=CacheSettings())
+        intake = OutcomeIntake(sink, UNITS, resolver, clock=lambda: NOW)
+        event = b'{"event_id": "q-1", "name": "purchase", "decision_id": "%s"}' % DECISION.encode()
+        # the queue's one place taken, never drained: its writer was never started
+        assert sink.offer(Outcome(at=NOW, event_id="other", name="purchase"))
+        with pytest.raises(NotStored, match="queue is full"):
+            await intake.take(parse_body(event, NOW))
+        assert "q-1" not in intake.seen
+        assert sink.counts.dropped == 1
+
+    asyncio.run(run())
+
+
+def test_counts_reach_the_metrics_and_the_traffic_report(client: TestClient[Any]) -> None:
+    post(client, {"event_id": "m-1", "name": "purchase", "decision_id": DECISION})
+    ops = {"X-API-Key": OPS}
+    scrape = client.get("/metrics", headers=ops).text
+    assert 'decider_measure_records_total{kind="outcome",result="written",worker="0"} 1.0' in scrape
+    assert (
+        'decider_measure_records_total{kind="exposure",result="dropped",worker="0"} 0.0' in scrape
+    )
+    traffic = client.get("/admin/traffic", headers=ops).json()
+    assert (traffic["outcomes_written"], traffic["outcomes_dropped"]) == (1, 0)
+
+
+def test_no_record_file_holds_a_raw_id(client: TestClient[Any], tmp_path: Path) -> None:
+    identities = [
+        {"user_id": "u-ada", "visitor_id": "anon-1"},
+        {"email_sha256": "dba86479afbaf94f50b6b6a093bdf29e40656e11874321bfca1718252afe1a0f"},
+        {"account_id": "acc-northwind"},
+        {"visitor_id": "v-max"},
+        {"user_id": "u-new"},
+    ]
+    events = [
+        {"event_id": f"p-{i}", "name": "purchase", "identity": identity}
+        for i, identity in enumerate(identities)
+    ]
+    assert post(client, {"events": events})["accepted"] == len(events)
+    written = "\n".join(p.read_text() for p in (tmp_path / "outcomes").glob("*.jsonl"))
+    assert written.count("\n") == len(events)
+    assert leaks(written) == []
+
+
+# `decider outcomes import`
+
+
+def run_import(tmp_path: Path, lines: list[str], *, stdin: bool = False) -> tuple[int, str]:
+    data = "".join(line + "\n" for line in lines)
+    env = {
+        "DECIDER_PROFILE_DB": str(tmp_path / "profiles.db"),
+        "DECIDER_EXPOSURE_DIR": str(tmp_path / "exposures"),
+        "DECIDER_MEASURE_KEY": MEASURE_KEY,
+    }
+    out = io.StringIO()
+    if stdin:
+        saved = sys.stdin
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data.encode()))
+        try:
+            status = main(["outcomes", "import", "-"], environ=env, out=out)
+        finally:
+            sys.stdin = saved
+    else:
+        path = tmp_path / "events.jsonl"
+        path.write_text(data)
+        status = main(["outcomes", "import", str(path)], environ=env, out=out)
+    return status, out.getvalue()
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    env = {"DECIDER_PROFILE_DB": str(tmp_path / "profiles.db")}
+    assert main(["profiles", "import", "--samples"], environ=env, out=io.StringIO()) == 0
+    return tmp_path
+
+
+def test_import_stores_each_event_once_resolving_identities_in_the_store(seeded: Path) -> None:
+    lines = [
+        json.dumps({"event_id": "w-1", "name": "purchase", "identity": {"user_id": "u-ada"}}),
+        json.dumps({"event_id": "w-2", "name": "purchase", "decision_id": DECISION, "value": 3}),
+        "",
+        json.dumps({"event_id": "w-1", "name": "purchase", "identity": {"user_id": "u-ada"}}),
+        json.dumps({"event_id": "w-3", "name": "signup", "identity": {"visitor_id": "v-nope"}}),
+    ]
+    status, output = run_import(seeded, lines)
+    assert status == 0, output
+    assert output.splitlines() == [
+        f"imported 3 outcomes into {seeded / 'outcomes'}",
+        "1 event id given again in the file: stored once",
+        "1 of 2 by identity name nobody known: stored with neither account nor visitor",
+    ]
+    records = stored(seeded / "outcomes")
+    assert [(r.event_id, r.account, r.visitor) for r in records] == [
+        ("w-1", unit_hash("account", "acc-northwind"), unit_hash("visitor", "v-ada")),
+        ("w-2", None, None),
+        ("w-3", None, None),
+    ]
+    assert leaks("\n".join(p.read_text() for p in (seeded / "outcomes").iterdir())) == []
+
+
+def test_import_reads_standard_input(seeded: Path) -> None:
+    line = json.dumps({"event_id": "i-1", "name": "purchase", "decision_id": DECISION})
+    status, output = run_import(seeded, [line], stdin=True)
+    assert status == 0, output
+    assert [r.event_id for r in stored(seeded / "outcomes")] == ["i-1"]
+
+
+def test_a_file_with_a_bad_line_imports_nothing_and_says_where(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"event_id": "b-1", "name": "purchase", "decision_id": DECISION}),
+        json.dumps({"event_id": "b-2", "name": "purchase", "value": "3", "decision_id": DECISION}),
+        "{not json",
+        json.dumps({"event_id": "b-3", "name": "purchase", "identity": {"user_id": "a@b.example"}}),
+        json.dumps({"event_id": "b-4", "name": "purchase"}),
+    ]
+    status, output = run_import(tmp_path, lines)
+    assert status == 1
+    shown = output.splitlines()
+    assert shown[0] == "line 2: value: Expected `float | null`, got `str`"
+    assert shown[1].startswith("line 3: not valid JSON")
+    assert shown[2].startswith("line 4: identity: user_id looks like an email address")
+    assert shown[3] == "line 5: decision_id: give decision_id or identity: whose outcome this is"
+    assert shown[4] == f"nothing imported from {tmp_path / 'events.jsonl'}"
+    assert "a@b.example" not in output
+    assert not (tmp_path / "outcomes").exists()
