@@ -8,7 +8,8 @@
     ├── ProfileSourceError    the profile store or API failed (not "unknown id")
     ├── ProfileConflict       a write would give one user id or email hash to two visitors
     ├── ReadOnlySource        a write to a source Decider only reads (a profile API)
-    └── ImportFileError       a profiles file has bad lines; carries every one
+    ├── ImportFileError       a profiles file has bad lines; carries every one
+    └── RecordFileError       an exposure or outcome file has a line that is not a record
 
 Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
 compile and evaluation errors) are translated into these, or into CelEvalError
@@ -160,3 +161,8 @@ class ImportFileError(DeciderError):
         self.problems = tuple(problems)
         self.count = len(self.problems) if count is None else count
         super().__init__("\n".join(self.problems))
+
+
+class RecordFileError(DeciderError):
+    """An exposure or outcome file `decider report` cannot read: the file and line at fault,
+    so the one bad line in millions can be found."""
