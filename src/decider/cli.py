@@ -32,6 +32,7 @@ from decider.errors import (
     ProfileSourceError,
     RulesetError,
 )
+from decider.measure.report.command import add_report as _add_report
 from decider.model import Instant
 from decider.profile import AccountProfile, VisitorProfile
 from decider.profiles.importer import ImportReport, import_file
@@ -189,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_explain)
 
     _add_profiles(commands)
+    _add_report(commands)
 
     keys = commands.add_parser(
         "keys",
