@@ -485,7 +485,15 @@ def test_the_html_page_stands_alone_with_its_chart(demo: Path) -> None:
     root = ET.fromstring(text.split("\n", 1)[1])
     svg = "{http://www.w3.org/2000/svg}"
     (chart,) = root.iter(f"{svg}svg")
-    assert len(list(chart.iter(f"{svg}circle"))) == 2 + 4  # segments, then their devices
+    rows = [g.findtext(f"{svg}title", "") for g in chart.iter(f"{svg}g")]  # point, interval
+    assert [row.split(":")[0] for row in rows] == [
+        "home_hero · enterprise",
+        "context.device = desktop",
+        "context.device = mobile",
+        "home_hero · retail",
+        "context.device = desktop",
+        "context.device = mobile",
+    ]
     assert {td.text for td in root.iter("td")} >= {"keep", "enterprise", "2,400"}
     assert not re.search(r"(src|href)=|url\(|@import", text)
     assert "<script" not in text

@@ -9,7 +9,7 @@ from html import escape
 from typing import NamedTuple
 
 from decider.measure.report.schema import Interval, Report
-from decider.measure.report.table import name, points
+from decider.measure.report.table import VERDICTS, name, points
 
 WIDTH, LABELS, RIGHT, ROW, TOP = 760, 300, 20, 26, 34
 COLORS = {
@@ -18,6 +18,7 @@ COLORS = {
     "too_small": "#bf8700",
     "group": "#0969da",
 }
+LEGEND = {**VERDICTS, "group": "a sub-group"}
 
 
 class Line(NamedTuple):
@@ -55,7 +56,7 @@ def svg(report: Report) -> str:
     def x(value: float) -> float:
         return round(LABELS + (value - low) / (high - low) * span, 1)
 
-    height = TOP + ROW * len(rows) + 40
+    height = TOP + ROW * len(rows) + 64
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
         f'width="{WIDTH}" height="{height}" role="img" font-family="sans-serif" font-size="12">',
@@ -66,7 +67,7 @@ def svg(report: Report) -> str:
         parts.append(
             f'<line x1="{x(tick)}" y1="{TOP - 6}" x2="{x(tick)}" y2="{bottom}" stroke="#d0d7de"/>'
             f'<text x="{x(tick)}" y="{TOP - 12}" text-anchor="middle" fill="#57606a">'
-            f"{tick * 100:+g}</text>"
+            f"{tick * 100:+g}</text>".replace(">+0<", ">0<")
         )
     parts.append(
         f'<line x1="{x(0)}" y1="{TOP - 6}" x2="{x(0)}" y2="{bottom}" stroke="#24292f" '
@@ -86,8 +87,16 @@ def svg(report: Report) -> str:
         )
     parts.append(
         f'<text x="{LABELS + span / 2}" y="{bottom + 28}" text-anchor="middle" fill="#57606a">'
-        "lift over the holdout, percentage points (95% interval)</text></svg>"
+        "lift over the holdout, percentage points (95% interval)</text>"
     )
+    at = LABELS
+    for kind, label in LEGEND.items():
+        parts.append(
+            f'<circle cx="{at}" cy="{bottom + 50}" r="5" fill="{COLORS[kind]}"/>'
+            f'<text x="{at + 9}" y="{bottom + 54}" fill="#57606a">{label}</text>'
+        )
+        at += 24 + 7 * len(label)
+    parts.append("</svg>")
     return "".join(parts)
 
 

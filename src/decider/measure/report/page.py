@@ -26,8 +26,9 @@ from decider.measure.report.table import (
 )
 
 STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; color: #24292f; margin: 2em auto; max-width: 72em;
+body { font: 14px/1.45 system-ui, sans-serif; color: #24292f; margin: 2em auto; max-width: 96em;
        padding: 0 1em; }
+.wide { overflow-x: auto; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #d0d7de; text-align: left;
@@ -44,7 +45,7 @@ def render_html(report: Report) -> str:
     title = f"Lift report: {report.outcome}"
     body = [
         f"<h1>{escape(title)}</h1>",
-        f"<p>{escape(summary(report))}</p>",
+        f"<p>{escape(summary(report).removeprefix('Lift report: '))}</p>",
         chart.svg(report),
         "<h2>Segments</h2>",
         _segments(report),
@@ -106,7 +107,10 @@ def _grid(header: Sequence[str], rows: list[tuple[str, ...]], numeric: set[int])
 
 def _table(header: Sequence[str], rows: list[str]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (
+        f'<div class="wide"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _cell(text: str, kind: str) -> str:
