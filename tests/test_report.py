@@ -349,6 +349,7 @@ def test_too_small_below_the_guidance_with_no_lift_to_detect() -> None:
     assert found.reason.endswith(": to reach the 1,000 accounts a test needs")
     enough = verdict(Side(200, 20), Side(800, 80), floor=1000)
     assert enough.kind == "not_actionable"
+    assert enough.reason == "no lift seen, with the 1,000 accounts a test needs"
 
 
 def test_no_holdout_is_too_small_to_tell() -> None:

@@ -70,7 +70,6 @@ class _First:
         "segments_differ",
         "value",
         "variant",
-        "variants_differ",
     )
 
     def __init__(self, exposure: ExposureView, value: str | None) -> None:
@@ -80,7 +79,7 @@ class _First:
         self.variant = exposure.variant
         self.value = value
         self.kind = exposure.unit_kind
-        self.arms_differ = self.segments_differ = self.variants_differ = False
+        self.arms_differ = self.segments_differ = False
 
 
 @dataclass

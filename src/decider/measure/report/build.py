@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import msgspec
-
 from decider.measure.report import statistics
 from decider.measure.report.aggregation import HOLDOUT, Cell, Count, Tally, index_outcomes, tally
 from decider.measure.report.reading import ExposureView, OutcomeView, read_records
@@ -35,24 +33,20 @@ from decider.measure.report.verdicts import (
 )
 
 CONTEXT = "context."
-METHOD = Method(
-    lift="treatment rate minus holdout rate; 95% interval: Newcombe's hybrid score interval "
-    "(from the two Wilson intervals)",
-    relative_lift="treatment rate over holdout rate, minus one; 95% interval: the log method "
-    "(Katz), undefined while a side has no conversions",
-    units_needed="normal approximation for two proportions, two-sided, at the current split "
-    "of units between holdout and treatment, for the larger of the observed lift and the "
-    "minimum lift asked for",
-    merge="same placement, same variants served, both with enough units; the z-test of the "
-    "difference of their lifts (Wald errors) does not reject at alpha",
-    split="Cochran's Q over the sub-groups with enough units a side (for two: the z-test of "
-    "the difference of their lifts, squared) rejects at alpha",
-    alpha=statistics.ALPHA,
-    power=statistics.POWER,
-    min_lift=None,
-    min_units=GUIDANCE,
-    min_group=100,
-)
+# how each number is computed, in words, for the report's readers
+METHOD = {
+    "lift": "treatment rate minus holdout rate; 95% interval: Newcombe's hybrid score "
+    "interval (from the two Wilson intervals)",
+    "relative_lift": "treatment rate over holdout rate, minus one; 95% interval: the log "
+    "method (Katz), undefined while a side has no conversions",
+    "units_needed": "normal approximation for two proportions, two-sided, at the current "
+    "split of units between holdout and treatment, for the larger of the observed lift and "
+    "the minimum lift asked for",
+    "merge": "same placement, same variants served, both with enough units; the z-test of "
+    "the difference of their lifts (Wald errors) does not reject at alpha",
+    "split": "Cochran's Q over the sub-groups with enough units a side (for two: the z-test "
+    "of the difference of their lifts, squared) rejects at alpha",
+}
 
 
 class Query(NamedTuple):
@@ -97,9 +91,13 @@ def build_report(query: Query) -> Report:
         outcome_events=outcomes.events,
         duplicate_events=outcomes.duplicates,
     )
-    min_units = GUIDANCE if limits.min_units is None else dict.fromkeys(GUIDANCE, limits.min_units)
-    method = msgspec.structs.replace(
-        METHOD, min_lift=limits.min_lift, min_units=min_units, min_group=limits.min_group
+    method = Method(
+        **METHOD,
+        alpha=statistics.ALPHA,
+        power=statistics.POWER,
+        min_lift=limits.min_lift,
+        min_units={kind: limits.floor({kind}) for kind in GUIDANCE},
+        min_group=limits.min_group,
     )
     return Report(query.outcome, query.by, inputs, method, segments, merges(candidates))
 

@@ -62,8 +62,10 @@ def judge(
     absolute = found.absolute
     total = holdout.units + treated.units
     if absolute.low > 0:
-        below = f"; fewer than the {floor:,} {kind} a test needs: confirm next cycle"
-        return Verdict("keep", "the lift's interval is above zero" + (below * (total < floor)))
+        reason = "the lift's interval is above zero"
+        if total < floor:
+            reason += f"; fewer than the {floor:,} {kind} a test needs: confirm next cycle"
+        return Verdict("keep", reason)
     if absolute.high < 0:
         return Verdict("not_actionable", "the treatment converts less: the interval is below zero")
     base = holdout.converted / holdout.units
@@ -73,12 +75,14 @@ def judge(
         needed = statistics.units_needed(detect, base, holdout.units / treated.units)
     scale = max(needed[0] / treated.units, needed[1] / holdout.units, floor / total)
     if scale <= 1:
-        what = f"a lift of {_points(detect)} ({why})" if detect is not None else "any lift"
-        return Verdict(
-            "not_actionable",
-            f"the interval includes zero, with the units to detect {what} "
-            f"at alpha {ALPHA} with power {POWER}",
-        )
+        if detect is None:
+            reason = f"no lift seen, with the {floor:,} {kind} a test needs"
+        else:
+            reason = (
+                f"the interval includes zero, with the units to detect a lift of "
+                f"{_points(detect)} ({why}) at alpha {ALPHA} with power {POWER}"
+            )
+        return Verdict("not_actionable", reason)
     more_holdout = math.ceil(holdout.units * scale) - holdout.units
     more_treatment = math.ceil(treated.units * scale) - treated.units
     reasons = []
