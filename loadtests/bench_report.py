@@ -3,7 +3,8 @@ it, on files a simulation writes to a temporary directory.
 
 Reports numbers; asserts nothing. Run:
 
-    .venv/bin/python loadtests/bench_report.py [--records 10000000] [--units N] [--keep DIR]
+    .venv/bin/python loadtests/bench_report.py [--records 10000000] [--units N] [--runs 3]
+        [--keep DIR]
 
 The simulation plants known lifts: two segments of one placement serve the same variant and
 lift conversion alike (+4 points over an 8% holdout: keep, and a merge candidate), one serves
@@ -23,6 +24,7 @@ import io
 import math
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -202,8 +204,8 @@ def _arm(planted: Planted, draw: float) -> tuple[str, str]:
     return arm, variant
 
 
-def run(directory: Path, records: int, units: int) -> None:
-    """Simulate into `directory`, then time `decider report` over it."""
+def run(directory: Path, records: int, units: int, runs: int) -> None:
+    """Simulate into `directory`, then time `decider report` over it `runs` times."""
     started = time.perf_counter()
     written, outcomes = simulate(directory, records, units)
     size = sum(p.stat().st_size for p in (directory / "exposures").iterdir())
@@ -223,15 +225,19 @@ def run(directory: Path, records: int, units: int) -> None:
         "--by",
         "context.device",
     ]
-    started = time.perf_counter()
-    status = main(argv, environ={}, out=out)
-    seconds = time.perf_counter() - started
-    if status:
-        sys.exit(out.getvalue())
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        status = main(argv, environ={}, out=out)
+        times.append(time.perf_counter() - started)
+        if status:
+            sys.exit(out.getvalue())
+    seconds = statistics.median(times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"decider report: {written:,} exposure records in {seconds:.1f} s, "
-        f"{written / seconds:,.0f} records/s; peak memory {peak:,.0f} MiB"
+        f"decider report: {written:,} exposure records in {seconds:.1f} s (median of "
+        f"{', '.join(f'{t:.1f}' for t in times)}), {written / seconds:,.0f} records/s; "
+        f"peak memory {peak:,.0f} MiB"
     )
 
 
@@ -239,6 +245,7 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=10_000_000, help="exposures, about")
     parser.add_argument("--units", type=int, help="distinct units (default: records / 10)")
+    parser.add_argument("--runs", type=int, default=1, help="times to run the report")
     parser.add_argument(
         "--keep", type=Path, help="only write the files, here, and keep them: no timing"
     )
@@ -253,4 +260,4 @@ if __name__ == "__main__":
         print(f"wrote {written:,} exposures and {outcomes:,} outcomes of {units:,} units")
     else:
         with tempfile.TemporaryDirectory(prefix="decider-bench-report-") as scratch:
-            run(Path(scratch), args.records, units)
+            run(Path(scratch), args.records, units, args.runs)
