@@ -32,7 +32,7 @@ def add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "report",
         help="lift per segment, treatment against holdout, from exposure and outcome files",
         description="Per experiment, placement and segment: units, conversions and rates per "
-        "arm, the treatment's absolute and relative lift over the holdout with 95%% intervals, "
+        "arm, the treatment's absolute and relative lift over the holdout with 95% intervals, "
         "and a verdict (keep, not actionable, too small to tell), merge and split candidates.",
     )
     for flag, what in (("--exposures", "exposure"), ("--outcomes", "outcome")):
