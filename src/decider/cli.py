@@ -32,6 +32,7 @@ from decider.errors import (
     ProfileSourceError,
     RulesetError,
 )
+from decider.measure.report.command import add_report as _add_report
 from decider.model import Instant
 from decider.profile import AccountProfile, VisitorProfile
 from decider.profiles.importer import ImportReport, import_file
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_profiles(commands)
     _add_outcomes(commands)
+    _add_report(commands)
 
     keys = commands.add_parser(
         "keys",

@@ -9,7 +9,8 @@
     ├── ProfileConflict       a write would give one user id or email hash to two visitors
     ├── ReadOnlySource        a write to a source Decider only reads (a profile API)
     ├── ImportFileError       a profiles file has bad lines; carries every one
-    └── NotStored             outcomes that could not be stored now; send them again (503)
+    ├── NotStored             outcomes that could not be stored now; send them again (503)
+    └── RecordFileError       an exposure or outcome file has a line that is not a record
 
 Foreign exceptions from I/O and decoding (httpx, sqlite3, msgspec, the CEL runtimes'
 compile and evaluation errors) are translated into these, or into CelEvalError
@@ -166,3 +167,8 @@ class ImportFileError(DeciderError):
 class NotStored(DeciderError):
     """Outcomes the outcome log could not take or write now (its queue is full, its disk
     fails): none of the request's events are stored, and sending them again is safe."""
+
+
+class RecordFileError(DeciderError):
+    """An exposure or outcome file `decider report` cannot read: the file and line at fault,
+    so the one bad line in millions can be found."""
