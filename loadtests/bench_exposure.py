@@ -104,7 +104,7 @@ async def main(n: int, runs: int) -> None:
         )
         log = ExposureLog(sink, context_keys=("device", "country"), everything=True)
         sink.start()
-        unit = units.account("acc-northwind")
+        unit = ("account", units.account("acc-northwind"))
         built = per_call(lambda: log.record(decision, CONTEXT, unit, at=now), n, runs)
         line("exposure record built and queued", built)
 
@@ -113,7 +113,7 @@ async def main(n: int, runs: int) -> None:
 
         async def logged() -> None:
             made = await decider.decide(request, gpc=False)
-            log.record(made, request.context, units.account("acc-northwind"), at=now)
+            log.record(made, request.context, ("account", units.account("acc-northwind")), at=now)
 
         for _ in range(500):  # warm the cache and the engine
             await alone()

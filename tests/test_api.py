@@ -42,7 +42,8 @@ def codes(decision: dict[str, Any]) -> list[str]:
 
 
 def test_a_known_visitor_gets_the_segment_variant(client: Client, ruleset: CompiledRuleset) -> None:
-    """A logged-in VP of a top-tier account in evaluation gets the named-account hero, and why."""
+    """A logged-in VP of a top-tier account in evaluation gets the named-account hero, and why
+    (her account is in the control arm of the hero's holdout experiment)."""
     decision = decide(client, {"placement": "home_hero", "identity": {"user_id": "u-ada"}})
     assert decision["segment"] == "b2b_top_tier_evaluation"
     assert decision["variant"]["id"] == "home_named_account"
@@ -57,8 +58,11 @@ def test_a_known_visitor_gets_the_segment_variant(client: Client, ruleset: Compi
         "identity.account",
         "consent.granted",
         "segment.matched",
+        "experiment.control",
     ]
+    assert (decision["experiment"], decision["arm"]) == ("home_hero_holdout", "control")
     assert "explain" not in decision
+    assert "bucket" not in decision
 
 
 def test_email_hash_stitches_to_the_same_visitor(client: Client) -> None:

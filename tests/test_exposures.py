@@ -36,18 +36,6 @@ UNSTARTED = QueuedSink(Stream(), limit=1, name="exposure")  # a sink on; nothing
 CONTEXT = {"device": "mobile", "country": "DE", "url": "https://shop.example/?ref=ada@example.com"}
 
 
-class Experiment(msgspec.Struct, frozen=True):
-    """What the experiment helper adds to a decision: its id, the arm, the unit's kind."""
-
-    id: str
-    arm: str
-    unit_kind: str
-
-
-class Experimented(Decision, frozen=True):
-    experiment: Experiment | None = None
-
-
 def decisions(ruleset: CompiledRuleset, bodies: list[dict[str, Any]]) -> list[Decision]:
     service = build_service(
         Settings(rules_dir=RULES, watch_rules=False),
@@ -66,34 +54,35 @@ def decisions(ruleset: CompiledRuleset, bodies: list[dict[str, Any]]) -> list[De
 
 
 ADA = {"placement": "home_hero", "identity": {"user_id": "u-ada"}, "context": CONTEXT}
+ADA_EMAIL = {"placement": "nurture_email", "identity": {"user_id": "u-ada"}}
 MAX_EMAIL = {"placement": "nurture_email", "identity": {"user_id": "u-max"}}
+NORTHWIND = ("account", UNITS.account("acc-northwind"))
 
 
-def in_experiment(decision: Decision, arm: str = "holdout") -> Experimented:
-    fields = msgspec.structs.asdict(decision)
-    return Experimented(**fields, experiment=Experiment("hero-holdout", arm, "account"))
+def in_experiment(decision: Decision, arm: str = "holdout") -> Decision:
+    """`decision` as if its placement's experiment had put it in `arm`."""
+    return msgspec.structs.replace(decision, experiment="hero-holdout", arm=arm)
 
 
 def test_only_decisions_with_an_experiment_are_exposures_unless_all_are(
     ruleset: CompiledRuleset,
 ) -> None:
-    (plain,) = decisions(ruleset, [ADA])
+    plain, bucketed = decisions(ruleset, [ADA_EMAIL, ADA])  # the hero runs an experiment
     log = ExposureLog(UNSTARTED)
     assert log.exposure_of(plain, CONTEXT, None, at=NOW) is None
-    unit = UNITS.account("acc-northwind")
-    exposure = log.exposure_of(in_experiment(plain), CONTEXT, unit, at=NOW)
+    exposure = log.exposure_of(bucketed, CONTEXT, NORTHWIND, at=NOW)
     assert exposure == Exposure(
         at=NOW,
-        decision_id=plain.decision_id,
+        decision_id=bucketed.decision_id,
         ruleset=ruleset.version,
         placement="home_hero",
         channel="web",
-        segment=plain.segment,
-        experiment="hero-holdout",
-        arm="holdout",
-        variant=plain.variant.id,
+        segment="b2b_top_tier_evaluation",
+        experiment="home_hero_holdout",
+        arm="control",
+        variant="home_named_account",
         unit_kind="account",
-        unit=unit,
+        unit=NORTHWIND[1],
     )
     everything = ExposureLog(log.sink, everything=True, context_keys=("device", "url"))
     logged = everything.exposure_of(plain, CONTEXT, None, at=NOW)
@@ -106,7 +95,8 @@ def test_a_suppressed_decision_is_no_exposure(ruleset: CompiledRuleset) -> None:
     (email,) = decisions(ruleset, [MAX_EMAIL])
     assert email.suppressed
     log = ExposureLog(UNSTARTED)
-    assert log.exposure_of(in_experiment(email), {}, UNITS.visitor("v-max"), at=NOW) is None
+    unit = ("visitor", UNITS.visitor("v-max"))
+    assert log.exposure_of(in_experiment(email), {}, unit, at=NOW) is None
 
 
 def test_with_no_sink_nothing_is_built() -> None:
@@ -180,8 +170,7 @@ def test_exposure_files_hold_no_raw_id(ruleset: CompiledRuleset, tmp_path: Path)
     log = ExposureLog(sink, context_keys=("device", "country", "url"))
     sink.start()
     for decision in decisions(ruleset, bodies):
-        unit = UNITS.account("acc-northwind")
-        log.record(in_experiment(decision, "control"), CONTEXT, unit, at=NOW)
+        log.record(in_experiment(decision, "control"), CONTEXT, NORTHWIND, at=NOW)
     sink.close()
     text = "\n".join(path.read_text() for path in tmp_path.glob("exposures-*.jsonl"))
     assert text.count("\n") == len(bodies)

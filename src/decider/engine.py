@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 
 from decider.errors import InvalidRequest, UnknownPlacement
+from decider.experiments import CONTROL, HOLDOUT, Assignment, Unit, bucket
 from decider.gate import Suppressed, check_consent, check_suppression
-from decider.model import DecideRequest, Decision, SegmentOutcome, json_value_problem
+from decider.model import Bucket, DecideRequest, Decision, SegmentOutcome, json_value_problem
 from decider.profile import Person, Resolution
 from decider.reasons import Reason, ReasonCode
 from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset, MatchPlan
@@ -29,12 +30,14 @@ _EMPTY: dict[str, Any] = {}
 
 
 class Evaluated(msgspec.Struct, frozen=True):
-    """A decision, the outcome of every segment it evaluated, and the suppression that held,
-    if any (for counting and explain)."""
+    """A decision, the outcome of every segment it evaluated, the suppression that held, if
+    any (for counting and explain), and the unit its experiment bucketed, if any (for the
+    exposure record, which holds a keyed hash of it: the raw id is in no answer)."""
 
     decision: Decision
     outcomes: tuple[SegmentOutcome, ...]
     suppression: Suppressed | None = None
+    unit: Unit | None = None
 
 
 class _Activations:
@@ -134,8 +137,22 @@ def decide(
             )
         else:
             segment, outcomes = _first_match(ruleset, plan, activation)
-        reasons.append(_segment_reason(placement, segment))
+    # the segment is known: the placement's experiment, if it buckets the segment, decides
+    # what is served (consent and suppression came first: a suppressed decision has no arm)
     variant = placement.variants.get(segment) if segment else None
+    experiment = placement.experiment
+    bucketed = (
+        bucket(experiment, segment, resolution, placement.default, consented=consent.granted)
+        if experiment is not None and segment is not None and variant is not None
+        else None
+    )
+    assigned = bucketed[0] if bucketed is not None else None
+    if suppression is None:
+        reasons.append(_segment_reason(placement, segment, assigned))
+    if bucketed is not None:
+        reasons.append(bucketed[1])
+    if assigned is not None:
+        variant = assigned.variant if assigned.arm != HOLDOUT else None
     decision = Decision(
         decision_id=decision_id,
         ruleset=ruleset.version,
@@ -146,14 +163,35 @@ def decide(
         personalized=variant is not None,
         suppressed=suppression is not None,
         reasons=tuple(reasons),
+        experiment=assigned.experiment if assigned else None,
+        arm=assigned.arm if assigned else None,
         explain=_explain(ruleset, outcomes) if request.explain else None,
+        bucket=_bucket(assigned) if request.explain and assigned else None,
     )
-    return Evaluated(decision, outcomes, suppression)
+    return Evaluated(decision, outcomes, suppression, assigned.unit if assigned else None)
 
 
-def _segment_reason(placement: CompiledPlacement, segment: str | None) -> Reason:
+def _bucket(assigned: Assignment) -> Bucket:
+    return Bucket(
+        assigned.experiment,
+        assigned.unit.kind,
+        assigned.point,
+        float(assigned.share / 100),
+        assigned.arm,
+    )
+
+
+def _segment_reason(
+    placement: CompiledPlacement, segment: str | None, assigned: Assignment | None
+) -> Reason:
     if segment is None:
         return Reason(ReasonCode.SEGMENT_NONE, "no segment matched; the default variant is served")
+    if assigned is not None and assigned.arm != CONTROL:
+        return Reason(
+            ReasonCode.SEGMENT_MATCHED,
+            f"{segment} is the highest-priority match; experiment {assigned.experiment} decides "
+            "what is served",
+        )
     if segment in placement.variants:
         return Reason(
             ReasonCode.SEGMENT_MATCHED,

@@ -96,7 +96,23 @@ class SegmentOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str | None = None
 
 
+class Bucket(msgspec.Struct, frozen=True):
+    """How the placement's experiment bucketed the decision, with explain: the unit's kind
+    (never its id), its holdout point in [0, 1) (held out when below `holdout`, the share as
+    a fraction) and the arm it landed in."""
+
+    experiment: str
+    unit_kind: Literal["account", "visitor"]
+    point: float
+    holdout: float
+    arm: str
+
+
 class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`experiment` and `arm` are set when the placement's experiment bucketed the decision
+    (`holdout`, `control` or a treatment variant's id); `segment` is the person's even in the
+    holdout. `explain` and `bucket` come with explain: true."""
+
     decision_id: str
     ruleset: str
     placement: str
@@ -106,7 +122,10 @@ class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     personalized: bool
     suppressed: bool
     reasons: tuple[Reason, ...]
+    experiment: str | None = None
+    arm: str | None = None
     explain: tuple[SegmentOutcome, ...] | None = None
+    bucket: Bucket | None = None
 
 
 # what went wrong, for machines; `detail` says it for people

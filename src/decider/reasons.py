@@ -17,7 +17,7 @@ class ReasonCode(Described):
 
     @property
     def family(self) -> str:
-        """identity, consent, suppressed or segment."""
+        """identity, consent, suppressed, segment or experiment."""
         return self.value.partition(".")[0]
 
     IDENTITY_VISITOR = "identity.visitor", "the request's visitor_id names a known visitor"
@@ -86,13 +86,32 @@ class ReasonCode(Described):
     )
     SEGMENT_MATCHED = (
         "segment.matched",
-        "the highest-priority matching segment; the placement's variant for it is served",
+        "the highest-priority matching segment; the placement's variant for it is served "
+        "(unless an experiment reason says otherwise)",
     )
     SEGMENT_NO_VARIANT = (
         "segment.no_variant",
         "a segment matched but the placement has no variant for it: the default is served",
     )
     SEGMENT_NONE = "segment.none", "no segment matched: the default variant is served"
+    EXPERIMENT_HOLDOUT = (
+        "experiment.holdout",
+        "in the holdout of the placement's experiment: the default variant is served, and the "
+        "segment is still the person's",
+    )
+    EXPERIMENT_CONTROL = (
+        "experiment.control",
+        "in the control arm of the placement's experiment: the segment's own variant is served",
+    )
+    EXPERIMENT_TREATMENT = (
+        "experiment.treatment",
+        "in a treatment arm of the placement's experiment: the arm's variant is served",
+    )
+    EXPERIMENT_NOT_BUCKETED = (
+        "experiment.not_bucketed",
+        "the placement runs an experiment, but without the channel's consent (or anyone known) "
+        "nobody is bucketed: served as without it",
+    )
 
 
 class Reason(msgspec.Struct, frozen=True):

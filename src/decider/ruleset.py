@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from decider.errors import Problem
+from decider.experiments import Experiment
 from decider.model import Channel, SegmentOutcome, Variant
 from decider.traits import TraitSchema
 
@@ -119,8 +120,8 @@ class CompiledSuppression(msgspec.Struct, frozen=True):
 
 
 class CompiledPlacement(msgspec.Struct, frozen=True):
-    """A placement with each segment variant already filled out from the default, and the
-    suppressions that apply to it, in file order."""
+    """A placement with each segment variant already filled out from the default, the
+    suppressions that apply to it, in file order, and its experiment, if any."""
 
     id: str
     channel: Channel
@@ -129,6 +130,7 @@ class CompiledPlacement(msgspec.Struct, frozen=True):
     default: Variant
     variants: dict[str, Variant]
     suppressions: tuple[CompiledSuppression, ...] = ()
+    experiment: Experiment | None = None
 
 
 class Run(msgspec.Struct, frozen=True):

@@ -1,18 +1,19 @@
 """The one use case, free of any web framework: resolve who is asking, then decide.
 
 `Decider` holds the current ruleset behind a single reference (a reload swaps it whole), and
-is given what it needs: something that resolves identities, the counters, the clock and the
-decision-id source. The HTTP layer calls `decide`; the reloader calls `swap`.
+is given what it needs: something that resolves identities, the counters, the clock, the
+decision-id source, and what logs exposures (if anything does). The HTTP layer calls
+`decide`; the reloader calls `swap`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from decider.engine import decide, select_placement
+from decider.engine import Evaluated, decide, select_placement
 from decider.model import Channel, DecideRequest, Decision, Identity
 from decider.profile import Resolution
 from decider.ruleset import CompiledRuleset
@@ -33,6 +34,10 @@ class IdentityResolver(Protocol):
         """Who is asking; never raises for a failing source (the answer is "unavailable")."""
 
 
+# told of every decision made, with the request's context and the time: the exposure log
+Exposures = Callable[[Evaluated, Mapping[str, Any], datetime], None]
+
+
 class Decider:
     def __init__(
         self,
@@ -42,12 +47,14 @@ class Decider:
         *,
         clock: Callable[[], datetime],
         ids: Callable[[], str],
+        exposures: Exposures | None = None,
     ) -> None:
         self._ruleset = ruleset
         self._resolver = resolver
         self._stats = stats
         self._clock = clock
         self._ids = ids
+        self._exposures = exposures
 
     @property
     def ruleset(self) -> CompiledRuleset:
@@ -67,4 +74,6 @@ class Decider:
             ruleset, placement, request, resolution, now=now, gpc=gpc, decision_id=self._ids()
         )
         self._stats.record(evaluated, now)
+        if self._exposures is not None:
+            self._exposures(evaluated, request.context, now)
         return evaluated.decision

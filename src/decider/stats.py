@@ -11,6 +11,7 @@ from datetime import datetime
 import msgspec
 
 from decider.engine import Evaluated
+from decider.experiments import HOLDOUT
 from decider.reasons import ReasonCode
 
 _DEGRADED = {
@@ -39,7 +40,8 @@ class Stats:
         self.decisions = 0
         self.segments: dict[str, SegmentStats] = {}
         self.suppressions: dict[str, SuppressionStats] = {}
-        # (placement, channel, segment or "", personalized / default / suppressed) -> decisions
+        # (placement, channel, segment or "", personalized / default / holdout / suppressed)
+        # -> decisions
         self.decided: Counter[tuple[str, str, str, str]] = Counter()
         # decisions made on stale data, without a profile, with an id left unchecked
         self.degraded: dict[str, int] = dict.fromkeys(_DEGRADED.values(), 0)
@@ -50,6 +52,8 @@ class Stats:
         shown = (
             "suppressed"
             if decision.suppressed
+            else "holdout"
+            if decision.arm == HOLDOUT
             else "personalized"
             if decision.personalized
             else "default"

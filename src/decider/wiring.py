@@ -141,9 +141,10 @@ def build_service(
         changes=source.changes if isinstance(source, ProfileStore) else None,
     )
     stats = Stats(clock())
-    decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids)
-    reloader = Reloader(decider, load, rules_dir=settings.rules_dir, clock=clock)
     measuring = build_measuring(settings, resolver, clock=clock)
+    exposures = measuring.expose if measuring.exposures.enabled else None
+    decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids, exposures=exposures)
+    reloader = Reloader(decider, load, rules_dir=settings.rules_dir, clock=clock)
     return Service(settings, decider, source, resolver, stats, reloader, keys, measuring)
 
 

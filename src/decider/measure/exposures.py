@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from decider.measure.records import Exposure
+from decider.measure.records import Exposure, UnitKind
 from decider.measure.sink import NoSink, Sink
 from decider.model import Decision
 from decider.traits import looks_like_email
 
 MAX_CONTEXT_CHARS = 128  # a context value longer than this is left out of the record
+KeyedUnit = tuple[UnitKind, str]  # a unit's kind, and its keyed hash (never its id)
 
 
 class ExposureLog:
@@ -36,17 +37,23 @@ class ExposureLog:
         self.enabled = not isinstance(sink, NoSink)
 
     def exposure_of(
-        self, decision: Decision, context: Mapping[str, Any], unit: str | None, *, at: datetime
+        self,
+        decision: Decision,
+        context: Mapping[str, Any],
+        unit: KeyedUnit | None,
+        *,
+        at: datetime,
     ) -> Exposure | None:
         """The record of `decision` made at `at` for a request with `context`, or None when
-        it is not logged. `unit`: the keyed hash (decider.measure.units) of the account or
-        visitor the decision's experiment bucketed, which the decision does not carry."""
+        it is not logged. `unit`: the kind and keyed hash (decider.measure.units) of the
+        account or visitor the decision's experiment bucketed, which the decision does not
+        carry."""
         if not self.enabled or decision.suppressed:
             return None
-        # `experiment` (id, arm, unit_kind) is set on decisions an experiment bucketed
-        experiment = getattr(decision, "experiment", None)
+        experiment = decision.experiment  # set on decisions an experiment bucketed
         if experiment is None and not self.everything:
             return None
+        keyed = unit if experiment is not None else None
         return Exposure(
             at=at,
             decision_id=decision.decision_id,
@@ -54,16 +61,21 @@ class ExposureLog:
             placement=decision.placement,
             channel=decision.channel,
             segment=decision.segment,
-            experiment=experiment.id if experiment is not None else None,
-            arm=experiment.arm if experiment is not None else None,
+            experiment=experiment,
+            arm=decision.arm,
             variant=decision.variant.id,
-            unit_kind=experiment.unit_kind if experiment is not None else None,
-            unit=unit if experiment is not None else None,
+            unit_kind=keyed[0] if keyed else None,
+            unit=keyed[1] if keyed else None,
             context=copied(context, self.context_keys) if self.context_keys else {},
         )
 
     def record(
-        self, decision: Decision, context: Mapping[str, Any], unit: str | None, *, at: datetime
+        self,
+        decision: Decision,
+        context: Mapping[str, Any],
+        unit: KeyedUnit | None,
+        *,
+        at: datetime,
     ) -> None:
         """Offer the record of `decision` to the sink, if it is logged; never blocks."""
         exposure = self.exposure_of(decision, context, unit, at=at)

@@ -7,11 +7,13 @@ DECIDER_OUTCOME_DIR, or standard output beside the exposures when the sink is `s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from decider.engine import Evaluated
 from decider.measure.exposures import ExposureLog
 from decider.measure.outcomes import OutcomeIntake
 from decider.measure.sink import Sink, SinkKind, open_sink
@@ -34,6 +36,14 @@ class Measuring:
     def sinks(self) -> dict[str, Sink]:
         """The sinks by the kind of record they take."""
         return {EXPOSURE: self.exposures.sink, OUTCOME: self.outcomes.sink}
+
+    def expose(self, evaluated: Evaluated, context: Mapping[str, Any], at: datetime) -> None:
+        """The decision path's hook: log `evaluated`'s exposure, if it is one, with the unit
+        its experiment bucketed as a keyed hash (a decision is bucketed only when it is shown,
+        so a unit is hashed only for a record). Never blocks."""
+        unit = evaluated.unit
+        keyed = (unit.kind, self.units.of(unit.kind, unit.id)) if unit is not None else None
+        self.exposures.record(evaluated.decision, context, keyed, at=at)
 
     def start(self) -> None:
         for sink in self.sinks.values():

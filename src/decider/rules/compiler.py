@@ -13,17 +13,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from decider.errors import Problem, RulesetError
+from decider.experiments import (
+    CONTROL,
+    RESERVED,
+    Experiment,
+    Split,
+    new_experiment,
+    new_split,
+    parse_share,
+)
 from decider.model import SLOTS, SegmentOutcome, Variant
 from decider.rules.cel import CelCompileErrors, Reference, references
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
+    Placement,
+    SegmentSplit,
     SourceFile,
     display_name,
     read_rule_file,
@@ -167,6 +179,7 @@ class _Builder:
         self.warnings: tuple[Problem, ...] = ()
         self.schema = schema
         self.lists = list_paths(schema)
+        self.experiment_ids: set[str] = set()
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
         segments = self._segments(sources)
@@ -301,6 +314,16 @@ class _Builder:
                     self._slots_known(source, (*where, "content"), variant, slots)
                     content = {**placement.default.content, **variant.content}
                     variants[segment] = Variant(variant.id, content)
+                experiment = None
+                if placement.experiment is not None:
+                    experiment = self._experiment(
+                        source,
+                        (*path, "experiment"),
+                        placement,
+                        variants=variants,
+                        slots=tuple(slots),
+                        segments=segments,
+                    )
                 compiled[placement.id] = CompiledPlacement(
                     id=placement.id,
                     channel=placement.channel,
@@ -308,8 +331,141 @@ class _Builder:
                     tags=frozenset(placement.tags),
                     default=placement.default,
                     variants=variants,
+                    experiment=experiment,
                 )
         return compiled
+
+    def _experiment(
+        self,
+        source: SourceFile,
+        path: Path_,
+        placement: Placement,
+        *,
+        variants: dict[str, Variant],
+        slots: tuple[str, ...],
+        segments: set[str],
+    ) -> Experiment | None:
+        """A placement's experiment, every mistake in it a problem at its place."""
+        rule = placement.experiment
+        assert rule is not None
+        problems = len(self.problems)
+        self._unique(source, (*path, "id"), "experiment", rule.id, self.experiment_ids)
+        salt = rule.id if rule.salt is None else rule.salt
+        if "\0" in salt:
+            self._problem(source, (*path, "salt"), "the salt holds a NUL character", rule.id)
+        share = self._share(source, (*path, "holdout"), rule.holdout, rule.id)
+        # a variant id names one content in a placement: the default's, a segment's, or a
+        # treatment's, however many segments try it
+        contents: dict[str, dict[str, str]] = {placement.default.id: placement.default.content}
+        contents.update((v.id, v.content) for v in variants.values())
+        splits: dict[str, Split] = {}
+        for segment, spec in rule.segments.items():
+            where = (*path, "segments", segment)
+            if segment not in segments:
+                self._problem(source, where, f"unknown segment {segment!r}", rule.id)
+                continue
+            if segment not in variants:
+                self._problem(
+                    source,
+                    where,
+                    f"{placement.id} has no variant for {segment}: its holdout would be shown "
+                    "what everyone else is; give the segment a variant first",
+                    rule.id,
+                )
+                continue
+            own = share
+            if spec.holdout is not None:
+                own = self._share(source, (*where, "holdout"), spec.holdout, rule.id)
+            arms = self._arms(
+                source,
+                where,
+                spec,
+                control=variants[segment],
+                slots=slots,
+                contents=contents,
+                rule=rule.id,
+            )
+            if own is not None and arms is not None and (own > 0 or len(arms) > 1):
+                splits[segment] = new_split(own, arms, salt)
+        if share is not None:
+            for segment, variant in variants.items():
+                if segment not in rule.segments and share > 0:
+                    splits[segment] = new_split(share, ((CONTROL, 1, variant),), salt)
+        if len(self.problems) > problems:
+            return None
+        return new_experiment(rule.id, salt, rule.unit, splits)
+
+    def _share(self, source: SourceFile, path: Path_, text: object, rule: str) -> Fraction | None:
+        share = parse_share(text)
+        if isinstance(share, str):
+            self._problem(source, path, f"holdout: {share}", rule)
+            return None
+        return share
+
+    def _arms(
+        self,
+        source: SourceFile,
+        path: Path_,
+        spec: SegmentSplit,
+        *,
+        control: Variant,
+        slots: tuple[str, ...],
+        contents: dict[str, dict[str, str]],
+        rule: str,
+    ) -> tuple[tuple[str, int, Variant], ...] | None:
+        """Control (the segment's own variant) and the treatments, with their weights."""
+        problems = len(self.problems)
+        weight = self._weight(source, (*path, "control_weight"), spec.control_weight, rule)
+        arms: list[tuple[str, int, Variant]] = [(CONTROL, weight, control)]
+        seen: set[str] = set()
+        for i, treatment in enumerate(spec.treatments):
+            where = (*path, "treatments", i)
+            name = treatment.id
+            if name in RESERVED:
+                self._problem(
+                    source,
+                    (*where, "id"),
+                    f"{name!r} names an arm already ({', '.join(sorted(RESERVED))}); "
+                    "give the treatment its variant's own id",
+                    rule,
+                )
+            elif name == control.id:
+                self._problem(
+                    source,
+                    (*where, "id"),
+                    f"{name!r} is the segment's own variant: it is the control arm already",
+                    rule,
+                )
+            elif not self._unique(source, (*where, "id"), "arm", name, seen):
+                continue
+            weight = self._weight(source, (*where, "weight"), treatment.weight, rule)
+            variant = Variant(name, treatment.content)
+            self._slots_known(source, (*where, "content"), variant, slots)
+            missing = [slot for slot in slots if slot not in treatment.content]
+            if missing:
+                self._problem(
+                    source,
+                    (*where, "content"),
+                    f"treatment {name} must fill every slot; missing {', '.join(missing)}",
+                    rule,
+                )
+            known = contents.setdefault(name, treatment.content)
+            if known != treatment.content:
+                self._problem(
+                    source,
+                    (*where, "id"),
+                    f"variant id {name!r} already names other content in this placement; "
+                    "give the treatment an id of its own",
+                    rule,
+                )
+            arms.append((name, weight, variant))
+        return tuple(arms) if len(self.problems) == problems else None
+
+    def _weight(self, source: SourceFile, path: Path_, weight: float, rule: str) -> int:
+        if isinstance(weight, int) and weight >= 1:
+            return weight
+        self._problem(source, path, f"a weight is a whole number of 1 or more, not {weight}", rule)
+        return 1
 
     def _slots_known(
         self, source: SourceFile, path: Path_, variant: Variant, slots: tuple[str, ...]

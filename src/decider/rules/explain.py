@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from decider.engine import decide, select_placement
+from decider.experiments import CONTROL, HOLDOUT
 from decider.model import Channel, ConsentSignal, DecideRequest, Decision, Identity
 from decider.profile import AccountProfile, Resolution, VisitorProfile, normalized
 from decider.reasons import ReasonCode
@@ -80,10 +81,29 @@ def offline_decision(
 
 
 def trace_lines(decision: Decision, indent: str = "  ") -> list[str]:
-    """The reasons, then every segment in priority order with its outcome."""
+    """The reasons, then every segment in priority order with its outcome, then the bucket."""
     lines = [f"{indent}reasons:"]
     lines += [f"{indent}  - {r.code}: {r.message}" for r in decision.reasons]
-    return lines + segment_lines(decision, indent)
+    lines += segment_lines(decision, indent)
+    bucket = bucket_line(decision)
+    return [*lines, f"{indent}experiment: {bucket}"] if bucket else lines
+
+
+def bucket_line(decision: Decision) -> str | None:
+    """How the placement's experiment bucketed the decision (its unit's kind, never its id),
+    or why it did not; None for a decision no experiment was about."""
+    bucket = decision.bucket
+    if bucket is not None:
+        side = "<" if bucket.point < bucket.holdout else ">="
+        return (
+            f"{bucket.experiment}, by {bucket.unit_kind}: holdout point {bucket.point:.4f} "
+            f"{side} {bucket.holdout:.4g} (the {bucket.holdout * 100:.4g}% holdout): "
+            f"arm {bucket.arm}"
+        )
+    for reason in decision.reasons:
+        if reason.code == ReasonCode.EXPERIMENT_NOT_BUCKETED:
+            return f"not bucketed: {reason.message}"
+    return None
 
 
 def segment_lines(decision: Decision, indent: str = "  ") -> list[str]:
@@ -110,8 +130,13 @@ def render(decision: Decision) -> str:
     if identity:
         lines.insert(1, f"  profile:     {'; '.join(identity)}")
     lines += segment_lines(decision)
+    bucket = bucket_line(decision)
+    if bucket is not None:
+        lines.append(f"  experiment:  {bucket}")
     chosen = f"segment {decision.segment}" if decision.segment else "no segment"
     kind = "personalized" if decision.personalized else "default"
+    if decision.arm is not None and decision.arm != CONTROL:
+        kind = "holdout: the default" if decision.arm == HOLDOUT else f"treatment {decision.arm}"
     lines.append(f"  variant: {decision.variant.id} ({kind}; {chosen})")
     width = max(len(slot) for slot in decision.variant.content)
     lines += [f"    {slot:<{width}}  {text}" for slot, text in decision.variant.content.items()]

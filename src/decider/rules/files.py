@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -36,6 +36,34 @@ class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     when: str
 
 
+class Treatment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A variant tried beside a segment's own one (its control): the arm is named by its id."""
+
+    id: RuleId
+    weight: int | float = 1  # a whole number: 1.5 is refused by the compiler, placed
+    content: dict[str, str]
+
+
+class SegmentSplit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One segment's part of an experiment: its own holdout share, and treatment arms."""
+
+    holdout: str | int | float | None = None
+    control_weight: int | float = 1
+    treatments: tuple[Treatment, ...] = ()
+
+
+class ExperimentRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A placement's holdout (and splits): see decider.experiments. `holdout` is a
+    percentage ("10%"); `salt` defaults to the id (experiments of one salt hold out the same
+    units)."""
+
+    id: RuleId
+    holdout: str | int | float
+    unit: Literal["account", "visitor"] = "account"
+    salt: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    segments: dict[str, SegmentSplit] = {}
+
+
 class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A spot that shows content: a page region on the web, an email template in email."""
 
@@ -46,6 +74,7 @@ class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     tags: tuple[str, ...] = ()
     default: Variant
     variants: dict[str, Variant] = {}
+    experiment: ExperimentRule | None = None
 
 
 class ConsentPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

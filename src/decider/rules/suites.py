@@ -33,6 +33,8 @@ class Expect(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     segment: str | msgspec.UnsetType | None = msgspec.UNSET
     personalized: bool | msgspec.UnsetType = msgspec.UNSET
     suppressed: bool | msgspec.UnsetType = msgspec.UNSET
+    # the placement experiment's arm: holdout, control, a treatment's id, or null for none
+    arm: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Case(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -157,11 +159,10 @@ def _compare(expect: Expect, decision: Decision) -> list[Mismatch]:
         "variant": decision.variant.id,
         "personalized": decision.personalized,
         "suppressed": decision.suppressed,
+        "arm": decision.arm,
     }
     wanted = {
-        name: value
-        for name in ("segment", "variant", "personalized", "suppressed")
-        if (value := getattr(expect, name)) is not msgspec.UNSET
+        name: value for name in actual if (value := getattr(expect, name)) is not msgspec.UNSET
     }
     return [Mismatch(k, v, actual[k]) for k, v in wanted.items() if actual[k] != v]
 

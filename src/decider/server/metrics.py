@@ -90,7 +90,7 @@ class Metrics(Collector):
         decided = CounterMetricFamily(
             "decider_decisions",
             "Decisions by placement, channel, segment ('' for none) and what was shown "
-            "(personalized, default, suppressed)",
+            "(personalized, default, holdout: the default in an experiment's holdout, suppressed)",
             labels=["placement", "channel", "segment", "outcome"],
         )
         for labels, count in sorted(self.stats.decided.items()):

@@ -1,0 +1,230 @@
+"""Holdouts and splits: which arm of a placement's experiment a unit is in.
+
+Pure and deterministic: the same unit gets the same arm on every replica, worker and
+restart, from nothing but the experiment's salt and the unit. The hash is XXH3, 64 bits,
+seed 0 (xxHash 0.8, PyPI `xxhash`'s `xxh3_64_intdigest`), of the UTF-8 bytes
+
+    salt NUL label NUL kind ":" id          e.g. "home_hero_holdout\\0holdout\\0account:acc-1"
+
+`label` is `holdout` for the holdout, else an arm's id. Salts, arm ids and profile ids hold no
+NUL (checked at load and at import), so no two inputs run together.
+
+- Holdout: the unit's holdout point is hash / 2^64, in [0, 1); it is held out when the point
+  is below the share (10% holds out points below 0.1), compared exactly in integers. The
+  point does not depend on the arms, so changing the share moves units only across the line.
+- Arms (weighted rendezvous hashing): each arm scores weight / -ln(u), u the arm's own hash
+  in (0, 1); the best score wins. Raising one arm's weight raises only its scores, so units
+  move only into it, lowering only out of it; a new arm only takes units. Nobody else moves.
+
+A unit is an account or a visitor id, as the resolver stitched it (`unit_of`); its raw id is
+handed to the service for the exposure record, which writes a keyed hash of it, never the
+id, and is never in the answer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Literal
+
+import msgspec
+import xxhash
+
+from decider.model import Variant
+from decider.profile import Resolution
+from decider.reasons import Reason, ReasonCode
+
+HOLDOUT = "holdout"
+CONTROL = "control"
+RESERVED = frozenset({HOLDOUT, CONTROL})  # arm names no treatment may take
+UnitKind = Literal["account", "visitor"]
+SCALE = 2**64
+_MANTISSA = 2**52  # u is taken from the hash's top 52 bits: strictly between 0 and 1 as a float
+_SHARE = re.compile(r"^(\d{1,3}(?:\.\d+)?)\s*%$")
+
+
+def parse_share(text: object) -> Fraction | str:
+    """A holdout share written as a percentage ("10%", "2.5%"), exactly; or why not."""
+    if not isinstance(text, str) or not (match := _SHARE.match(text.strip())):
+        return f"write the share as a percentage from 0% to 100%, e.g. 10%; not {text!r}"
+    share = Fraction(match[1])
+    if share > 100:
+        return f"{text} is more than 100%"
+    return share
+
+
+def threshold(share: Fraction) -> int:
+    """The hashes held out at `share` percent are those below this: point < share / 100."""
+    return math.ceil(share * SCALE / 100)
+
+
+def key(salt: str, label: str) -> bytes:
+    """What every hash of `salt` and `label` starts with."""
+    return f"{salt}\0{label}\0".encode("utf-8", "surrogatepass")
+
+
+def unit_bytes(kind: UnitKind, raw_id: str) -> bytes:
+    """The unit as hashed. Ids arrive through JSON, which holds no lone surrogate; were one
+    to come, it is encoded as it stands rather than fail a decision."""
+    return f"{kind}:{raw_id}".encode("utf-8", "surrogatepass")
+
+
+def hashed(prefix: bytes, unit: bytes) -> int:
+    return xxhash.xxh3_64_intdigest(prefix + unit)
+
+
+class Unit(msgspec.Struct, frozen=True):
+    """What an experiment bucketed: an account or a visitor, by its raw id (for the service
+    to hash into the exposure record; never in an answer or a record itself)."""
+
+    kind: UnitKind
+    id: str
+
+
+class Arm(msgspec.Struct, frozen=True):
+    """`control` (the segment's own variant) or a treatment (its variant's id); `key` is
+    what its rendezvous hashes start with."""
+
+    id: str
+    weight: int
+    variant: Variant
+    key: bytes
+
+
+class Split(msgspec.Struct, frozen=True):
+    """One segment's part of an experiment: its holdout share (percent) and the hashes below
+    `threshold` it holds out, and its arms (control alone: no split)."""
+
+    share: Fraction
+    threshold: int
+    arms: tuple[Arm, ...]
+
+
+class Experiment(msgspec.Struct, frozen=True):
+    """A placement's experiment: the segments it buckets (those whose holdout is above 0% or
+    that have treatments), by `unit`."""
+
+    id: str
+    salt: str
+    unit: UnitKind
+    splits: dict[str, Split]
+    holdout_key: bytes
+
+
+def new_experiment(id: str, salt: str, unit: UnitKind, splits: dict[str, Split]) -> Experiment:
+    return Experiment(id, salt, unit, splits, key(salt, HOLDOUT))
+
+
+def new_split(share: Fraction, arms: tuple[tuple[str, int, Variant], ...], salt: str) -> Split:
+    """A segment's split at `share` percent over `arms` (id, weight, variant), control first."""
+    return Split(
+        share,
+        threshold(share),
+        tuple(Arm(arm, weight, variant, key(salt, arm)) for arm, weight, variant in arms),
+    )
+
+
+def unit_of(kind: UnitKind, resolution: Resolution) -> Unit | None:
+    """The account the person belongs to, for an account experiment, when they have one;
+    else the stitched visitor; None for nobody known."""
+    if kind == "account" and resolution.account is not None:
+        return Unit("account", resolution.account.id)
+    if resolution.visitor is not None:
+        return Unit("visitor", resolution.visitor.id)
+    return None
+
+
+def holdout_point(salt: str, unit: Unit) -> float:
+    """Where the unit falls on the holdout line, in [0, 1): held out below the share."""
+    return hashed(key(salt, HOLDOUT), unit_bytes(unit.kind, unit.id)) / SCALE
+
+
+def rendezvous(arms: tuple[Arm, ...], unit: bytes) -> Arm:
+    """The arm with the best weighted score for `unit` (ties: the first)."""
+    best, best_score = arms[0], -1.0
+    for arm in arms:
+        u = ((hashed(arm.key, unit) >> 12) + 0.5) / _MANTISSA
+        score = arm.weight / -math.log(u)
+        if score > best_score:
+            best, best_score = arm, score
+    return best
+
+
+class Assignment(msgspec.Struct, frozen=True):
+    """Where a unit landed: its arm, the variant served, and its holdout point."""
+
+    experiment: str
+    arm: str
+    variant: Variant
+    unit: Unit
+    point: float
+    share: Fraction
+
+
+def assign(experiment: Experiment, split: Split, unit: Unit, default: Variant) -> Assignment:
+    """The arm of `unit` in one segment's `split`: held out (the placement's `default`) when
+    its point is below the share, else its rendezvous arm (control when there is no other)."""
+    raw = unit_bytes(unit.kind, unit.id)
+    point = hashed(experiment.holdout_key, raw)
+    if point < split.threshold:
+        arm, variant = HOLDOUT, default
+    else:
+        chosen = rendezvous(split.arms, raw) if len(split.arms) > 1 else split.arms[0]
+        arm, variant = chosen.id, chosen.variant
+    return Assignment(experiment.id, arm, variant, unit, point / SCALE, split.share)
+
+
+def bucket(
+    experiment: Experiment,
+    segment: str,
+    resolution: Resolution,
+    default: Variant,
+    *,
+    consented: bool,
+) -> tuple[Assignment | None, Reason] | None:
+    """The assignment of a decision for `segment` and why, or why it has none (no consent to
+    bucket by profile ids, or nobody known); None when the experiment leaves the segment out."""
+    split = experiment.splits.get(segment)
+    if split is None:
+        return None
+    if not consented:
+        return None, Reason(
+            ReasonCode.EXPERIMENT_NOT_BUCKETED,
+            f"{experiment.id}: without the channel's consent nobody is bucketed by profile ids; "
+            "served as without the experiment",
+        )
+    unit = unit_of(experiment.unit, resolution)
+    if unit is None:
+        return None, Reason(
+            ReasonCode.EXPERIMENT_NOT_BUCKETED,
+            f"{experiment.id}: no known account or visitor to bucket; served as without the "
+            "experiment",
+        )
+    assigned = assign(experiment, split, unit, default)
+    return assigned, _reason(assigned, segment)
+
+
+def _reason(assigned: Assignment, segment: str) -> Reason:
+    where = f"{assigned.experiment}, by {assigned.unit.kind}"
+    if assigned.arm == HOLDOUT:
+        return Reason(
+            ReasonCode.EXPERIMENT_HOLDOUT,
+            f"{where}: in the {percent(assigned.share)} holdout of {segment}; the default "
+            "variant is served",
+        )
+    if assigned.arm == CONTROL:
+        return Reason(
+            ReasonCode.EXPERIMENT_CONTROL,
+            f"{where}: in the control arm of {segment}; its variant is served",
+        )
+    return Reason(
+        ReasonCode.EXPERIMENT_TREATMENT,
+        f"{where}: in the treatment arm {assigned.arm} of {segment}; its variant is served",
+    )
+
+
+def percent(share: Fraction) -> str:
+    """A share as written: 10%, 2.5%."""
+    text = f"{float(share):.6f}".rstrip("0").rstrip(".")
+    return f"{text}%"
