@@ -4,7 +4,7 @@ way, and optionally with another checkout of Decider (say, the previous commit).
 Reports numbers; asserts nothing. Needs wrk (Debian: apt install wrk). Run:
 
     .venv/bin/python loadtests/bench_http.py [--seconds 5] [--rounds 3] [--baseline DIR]
-        [--more] [--paced]
+        [--more] [--paced] [--experiment]
 
 Each target runs in its own process (uvicorn with Decider's httptools protocol and uvloop, one
 worker, loopback);
@@ -13,7 +13,9 @@ ratios to the bare endpoint. `--baseline DIR` is another checkout (e.g. `git wor
 /tmp/prev HEAD~1`), served from its own `src` and `rules`. `--more` adds Decider on 200
 generated segments (only the last matches), on the cel-python engine, and with two workers.
 `--paced` then loads each target at half its measured requests/s (wrk pacing each
-connection) and reports the latency there.
+connection) and reports the latency there. `--experiment` adds Decider on the sample rules
+without their experiment (Ada's account is in the hero's), and with the exposure log on
+(JSONL files in a temporary directory).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-from bench_decide import generated_rules
+from bench_decide import generated_rules, without_experiments
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = (
@@ -46,6 +48,7 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 WRK_CPU_US: list[float] = []  # wrk's own CPU per request, one entry a run
+SERVERS: dict[str, int] = {}  # each target's URL and its process id
 
 
 def free_port() -> int:
@@ -67,6 +70,7 @@ def serving(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[str]
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVERS[url] = process.pid
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -84,10 +88,34 @@ def serving(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[str]
         process.wait(timeout=10)
 
 
-def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) of one wrk run against POST {url}/v1/decide; `script`
-    may pace the connections (see `paced`). The CPU wrk spent per request is added to
-    WRK_CPU_US: on a machine it shares, it is CPU the servers did not get."""
+def server_cpu(url: str) -> float:
+    """CPU seconds (user and system) the target at `url` has spent so far: its process and
+    every process under it (a supervisor's workers), from /proc."""
+    table: dict[int, tuple[int, int]] = {}  # pid: (parent, clock ticks)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    ours = {SERVERS[url]}
+    while True:
+        under = {pid for pid, (parent, _) in table.items() if parent in ours} - ours
+        if not under:
+            break
+        ours |= under
+    ticks = sum(table[pid][1] for pid in ours if pid in table)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, ...]:
+    """(requests/s, p50 ms, p99 ms, the target's CPU µs per request) of one wrk run against
+    POST {url}/v1/decide; `script` may pace the connections (see `paced`). The CPU wrk spent
+    per request is added to WRK_CPU_US: on a machine it shares, it is CPU the servers did
+    not get. A target's CPU time per request is what sharing the machine inflates least."""
+    served = server_cpu(url)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
@@ -95,11 +123,12 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, 
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    served = server_cpu(url) - served
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     WRK_CPU_US.append(1e6 * cpu / (rate * seconds))
-    return rate, _percentile(out, "50"), _percentile(out, "99")
+    return rate, _percentile(out, "50"), _percentile(out, "99"), 1e6 * served / (rate * seconds)
 
 
 def paced(script: Path, rate: float, connections: int, latency_ms: float) -> Path:
@@ -116,7 +145,7 @@ def _percentile(out: str, which: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -126,7 +155,16 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout of Decider to compare")
     parser.add_argument("--more", action="store_true", help="200 segments, cel-python, 2 workers")
     parser.add_argument("--paced", action="store_true", help="latency at half the max rate")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--experiment",
+        action="store_true",
+        help="the sample rules without their experiment, and with the exposure log on",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     if shutil.which("wrk") is None:
         raise SystemExit("bench_http needs wrk on the PATH (Debian: apt install wrk)")
     python = sys.executable
@@ -157,36 +195,50 @@ def main() -> None:
         decider("decider (this checkout)", ROOT)
         if args.baseline:
             decider(f"decider ({args.baseline})", args.baseline.resolve())
+        if args.experiment:
+            plain = str(without_experiments(work / "plain"))
+            decider("decider, no experiment", ROOT, rules_dir=plain)
+            decider(
+                "decider, exposure log on",
+                ROOT,
+                exposure_sink="jsonl",
+                exposure_dir=str(work / "exposures"),
+                measure_key="0f" * 16,
+            )
         if args.more:
             generated = str(generated_rules(work / "generated", 200))
             decider("decider, 200 segments", ROOT, rules_dir=generated)
             decider("decider, cel-python", ROOT, engine="cel-python")
             decider("decider, 2 workers", ROOT, workers="2")
-        results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in targets}
+        results: dict[str, list[tuple[float, ...]]] = {label: [] for label in targets}
         for _ in range(args.rounds):
             for label, url in targets.items():
                 results[label].append(wrk(url, script, args.seconds, args.connections))
         medians = {label: _medians(runs) for label, runs in results.items()}
         bare = medians["bare litestar"][0]
-        print(f"{'target':<40} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}   (medians)")
-        for label, (rate, p50, p99) in medians.items():
-            print(f"{label:<40} {rate:>8.0f} {rate / bare:>6.2f} {p50:>7.2f} {p99:>7.2f}")
+        print(
+            f"{'target':<40} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'CPU µs/req':>10}   (medians)"
+        )
+        for label, (rate, p50, p99, cpu) in medians.items():
+            print(
+                f"{label:<40} {rate:>8.0f} {rate / bare:>6.2f} {p50:>7.2f} {p99:>7.2f} {cpu:>10.1f}"
+            )
         print(f"wrk's own CPU per request: {statistics.median(WRK_CPU_US):.1f} µs (median)")
         if args.paced:
             print("\nat half the max rate")
             print(f"{'target':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
             for label, url in targets.items():
-                rate, p50, _ = medians[label]
+                rate, p50, *_ = medians[label]
                 pacing = paced(script, rate / 2, args.connections, p50 / 2)
                 runs = [wrk(url, pacing, args.seconds, args.connections)]
                 runs += [wrk(url, pacing, args.seconds, args.connections)]
-                done, p50, p99 = _medians(runs)
+                done, p50, p99, _ = _medians(runs)
                 print(f"{label:<40} {done:>8.0f} {p50:>7.2f} {p99:>7.2f}")
 
 
-def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    rate, p50, p99 = (statistics.median(run[i] for run in runs) for i in range(3))
-    return rate, p50, p99
+def _medians(runs: list[tuple[float, ...]]) -> tuple[float, ...]:
+    return tuple(statistics.median(run[i] for run in runs) for i in range(len(runs[0])))
 
 
 if __name__ == "__main__":

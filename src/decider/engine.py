@@ -146,13 +146,14 @@ def decide(
         if experiment is not None and segment is not None and variant is not None
         else None
     )
-    assigned = bucketed[0] if bucketed is not None else None
+    assigned = bucketed if isinstance(bucketed, Assignment) else None
     if suppression is None:
         reasons.append(_segment_reason(placement, segment, assigned))
-    if bucketed is not None:
-        reasons.append(bucketed[1])
-    if assigned is not None:
-        variant = assigned.variant if assigned.arm != HOLDOUT else None
+    if isinstance(bucketed, Assignment):
+        reasons.append(bucketed.reason)
+        variant = bucketed.variant if bucketed.arm != HOLDOUT else None
+    elif bucketed is not None:
+        reasons.append(bucketed)  # why it was not bucketed
     decision = Decision(
         decision_id=decision_id,
         ruleset=ruleset.version,
@@ -173,11 +174,7 @@ def decide(
 
 def _bucket(assigned: Assignment) -> Bucket:
     return Bucket(
-        assigned.experiment,
-        assigned.unit.kind,
-        assigned.point,
-        float(assigned.share / 100),
-        assigned.arm,
+        assigned.experiment, assigned.unit.kind, assigned.point, assigned.holdout, assigned.arm
     )
 
 

@@ -29,7 +29,7 @@ from fractions import Fraction
 from typing import Literal
 
 import msgspec
-import xxhash
+from xxhash import xxh3_64_intdigest
 
 from decider.model import Variant
 from decider.profile import Resolution
@@ -71,10 +71,10 @@ def unit_bytes(kind: UnitKind, raw_id: str) -> bytes:
 
 
 def hashed(prefix: bytes, unit: bytes) -> int:
-    return xxhash.xxh3_64_intdigest(prefix + unit)
+    return xxh3_64_intdigest(prefix + unit)
 
 
-class Unit(msgspec.Struct, frozen=True):
+class Unit(msgspec.Struct, frozen=True, gc=False):
     """What an experiment bucketed: an account or a visitor, by its raw id (for the service
     to hash into the exposure record; never in an answer or a record itself)."""
 
@@ -93,36 +93,86 @@ class Arm(msgspec.Struct, frozen=True):
 
 
 class Split(msgspec.Struct, frozen=True):
-    """One segment's part of an experiment: its holdout share (percent) and the hashes below
-    `threshold` it holds out, and its arms (control alone: no split)."""
+    """One segment's part of an experiment: its holdout share (percent; `holdout`, the same
+    as a fraction) and the hashes below `threshold` it holds out, its arms (control alone: no
+    split), and the reason for each unit kind and arm, written once at load."""
 
     share: Fraction
+    holdout: float
     threshold: int
     arms: tuple[Arm, ...]
+    reasons: dict[tuple[UnitKind, str], Reason] = {}
 
 
 class Experiment(msgspec.Struct, frozen=True):
     """A placement's experiment: the segments it buckets (those whose holdout is above 0% or
-    that have treatments), by `unit`."""
+    that have treatments), by `unit`; and why a decision is not bucketed, written once."""
 
     id: str
     salt: str
     unit: UnitKind
     splits: dict[str, Split]
     holdout_key: bytes
-
-
-def new_experiment(id: str, salt: str, unit: UnitKind, splits: dict[str, Split]) -> Experiment:
-    return Experiment(id, salt, unit, splits, key(salt, HOLDOUT))
+    unconsented: Reason
+    nobody: Reason
 
 
 def new_split(share: Fraction, arms: tuple[tuple[str, int, Variant], ...], salt: str) -> Split:
     """A segment's split at `share` percent over `arms` (id, weight, variant), control first."""
     return Split(
         share,
+        float(share / 100),
         threshold(share),
         tuple(Arm(arm, weight, variant, key(salt, arm)) for arm, weight, variant in arms),
     )
+
+
+def new_experiment(id: str, salt: str, unit: UnitKind, splits: dict[str, Split]) -> Experiment:
+    """The experiment `id`, its splits by segment given their reasons."""
+    told = {
+        segment: msgspec.structs.replace(split, reasons=_reasons(id, segment, split))
+        for segment, split in splits.items()
+    }
+    return Experiment(
+        id,
+        salt,
+        unit,
+        told,
+        key(salt, HOLDOUT),
+        Reason(
+            ReasonCode.EXPERIMENT_NOT_BUCKETED,
+            f"{id}: without the channel's consent nobody is bucketed by profile ids; served as "
+            "without the experiment",
+        ),
+        Reason(
+            ReasonCode.EXPERIMENT_NOT_BUCKETED,
+            f"{id}: no known account or visitor to bucket; served as without the experiment",
+        ),
+    )
+
+
+def _reasons(id: str, segment: str, split: Split) -> dict[tuple[UnitKind, str], Reason]:
+    reasons: dict[tuple[UnitKind, str], Reason] = {}
+    kinds: tuple[UnitKind, ...] = ("account", "visitor")
+    for kind in kinds:
+        where = f"{id}, by {kind}"
+        reasons[kind, HOLDOUT] = Reason(
+            ReasonCode.EXPERIMENT_HOLDOUT,
+            f"{where}: in the {percent(split.share)} holdout of {segment}; the default variant "
+            "is served",
+        )
+        for arm in split.arms:
+            if arm.id == CONTROL:
+                reasons[kind, CONTROL] = Reason(
+                    ReasonCode.EXPERIMENT_CONTROL,
+                    f"{where}: in the control arm of {segment}; its variant is served",
+                )
+            else:
+                reasons[kind, arm.id] = Reason(
+                    ReasonCode.EXPERIMENT_TREATMENT,
+                    f"{where}: in the treatment arm {arm.id} of {segment}; its variant is served",
+                )
+    return reasons
 
 
 def unit_of(kind: UnitKind, resolution: Resolution) -> Unit | None:
@@ -144,35 +194,37 @@ def rendezvous(arms: tuple[Arm, ...], unit: bytes) -> Arm:
     """The arm with the best weighted score for `unit` (ties: the first)."""
     best, best_score = arms[0], -1.0
     for arm in arms:
-        u = ((hashed(arm.key, unit) >> 12) + 0.5) / _MANTISSA
+        u = ((xxh3_64_intdigest(arm.key + unit) >> 12) + 0.5) / _MANTISSA
         score = arm.weight / -math.log(u)
         if score > best_score:
             best, best_score = arm, score
     return best
 
 
-class Assignment(msgspec.Struct, frozen=True):
-    """Where a unit landed: its arm, the variant served, and its holdout point."""
+class Assignment(msgspec.Struct, frozen=True, gc=False):
+    """Where a unit landed: its arm, the variant served, its holdout point, and why."""
 
     experiment: str
     arm: str
     variant: Variant
     unit: Unit
     point: float
-    share: Fraction
+    holdout: float  # the share, as a fraction
+    reason: Reason
 
 
 def assign(experiment: Experiment, split: Split, unit: Unit, default: Variant) -> Assignment:
     """The arm of `unit` in one segment's `split`: held out (the placement's `default`) when
     its point is below the share, else its rendezvous arm (control when there is no other)."""
-    raw = unit_bytes(unit.kind, unit.id)
-    point = hashed(experiment.holdout_key, raw)
+    raw = f"{unit.kind}:{unit.id}".encode("utf-8", "surrogatepass")  # unit_bytes, inlined
+    point = xxh3_64_intdigest(experiment.holdout_key + raw)
     if point < split.threshold:
         arm, variant = HOLDOUT, default
     else:
         chosen = rendezvous(split.arms, raw) if len(split.arms) > 1 else split.arms[0]
         arm, variant = chosen.id, chosen.variant
-    return Assignment(experiment.id, arm, variant, unit, point / SCALE, split.share)
+    reason = split.reasons[unit.kind, arm]
+    return Assignment(experiment.id, arm, variant, unit, point / SCALE, split.holdout, reason)
 
 
 def bucket(
@@ -182,46 +234,18 @@ def bucket(
     default: Variant,
     *,
     consented: bool,
-) -> tuple[Assignment | None, Reason] | None:
-    """The assignment of a decision for `segment` and why, or why it has none (no consent to
-    bucket by profile ids, or nobody known); None when the experiment leaves the segment out."""
+) -> Assignment | Reason | None:
+    """The assignment of a decision for `segment`, or why it has none (no consent to bucket
+    by profile ids, or nobody known); None when the experiment leaves the segment out."""
     split = experiment.splits.get(segment)
     if split is None:
         return None
     if not consented:
-        return None, Reason(
-            ReasonCode.EXPERIMENT_NOT_BUCKETED,
-            f"{experiment.id}: without the channel's consent nobody is bucketed by profile ids; "
-            "served as without the experiment",
-        )
+        return experiment.unconsented
     unit = unit_of(experiment.unit, resolution)
     if unit is None:
-        return None, Reason(
-            ReasonCode.EXPERIMENT_NOT_BUCKETED,
-            f"{experiment.id}: no known account or visitor to bucket; served as without the "
-            "experiment",
-        )
-    assigned = assign(experiment, split, unit, default)
-    return assigned, _reason(assigned, segment)
-
-
-def _reason(assigned: Assignment, segment: str) -> Reason:
-    where = f"{assigned.experiment}, by {assigned.unit.kind}"
-    if assigned.arm == HOLDOUT:
-        return Reason(
-            ReasonCode.EXPERIMENT_HOLDOUT,
-            f"{where}: in the {percent(assigned.share)} holdout of {segment}; the default "
-            "variant is served",
-        )
-    if assigned.arm == CONTROL:
-        return Reason(
-            ReasonCode.EXPERIMENT_CONTROL,
-            f"{where}: in the control arm of {segment}; its variant is served",
-        )
-    return Reason(
-        ReasonCode.EXPERIMENT_TREATMENT,
-        f"{where}: in the treatment arm {assigned.arm} of {segment}; its variant is served",
-    )
+        return experiment.nobody
+    return assign(experiment, split, unit, default)
 
 
 def percent(share: Fraction) -> str:
