@@ -233,6 +233,7 @@ def serving(store: Path, keys: str, log: Path, workers: int) -> Iterator[str]:
         **os.environ,
         "DECIDER_WORKERS": str(workers),
         "DECIDER_PROFILE_DB": str(store),
+        "DECIDER_USAGE_DB": str(store.parent / "usage.db"),  # not the checkout's measure/
         "DECIDER_PROFILE_SEED_SAMPLES": "false",
         "DECIDER_API_KEYS": keys,
         "DECIDER_WATCH_RULES": "false",

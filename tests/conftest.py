@@ -7,8 +7,9 @@ import logging
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,20 +140,24 @@ def app_client(
     *,
     http_client: httpx.AsyncClient | None = None,
     headers: dict[str, str] | None = None,
+    clock: Callable[[], datetime] = lambda: NOW,
     **settings: Any,
 ) -> Iterator[TestClient[Any]]:
     """The real app, built by the composition root on the given ruleset and source (or the
-    one `settings` name; else the sample profiles in memory), its clock fixed at NOW and its
-    rules not watched; `headers` go with every request (an API key, say)."""
+    one `settings` name; else the sample profiles in memory), its clock fixed at NOW, its
+    rules (RULES) not watched and its segment usage file in a temporary directory, unless
+    `clock` and `settings` say otherwise; `headers` go with every request (an API key, say)."""
     if source is None and "profile" not in settings:
         source = MemoryProfileSource(sample_profiles(NOW))
-    options = Settings(rules_dir=RULES, watch_rules=False, **settings)
-    service = build_service(
-        options, source=source, ruleset=ruleset, http_client=http_client, clock=lambda: NOW
-    )
-    with TestClient(create_app(service)) as client:
-        client.headers.update(headers or {})
-        yield client
+    with tempfile.TemporaryDirectory() as scratch:
+        defaults = {"rules_dir": RULES, "watch_rules": False, "usage_db": Path(scratch) / "u.db"}
+        options = Settings(**{**defaults, **settings})
+        service = build_service(
+            options, source=source, ruleset=ruleset, http_client=http_client, clock=clock
+        )
+        with TestClient(create_app(service)) as client:
+            client.headers.update(headers or {})
+            yield client
 
 
 @pytest.fixture

@@ -41,9 +41,13 @@ def running_service(
     headers: Mapping[str, str] | None = None,
 ) -> Iterator[Service]:
     """`decider serve` over `rules` (or `command`, given `--port N`), its SQLite store in
-    `workdir`, started in `cwd`; stopped on exit. The client sends `headers` (a key, say)."""
+    `workdir`, started in `cwd` (or here, its segment usage file then in `workdir` too);
+    stopped on exit. The client sends `headers` (a key, say)."""
     port = free_port()
-    environ = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db"), **(env or {})}
+    environ = {**os.environ, "DECIDER_PROFILE_DB": str(workdir / "decider.db")}
+    if cwd is None:  # not beside the exposure data, which is the checkout's
+        environ["DECIDER_USAGE_DB"] = str(workdir / "usage.db")
+    environ.update(env or {})
     log = workdir / f"serve-{port}.log"
     if command is None:
         command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(rules)]

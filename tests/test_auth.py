@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,12 +166,16 @@ def test_only_a_key_with_the_consent_scope_may_send_the_consent_signal(keyed: Cl
     assert gpc.status_code == 200
 
 
-def served_at(ruleset: CompiledRuleset, address: str, **settings: Any) -> TestClient[Any]:
+@contextmanager
+def served_at(ruleset: CompiledRuleset, address: str, **settings: Any) -> Iterator[TestClient[Any]]:
     """The app as a request arriving on `address` sees it (the scope's server address)."""
-    options = Settings(rules_dir=RULES, watch_rules=False, **settings)
-    source = MemoryProfileSource(sample_profiles(NOW))
-    service = build_service(options, source=source, ruleset=ruleset, clock=lambda: NOW)
-    return TestClient(create_app(service), base_url=f"http://{address}:8080")
+    with tempfile.TemporaryDirectory() as scratch:
+        usage_db = Path(scratch) / "usage.db"
+        options = Settings(rules_dir=RULES, watch_rules=False, usage_db=usage_db, **settings)
+        source = MemoryProfileSource(sample_profiles(NOW))
+        service = build_service(options, source=source, ruleset=ruleset, clock=lambda: NOW)
+        with TestClient(create_app(service), base_url=f"http://{address}:8080") as client:
+            yield client
 
 
 def test_without_keys_callers_on_loopback_decide_and_explain(

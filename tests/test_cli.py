@@ -330,7 +330,11 @@ def test_an_empty_flag_is_refused_not_taken_for_the_default(tmp_path: Path) -> N
 
 def test_ctrl_c_stops_serve_quietly(tmp_path: Path) -> None:
     """SIGINT to a serving `decider serve` shuts it down with exit 0 and no traceback."""
-    env = {**os.environ, "DECIDER_PROFILE_DB": str(tmp_path / "p.db")}
+    env = {
+        **os.environ,
+        "DECIDER_PROFILE_DB": str(tmp_path / "p.db"),
+        "DECIDER_USAGE_DB": str(tmp_path / "usage.db"),
+    }
     command = [sys.executable, "-m", "decider.cli", "serve", "--rules", str(RULES), "--port", "0"]
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -80,6 +80,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     exposure_all: bool = False
     outcome_dir: Path | None = None
     measure_key: str | None = None
+    # segment governance that survives restarts (decider.usage)
+    usage_db: Path | None = None
+    usage_flush_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    idle_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] = 90
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -95,6 +99,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def outcome_path(self) -> Path:
         """DECIDER_OUTCOME_DIR, or `outcomes` beside the exposure directory."""
         return self.outcome_dir or self.exposure_dir.parent / "outcomes"
+
+    @property
+    def usage_path(self) -> Path:
+        """DECIDER_USAGE_DB, or `usage.db` beside the exposure directory."""
+        return self.usage_db or self.exposure_dir.parent / "usage.db"
 
     @property
     def profile_source(self) -> str:

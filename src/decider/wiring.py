@@ -34,6 +34,8 @@ from decider.service import Decider, new_decision_id, utcnow
 from decider.settings import SOURCE_VARIABLE, Settings, SettingsError
 from decider.stats import Stats
 from decider.traits import TraitSchema
+from decider.usage.book import UsageBook
+from decider.usage.keeper import UsageKeeper
 
 if TYPE_CHECKING:
     import httpx
@@ -45,7 +47,8 @@ log = logging.getLogger("decider")
 class Service:
     """A running Decider's parts. `running()` holds them live: reloads on file changes and
     SIGHUP while inside, the exposure and outcome writers running, and on the way out what
-    they hold written and the profile source closed."""
+    they hold written, the segment usage counted since the last write added to its file,
+    and the profile source closed."""
 
     settings: Settings
     decider: Decider
@@ -55,6 +58,7 @@ class Service:
     reloader: Reloader
     keys: KeyRing
     measuring: Measuring
+    usage: UsageKeeper
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
@@ -75,8 +79,12 @@ class Service:
         )
         self.measuring.start()
         try:
-            async with self.reloader.running(
-                watch=self.settings.watch_rules, debounce_ms=self.settings.reload_debounce_ms
+            async with (
+                self.usage.running(),
+                self.reloader.running(
+                    watch=self.settings.watch_rules,
+                    debounce_ms=self.settings.reload_debounce_ms,
+                ),
             ):
                 yield self
         finally:
@@ -145,7 +153,15 @@ def build_service(
     exposures = measuring.expose if measuring.exposures.enabled else None
     decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids, exposures=exposures)
     reloader = Reloader(decider, load, rules_dir=settings.rules_dir, clock=clock)
-    return Service(settings, decider, source, resolver, stats, reloader, keys, measuring)
+    usage = UsageKeeper(
+        UsageBook(settings.usage_path),
+        stats,
+        lambda: ([segment.id for segment in decider.ruleset.segments], reloader.loaded_at),
+        clock=clock,
+        every_s=settings.usage_flush_s,
+        idle_days=settings.idle_days,
+    )
+    return Service(settings, decider, source, resolver, stats, reloader, keys, measuring, usage)
 
 
 def load_keys(settings: Settings) -> KeyRing:

@@ -17,7 +17,8 @@ from litestar.types import Middleware
 from decider.reload import Reloader, ReloadRecord, RulesState
 from decider.server.auth import REFUSED, REQUIREMENT
 from decider.server.peers import Peers, WorkerReport
-from decider.server.report import SegmentsReport, Traffic, combined_segments, combined_traffic
+from decider.server.report import Governance, Traffic, combined_segments, combined_traffic, governed
+from decider.usage.keeper import UsageKeeper
 
 
 class WorkerRules(msgspec.Struct, frozen=True):
@@ -108,13 +109,16 @@ def _ok(record: ReloadRecord | None) -> bool:
 @get(
     "/segments",
     operation_id="segments",
-    summary="Segment governance: owner, purpose, wins, last match",
+    summary="Segment governance: owner, purpose, wins and last match, since start and ever",
     responses=REFUSED,
 )
-async def segments(peers: NamedDependency[Peers]) -> SegmentsReport:
-    reports = await peers.reports()
+async def segments(
+    peers: NamedDependency[Peers], usage: NamedDependency[UsageKeeper]
+) -> Governance:
+    reports = await peers.reports()  # each worker has written its counts to the usage file
     own = next(r.segments for r in reports if r.worker == peers.index)
-    return combined_segments(own, [r.segments for r in reports if r.worker != peers.index])
+    report = combined_segments(own, [r.segments for r in reports if r.worker != peers.index])
+    return governed(report, await usage.snapshot(), usage.idle_days)
 
 
 @get(

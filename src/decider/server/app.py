@@ -79,6 +79,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
         reloader=service.reloader,
         admission=admission,
         measuring=service.measuring,
+        usage=service.usage,
         source=settings.profile_source,
     )
     deciding = Deciding(service.decider, admission, metrics)
@@ -92,14 +93,22 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             notes_seen=notes_seen,
             rules=service.reloader.state(),
             segments=segments_of(service.decider, service.stats),
-            traffic=traffic_of(service.stats, service.resolver, admission, service.measuring),
+            traffic=traffic_of(
+                service.stats, service.resolver, admission, service.measuring, service.usage
+            ),
             metrics=metrics.families(),
         )
 
     def forget(note: bytes) -> None:  # another worker was told a profile changed
         service.resolver.forget(msgspec.json.decode(note, type=Identity))
 
-    peers = Peers(place, report, reload_wait_s=settings.reload_wait_s, on_note=forget)
+    peers = Peers(
+        place,
+        report,
+        reload_wait_s=settings.reload_wait_s,
+        on_note=forget,
+        before_report=service.usage.flush,
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -139,6 +148,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             "readiness": _provide(ReadyCheck(service.source)),
             "deciding": _provide(deciding),
             "intake": _provide(service.measuring.outcomes),
+            "usage": _provide(service.usage),
         },
         lifespan=[lifespan],
         before_send=[_before_send(finish) for finish in finishers],

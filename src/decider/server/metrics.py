@@ -39,6 +39,7 @@ from decider.server.admission import Admission
 from decider.server.peers import Family, Peers, Sample, WorkerReport
 from decider.service import Decider
 from decider.stats import Stats
+from decider.usage.keeper import UsageKeeper
 
 # Prometheus's text format; litestar adds the charset, which the constant has already (a media
 # type with a parameter twice is one Prometheus 3 refuses)
@@ -60,11 +61,12 @@ class Metrics(Collector):
         reloader: Reloader,
         admission: Admission,
         measuring: Measuring,
+        usage: UsageKeeper,
         source: str,
     ) -> None:
         self.decider, self.stats, self.resolver = decider, stats, resolver
         self.reloader, self.admission, self.source = reloader, admission, source
-        self.measuring = measuring
+        self.measuring, self.usage = measuring, usage
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = _Latency()
         self.registry.register(self)
@@ -167,6 +169,16 @@ class Metrics(Collector):
         for (kind, result), count in self.measuring.counts().items():
             records.add_metric([kind, result], count)
         yield records
+
+        usage = CounterMetricFamily(
+            "decider_usage_writes",
+            "Writes of segment usage to its file (DECIDER_USAGE_DB) by result: written, or "
+            "failed (the counts are written with the next one that succeeds)",
+            labels=["result"],
+        )
+        usage.add_metric(["written"], self.usage.written)
+        usage.add_metric(["failed"], self.usage.failed)
+        yield usage
 
         ruleset = self.decider.ruleset
         info = InfoMetricFamily("decider_ruleset", "The ruleset serving now")

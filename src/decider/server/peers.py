@@ -8,7 +8,9 @@ itself in a file of the run directory the supervisor made, written when it is as
 
 - SIGUSR1: apply the notes appended to the run directory's `notes.jsonl` since you last
   looked (another worker was told a profile changed: every worker's cache must forget it),
-  then write your report now (another worker is answering an admin call or a scrape);
+  do what must precede a report (`before_report`: write your segment usage to the usage
+  file, which the answering worker reads next), then write your report now (another worker
+  is answering an admin call or a scrape);
 - SIGUSR2: reload the rules, then write your report (another worker answered
   POST /admin/reload).
 
@@ -25,7 +27,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,8 @@ ASKED = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
 # how long an answering worker waits for the others' reports before using what it has (for
 # their reloads: DECIDER_RELOAD_WAIT_S, for a large rulebook takes seconds to compile and test)
 ASK_TIMEOUT_S = 1.0
+# how long a worker asked for its report lets `before_report` delay it: well within the above
+BEFORE_REPORT_S = ASK_TIMEOUT_S / 2
 REPORT_GLOB = "worker-*.json"
 NOTES = "notes.jsonl"
 log = logging.getLogger("decider")
@@ -94,7 +98,9 @@ _decoder = msgspec.json.Decoder(WorkerReport)
 
 class Peers:
     """This process among the workers of one service: `reports()` of all of them, and
-    `reload()` on all of them. `report` tells this process's own state."""
+    `reload()` on all of them. `report` tells this process's own state; `before_report` is
+    awaited (for up to BEFORE_REPORT_S, then cancelled) before a report another worker asked
+    for is written."""
 
     def __init__(
         self,
@@ -103,9 +109,12 @@ class Peers:
         *,
         reload_wait_s: float = 30.0,
         on_note: Callable[[bytes], object] = lambda _: None,
+        before_report: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.place = place
         self._report = report
+        self._before_report = before_report
+        self._answering: set[asyncio.Task[None]] = set()
         self._reload_wait_s = reload_wait_s
         self._on_note = on_note
         self._notes_seen = 0  # bytes of notes.jsonl applied
@@ -158,6 +167,20 @@ class Peers:
     def _answer(self) -> None:
         """SIGUSR1: the notes since last time, then this worker's report."""
         self._catch_up()
+        if self._before_report is None:
+            self.publish()
+            return
+        task = asyncio.get_running_loop().create_task(self._prepared(self._before_report))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _prepared(self, before: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await asyncio.wait_for(before(), BEFORE_REPORT_S)
+        except TimeoutError:
+            pass  # late: the report is due all the same
+        except Exception:
+            log.exception("cannot prepare this worker's report; writing it all the same")
         self.publish()
 
     def _catch_up(self) -> None:
@@ -222,6 +245,8 @@ class Peers:
         try:
             yield
         finally:
+            for task in self._answering:  # a report written after this would list it again
+                task.cancel()
             # unlisted first: nobody signals a worker that no longer answers
             with contextlib.suppress(FileNotFoundError):
                 self.place.report_path().unlink()

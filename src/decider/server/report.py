@@ -1,11 +1,12 @@
 """What the admin endpoints report of a process (segment usage, traffic), built from its
-state, and the same for several workers combined: counts add up, the latest match wins."""
+state, and the same for several workers combined: counts add up, the latest match wins; and
+segment usage over every run, from the usage file (decider.usage)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -14,6 +15,7 @@ from decider.profiles.resolver import Resolver
 from decider.server.admission import Admission
 from decider.service import Decider
 from decider.stats import Stats
+from decider.usage.keeper import Snapshot, UsageKeeper
 
 
 class SegmentUsage(msgspec.Struct, frozen=True):
@@ -26,6 +28,18 @@ class SegmentUsage(msgspec.Struct, frozen=True):
     wins: int
     errors: int
     last_matched: datetime | None
+
+
+class GovernedSegment(SegmentUsage, frozen=True):
+    """A segment's usage since the workers started and, from the usage file, over every
+    run: wins, last match, when a ruleset holding it was first served, and whether it is
+    idle (no match in `idle_days`, counted from `first_seen` if it never matched). None
+    when the usage file is unavailable."""
+
+    wins_total: int | None = None
+    last_matched_ever: datetime | None = None
+    first_seen: datetime | None = None
+    idle: bool | None = None
 
 
 class SuppressionUsage(msgspec.Struct, frozen=True):
@@ -47,12 +61,24 @@ class SegmentsReport(msgspec.Struct, frozen=True):
     workers: int = 1
 
 
+class Governance(SegmentsReport, frozen=True, kw_only=True):
+    """GET /admin/segments: the segments' usage since the workers started, and over every
+    run (`durable`: whether the usage file could be written and read; if not,
+    `durable_error` says why, and the segments' durable fields are null)."""
+
+    segments: tuple[GovernedSegment, ...]
+    idle_days: int
+    durable: bool
+    durable_error: str | None
+
+
 class Traffic(msgspec.Struct, frozen=True):
     """What the service has been through since it started: decisions, those made on stale
     data, without a profile or with an id left unchecked; profile lookups and those past
     their budget; decisions in flight now, and requests turned away (503) for being too many;
     exposure and outcome records written, dropped (a full queue) and failed (the sink could
-    not write them). With several workers, their counts added up (`max_in_flight` too)."""
+    not write them); writes of segment usage to its file that failed. With several workers,
+    their counts added up (`max_in_flight` too)."""
 
     since: datetime
     decisions: int
@@ -70,6 +96,7 @@ class Traffic(msgspec.Struct, frozen=True):
     outcomes_written: int
     outcomes_dropped: int
     outcomes_failed: int
+    usage_writes_failed: int
     workers: int = 1
 
 
@@ -104,7 +131,11 @@ def segments_of(decider: Decider, stats: Stats) -> SegmentsReport:
 
 
 def traffic_of(
-    stats: Stats, resolver: Resolver, admission: Admission, measuring: Measuring
+    stats: Stats,
+    resolver: Resolver,
+    admission: Admission,
+    measuring: Measuring,
+    usage: UsageKeeper,
 ) -> Traffic:
     lookups, late = resolver.lookups
     records = measuring.counts()
@@ -125,6 +156,7 @@ def traffic_of(
         outcomes_written=records[OUTCOME, "written"],
         outcomes_dropped=records[OUTCOME, "dropped"],
         outcomes_failed=records[OUTCOME, "failed"],
+        usage_writes_failed=usage.failed,
     )
 
 
@@ -175,3 +207,33 @@ def combined_traffic(reports: Sequence[Traffic]) -> Traffic:
         if name not in ("since", "workers")
     }
     return Traffic(since=min(r.since for r in reports), workers=len(reports), **counts)
+
+
+def governed(report: SegmentsReport, snapshot: Snapshot, idle_days: int) -> Governance:
+    """`report` with each segment's usage over every run, as the usage file has it at
+    `snapshot.at`; a segment with no match (or sighting) since `idle_days` before is idle."""
+    horizon = snapshot.at - timedelta(days=idle_days)
+    segments = []
+    for segment in report.segments:
+        kept = snapshot.usage.get(segment.id) if snapshot.usage is not None else None
+        fields = msgspec.structs.asdict(segment)
+        if kept is None:
+            segments.append(GovernedSegment(**fields))
+            continue
+        # a worker whose write was late may have matched since
+        last = max((t for t in (kept.last_matched, segment.last_matched) if t), default=None)
+        segments.append(
+            GovernedSegment(
+                **fields,
+                wins_total=kept.wins,
+                last_matched_ever=last,
+                first_seen=kept.first_seen,
+                idle=(last or kept.first_seen) <= horizon,
+            )
+        )
+    return Governance(
+        **{**msgspec.structs.asdict(report), "segments": tuple(segments)},
+        idle_days=idle_days,
+        durable=snapshot.usage is not None,
+        durable_error=snapshot.problem,
+    )

@@ -82,6 +82,20 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 _change_decoder = msgspec.json.Decoder(Change)
 
 
+def use_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, which a new file's first openers may contend for: that waits for no busy
+    timeout, so try again a moment later. Raises sqlite3.Error."""
+    for _ in range(100):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+    db.execute("PRAGMA journal_mode=WAL")
+
+
 class SqliteSettings(SourceSettings, frozen=True, kw_only=True):
     """DECIDER_PROFILE_DB (the file) and DECIDER_PROFILE_SEED_SAMPLES (seed an empty store
     with the bundled sample profiles; set false in production)."""
@@ -104,26 +118,13 @@ class SqliteProfileStore:
         try:
             # readers never wait for a writer in WAL mode; a writer waits up to `timeout` (an
             # import holds the store for its final merge: about 7 s for a million records)
-            self._wal()
+            use_wal(self._db)
             self._db.executescript(_SCHEMA)
             self._data_version = self._scalar("PRAGMA data_version")
             self._seen = self._scalar("SELECT coalesce(max(seq), 0) FROM changes")
         except sqlite3.Error as exc:
             self._db.close()
             raise ProfileSourceError(f"cannot open profile store {self.path}: {exc}") from None
-
-    def _wal(self) -> None:
-        """WAL mode, which a new file's first openers may contend for: that waits for no
-        busy timeout, so try again a moment later."""
-        for _ in range(100):
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc):
-                    raise
-                time.sleep(0.05)
-        self._db.execute("PRAGMA journal_mode=WAL")
 
     @classmethod
     def open_seeded(
