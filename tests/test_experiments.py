@@ -100,17 +100,24 @@ def test_golden_arms() -> None:
 def test_the_holdout_line_is_exact() -> None:
     """Held out when the hash is below share x 2^64 / 100, rounded up: 0% holds nobody out,
     100% everybody, and a hash sits on the right side of the line at its very edge."""
-    split = new_split(Fraction(10), ((CONTROL, 1, OWN),), SALT)
-    assert split.threshold == -(-(2**64) // 10)
-    experiment = new_experiment("e", SALT, "account", {"s": split})
+    assert new_split(Fraction(10), ((CONTROL, 1, OWN),), SALT).threshold == -(-(2**64) // 10)
     assert new_split(Fraction(0), ((CONTROL, 1, OWN),), SALT).threshold == 0
     assert new_split(Fraction(100), ((CONTROL, 1, OWN),), SALT).threshold == 2**64
     unit = Unit("account", "acc-initech")
     point = holdout_point(SALT, unit)
-    just_above = Fraction(point) * 100 + Fraction(1, 10**12)
-    held = new_split(just_above, ((CONTROL, 1, OWN),), SALT)
-    at = new_split(Fraction(point) * 100, ((CONTROL, 1, OWN),), SALT)
-    assert assign(experiment, held, unit, DEFAULT).arm == HOLDOUT
+    experiment = new_experiment(
+        "e",
+        SALT,
+        "account",
+        {
+            "held": new_split(
+                Fraction(point) * 100 + Fraction(1, 10**12), ((CONTROL, 1, OWN),), SALT
+            ),
+            "at": new_split(Fraction(point) * 100, ((CONTROL, 1, OWN),), SALT),
+        },
+    )
+    assert assign(experiment, experiment.splits["held"], unit, DEFAULT).arm == HOLDOUT
+    at = experiment.splits["at"]
     assert assign(experiment, at, unit, DEFAULT).arm == CONTROL  # not below its own point
 
 
@@ -140,8 +147,9 @@ def test_a_new_share_moves_units_only_across_the_holdout_line(
     """A bigger holdout only takes units into it, a smaller one only lets them out, and a
     unit outside the holdout both times keeps its arm."""
     pairs = tuple((arm, w, Variant(arm, {})) for arm, w in split_arms(weights))
-    old, new = new_split(before, pairs, SALT), new_split(after, pairs, SALT)
-    experiment = new_experiment("e", SALT, "account", {})
+    splits = {"old": new_split(before, pairs, SALT), "new": new_split(after, pairs, SALT)}
+    experiment = new_experiment("e", SALT, "account", splits)
+    old, new = experiment.splits["old"], experiment.splits["new"]
     for raw in units:
         unit = Unit("account", raw)
         was, now = (

@@ -1,9 +1,10 @@
 """One decision: pure, given the ruleset, the request, who is asking, and the time.
 
 Order of work: placement and channel, consent, suppression, then segments in priority order
-(ties: segment id, ascending), stopping at the first match unless explain was asked for.
+(ties: segment id, ascending), stopping at the first match unless explain was asked for,
+then the placement's experiment, if it buckets the segment (decider.experiments).
 Without consent, a segment whose condition reads `visitor` or `account` is skipped and the
-rules see empty maps, so only contextual segments can match.
+rules see empty maps, so only contextual segments can match; nor is anyone bucketed.
 
 The first match follows the ruleset's plan for the consent mode: consecutive segments are
 tried as one chained program (one crossing into the CEL runtime for many conditions), and
