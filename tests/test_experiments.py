@@ -28,7 +28,7 @@ from decider.experiments import (
     unit_bytes,
     unit_of,
 )
-from decider.model import DecideRequest, Identity, Variant
+from decider.model import ConsentSignal, DecideRequest, Identity, Variant
 from decider.profile import AccountProfile, ConsentRecord, Resolution, VisitorProfile
 from decider.reasons import ReasonCode
 from decider.rules.cel import new_engine
@@ -231,11 +231,13 @@ def decided(
     *,
     explain: bool = False,
     context: dict[str, str] | None = None,
+    banner: tuple[str, ...] | None = None,
 ) -> Evaluated:
     request = DecideRequest(
         placement=placement,
         identity=Identity(visitor_id="v"),
         context=context or {},
+        consent=ConsentSignal(banner) if banner is not None else None,
         explain=explain,
     )
     chosen = select_placement(ruleset, request)
@@ -327,6 +329,23 @@ def test_without_consent_a_contextual_match_is_served_as_without_the_experiment(
     assert (made.decision.experiment, made.decision.arm, made.unit) == (None, None, None)
     assert made.decision.reasons[-1].code == ReasonCode.EXPERIMENT_NOT_BUCKETED
     assert "consent" in made.decision.reasons[-1].message
+
+
+def test_nobody_known_is_not_bucketed(ruleset: CompiledRuleset) -> None:
+    """An unknown visitor whose banner grants consent may match a contextual segment; with
+    no profile there is no unit: no arm, and a reason says why."""
+    made = decided(
+        ruleset,
+        "home_hero",
+        Resolution("unknown"),
+        context={"utm_campaign": "comparison"},
+        banner=("personalization",),
+    )
+    assert made.decision.segment == "ctx_comparison_click"
+    assert (made.decision.arm, made.unit) == (None, None)
+    why = made.decision.reasons[-1]
+    assert why.code == ReasonCode.EXPERIMENT_NOT_BUCKETED
+    assert why.message.startswith("home_hero_holdout: no known account or visitor")
 
 
 def test_a_visitor_who_logs_in_is_bucketed_by_their_account_from_then_on(

@@ -25,6 +25,7 @@ CORE = (
     "traits",
     "profile",
     "gate",
+    "experiments",
     "engine",
     "service",
     "stats",

@@ -146,7 +146,8 @@ def new_experiment(id: str, salt: str, unit: UnitKind, splits: dict[str, Split])
         ),
         Reason(
             ReasonCode.EXPERIMENT_NOT_BUCKETED,
-            f"{id}: no known account or visitor to bucket; served as without the experiment",
+            f"{id}: no known {'account or visitor' if unit == 'account' else 'visitor'} to "
+            "bucket; served as without the experiment",
         ),
     )
 
