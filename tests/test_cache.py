@@ -151,6 +151,38 @@ def test_concurrent_lookups_of_one_key_share_one_fetch() -> None:
     run(scenario)
 
 
+def test_an_answer_at_hand_is_taken_without_a_fetch_and_cached_as_one() -> None:
+    """What `at_hand` holds (a round trip's answer, in) answers a miss without calling the
+    fetch, and is cached as a fetch's answer (an unknown id for negative_ttl only); a key it
+    lacks, or one a fetch is under way for, is fetched."""
+
+    async def scenario() -> None:
+        clock, fetch = Clock(), Fetch({"b": "B", "c": "C"})
+        at_hand: dict[str, tuple[str | None]] = {"a": ("A",), "ghost": (None,)}
+        settings = CacheSettings(ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL)
+        cache = ProfileCache(fetch, settings, timer=clock, at_hand=at_hand.get)
+        assert [await cache.get(k) for k in ("a", "ghost", "b")] == [Hit("A"), Hit(None), Hit("B")]
+        assert fetch.calls == ["b"]
+        assert cache.fetches == 3
+
+        at_hand.clear()
+        clock.advance(NEGATIVE_TTL + 1)
+        assert await cache.get("a") == Hit("A")  # cached for ttl
+        assert await cache.get("ghost") == Hit(None)  # for negative_ttl only: fetched
+        assert fetch.calls == ["b", "ghost"]
+
+        fetch.gate = asyncio.Event()
+        first = asyncio.create_task(cache.get("c"))
+        await until(lambda: "c" in fetch.calls)
+        at_hand["c"] = ("other",)
+        second = asyncio.create_task(cache.get("c"))  # a fetch is under way: it joins it
+        fetch.gate.set()
+        assert list(await asyncio.gather(first, second)) == [Hit("C"), Hit("C")]
+        assert fetch.calls == ["b", "ghost", "c"]
+
+    run(scenario)
+
+
 def test_failed_refetch_serves_stale_until_stale_ttl_runs_out() -> None:
     """After ttl a failing refetch serves the old value as stale; after ttl+stale_ttl it raises."""
 

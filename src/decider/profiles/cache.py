@@ -105,8 +105,12 @@ class ProfileCache(Generic[K, V]):
         settings: CacheSettings,
         *,
         timer: Callable[[], float] = time.monotonic,
+        at_hand: Callable[[K], tuple[V | None] | None] | None = None,
     ) -> None:
         self._fetch = fetch
+        # what `fetch` would answer when it is at hand already (a request's round trip, in):
+        # taken as a fetch's answer, with no task to wait in (a 1-tuple; None: not at hand)
+        self._at_hand = at_hand
         self._ttl, self._negative_ttl = settings.ttl, settings.negative_ttl
         self._timer = timer
         self._stale_ttl = settings.stale_ttl  # an unknown id is never served stale
@@ -159,6 +163,11 @@ class ProfileCache(Generic[K, V]):
             self.hits += 1
             return entry.hit
         self.misses += 1
+        if self._at_hand is not None and key not in self._inflight:
+            answer = self._at_hand(key)
+            if answer is not None:
+                self.fetches += 1
+                return self._store(key, answer[0])
         try:
             return Hit(await self._shared_fetch(key, deadline))
         except (ProfileSourceError, TimeoutError) as exc:
@@ -197,11 +206,15 @@ class ProfileCache(Generic[K, V]):
         epoch = self._epoch
         value = await self._fetch(key)
         if epoch == self._epoch:
-            now = self._timer()
-            fresh_until = now + (self._ttl if value is not None else self._negative_ttl)
-            keep_until = fresh_until + (self._stale_ttl if value is not None else 0.0)
-            self._entries.put(key, _Entry(Hit(value), fresh_until, keep_until))
+            self._store(key, value)
         return value
+
+    def _store(self, key: K, value: V | None) -> Hit[V]:
+        fresh_until = self._timer() + (self._ttl if value is not None else self._negative_ttl)
+        keep_until = fresh_until + (self._stale_ttl if value is not None else 0.0)
+        hit = Hit(value)
+        self._entries.put(key, _Entry(hit, fresh_until, keep_until))
+        return hit
 
     def _settle(self, key: K, done: asyncio.Future[V | None]) -> None:
         if self._inflight.get(key) is done:  # not a newer fetch, begun after an eviction

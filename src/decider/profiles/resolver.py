@@ -74,12 +74,16 @@ class Resolver:
         self.budget = budget
         self._changes = changes
         self._followed = False  # changes were asked for in this pass of the event loop
-        self._trips = Trips(source, source) if isinstance(source, Resolving) else None
-        points: ProfileSource | Trips = self._trips or source
-        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(points.visitor, cache)
-        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(points.account, cache)
+        trips = self._trips = Trips(source, source) if isinstance(source, Resolving) else None
+        points: ProfileSource | Trips = trips or source
+        self.visitors: ProfileCache[str, VisitorProfile] = ProfileCache(
+            points.visitor, cache, at_hand=trips.visitor_in if trips else None
+        )
+        self.accounts: ProfileCache[str, AccountProfile] = ProfileCache(
+            points.account, cache, at_hand=trips.account_in if trips else None
+        )
         self.aliases: ProfileCache[tuple[AliasKind, str], str] = ProfileCache(
-            lambda key: points.alias(*key), cache
+            lambda key: points.alias(*key), cache, at_hand=trips.alias_in if trips else None
         )
 
     @property
@@ -197,14 +201,14 @@ class Resolver:
             answers.append((None, cached, None) if cached else None)
         missing = [i for i, answer in enumerate(answers) if answer is None]
         if missing:
-            lookups = [self._lookup(given, i, identity.visitor_id, deadline) for i in missing]
             if self._trips is not None and self._trips.offered:
                 self._trips.begin(self._asked(identity, given, missing))
+                await asyncio.sleep(0)  # the trip's request goes out before lookups are set up
+                lookups = [self._lookup(given, i, identity.visitor_id, deadline) for i in missing]
                 found = [await lookup for lookup in lookups]  # all answered by one trip
-            elif len(lookups) > 1:
-                found = await asyncio.gather(*lookups)
             else:
-                found = [await lookups[0]]
+                lookups = [self._lookup(given, i, identity.visitor_id, deadline) for i in missing]
+                found = await asyncio.gather(*lookups) if len(lookups) > 1 else [await lookups[0]]
             for i, answer in zip(missing, found, strict=True):
                 answers[i] = answer
         followed = [answer for answer in answers if answer is not None]

@@ -88,6 +88,20 @@ class Trips:
         self._generation += 1
         self._pending.clear()
 
+    def visitor_in(self, visitor_id: str) -> tuple[VisitorProfile | None] | None:
+        """The current trip's answer for `visitor_id` if it is in and covers it (a 1-tuple:
+        the answer may be None, unknown); else None, and the lookup fetches."""
+        found = self._answered()
+        return (found.visitors[visitor_id],) if found and visitor_id in found.visitors else None
+
+    def account_in(self, account_id: str) -> tuple[AccountProfile | None] | None:
+        found = self._answered()
+        return (found.accounts[account_id],) if found and account_id in found.accounts else None
+
+    def alias_in(self, key: AliasKey) -> tuple[str | None] | None:
+        found = self._answered()
+        return (found.links[key],) if found and key in found.links else None
+
     async def visitor(self, visitor_id: str) -> VisitorProfile | None:
         found = await self._found()
         if found is not None and visitor_id in found.visitors:
@@ -118,6 +132,18 @@ class Trips:
         except ProfileSourceError as exc:  # a fresh one each: many lookups raise it
             raise ProfileSourceError(str(exc)) from None
         return found if generation == self._generation else None
+
+    def _answered(self) -> Found | None:
+        """The current trip's answer if it is in already: what it covers is taken at once,
+        with no fetch to wait in. None while it is under way, if it failed (the lookup then
+        fails through the trip, or serves stale), or if profiles changed since it was asked."""
+        current = _TRIP.get()
+        if current is None:
+            return None
+        trip, generation = current
+        if not trip.done() or trip.cancelled() or trip.exception() is not None:
+            return None
+        return trip.result() if generation == self._generation else None
 
     def _settle(self, asked: Identity, trip: asyncio.Future[Found | None]) -> None:
         if self._pending.get(asked) is trip:
