@@ -62,30 +62,33 @@ def free_port() -> int:
 def serving(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[str]:
     """Start `command` (given `--port N` at its end), wait until it answers; yields its URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        cwd=cwd,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    SERVERS[url] = process.pid
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.post(f"{url}/v1/decide", content=BODY).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{' '.join(command)} did not come up")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with tempfile.TemporaryFile() as errors:  # what it says, shown if it does not come up
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        url = f"http://127.0.0.1:{port}"
+        SERVERS[url] = process.pid
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.post(f"{url}/v1/decide", content=BODY).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    errors.seek(0)
+                    said = errors.read().decode(errors="replace").strip().splitlines()[-20:]
+                    raise SystemExit(f"{' '.join(command)} did not come up:\n" + "\n".join(said))
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def server_cpu(url: str) -> float:

@@ -23,7 +23,8 @@ class Admission:
         if self.in_flight >= self.limit:
             self.shed += 1
             raise Overloaded(
-                f"{self.in_flight} decisions in flight, the most this process takes "
+                f"{self.in_flight} decision{'s' if self.in_flight != 1 else ''} in flight, "
+                "the most this process takes "
                 "(DECIDER_MAX_IN_FLIGHT); retry, or show the default content",
                 headers={"Retry-After": "1"},
             )
