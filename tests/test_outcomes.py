@@ -10,6 +10,7 @@ import hmac
 import io
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,47 @@ def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Pa
             await intake.take(parse_body(event, NOW))
         assert "q-1" not in intake.seen
         assert sink.counts.dropped == 1
+
+    asyncio.run(run())
+
+
+def test_a_resend_racing_a_write_that_fails_is_stored_not_called_a_duplicate() -> None:
+    """An id counts as seen once its event is written: a resend that arrives while the first
+    write is under way is stored too, so when that write fails the event is not lost."""
+    started, fail = threading.Event(), threading.Event()
+
+    class FailsFirst:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            if not started.is_set():
+                started.set()
+                fail.wait(5)
+                raise OSError("disk failed")
+            self.written.append(data)
+
+        def close(self) -> None:
+            pass
+
+    async def run() -> None:
+        writer = FailsFirst()
+        sink = QueuedSink(writer, limit=10, name="outcome")
+        sink.start()
+        resolver = Resolver(MemoryProfileSource(), budget=1.0, cache=CacheSettings())
+        intake = OutcomeIntake(sink, UNITS, resolver, clock=lambda: NOW)
+        event = b'{"event_id": "r-1", "name": "purchase", "decision_id": "%s"}' % DECISION.encode()
+        first = asyncio.create_task(intake.take(parse_body(event, NOW)))
+        await asyncio.to_thread(started.wait, 5)
+        resend = asyncio.create_task(intake.take(parse_body(event, NOW)))
+        await asyncio.sleep(0.01)
+        fail.set()
+        with pytest.raises(NotStored, match="cannot write"):
+            await first
+        assert (await resend).accepted == 1
+        assert b'"event_id":"r-1"' in b"".join(writer.written)
+        assert "r-1" in intake.seen
+        sink.close()
 
     asyncio.run(run())
 

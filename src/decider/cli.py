@@ -336,7 +336,8 @@ def _import_outcomes(args: argparse.Namespace, env: Mapping[str, str], std: Stre
         if exc.stored_nothing:
             print(f"nothing imported from {args.file}", file=std.out)
         return 1
-    print(f"imported {done.outcomes} outcomes into {settings.outcome_path}", file=std.out)
+    noun = "outcome" if done.outcomes == 1 else "outcomes"
+    print(f"imported {done.outcomes} {noun} into {settings.outcome_path}", file=std.out)
     if done.duplicates:
         ids = "event id" if done.duplicates == 1 else "event ids"
         print(f"{done.duplicates} {ids} given again in the file: stored once", file=std.out)

@@ -5,8 +5,9 @@ records (decider.measure.records) through a sink.
 An event reported by identity is resolved as a decision resolves it (the same Resolver,
 stitching and channel rules) and stored with the keyed hashes of the account and the visitor
 it resolves to, never the ids given. A bad event is answered on its own and never fails the
-others. An event id seen before (a resend) is answered `duplicate` and stored once; the
-memory of ids is bounded and per process, so the report removes whatever duplicates remain.
+others. An event id written before (a resend) is answered `duplicate` and stored once; the
+memory of ids is bounded and per process, and a resend racing the first write is stored too,
+so the report removes whatever duplicates remain.
 An event is `accepted` once it is written: if the log cannot take or write a request's
 events, none of them is stored and the request is refused (503), to be sent again.
 """
@@ -34,6 +35,7 @@ MAX_EVENTS = 1000  # events one request may carry
 FUTURE_SLACK = timedelta(minutes=5)  # how far in the future `at` may be: clocks differ
 RECENT_IDS = 100_000  # event ids one process remembers, for duplicates
 RESOLVING = 64  # identities resolved at once
+WRITE_WAIT_S = 5.0  # how long a request waits for its outcomes to be written
 
 EventId = Annotated[
     str,
@@ -309,18 +311,18 @@ class OutcomeIntake:
         )
 
     async def _store(self, records: list[Outcome]) -> None:
-        """Written, or NotStored: the ids are remembered from now (a resend racing this
-        one is a duplicate), and forgotten again if the records are not written."""
+        """Written, or NotStored. The ids are remembered once the records are written, not
+        before: a resend racing a write that then fails must not be answered `duplicate` and
+        lost; one racing a write that succeeds is stored twice, which the report counts once.
+        A write not confirmed within WRITE_WAIT_S is NotStored too (sending again is safe)."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[bool] = loop.create_future()
         ids = [record.event_id for record in records]
-        for event_id in ids:
-            self.seen.add(event_id)
 
         def settle(ok: bool) -> None:
-            if not ok:
+            if ok:
                 for event_id in ids:
-                    self.seen.discard(event_id)
+                    self.seen.add(event_id)
             if not written.done():
                 written.set_result(ok)
 
@@ -330,5 +332,12 @@ class OutcomeIntake:
         if not self.sink.offer_acked(records, done):
             settle(False)
             raise NotStored("the outcome log's queue is full; nothing was stored: send it again")
-        if not await written:
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(written), WRITE_WAIT_S)
+        except TimeoutError:
+            raise NotStored(
+                f"the outcome log did not confirm the write within {WRITE_WAIT_S:.0f} s: send "
+                "it again (an event stored twice counts once)"
+            ) from None
+        if not ok:
             raise NotStored("the outcome log cannot write; nothing was stored: send it again")
