@@ -80,15 +80,29 @@ class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     send_requires_consent: bool = False
 
 
+class Guard(msgspec.Struct, frozen=True):
+    """A conjunct of a condition that the raw values a rule reads (the traits and the context
+    the activation is built from) can prove false before any CEL runs, which makes the whole
+    condition false: `has(root.path)` without `literals`, false when the map the last field
+    would be in lacks it; `root.path == "lit"` or `in [...]` with them, false when the path
+    holds a string that is none of them."""
+
+    root: str
+    path: tuple[str, ...]
+    literals: frozenset[str] | None = None
+
+
 class Condition(msgspec.Struct, frozen=True):
     """A compiled CEL condition and what it reads.
 
     `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
+    `guards`: its conjuncts that can rule it out unevaluated (decider.rules.guards).
     """
 
     program: Program
     reads: frozenset[str]
     needs_profile: bool
+    guards: tuple[Guard, ...] = ()
 
 
 class CompiledSegment(msgspec.Struct, frozen=True):

@@ -21,6 +21,7 @@ import msgspec
 from decider.errors import Problem, RulesetError
 from decider.model import SLOTS, SegmentOutcome, Variant
 from decider.rules.cel import CelCompileErrors, Reference, references
+from decider.rules.cel.syntax import parse
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
@@ -29,6 +30,7 @@ from decider.rules.files import (
     read_rule_file,
     rule_files,
 )
+from decider.rules.guards import guards
 from decider.rules.lint import lint
 from decider.rules.schema import check_reference, list_paths, read_schema
 from decider.ruleset import (
@@ -43,6 +45,7 @@ from decider.ruleset import (
     Condition,
     Engine,
     MatchPlan,
+    Program,
     Run,
 )
 from decider.traits import TraitSchema
@@ -131,6 +134,12 @@ def plan(
     return MatchPlan(tuple(runs), passed)
 
 
+def condition(program: Program, source: str) -> Condition:
+    """`program`, compiled from `source` (which loads), with what it reads and its guards."""
+    reads = frozenset(r.root for r in references(source))
+    return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES), guards(parse(source)))
+
+
 def _chained(
     engine: ChainingEngine, segments: Sequence[CompiledSegment], members: list[int], size: int
 ) -> list[Run]:
@@ -216,8 +225,7 @@ class _Builder:
             self.problems.append(Problem(source.name, line, column, message, rule))
         if bad:
             return None
-        reads = frozenset(r.root for r in refs)
-        return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES))
+        return condition(program, text)
 
     def _reference_problem(self, ref: Reference) -> str | None:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""
