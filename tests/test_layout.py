@@ -26,6 +26,7 @@ CORE = (
     "profile",
     "gate",
     "engine",
+    "index",
     "service",
     "stats",
 )
