@@ -23,17 +23,19 @@ from hypothesis import strategies as st
 from decider.engine import Evaluated, decide
 from decider.model import ConsentSignal, DecideRequest, Identity, Variant, json_value_problem
 from decider.profile import AccountProfile, Resolution, VisitorProfile
-from decider.rules.cel import CelCompileErrors, new_engine, references
-from decider.rules.compiler import compile_ruleset, plan
+from decider.rules.cel import CelCompileErrors, new_engine
+from decider.rules.compiler import compile_ruleset, condition, plan
 from decider.ruleset import (
-    PROFILE_VARIABLES,
     ChannelPolicy,
     CompiledPlacement,
     CompiledRuleset,
     CompiledSegment,
-    Condition,
     Engine,
+    Group,
+    Lookup,
+    MatchPlan,
     Program,
+    Run,
 )
 from decider.stats import Stats
 from decider.traits import TraitError, normalize
@@ -107,18 +109,26 @@ def compiled(engine: Engine, source: str) -> Program | None:
     return _programs[key]
 
 
-def rulebook(engine: Engine, sources: list[str], size: int) -> CompiledRuleset:
-    """Segments in the given order (as the compiler builds them, what loads), planned with
-    chains of `size`."""
+def rulebook(
+    engine: Engine, sources: list[str], size: int, *, indexed: bool | None = None
+) -> CompiledRuleset:
+    """Segments in the given order (as the compiler builds them, what loads, with their
+    guards), planned with chains of `size`, grouped by their guards as `indexed` says."""
     segments = []
     for n, source in enumerate(sources):
         program = compiled(engine, source)
         if program is None:
             continue
-        reads = frozenset(r.root for r in references(source))
-        condition = Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES))
         segments.append(
-            CompiledSegment(f"s{n:03d}", len(sources) - n, "generated", "test", "gen", 1, condition)
+            CompiledSegment(
+                f"s{n:03d}",
+                len(sources) - n,
+                "generated",
+                "test",
+                "gen",
+                1,
+                condition(program, source),
+            )
         )
     return CompiledRuleset(
         version="test",
@@ -128,8 +138,8 @@ def rulebook(engine: Engine, sources: list[str], size: int) -> CompiledRuleset:
         placements={"p": PLACEMENT},
         policy=POLICY,
         suppressions=(),
-        consented=plan(engine, segments, consented=True, size=size),
-        contextual=plan(engine, segments, consented=False, size=size),
+        consented=plan(engine, segments, consented=True, size=size, indexed=indexed),
+        contextual=plan(engine, segments, consented=False, size=size, indexed=indexed),
     )
 
 
@@ -211,30 +221,54 @@ def test_chained_first_match_equals_one_by_one(engine_name: str) -> None:
     same()
 
 
+def groups(plan: MatchPlan) -> list[Group]:
+    """Every group of `plan`, once each, in order of their first segment."""
+    found = {id(g): g for lookup in plan.lookups for g in _outcomes(lookup)}
+    if plan.unguarded is not None:
+        found[id(plan.unguarded)] = plan.unguarded
+    return sorted(found.values(), key=lambda g: g.first)
+
+
+def _outcomes(lookup: Lookup) -> list[Group]:
+    """The groups a lookup may name, whatever the path holds."""
+    equal = [g for found in lookup.equal.values() for g in found]
+    return [*equal, *lookup.other, *lookup.missing, *lookup.unknown]
+
+
+def runs(plan: MatchPlan) -> list[Run]:
+    return [run for group in groups(plan) for run in group.runs]
+
+
 @pytest.mark.parametrize("engine_name", ENGINES)
 def test_chains_cover_what_each_mode_evaluates(engine_name: str) -> None:
-    """Chains hold only segments evaluated in their mode and only conditions without a
-    comprehension; a chain the runtime refuses (nested too deep) is split, never dropped."""
+    """Groups hold only segments evaluated in their mode, each group's runs its members in
+    order; chains only conditions without a comprehension; a chain the runtime refuses
+    (nested too deep) is split, never dropped."""
     engine = ENGINES[engine_name]
     sources = [
-        *(f"has(context.c{n}) && context.c{n} == {n}" for n in range(30)),
+        *(f"has(context.c) && context.c == {n}" for n in range(30)),  # one has() group
         "has(visitor.n) && visitor.n > 1",
         "context.l.exists(x, x == 1)",
         DEEP[0],
-        *(f"has(account.a{n})" for n in range(5)),
+        *(f"has(account.a) && account.a > {n}" for n in range(5)),
     ]
     ruleset = rulebook(engine, sources, 25)
     for mode in (ruleset.consented, ruleset.contextual):
         assert mode is not None
-        members = [i for run in mode.runs for i in run.members]
-        evaluated = [i for i, o in enumerate(mode.passed) if o.outcome == "not_matched"]
-        assert members == evaluated
+        evaluated = {i for i, o in enumerate(mode.passed) if o.outcome == "not_matched"}
+        assert {i for group in groups(mode) for run in group.runs for i in run.members} == (
+            evaluated
+        )
+        for group in groups(mode):
+            members = [i for run in group.runs for i in run.members]
+            assert members == sorted(set(members))
+            assert group.first == members[0]
     assert ruleset.contextual is not None
     assert ruleset.consented is not None
     assert [o.outcome for o in ruleset.contextual.passed[30:]] == ["skipped_consent"] + [
         "not_matched"
     ] * 2 + ["skipped_consent"] * 5
-    chained = {i for run in ruleset.consented.runs if run.chain for i in run.members}
+    chained = {i for run in runs(ruleset.consented) if run.chain for i in run.members}
     assert chained >= set(range(25)) | {33, 34, 35}
     assert 31 not in chained  # the comprehension
     if engine_name == "cel-expr":  # its parser takes the deep one alone only
@@ -264,8 +298,8 @@ def test_a_failing_chain_falls_back_to_each_segment(engine_name: str) -> None:
     sources = ["false", "context.zz > 1", "has(context.b)", "context.s + 1 == 2", "true"]
     ruleset = rulebook(engine, sources, 25)
     assert ruleset.consented is not None
-    assert len(ruleset.consented.runs) == 1
-    assert ruleset.consented.runs[0].chain is not None
+    assert len(runs(ruleset.consented)) == 1
+    assert runs(ruleset.consented)[0].chain is not None
     evaluated = decided(ruleset, ({}, {}, {"s": "x"}), True)
     assert evaluated.decision.segment == "s004"
     assert [o.outcome for o in evaluated.outcomes] == [
@@ -284,7 +318,7 @@ def test_compiled_rules_are_planned(rules_copy: Path) -> None:
     engine = ENGINES["cel-expr"]
     lines = ["segments:"]
     for n in range(60):
-        when = f"has(context.c{n}) && context.c{n} == {n}"
+        when = f"has(context.c) && context.c == {n}"
         lines.append(
             f"  - {{id: g{n:02d}, description: d, owner: o, priority: {n}, when: '{when}'}}"
         )
@@ -292,8 +326,8 @@ def test_compiled_rules_are_planned(rules_copy: Path) -> None:
     ruleset = compile_ruleset(rules_copy, engine)
     assert ruleset.consented is not None
     assert ruleset.contextual is not None
-    assert sum(run.chain is not None for run in ruleset.consented.runs) >= 3
+    assert sum(run.chain is not None for run in runs(ruleset.consented)) >= 3
     alone = compile_ruleset(rules_copy, engine, chain_size=1)
     assert alone.consented is not None
-    assert all(run.chain is None for run in alone.consented.runs)
-    assert len(alone.consented.runs) == len(alone.segments)
+    assert all(run.chain is None for run in runs(alone.consented))
+    assert all(len(run.members) == 1 for run in runs(alone.consented))

@@ -27,6 +27,7 @@ CORE = (
     "gate",
     "experiments",
     "engine",
+    "index",
     "service",
     "stats",
 )

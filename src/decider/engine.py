@@ -6,10 +6,12 @@ then the placement's experiment, if it buckets the segment (decider.experiments)
 Without consent, a segment whose condition reads `visitor` or `account` is skipped and the
 rules see empty maps, so only contextual segments can match; nor is anyone bucketed.
 
-The first match follows the ruleset's plan for the consent mode: consecutive segments are
-tried as one chained program (one crossing into the CEL runtime for many conditions), and
-one by one where a chain fails, so which segment wins and every outcome counted are exactly
-what evaluating each segment alone gives. Explain evaluates every segment alone.
+The first match follows the ruleset's plan for the consent mode (decider.index): segments
+whose guards the request's values rule out are not evaluated, the others are tried in
+groups chained into one program each (one crossing into the CEL runtime for many
+conditions), and one by one where a chain fails, so which segment wins and every outcome
+counted are exactly what evaluating each segment alone gives. Explain evaluates every
+segment alone.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import msgspec
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.experiments import CONTROL, HOLDOUT, Assignment, Unit, bucket
 from decider.gate import Suppressed, check_consent, check_suppression
+from decider.index import first_match
 from decider.model import Bucket, DecideRequest, Decision, SegmentOutcome, json_value_problem
 from decider.profile import Person, Resolution
 from decider.reasons import Reason, ReasonCode
-from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset, MatchPlan
+from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset
 
 _EMPTY: dict[str, Any] = {}
 
@@ -47,20 +50,24 @@ class _Activations:
     def __init__(
         self, ruleset: CompiledRuleset, resolution: Resolution, context: Any, now: datetime
     ) -> None:
-        self._engine, self._resolution = ruleset.engine, resolution
-        self._context, self._now = context, now
+        self._engine, self._context, self._now = ruleset.engine, context, now
+        visitor, account = resolution.visitor, resolution.account
+        self._visitor = visitor.traits if visitor else _EMPTY
+        self._account = account.traits if account else _EMPTY
         self._profile: Any = None
         self._contextual: Any = None
 
+    def values(self, *, profile: bool) -> dict[str, Any]:
+        """The raw maps the profile's activation is built from, by variable name; without
+        `profile`, the contextual one's (empty profile maps)."""
+        if profile:
+            return {"visitor": self._visitor, "account": self._account, "context": self._context}
+        return {"visitor": _EMPTY, "account": _EMPTY, "context": self._context}
+
     def profile(self) -> Any:
         if self._profile is None:
-            visitor = self._resolution.visitor
-            account = self._resolution.account
             self._profile = self._engine.activation(
-                visitor.traits if visitor else _EMPTY,
-                account.traits if account else _EMPTY,
-                self._context,
-                self._now,
+                self._visitor, self._account, self._context, self._now
             )
         return self._profile
 
@@ -137,7 +144,12 @@ def decide(
                 ruleset, activation, consent.granted, everything=request.explain
             )
         else:
-            segment, outcomes = _first_match(ruleset, plan, activation)
+            segment, outcomes = first_match(
+                ruleset.segments,
+                plan,
+                activation,
+                lambda: activations.values(profile=consent.granted),
+            )
     # the segment is known: the placement's experiment, if it buckets the segment, decides
     # what is served (consent and suppression came first: a suppressed decision has no arm)
     variant = placement.variants.get(segment) if segment else None
@@ -224,42 +236,6 @@ def _match(
         if matched and winner is None:
             winner = segment.id
     return winner, tuple(outcomes)
-
-
-def _first_match(
-    ruleset: CompiledRuleset, plan: MatchPlan, activation: Any
-) -> tuple[str | None, tuple[SegmentOutcome, ...]]:
-    """What `_match` gives without explain, evaluated along `plan`. Outcomes that are not the
-    plan's `passed` (errors) are collected as they come; the rest are sliced from it."""
-    segments, passed = ruleset.segments, plan.passed
-    outcomes: list[SegmentOutcome] = []
-    done = 0  # segments before this one are in `outcomes`
-    for run in plan.runs:
-        if run.chain is not None:
-            try:
-                hit = run.chain.first(activation)
-            except CelEvalError:
-                pass  # which condition failed is unknown: evaluate the run one by one
-            else:
-                if hit < 0:
-                    continue
-                index = run.members[hit]
-                segment = segments[index]
-                won = SegmentOutcome(segment.id, segment.priority, "matched")
-                return segment.id, (*outcomes, *passed[done:index], won)
-        for index in run.members:
-            segment = segments[index]
-            try:
-                matched = segment.condition.program.matches(activation)
-            except CelEvalError as exc:
-                outcomes.extend(passed[done:index])
-                outcomes.append(SegmentOutcome(segment.id, segment.priority, "error", str(exc)))
-                done = index + 1
-                continue
-            if matched:
-                won = SegmentOutcome(segment.id, segment.priority, "matched")
-                return segment.id, (*outcomes, *passed[done:index], won)
-    return None, (*outcomes, *passed[done:])
 
 
 def _explain(

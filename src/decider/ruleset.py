@@ -81,15 +81,29 @@ class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     send_requires_consent: bool = False
 
 
+class Guard(msgspec.Struct, frozen=True):
+    """A conjunct of a condition that the raw values a rule reads (the traits and the context
+    the activation is built from) can prove false before any CEL runs, which makes the whole
+    condition false: `has(root.path)` without `literals`, false when the map the last field
+    would be in lacks it; `root.path == "lit"` or `in [...]` with them, false when the path
+    holds a string that is none of them."""
+
+    root: str
+    path: tuple[str, ...]
+    literals: frozenset[str] | None = None
+
+
 class Condition(msgspec.Struct, frozen=True):
     """A compiled CEL condition and what it reads.
 
     `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
+    `guards`: its conjuncts that can rule it out unevaluated (decider.rules.guards).
     """
 
     program: Program
     reads: frozenset[str]
     needs_profile: bool
+    guards: tuple[Guard, ...] = ()
 
 
 class CompiledSegment(msgspec.Struct, frozen=True):
@@ -134,22 +148,47 @@ class CompiledPlacement(msgspec.Struct, frozen=True):
 
 
 class Run(msgspec.Struct, frozen=True):
-    """Consecutive evaluated segments (indexes into CompiledRuleset.segments): tried by
+    """Segments of one group (indexes into CompiledRuleset.segments, in order): tried by
     `chain` in one evaluation when there is one, one by one when not, or when it fails."""
 
     members: tuple[int, ...]
     chain: Chain | None = None
 
 
-class MatchPlan(msgspec.Struct, frozen=True):
-    """How the first match is found in one consent mode, built at load with the segments.
+class Group(msgspec.Struct, frozen=True):
+    """Segments evaluated together, in order, as `runs`; `first` is the earliest of them."""
 
-    `runs` cover the segments evaluated in this mode, in order; `passed` is, per segment, its
-    outcome when it does not match: `not_matched`, or `skipped_consent` for a segment that
-    reads profile data in the mode without consent."""
-
+    first: int
     runs: tuple[Run, ...]
+
+
+class Lookup(msgspec.Struct, frozen=True):
+    """The segments grouped by their guards on one path, and which of their groups can match
+    for each thing the path may hold: a string (`equal` to a literal, else `other`), nothing
+    (`missing`: the map the last field would be in lacks it), anything else (`unknown`: not a
+    string, or a field before the last missing or no map). `first`: its earliest segment."""
+
+    root: str
+    path: tuple[str, ...]
+    first: int
+    equal: dict[str, tuple[Group, ...]]
+    other: tuple[Group, ...]
+    missing: tuple[Group, ...]
+    unknown: tuple[Group, ...]
+
+
+class MatchPlan(msgspec.Struct, frozen=True):
+    """How the first match is found in one consent mode, built at load with the segments
+    (decider.index): the segments evaluated in this mode, grouped by the path of their most
+    selective guard in `lookups` (ordered by their first segment), or, with no guard (or
+    when the mode is not indexed), in `unguarded`. `passed` is, per segment, its outcome
+    when it does not match: `not_matched`, or `skipped_consent` for a segment that reads
+    profile data in the mode without consent; `matched`, its outcome when it wins."""
+
+    lookups: tuple[Lookup, ...]
+    unguarded: Group | None
     passed: tuple[SegmentOutcome, ...]
+    matched: tuple[SegmentOutcome, ...]
 
 
 class CompiledRuleset(msgspec.Struct, frozen=True):

@@ -3,10 +3,11 @@
 `compile_ruleset` is pure apart from reading the files; the server, `decider check` and the
 tests all call it, so what passes the check is exactly what serves.
 
-It also plans the first match in each consent mode: runs of up to CHAIN_SIZE consecutive
-evaluated segments whose conditions the engine can chain become one program each (fewer
-crossings into the CEL runtime per decision); a condition that cannot be chained (it runs a
-comprehension) is a run of its own.
+It also plans the first match in each consent mode: the evaluated segments are grouped by
+their guards (decider.index) when one chain cannot hold them all, and within a group, runs
+of up to CHAIN_SIZE consecutive segments whose conditions the engine can chain become one
+program each (fewer crossings into the CEL runtime per decision); a condition that cannot
+be chained (it runs a comprehension) is a run of its own.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from decider.experiments import (
     new_split,
     parse_share,
 )
+from decider.index import build_index
 from decider.model import SLOTS, SegmentOutcome, Variant
 from decider.rules.cel import CelCompileErrors, Reference, references
+from decider.rules.cel.syntax import parse
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
@@ -41,6 +44,7 @@ from decider.rules.files import (
     read_rule_file,
     rule_files,
 )
+from decider.rules.guards import guards
 from decider.rules.lint import lint
 from decider.rules.schema import check_reference, list_paths, read_schema
 from decider.ruleset import (
@@ -55,6 +59,7 @@ from decider.ruleset import (
     Condition,
     Engine,
     MatchPlan,
+    Program,
     Run,
 )
 from decider.traits import TraitSchema
@@ -117,30 +122,60 @@ def version_of(contents: Iterable[tuple[str, bytes]]) -> str:
 
 
 def plan(
-    engine: Engine, segments: Sequence[CompiledSegment], *, consented: bool, size: int
+    engine: Engine,
+    segments: Sequence[CompiledSegment],
+    *,
+    consented: bool,
+    size: int,
+    indexed: bool | None = None,
 ) -> MatchPlan:
     """How the first match among `segments` (in evaluation order) is found in one consent
-    mode: without consent, segments that read profile data are skipped, not evaluated."""
+    mode: without consent, segments that read profile data are skipped, not evaluated. The
+    evaluated ones are grouped by their guards (decider.index) if `indexed` (None: if one
+    chain of `size` cannot hold them: one chain is one crossing into the runtime, the least
+    an index could do, and on the sample rules the lookups cost more than the conditions
+    they spare, loadtests/bench_decide.py), each group chained in runs of up to `size`."""
     evaluated = [i for i, s in enumerate(segments) if consented or not s.condition.needs_profile]
     kept = set(evaluated)
     passed = tuple(
         SegmentOutcome(s.id, s.priority, "not_matched" if i in kept else "skipped_consent")
         for i, s in enumerate(segments)
     )
+    lookups, unguarded = build_index(
+        segments,
+        evaluated,
+        lambda members: _runs(engine, segments, members, size),
+        guarded=len(evaluated) > size if indexed is None else indexed,
+    )
+    matched = tuple(SegmentOutcome(s.id, s.priority, "matched") for s in segments)
+    return MatchPlan(lookups, unguarded, passed, matched)
+
+
+def _runs(
+    engine: Engine, segments: Sequence[CompiledSegment], members: tuple[int, ...], size: int
+) -> tuple[Run, ...]:
+    """One group's `members` in runs: chains of up to `size` consecutive chainable
+    conditions, and a run of its own for each condition that cannot be chained."""
     chaining = engine if isinstance(engine, ChainingEngine) and size > 1 else None
     if chaining is None:
-        return MatchPlan(tuple(Run((i,)) for i in evaluated), passed)
+        return tuple(Run((i,)) for i in members)
     runs: list[Run] = []
     pending: list[int] = []  # consecutive chainable segments
-    for index in evaluated:
-        if chaining.chainable(segments[index].condition.program):
-            pending.append(index)
+    for member in members:
+        if chaining.chainable(segments[member].condition.program):
+            pending.append(member)
             continue
         runs += _chained(chaining, segments, pending, size)
         pending = []
-        runs.append(Run((index,)))
+        runs.append(Run((member,)))
     runs += _chained(chaining, segments, pending, size)
-    return MatchPlan(tuple(runs), passed)
+    return tuple(runs)
+
+
+def condition(program: Program, source: str) -> Condition:
+    """`program`, compiled from `source` (which loads), with what it reads and its guards."""
+    reads = frozenset(r.root for r in references(source))
+    return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES), guards(parse(source)))
 
 
 def _chained(
@@ -229,8 +264,7 @@ class _Builder:
             self.problems.append(Problem(source.name, line, column, message, rule))
         if bad:
             return None
-        reads = frozenset(r.root for r in refs)
-        return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES))
+        return condition(program, text)
 
     def _reference_problem(self, ref: Reference) -> str | None:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""

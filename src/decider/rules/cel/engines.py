@@ -70,12 +70,12 @@ class _CelExprProgram:
             value = self._expr.eval(activation)
         except Exception as exc:  # e.g. RuntimeError for a map with a key twice
             raise CelEvalError(plain_error(str(exc))) from None
-        if value.type() == cel.Type.ERROR:
-            raise CelEvalError(plain_error(str(value.value())))
         result = value.value()
-        if not isinstance(result, bool):
-            raise CelEvalError(f"condition gave {value.type().name()}, not bool")
-        return result
+        if type(result) is bool:  # an error's value is its message: asking its type costs more
+            return result
+        if value.type() == cel.Type.ERROR:
+            raise CelEvalError(plain_error(str(result)))
+        raise CelEvalError(f"condition gave {value.type().name()}, not bool")
 
 
 class _CelExprChain:
