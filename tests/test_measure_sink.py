@@ -207,6 +207,22 @@ def test_a_failed_write_leaves_whole_lines_and_counts_what_was_written(tmp_path:
     ]
 
 
+def test_a_disk_that_stays_full_leaves_no_empty_files(tmp_path: Path) -> None:
+    """Every failed write opens a file and fails in it: one left with no whole line is
+    removed, so a disk that stays full does not fill the directory with empty files."""
+    files = Filling(tmp_path, "exposures", max_bytes=4096)
+    files.full = True
+    for _ in range(20):
+        files.full = True
+        with pytest.raises(WriteFailed):
+            files.write(b'{"n": 1}\n{"n": 2}\n')
+    assert list(tmp_path.glob("*.jsonl")) == []
+    files.full = False
+    files.write(b'{"n": 3}\n')
+    files.close()
+    assert [p.read_bytes() for p in tmp_path.glob("*.jsonl")] == [b'{"n": 3}\n']
+
+
 def test_two_processes_never_write_one_file(tmp_path: Path) -> None:
     """A name taken (another process of that pid, before a restart) is never appended to."""
     one = JsonlFiles(tmp_path, "outcomes", max_bytes=4096)

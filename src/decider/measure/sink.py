@@ -289,8 +289,8 @@ class JsonlFiles:
     `<prefix>-<UTC time>-<pid>-<serial>.jsonl`, each up to `max_bytes` (a line longer than that
     is alone in its file): several processes never share a file, and the names sort by time.
     A file is opened at the first write, so a process that writes nothing makes none. After a
-    failed write the file is cut back to its last whole line and left; the next write opens
-    another."""
+    failed write the file is cut back to its last whole line and left (removed if that leaves
+    it empty); the next write opens another."""
 
     def __init__(self, directory: Path, prefix: str, max_bytes: int) -> None:
         self.directory = directory
@@ -348,7 +348,8 @@ class JsonlFiles:
         self._size += end - start
 
     def _abandon(self) -> None:
-        """Leave the file with whole lines only, and closed."""
+        """Leave the file with whole lines only, and closed; one left with none is removed,
+        so a disk that stays full does not fill the directory with empty files."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -356,6 +357,9 @@ class JsonlFiles:
             os.ftruncate(fd, self._size)
         with contextlib.suppress(OSError):
             os.close(fd)
+        if self._size == 0 and self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 class Stream:
