@@ -283,9 +283,21 @@ def test_visitor_units_join_outcomes_by_the_visitor_hash(tmp_path: Path) -> None
 def test_exposures_without_an_experiment_or_unit_are_left_out_and_said(tmp_path: Path) -> None:
     plain = msgspec.structs.replace(exposure("u9", "control"), experiment=None, arm=None)
     anonymous = msgspec.structs.replace(exposure("u8", "control"), unit=None)
-    found = report(tmp_path, [([plain, anonymous, exposure("u1", "control")], [])])
+    shown = [plain, anonymous, exposure("u1", "control")]
+    found = report(tmp_path, [(shown, [converted("u1")])])
     assert (found.inputs.without_experiment, found.inputs.without_unit) == (1, 1)
     assert found.inputs.units == 1
+
+
+def test_an_outcome_name_no_event_carries_is_an_error_naming_those_there(tmp_path: Path) -> None:
+    """A misspelt --outcome would read every segment as "no lift": it is refused instead."""
+    write(tmp_path / "e.jsonl", [exposure("u1", "control")])
+    write(tmp_path / "o.jsonl", [converted("u1")])
+    outcomes = ("--exposures", str(tmp_path / "e.jsonl"), "--outcomes", str(tmp_path / "o.jsonl"))
+    code, out = run(*outcomes, "--outcome", "Signup")
+    assert code == 2
+    assert "--outcome Signup: no outcome of that name" in out
+    assert "names there: signup" in out
 
 
 # verdicts

@@ -32,6 +32,7 @@ class Outcomes:
     by_visitor: dict[str, datetime] = field(default_factory=dict)
     events: int = 0  # distinct events of that name
     duplicates: int = 0  # records whose event id came before (resends), any name
+    names: set[str] = field(default_factory=set)  # every name read, to say what there is
 
 
 def index_outcomes(chunks: Iterable[list[OutcomeView]], name: str) -> Outcomes:
@@ -45,6 +46,7 @@ def index_outcomes(chunks: Iterable[list[OutcomeView]], name: str) -> Outcomes:
                 continue
             seen.add(outcome.event_id)
             if outcome.name != name:
+                found.names.add(outcome.name)
                 continue
             found.events += 1
             at = outcome.at

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from decider.errors import DeciderError
 from decider.measure.report import statistics
 from decider.measure.report.aggregation import HOLDOUT, Cell, Count, Tally, index_outcomes, tally
 from decider.measure.report.reading import ExposureView, OutcomeView, read_records
@@ -70,6 +71,12 @@ def build_report(query: Query) -> Report:
     finally:
         if collecting:
             gc.enable()
+    if not outcomes.events:  # every segment would read "no lift", which nobody measured
+        names = ", ".join(sorted(outcomes.names)[:20]) or "none"
+        raise DeciderError(
+            f"--outcome {query.outcome}: no outcome of that name in the outcome files "
+            f"(names there: {names})"
+        )
     limits = query.limits
     segments, candidates = [], []
     for cell in sorted(found.counts, key=_order):
