@@ -118,6 +118,8 @@ def test_with_no_sink_nothing_is_built() -> None:
         ("x" * (MAX_CONTEXT_CHARS + 1), None),
         ("ada@example.com", None),
         ("ada\uff20example\uff0ecom", None),
+        ("\x1b[31mRED\r\nfake line", None),  # terminal codes reach the report's table
+        ("tab\there", None),
     ],
 )
 def test_context_values_copied_are_short_plain_values_and_never_an_address(

@@ -85,8 +85,9 @@ class ExposureLog:
 
 def copied(context: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
     """The values of `keys` in `context` that are text, numbers or booleans, as text; left
-    out: anything else, a value longer than MAX_CONTEXT_CHARS, and one that looks like an
-    email address (a record never holds one)."""
+    out: anything else, a value longer than MAX_CONTEXT_CHARS, one with a control character
+    (it would reach a terminal through the report), and one that looks like an email address
+    (a record never holds one)."""
     kept: dict[str, str] = {}
     for key in keys:
         value = context.get(key)
@@ -98,6 +99,6 @@ def copied(context: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
             text = str(value)
         else:
             continue
-        if len(text) <= MAX_CONTEXT_CHARS and not looks_like_email(text):
+        if len(text) <= MAX_CONTEXT_CHARS and text.isprintable() and not looks_like_email(text):
             kept[key] = text
     return kept

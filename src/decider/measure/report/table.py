@@ -93,7 +93,7 @@ def aligned(rows: Sequence[Sequence[str]], numeric: set[int], indent: str = "") 
 def group_cells(group: SubGroup) -> tuple[str, ...]:
     lift = points(group.lift) if group.lift else ""
     return (
-        group.value,
+        group.value if group.value.isprintable() else ascii(group.value),  # no terminal codes
         f"{group.holdout.units:,}",
         percent(group.holdout.rate),
         f"{group.treatment.units:,}",
