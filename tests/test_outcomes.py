@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 
 from decider.cli import main
 from decider.errors import NotStored
-from decider.measure.outcomes import MAX_EVENTS, OutcomeIntake, parse_body
+from decider.measure.outcomes import MAX_BODY_BYTES, MAX_EVENTS, OutcomeIntake, parse_body
 from decider.measure.records import Outcome, record_decoder
 from decider.measure.sink import QueuedSink
 from decider.measure.units import Units
@@ -216,6 +216,28 @@ def test_a_body_that_is_no_event_nor_batch_is_refused_naming_the_field(
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["field"] == field
+
+
+def test_a_full_batch_of_real_events_fits_and_more_bytes_are_a_413(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """MAX_EVENTS events with a value and a time weigh more than a decide request may: the
+    endpoint takes MAX_BODY_BYTES, and refuses a body past it by its size."""
+    events = [
+        {
+            "event_id": f"order-{n:06d}",
+            "name": "purchase",
+            "value": 249.0,
+            "at": "2026-03-02T09:30:00+00:00",
+            "decision_id": DECISION,
+        }
+        for n in range(MAX_EVENTS)
+    ]
+    body = json.dumps({"events": events}).encode()
+    assert 64 * 1024 < len(body) < MAX_BODY_BYTES
+    assert post(client, {"events": events})["accepted"] == MAX_EVENTS
+    huge = b'{"events": [], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    assert client.post("/v1/outcomes", content=huge).status_code == 413
 
 
 def test_outcomes_need_the_outcomes_scope(client: TestClient[Any]) -> None:

@@ -32,6 +32,7 @@ from decider.service import IdentityResolver
 from decider.settings import SettingsError
 
 MAX_EVENTS = 1000  # events one request may carry
+MAX_BODY_BYTES = 1 << 20  # what a batch of them may weigh: about 1 KB an event
 FUTURE_SLACK = timedelta(minutes=5)  # how far in the future `at` may be: clocks differ
 RECENT_IDS = 100_000  # event ids one process remembers, for duplicates
 RESOLVING = 64  # identities resolved at once

@@ -11,6 +11,7 @@ from litestar.openapi import ResponseSpec
 from litestar.types import Middleware
 
 from decider.measure.outcomes import (
+    MAX_BODY_BYTES,
     MAX_EVENTS,
     OutcomeBatch,
     OutcomeEvent,
@@ -37,12 +38,13 @@ def _refused(description: str) -> ResponseSpec:
     status_code=200,
     operation_class=schema_operation(_BODY),
     operation_id="reportOutcomes",
+    request_max_body_size=MAX_BODY_BYTES,  # a full batch weighs more than a decide request
     summary="Report outcomes",
     response_description="Each event's result, in order: accepted, duplicate, invalid (with "
     "the field at fault) or unavailable",
     responses={
         400: _refused("The body is not JSON, or not UTF-8"),
-        413: _refused("The body is larger than DECIDER_MAX_BODY_BYTES"),
+        413: _refused(f"The body is larger than {MAX_BODY_BYTES:,} bytes"),
         422: _refused(
             f"Not one event nor a batch of at most {MAX_EVENTS}, or the one event sent is "
             "wrong; `field` names what"
