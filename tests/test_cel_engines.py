@@ -121,6 +121,10 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ('context.m.map(k, k) == ["a"]', {}, REFUSED),
     ('context.m.map(k, k).exists(k2, k2 == "a")', {"context": {"m": {"a": 1}}}, True),
     ("now.getHours(context.zone) == 1", {}, REFUSED),
+    # a line break written in a triple-quoted string is a newline (the C++ parser's reading)
+    ("context.s == '''a\r\nb'''", {"context": {"s": "a\nb"}}, True),
+    ("context.s == r'''a\rb'''", {"context": {"s": "a\nb"}}, True),
+    ("context.s == '''a\\rb'''", {"context": {"s": "a\rb"}}, True),
 ]
 
 

@@ -470,11 +470,14 @@ _ESCAPE = re.compile(
 
 def decode_string(token: str) -> str:
     """A CEL string literal's value. Raises ValueError, saying why, for an escape CEL does
-    not define and for what the C++ runtime cannot hold (NUL, lone surrogates)."""
+    not define and for what the C++ runtime cannot hold (NUL, lone surrogates). A CR or CRLF
+    written inside a triple-quoted string is a newline there (an escaped \\r stays a CR)."""
     raw = token[0] in "rR"
     body = token[1:] if raw else token
     quote = body[:3] if body[:3] in ('"""', "'''") else body[0]
     text = body[len(quote) : -len(quote)]
+    if len(quote) == 3:  # a line break written in it is a newline, as the C++ parser reads it
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if raw:
         if "\\" + quote[0] in text:
             raise ValueError("a raw string may not hold an escaped quote; use a plain string")
