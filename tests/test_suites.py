@@ -109,6 +109,20 @@ def test_a_case_the_engines_decide_differently_is_an_error_at_the_case(
     assert "cel-expr gives segment" in first.message
 
 
+def test_files_edited_between_the_two_engines_reads_are_one_problem_not_disagreements(
+    tmp_path: Path,
+) -> None:
+    """The other engine compiles the directory again: an edit that lands in between changes
+    every decision's ruleset version, which is no disagreement of the engines."""
+    rules = shutil.copytree(RULES, tmp_path / "rules")
+    ruleset = compile_ruleset(rules, new_engine("cel-python"))
+    results = run_suites(ruleset, rules)
+    with (rules / "b2b.yaml").open("a") as edited:
+        edited.write("# an edit, saved while the load ran\n")
+    problems = suites.disagreements(ruleset, rules, results)
+    assert [p.message for p in problems] == [suites.CHANGED]
+
+
 def test_a_wrong_expectation_fails_with_expected_and_actual(
     ruleset: CompiledRuleset, tmp_path: Path
 ) -> None:

@@ -197,14 +197,19 @@ def disagreements(
     ruleset: CompiledRuleset, rules_dir: Path, results: list[CaseResult]
 ) -> list[Problem]:
     """Every rule test that another installed engine decides differently, as an error at
-    the case: rules are written and tested once, and must mean the same on either engine."""
+    the case: rules are written and tested once, and must mean the same on either engine.
+    Files that changed between the two compilations are one problem, CHANGED, not a
+    disagreement on every case."""
     problems: list[Problem] = []
     mine = ruleset.engine.name
     for name in installed_engines():
         if name == mine:
             continue
         try:
-            other = run_suites(compile_ruleset(rules_dir, new_engine(name)), rules_dir)
+            compiled = compile_ruleset(rules_dir, new_engine(name))
+            if compiled.version != ruleset.version:  # an edit landed between the two reads
+                return [Problem(str(rules_dir), 1, 1, CHANGED)]
+            other = run_suites(compiled, rules_dir)
         except RulesetError as exc:
             problems += [
                 Problem(p.file, p.line, p.column, f"loads on {mine} but not on {name}: {p.message}")
@@ -245,6 +250,7 @@ def _outcome(result: CaseResult) -> str:
 
 
 SWAPPED = "a new revision was swapped in during the load; the next load reads it"
+CHANGED = "the rule files changed while they were loaded; the next load reads them"
 
 
 def _swapped(rules_dir: Path, revision: Path) -> bool:
