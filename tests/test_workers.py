@@ -213,6 +213,24 @@ def test_a_replacement_serves_what_the_others_serve(two: tuple[Service, Path]) -
     assert len({w["version"] for w in answer.json()["workers"]} - {before}) == 1
 
 
+def test_a_worker_that_cannot_start_again_leaves_the_others_serving(
+    two: tuple[Service, Path],
+) -> None:
+    """A refused edit on disk, the kept rules gone from the run directory (a /tmp cleaner),
+    then a worker dies: its replacements cannot start (the files are broken, nothing is
+    kept), and the supervisor gives that worker up, not the one still serving."""
+    service, rules = two
+    before = rules_of(service)["version"]
+    text = (rules / "b2b.yaml").read_text()
+    (rules / "b2b.yaml").write_text(text.replace("account.fit_score", "account.fit_scor", 1))
+    assert service.client.post("/admin/reload").status_code == 422
+    shutil.rmtree(_run_dir(service) / "rules")
+    os.kill(rules_of(service)["workers"][1]["pid"], signal.SIGKILL)
+    wait_for(lambda: "keeps dying as it starts" in service.log.read_text(), 60)
+    assert service.process.poll() is None
+    assert {d["ruleset"] for d in decide_fresh(service, 4)} == {before}
+
+
 def test_a_port_another_service_listens_on_is_refused(two: tuple[Service, Path]) -> None:
     service, rules = two
     port = str(service.client.base_url.port)

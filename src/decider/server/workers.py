@@ -177,11 +177,24 @@ class Supervisor:
                     extra={"event": "worker_exit", "worker": worker.index, "status": code},
                 )
                 if self._quick_deaths >= QUICK_DEATHS:
+                    serving = [w for w in self.workers.values() if w.process.poll() is None]
+                    if not serving:
+                        log.error(
+                            "workers keep dying as they start: stopping",
+                            extra={"event": "workers_failing"},
+                        )
+                        return 1
+                    # the others still serve: stopping them would turn one bad start into an
+                    # outage (admin calls name the missing worker as unconfirmed)
                     log.error(
-                        "workers keep dying as they start: stopping",
-                        extra={"event": "workers_failing"},
+                        "worker %d keeps dying as it starts: the other %d serve on without it",
+                        worker.index,
+                        len(serving),
+                        extra={"event": "workers_failing", "worker": worker.index},
                     )
-                    return 1
+                    del self.workers[worker.index]
+                    self._quick_deaths = 0
+                    continue
                 self._start(worker.index)
         return 0
 
