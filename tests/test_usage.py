@@ -160,7 +160,11 @@ def test_first_seen_is_when_a_ruleset_holding_the_segment_first_served(
         assert client.post("/admin/reload").status_code == 200
         _, by_id = governance(client)
         assert "shop_returning" not in by_id
-        assert UsageBook(usage_db).read()["shop_returning"].first_seen == NOW + timedelta(days=3)
+        book = UsageBook(usage_db)
+        try:
+            assert book.read()["shop_returning"].first_seen == NOW + timedelta(days=3)
+        finally:
+            book.close()
         clock.at = NOW + timedelta(days=5)
         shop.write_text(before.replace("segments:\n", NEW_SEGMENT, 1))
         assert client.post("/admin/reload").status_code == 200
