@@ -198,7 +198,8 @@ def test_arms_get_units_in_proportion_to_their_weights() -> None:
 
 def test_the_unit_is_the_account_else_the_stitched_visitor() -> None:
     """An account experiment buckets the account when there is one, else the visitor; a
-    visitor experiment always the visitor; nobody known is no unit."""
+    visitor experiment always the visitor; an anonymous cookie (no profile) is itself; nobody
+    known, or a profile that could not be fetched, is no unit."""
     visitor = VisitorProfile(id="v-1", account_id="acc-1")
     account = AccountProfile(id="acc-1")
     with_account = Resolution("resolved", visitor, account)
@@ -209,6 +210,11 @@ def test_the_unit_is_the_account_else_the_stitched_visitor() -> None:
     assert unit_of("account", Resolution("resolved", None, account)) == Unit("account", "acc-1")
     assert unit_of("visitor", Resolution("resolved", None, account)) is None
     assert unit_of("account", Resolution("unknown")) is None
+    assert unit_of("account", Resolution("unknown"), "anon-8") == Unit("visitor", "anon-8")
+    assert unit_of("visitor", Resolution("unknown"), "anon-8") == Unit("visitor", "anon-8")
+    assert unit_of("account", with_account, "anon-8") == Unit("account", "acc-1")
+    assert unit_of("account", cookie_only, "anon-8") == Unit("visitor", "anon-7")
+    assert unit_of("account", Resolution("unavailable"), "anon-8") is None
 
 
 # decisions for generated people, through the engine's own `decide`
@@ -232,10 +238,11 @@ def decided(
     explain: bool = False,
     context: dict[str, str] | None = None,
     banner: tuple[str, ...] | None = None,
+    identity: Identity | None = None,
 ) -> Evaluated:
     request = DecideRequest(
         placement=placement,
-        identity=Identity(visitor_id="v"),
+        identity=identity or Identity(visitor_id="v"),
         context=context or {},
         consent=ConsentSignal(banner) if banner is not None else None,
         explain=explain,
@@ -331,21 +338,56 @@ def test_without_consent_a_contextual_match_is_served_as_without_the_experiment(
     assert "consent" in made.decision.reasons[-1].message
 
 
-def test_nobody_known_is_not_bucketed(ruleset: CompiledRuleset) -> None:
-    """An unknown visitor whose banner grants consent may match a contextual segment; with
-    no profile there is no unit: no arm, and a reason says why."""
+def test_an_anonymous_visitor_is_bucketed_by_its_cookie(ruleset: CompiledRuleset) -> None:
+    """An unknown visitor whose banner grants consent may match a contextual segment; no
+    profile knows them, so their unit is the request's visitor_id."""
     made = decided(
         ruleset,
         "home_hero",
         Resolution("unknown"),
         context={"utm_campaign": "comparison"},
         banner=("personalization",),
+        identity=Identity(visitor_id="anon-cookie-5"),
+    )
+    assert made.decision.segment == "ctx_comparison_click"
+    assert made.unit == Unit("visitor", "anon-cookie-5")
+    assert made.decision.arm in ("holdout", "control")
+    assert made.decision.reasons[-1].code in (
+        ReasonCode.EXPERIMENT_HOLDOUT,
+        ReasonCode.EXPERIMENT_CONTROL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("resolution", "identity", "why"),
+    [
+        (Resolution("unknown"), Identity(user_id="u-nobody"), "no account or visitor to bucket"),
+        (
+            Resolution("unavailable"),
+            Identity(visitor_id="anon-cookie-5"),
+            "without the channel's consent",  # unknown consent counts as not granted
+        ),
+    ],
+    ids=["no visitor_id", "profile unavailable"],
+)
+def test_nobody_to_bucket_is_not_bucketed(
+    ruleset: CompiledRuleset, resolution: Resolution, identity: Identity, why: str
+) -> None:
+    """Ids that name no profile and carry no visitor_id, or a profile source that failed
+    (whose account, and so unit, is not known): no arm, and a reason says why."""
+    made = decided(
+        ruleset,
+        "home_hero",
+        resolution,
+        context={"utm_campaign": "comparison"},
+        banner=("personalization",),
+        identity=identity,
     )
     assert made.decision.segment == "ctx_comparison_click"
     assert (made.decision.arm, made.unit) == (None, None)
-    why = made.decision.reasons[-1]
-    assert why.code == ReasonCode.EXPERIMENT_NOT_BUCKETED
-    assert why.message.startswith("home_hero_holdout: no known account or visitor")
+    reason = made.decision.reasons[-1]
+    assert reason.code == ReasonCode.EXPERIMENT_NOT_BUCKETED
+    assert reason.message.startswith(f"home_hero_holdout: {why}")
 
 
 def test_a_visitor_who_logs_in_is_bucketed_by_their_account_from_then_on(

@@ -155,7 +155,14 @@ def decide(
     variant = placement.variants.get(segment) if segment else None
     experiment = placement.experiment
     bucketed = (
-        bucket(experiment, segment, resolution, placement.default, consented=consent.granted)
+        bucket(
+            experiment,
+            segment,
+            resolution,
+            placement.default,
+            consented=consent.granted,
+            cookie=request.identity.visitor_id,
+        )
         if experiment is not None and segment is not None and variant is not None
         else None
     )

@@ -16,9 +16,9 @@ NUL (checked at load and at import), so no two inputs run together.
   in (0, 1); the best score wins. Raising one arm's weight raises only its scores, so units
   move only into it, lowering only out of it; a new arm only takes units. Nobody else moves.
 
-A unit is an account or a visitor id, as the resolver stitched it (`unit_of`); its raw id is
-handed to the service for the exposure record, which writes a keyed hash of it, never the
-id, and is never in the answer.
+A unit is an account or a visitor id, as the resolver stitched it, or an anonymous visitor's
+own visitor_id (`unit_of`); its raw id is handed to the service for the exposure record,
+which writes a keyed hash of it, never the id, and is never in the answer.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def new_experiment(id: str, salt: str, unit: UnitKind, splits: dict[str, Split])
         ),
         Reason(
             ReasonCode.EXPERIMENT_NOT_BUCKETED,
-            f"{id}: no known {'account or visitor' if unit == 'account' else 'visitor'} to "
-            "bucket; served as without the experiment",
+            f"{id}: no {'account or visitor' if unit == 'account' else 'visitor'} to bucket (no "
+            "visitor_id, or the profile could not be fetched); served as without the experiment",
         ),
     )
 
@@ -176,13 +176,17 @@ def _reasons(id: str, segment: str, split: Split) -> dict[tuple[UnitKind, str], 
     return reasons
 
 
-def unit_of(kind: UnitKind, resolution: Resolution) -> Unit | None:
+def unit_of(kind: UnitKind, resolution: Resolution, cookie: str | None = None) -> Unit | None:
     """The account the person belongs to, for an account experiment, when they have one;
-    else the stitched visitor; None for nobody known."""
+    else the stitched visitor; else, when the ids name no profile, the request's `cookie`
+    (its visitor_id: an anonymous visitor is bucketed as itself); None for nobody known or
+    a profile that could not be fetched (who it is, and so its unit, is not known)."""
     if kind == "account" and resolution.account is not None:
         return Unit("account", resolution.account.id)
     if resolution.visitor is not None:
         return Unit("visitor", resolution.visitor.id)
+    if cookie and resolution.status == "unknown":
+        return Unit("visitor", cookie)
     return None
 
 
@@ -235,15 +239,17 @@ def bucket(
     default: Variant,
     *,
     consented: bool,
+    cookie: str | None = None,
 ) -> Assignment | Reason | None:
     """The assignment of a decision for `segment`, or why it has none (no consent to bucket
-    by profile ids, or nobody known); None when the experiment leaves the segment out."""
+    by profile ids, or nobody known); None when the experiment leaves the segment out.
+    `cookie`: the request's visitor_id, the unit of a visitor no profile knows."""
     split = experiment.splits.get(segment)
     if split is None:
         return None
     if not consented:
         return experiment.unconsented
-    unit = unit_of(experiment.unit, resolution)
+    unit = unit_of(experiment.unit, resolution, cookie)
     if unit is None:
         return experiment.nobody
     return assign(experiment, split, unit, default)
