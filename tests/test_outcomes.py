@@ -36,9 +36,11 @@ from .privacy import leaks
 KEY = "outcome-key-0123456789abcdef"
 EDGE = "edge-key-0123456789abcdef"
 OPS = "ops-key-0123456789abcdef"
+TAGS = "tags-key-0123456789abcdef"  # a site's tag manager: outcomes with the banner's consent
 KEYS = ",".join(
     [
         api_key(KEY, "outcomes", name="warehouse"),
+        api_key(TAGS, "outcomes", "consent", name="tags"),
         api_key(EDGE, "decide", name="edge"),
         api_key(OPS, "admin", name="ops"),
     ]
@@ -139,6 +141,63 @@ def test_an_identity_naming_nobody_known_is_stored_with_neither_and_said_so(
     assert "nobody known" in result["detail"]
     (record,) = stored(tmp_path / "outcomes")
     assert (record.account, record.visitor) == (None, None)
+
+
+def test_without_the_channels_consent_an_identity_is_stored_with_neither(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """Consent comes first for outcomes as for decisions: u-lee granted nothing, and v-dan no
+    email marketing, so their profiles (and accounts) are not used to measure them."""
+    unconsented = [
+        {"event_id": "c-1", "name": "purchase", "identity": {"user_id": "u-lee"}},
+        {
+            "event_id": "c-2",
+            "name": "open",
+            "identity": {"visitor_id": "v-dan"},
+            "channel": "email",
+        },
+    ]
+    web = {**unconsented[1], "event_id": "c-3"}
+    del web["channel"]
+    answer = post(client, {"events": [*unconsented, web]})
+    assert [(r["resolved_to"], r.get("detail", "")[:40]) for r in answer["results"]] == [
+        ([], "without the channel's consent the identi"),
+        ([], "without the channel's consent the identi"),
+        (["account", "visitor"], ""),
+    ]
+    records = stored(tmp_path / "outcomes")
+    assert [(r.account, r.visitor) for r in records] == [
+        (None, None),
+        (None, None),
+        (unit_hash("account", "acc-tinyco"), unit_hash("visitor", "v-dan")),
+    ]
+
+
+def test_the_banners_consent_counts_for_a_caller_that_may_grant_it(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """On the web the banner's purposes count, as in a decision, from a key with the consent
+    scope; one without it is refused (a lone event: 403; in a batch: that event); Sec-GPC: 1
+    withdraws what the policy says, and email takes stored records only."""
+    lee = {"event_id": "b-1", "name": "purchase", "identity": {"user_id": "u-lee"}}
+    banner = {**lee, "consent": {"purposes": ["personalization"]}}
+    tags = {"X-API-Key": TAGS}
+    answer = client.post("/v1/outcomes", json=banner, headers=tags).json()
+    assert answer["results"][0]["resolved_to"] == ["account", "visitor"]
+    refused = client.post("/v1/outcomes", json={**banner, "event_id": "b-2"})
+    assert (refused.status_code, refused.json()["field"]) == (403, "consent")
+    batch = post(client, {"events": [{**banner, "event_id": "b-3"}]})
+    assert batch["results"][0]["status"] == "invalid"
+    assert batch["results"][0]["field"] == "events.0.consent"
+    gpc = client.post(
+        "/v1/outcomes", json={**banner, "event_id": "b-4"}, headers={**tags, "Sec-GPC": "1"}
+    )
+    assert gpc.json()["results"][0]["resolved_to"] == []
+    email = client.post(
+        "/v1/outcomes", json={**banner, "event_id": "b-5", "channel": "email"}, headers=tags
+    )
+    assert (email.status_code, email.json()["field"]) == (422, "consent")
+    assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["b-1", "b-4"]
 
 
 def test_a_batch_answers_each_event_and_a_bad_one_fails_no_other(
@@ -297,6 +356,11 @@ def test_a_unit_key_that_cannot_be_made_is_a_503_saying_so(
         assert post(client, by_decision)["accepted"] == 1  # needs no key
 
 
+def by_decision_only(*_: object) -> bool:
+    """The consent check of an intake whose events are all by decision id: never asked."""
+    raise AssertionError("an event by decision id asks no consent")
+
+
 def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Path) -> None:
     class Stuck:
         def write(self, data: bytes) -> None:
@@ -308,12 +372,12 @@ def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Pa
     async def run() -> None:
         sink = QueuedSink(Stuck(), limit=1, name="outcome")
         resolver = Resolver(MemoryProfileSource(), budget=1.0, cache=CacheSettings())
-        intake = OutcomeIntake(sink, UNITS, resolver, clock=lambda: NOW)
+        intake = OutcomeIntake(sink, UNITS, resolver, by_decision_only, clock=lambda: NOW)
         event = b'{"event_id": "q-1", "name": "purchase", "decision_id": "%s"}' % DECISION.encode()
         # the queue's one place taken, never drained: its writer was never started
         assert sink.offer(Outcome(at=NOW, event_id="other", name="purchase"))
         with pytest.raises(NotStored, match="queue is full"):
-            await intake.take(parse_body(event, NOW))
+            await intake.take(parse_body(event, NOW).events)
         assert "q-1" not in intake.seen
         assert sink.counts.dropped == 1
 
@@ -344,11 +408,11 @@ def test_a_resend_racing_a_write_that_fails_is_stored_not_called_a_duplicate() -
         sink = QueuedSink(writer, limit=10, name="outcome")
         sink.start()
         resolver = Resolver(MemoryProfileSource(), budget=1.0, cache=CacheSettings())
-        intake = OutcomeIntake(sink, UNITS, resolver, clock=lambda: NOW)
+        intake = OutcomeIntake(sink, UNITS, resolver, by_decision_only, clock=lambda: NOW)
         event = b'{"event_id": "r-1", "name": "purchase", "decision_id": "%s"}' % DECISION.encode()
-        first = asyncio.create_task(intake.take(parse_body(event, NOW)))
+        first = asyncio.create_task(intake.take(parse_body(event, NOW).events))
         await asyncio.to_thread(started.wait, 5)
-        resend = asyncio.create_task(intake.take(parse_body(event, NOW)))
+        resend = asyncio.create_task(intake.take(parse_body(event, NOW).events))
         await asyncio.sleep(0.01)
         fail.set()
         with pytest.raises(NotStored, match="cannot write"):

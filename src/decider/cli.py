@@ -58,6 +58,7 @@ from decider.traits import TraitError, TraitSchema
 from decider.wiring import Service, open_store, read_profile_schema
 
 if TYPE_CHECKING:
+    from decider.measure.outcomes import Consented
     from decider.server.peers import Place
 
 _DEFAULTS = Settings()
@@ -326,6 +327,7 @@ def _import_outcomes(args: argparse.Namespace, env: Mapping[str, str], std: Stre
                 settings=settings,
                 units=units_for(settings),
                 store=lambda: _store(args, env).store,
+                consent=lambda: _consent(settings),
                 now=utcnow(),
             )
     except OSError as exc:
@@ -347,7 +349,22 @@ def _import_outcomes(args: argparse.Namespace, env: Mapping[str, str], std: Stre
             "neither account nor visitor",
             file=std.out,
         )
+    if done.unconsented:
+        print(
+            f"{done.unconsented} of {done.by_identity} by identity without the channel's "
+            "consent: stored with neither account nor visitor",
+            file=std.out,
+        )
     return 0
+
+
+def _consent(settings: Settings) -> Consented:
+    """The consent check of the rules in DECIDER_RULES_DIR, for outcomes by identity."""
+    from decider.measure.outcomes import consent_of  # noqa: PLC0415
+    from decider.wiring import load_rules  # noqa: PLC0415
+
+    policy = load_rules(settings.rules_dir, settings.engine).policy
+    return consent_of(lambda: policy, utcnow)
 
 
 def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:

@@ -135,9 +135,12 @@ def build_service(
 
     decider: Decider | None = None
 
+    def current() -> CompiledRuleset:
+        """The ruleset served now: a reload may change it."""
+        return decider.ruleset if decider is not None else ruleset
+
     def schema() -> TraitSchema | None:
-        """The current profile schema: a reload may change it."""
-        return (decider.ruleset if decider is not None else ruleset).schema
+        return current().schema
 
     if source is None:
         opening = Opening(now=clock(), http_client=http_client, schema=schema)
@@ -149,7 +152,7 @@ def build_service(
         changes=source.changes if isinstance(source, ProfileStore) else None,
     )
     stats = Stats(clock())
-    measuring = build_measuring(settings, resolver, clock=clock)
+    measuring = build_measuring(settings, resolver, lambda: current().policy, clock=clock)
     exposures = measuring.expose if measuring.exposures.enabled else None
     decider = Decider(ruleset, resolver, stats, clock=clock, ids=ids, exposures=exposures)
     reloader = Reloader(decider, load, rules_dir=settings.rules_dir, clock=clock)

@@ -15,9 +15,10 @@ from typing import Any
 
 from decider.engine import Evaluated
 from decider.measure.exposures import ExposureLog
-from decider.measure.outcomes import OutcomeIntake
+from decider.measure.outcomes import OutcomeIntake, consent_of
 from decider.measure.sink import Sink, SinkKind, open_sink
 from decider.measure.units import Units, units_for
+from decider.ruleset import ChannelPolicy
 from decider.service import IdentityResolver
 from decider.settings import Settings
 
@@ -64,10 +65,16 @@ class Measuring:
 
 
 def build_measuring(
-    settings: Settings, resolver: IdentityResolver, *, clock: Callable[[], datetime]
+    settings: Settings,
+    resolver: IdentityResolver,
+    policies: Callable[[], Mapping[str, ChannelPolicy]],
+    *,
+    clock: Callable[[], datetime],
 ) -> Measuring:
-    """Measuring as `settings` say. With an exposure sink, the unit key is made (or read)
-    now, not in a decision. Raises SettingsError for a key that is wrong or cannot be made."""
+    """Measuring as `settings` say; `policies`: the loaded rules' channel policies, whose
+    consent outcomes by identity pass as decisions do. With an exposure sink, the unit key
+    is made (or read) now, not in a decision. Raises SettingsError for a key that is wrong
+    or cannot be made."""
     units = units_for(settings)
     kind = settings.exposure_sink
     if kind != "none":
@@ -82,7 +89,7 @@ def build_measuring(
             context_keys=settings.exposure_context_keys,
             everything=settings.exposure_all,
         ),
-        outcomes=OutcomeIntake(outcomes, units, resolver, clock=clock),
+        outcomes=OutcomeIntake(outcomes, units, resolver, consent_of(policies, clock), clock=clock),
     )
 
 

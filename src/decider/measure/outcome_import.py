@@ -4,8 +4,9 @@ event a line as POST /v1/outcomes takes them, stored as the service stores them.
 Every line is checked before anything is stored: a file with a bad line stores nothing and
 says `line N: field: problem` for each. Then events by identity are resolved against the
 profile store, all of them before anything is written (a store that fails stops the import
-with nothing written), and the records are written to DECIDER_OUTCOME_DIR in files of their
-own. An event id given twice in the file is stored once.
+with nothing written), and stored with whom they name only under the channel's consent (the
+rules' policy, as for decisions); the records are written to DECIDER_OUTCOME_DIR in files of
+their own. An event id given twice in the file is stored once.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import IO, BinaryIO
 import msgspec
 
 from decider.measure.outcomes import (
+    Consented,
     OutcomeEvent,
     RecentIds,
     known,
+    measured,
     outcome_of,
     parse_event,
     resolve_all,
@@ -57,6 +60,7 @@ class Imported(msgspec.Struct, frozen=True):
     duplicates: int  # event ids given again in the file, skipped
     by_identity: int
     nobody: int  # by identity, naming nobody known: stored with neither account nor visitor
+    unconsented: int  # by identity, without the channel's consent: stored with neither
 
 
 def import_outcomes(
@@ -65,11 +69,12 @@ def import_outcomes(
     settings: Settings,
     units: Units,
     store: Callable[[], ProfileStore],
+    consent: Callable[[], Consented],
     now: datetime,
 ) -> Imported:
-    """Check, resolve and store the events of `file`. `store` opens the profile store, asked
-    only if an event is by identity. Raises ImportFailed, or OSError for a file that cannot
-    be read."""
+    """Check, resolve and store the events of `file`. `store` opens the profile store and
+    `consent` loads the rules' consent check, each asked only if an event is by identity.
+    Raises ImportFailed, or OSError for a file that cannot be read."""
     with tempfile.TemporaryFile(prefix="decider-outcomes-") as checked:
         problems, duplicates, by_identity = _check(file, checked, now)
         if problems:
@@ -79,13 +84,22 @@ def import_outcomes(
             raise ImportFailed(shown)
         with tempfile.TemporaryFile(prefix="decider-outcomes-") as ready:
             opening = store if by_identity else None
-            stored, nobody = asyncio.run(
-                _resolve(checked, ready, units=units, store=opening, settings=settings, now=now)
+            consented = consent() if by_identity else None
+            stored, nobody, unconsented = asyncio.run(
+                _resolve(
+                    checked,
+                    ready,
+                    units=units,
+                    store=opening,
+                    consented=consented,
+                    settings=settings,
+                    now=now,
+                )
             )
             _write(
                 ready, JsonlFiles(settings.outcome_path, "outcomes", settings.exposure_max_bytes)
             )
-    return Imported(stored, duplicates, by_identity, nobody)
+    return Imported(stored, duplicates, by_identity, nobody, unconsented)
 
 
 def _check(file: BinaryIO, checked: IO[bytes], now: datetime) -> tuple[list[str], int, int]:
@@ -120,17 +134,19 @@ async def _resolve(
     *,
     units: Units,
     store: Callable[[], ProfileStore] | None,
+    consented: Consented | None,
     settings: Settings,
     now: datetime,
-) -> tuple[int, int]:
-    """The records of the checked events, written to `ready`: how many, and how many by
-    identity named nobody known."""
+) -> tuple[int, int, int]:
+    """The records of the checked events, written to `ready`: how many, how many by
+    identity named nobody known, and how many were not measured by it without consent."""
     source = store() if store is not None else None
     try:
         resolver = Resolver(source, budget=BUDGET_S, cache=settings.cache) if source else None
-        count = nobody = 0
+        count = nobody = unconsented = 0
         for events in _chunks(checked):
             resolutions = await resolve_all(resolver, events) if resolver else [None] * len(events)
+            records = []
             for event, resolution in zip(events, resolutions, strict=True):
                 if resolution is not None and resolution.status == "unavailable":
                     raise ImportFailed(
@@ -139,14 +155,15 @@ async def _resolve(
                             "run the import again"
                         ]
                     )
+                whose = resolution
+                if resolution is not None and consented is not None:
+                    whose = measured(event, resolution, consented, gpc=False)
                 nobody += resolution is not None and not known(resolution)
-            ready.write(
-                record_encoder.encode_lines(
-                    [outcome_of(e, now, units, r) for e, r in zip(events, resolutions, strict=True)]
-                )
-            )
+                unconsented += whose is not resolution
+                records.append(outcome_of(event, now, units, whose))
+            ready.write(record_encoder.encode_lines(records))
             count += len(events)
-        return count, nobody
+        return count, nobody, unconsented
     finally:
         if source is not None:
             await source.aclose()

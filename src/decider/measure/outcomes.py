@@ -4,10 +4,11 @@ records (decider.measure.records) through a sink.
 
 An event reported by identity is resolved as a decision resolves it (the same Resolver,
 stitching and channel rules) and stored with the keyed hashes of the account and the visitor
-it resolves to, never the ids given. A bad event is answered on its own and never fails the
-others. An event id written before (a resend) is answered `duplicate` and stored once; the
-memory of ids is bounded and per process, and a resend racing the first write is stored too,
-so the report removes whatever duplicates remain.
+it resolves to, never the ids given, if the channel's consent lets their profile be used, as
+a decision would be bucketed by them; without it, with neither. A bad event is answered on its
+own and never fails the others. An event id written before (a resend) is answered `duplicate`
+and stored once; the memory of ids is bounded and per process, and a resend racing the first
+write is stored too, so the report removes whatever duplicates remain.
 An event is `accepted` once it is written: if the log cannot take or write a request's
 events, none of them is stored and the request is refused (503), to be sent again.
 """
@@ -16,18 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
 from decider.errors import InvalidRequest, NotStored, validation_path
+from decider.gate import check_consent
 from decider.measure.records import Outcome
 from decider.measure.sink import Sink
 from decider.measure.units import Units
-from decider.model import Channel, Identity, Instant, decode_body
+from decider.model import Channel, ConsentSignal, Identity, Instant, decode_body
 from decider.profile import Resolution
+from decider.ruleset import ChannelPolicy
 from decider.service import IdentityResolver
 from decider.settings import SettingsError
 
@@ -62,7 +65,15 @@ Value = Annotated[float, msgspec.Meta(description="a finite number: revenue, say
 At = Annotated[Instant, msgspec.Meta(description="when it happened; default: now")]
 Whose = Annotated[Identity, msgspec.Meta(description="the identity the decision was asked for")]
 Rules = Annotated[
-    Channel, msgspec.Meta(description="with `identity`: the channel whose identity rules apply")
+    Channel,
+    msgspec.Meta(description="with `identity`: the channel whose identity and consent rules apply"),
+]
+Banner = Annotated[
+    ConsentSignal,
+    msgspec.Meta(
+        description="with `identity` on the web: the consent banner's purposes, as sent to "
+        "decide; without it, stored consent records apply"
+    ),
 ]
 
 
@@ -76,6 +87,7 @@ class OutcomeEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     decision_id: DecisionId | None = None
     identity: Whose | None = None
     channel: Rules | None = None
+    consent: Banner | None = None
 
 
 class OutcomeBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -101,6 +113,39 @@ class Invalid(NamedTuple):
 Status = Literal["accepted", "duplicate", "invalid", "unavailable"]
 Known = Literal["account", "visitor"]
 NOBODY = "the identity names nobody known: stored with neither account nor visitor"
+UNCONSENTED = (
+    "without the channel's consent the identity is not measured by its profile: stored with "
+    "neither account nor visitor"
+)
+# may the profile `resolution` names be used on `channel`, given the banner and Sec-GPC?
+Consented = Callable[[Resolution, Channel, ConsentSignal | None, bool], bool]
+
+
+def consent_of(
+    policies: Callable[[], Mapping[str, ChannelPolicy]], clock: Callable[[], datetime]
+) -> Consented:
+    """The consent check of decisions (decider.gate), under the rules' current policies."""
+
+    def consented(
+        resolution: Resolution, channel: Channel, banner: ConsentSignal | None, gpc: bool
+    ) -> bool:
+        policy = policies()[channel]
+        return check_consent(policy, resolution, banner, gpc=gpc, now=clock()).granted
+
+    return consented
+
+
+def measured(
+    event: OutcomeEvent, resolution: Resolution | None, consented: Consented, *, gpc: bool
+) -> Resolution | None:
+    """Whom `event` is stored with: its resolution, or none known when the channel's
+    consent does not let that profile be used (None: by decision id)."""
+    if resolution is None or not known(resolution):
+        return resolution
+    channel = event.channel or "web"
+    if consented(resolution, channel, event.consent, gpc):
+        return resolution
+    return Resolution("unknown")
 
 
 class EventResult(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -133,7 +178,14 @@ _events_decoder = msgspec.json.Decoder(
 )
 
 
-def parse_body(body: bytes, now: datetime) -> list[OutcomeEvent | Invalid]:
+class Parsed(NamedTuple):
+    """A request body's events, and whether it was a batch (else one event)."""
+
+    events: list[OutcomeEvent | Invalid]
+    batch: bool
+
+
+def parse_body(body: bytes, now: datetime) -> Parsed:
     """The events of a request body: one event, or `{"events": [...]}`. Raises
     InvalidRequest (naming the field) for a body that is neither, or a lone event that is
     wrong; in a batch each event is parsed, and refused, on its own."""
@@ -142,7 +194,7 @@ def parse_body(body: bytes, now: datetime) -> list[OutcomeEvent | Invalid]:
         parsed = parse_event(body, now)
         if isinstance(parsed, Invalid):
             raise InvalidRequest(parsed.field, parsed.detail)
-        return [parsed]
+        return Parsed([parsed], batch=False)
     others = sorted(set(fields) - {"events"})
     if others:
         raise InvalidRequest(others[0], "a batch holds `events` and nothing else")
@@ -150,7 +202,7 @@ def parse_body(body: bytes, now: datetime) -> list[OutcomeEvent | Invalid]:
         items = _events_decoder.decode(fields["events"])
     except msgspec.ValidationError as exc:
         raise InvalidRequest("events", validation_path(exc)[0]) from None
-    return [parse_event(item, now, f"events.{i}") for i, item in enumerate(items)]
+    return Parsed([parse_event(item, now, f"events.{i}") for i, item in enumerate(items)], True)
 
 
 def parse_event(raw: bytes, now: datetime, where: str = "") -> OutcomeEvent | Invalid:
@@ -180,6 +232,12 @@ def problem_of(event: OutcomeEvent, now: datetime) -> Invalid | None:
         return Invalid("identity", "give decision_id or identity, not both")
     if event.channel is not None and event.identity is None:
         return Invalid("channel", "goes with identity: the channel whose rules resolve it")
+    if event.consent is not None and event.identity is None:
+        return Invalid("consent", "goes with identity: the banner state of whom it names")
+    if event.consent is not None and event.channel not in (None, "web"):
+        return Invalid(
+            "consent", f"{event.channel} outcomes use stored consent records only, as decisions do"
+        )
     if event.at is not None and event.at > now + FUTURE_SLACK:
         minutes = int(FUTURE_SLACK.total_seconds() // 60)
         return Invalid("at", f"more than {minutes} minutes in the future")
@@ -256,6 +314,7 @@ class OutcomeIntake:
         sink: Sink,
         units: Units,
         resolver: IdentityResolver,
+        consented: Consented,
         *,
         clock: Callable[[], datetime],
         remember: int = RECENT_IDS,
@@ -263,12 +322,16 @@ class OutcomeIntake:
         self.sink = sink
         self.units = units
         self.resolver = resolver
+        self.consented = consented
         self.now = clock
         self.seen = RecentIds(remember)
 
-    async def take(self, parsed: Sequence[OutcomeEvent | Invalid]) -> OutcomesAnswer:
-        """Store the new events of `parsed`; answer each. Raises NotStored if the log cannot
-        take or write them (then none is stored or remembered)."""
+    async def take(
+        self, parsed: Sequence[OutcomeEvent | Invalid], *, gpc: bool = False
+    ) -> OutcomesAnswer:
+        """Store the new events of `parsed`; answer each. `gpc`: the request said Sec-GPC: 1.
+        Raises NotStored if the log cannot take or write them (then none is stored or
+        remembered)."""
         now = self.now()
         results: list[EventResult] = [EventResult("invalid")] * len(parsed)
         fresh: list[tuple[int, OutcomeEvent]] = []
@@ -292,14 +355,16 @@ class OutcomeIntake:
                     "send it again",
                 )
                 continue
+            whose = measured(event, resolution, self.consented, gpc=gpc)
             try:
-                records.append(outcome_of(event, now, self.units, resolution))
+                records.append(outcome_of(event, now, self.units, whose))
             except SettingsError as exc:  # the unit key could not be made: see its message
                 raise NotStored(f"{exc}; nothing was stored") from None
-            whom = known(resolution) if resolution is not None else None
-            results[i] = EventResult(
-                "accepted", event.event_id, detail=NOBODY if whom == () else None, resolved_to=whom
-            )
+            whom = known(whose) if whose is not None else None
+            detail = None
+            if whom == ():
+                detail = UNCONSENTED if whose is not resolution else NOBODY
+            results[i] = EventResult("accepted", event.event_id, detail=detail, resolved_to=whom)
         if records:
             await self._store(records)
         statuses = [result.status for result in results]

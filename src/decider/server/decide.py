@@ -74,11 +74,11 @@ class Deciding:
                 raise Forbidden(
                     "consent", "sending the consent signal needs an API key with the consent scope"
                 )
-            decision = await self.decider.decide(request, gpc=_gpc(scope))
+            decision = await self.decider.decide(request, gpc=sent_gpc(scope))
             return decision if caller.may(Scope.EXPLAIN) else minimal(decision)
 
 
-def _gpc(scope: ASGIScope) -> bool:
+def sent_gpc(scope: ASGIScope) -> bool:
     """Whether the request says Sec-GPC: 1, in any of its Sec-GPC headers: an opt-out is
     never overruled by another header."""
     return any(name == b"sec-gpc" and value.strip() == b"1" for name, value in scope["headers"])

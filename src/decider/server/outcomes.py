@@ -10,9 +10,12 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.types import Middleware
 
+from decider.access import Caller, Scope
+from decider.errors import Forbidden
 from decider.measure.outcomes import (
     MAX_BODY_BYTES,
     MAX_EVENTS,
+    Invalid,
     OutcomeBatch,
     OutcomeEvent,
     OutcomeIntake,
@@ -20,7 +23,8 @@ from decider.measure.outcomes import (
     parse_body,
 )
 from decider.model import PROBLEM_JSON, ProblemDetails
-from decider.server.auth import REFUSED, REQUIREMENT
+from decider.server.auth import REFUSED, REQUIREMENT, caller_of
+from decider.server.decide import sent_gpc
 from decider.server.openapi import inline_schema, schema_operation
 
 # one event, or a batch of them; msgspec makes no schema of a union of untagged structs
@@ -60,7 +64,34 @@ async def report_outcomes(
     `value` and `at`, and either the `decision_id` it followed or the `identity` the decision
     was asked for. An event id seen before is a `duplicate`, stored once; a bad event is
     `invalid` on its own, naming its field."""
-    return await intake.take(parse_body(await request.body(), intake.now()))
+    parsed = parse_body(await request.body(), intake.now())
+    caller = caller_of(request)
+    if not parsed.batch:
+        _may_grant(parsed.events[0], caller)
+        return await intake.take(parsed.events, gpc=sent_gpc(request.scope))
+    checked = [_granting(event, caller, i) for i, event in enumerate(parsed.events)]
+    return await intake.take(checked, gpc=sent_gpc(request.scope))
+
+
+GRANTING = "granting consent by the banner needs an API key with the consent scope"
+
+
+def _grants(event: OutcomeEvent | Invalid) -> bool:
+    return isinstance(event, OutcomeEvent) and bool(event.consent and event.consent.purposes)
+
+
+def _may_grant(event: OutcomeEvent | Invalid, caller: Caller) -> None:
+    """A lone event granting consent by the banner takes the consent scope, as a decision
+    does. Raises Forbidden."""
+    if _grants(event) and not caller.may(Scope.CONSENT):
+        raise Forbidden("consent", GRANTING)
+
+
+def _granting(event: OutcomeEvent | Invalid, caller: Caller, index: int) -> OutcomeEvent | Invalid:
+    """A batch's `event`, or invalid if it grants consent and `caller` may not."""
+    if _grants(event) and not caller.may(Scope.CONSENT):
+        return Invalid(f"events.{index}.consent", GRANTING)
+    return event
 
 
 def outcomes_router(door: Middleware) -> Router:
