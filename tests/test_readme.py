@@ -124,9 +124,9 @@ def text_matches(shown: list[str], actual: list[str]) -> bool:
     return bool(actual) and shown[0] == actual[0] and text_matches(shown[1:], actual[1:])
 
 
-def commands(text: str) -> Iterator[tuple[list[str], list[str]]]:
-    """The `$ command` lines of a text block (joined over trailing backslashes), each with the
-    output lines shown after it."""
+def commands(text: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """The `$ command` lines of a text block (joined over trailing backslashes), each as its
+    program and arguments, with the output lines shown after it."""
     lines = text.rstrip("\n").split("\n")
     while lines:
         command = lines.pop(0).removeprefix("$ ")
@@ -138,8 +138,8 @@ def commands(text: str) -> Iterator[tuple[list[str], list[str]]]:
         while output and not output[-1]:
             output.pop()
         program, *argv = shlex.split(command)
-        assert program == "decider", command
-        yield argv, output
+        assert program in ("decider", "python"), command
+        yield program, argv, output
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +170,11 @@ def test_every_example_runs_as_shown(
     shown = blocks()
     ran = 0
     for index, (lang, text) in enumerate(shown):
-        if lang == "text" and text.startswith("$ decider "):
-            for argv, expected in commands(text):
-                out = io.StringIO()
-                main(argv, environ={}, out=out)
-                lines = out.getvalue().rstrip("\n").split("\n")
-                assert text_matches(expected, lines), (
-                    f"$ decider {' '.join(argv)}\n{out.getvalue()}"
-                )
+        if lang == "text" and text.startswith(("$ decider ", "$ python examples/")):
+            for program, argv, expected in commands(text):
+                said = run(program, argv)
+                lines = said.rstrip("\n").split("\n")
+                assert text_matches(expected, lines), f"$ {program} {' '.join(argv)}\n{said}"
                 ran += 1
         elif lang == "sh" and "curl " in text:
             port = (keyed if KEY in text else service).client.base_url.port
@@ -195,6 +192,19 @@ def test_every_example_runs_as_shown(
             assert matches(json.loads(answer_shown), answer), f"{text}\ngot {json.dumps(answer)}"
             ran += 1
     assert ran >= 12
+
+
+def run(program: str, argv: list[str]) -> str:
+    """What `decider ARGV` (in this process) or `python ARGV` (an example script, in its own)
+    prints, run in the current directory."""
+    if program == "python":
+        done = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, check=True, timeout=300
+        )
+        return done.stdout
+    out = io.StringIO()
+    main(argv, environ={}, out=out)
+    return out.getvalue()
 
 
 def test_the_benchmarks_run_as_written() -> None:
