@@ -289,3 +289,39 @@ def test_closing_a_sink_never_started_fails_what_waits_on_it() -> None:
     sink.close()
     assert acks.wait() == [False]
     assert sink.counts.dropped == 1
+
+
+def test_files_past_their_retention_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """A writer with a retention removes its prefix's files last written longer ago (at its
+    first write, then hourly), never newer ones, another prefix's, or its own open file."""
+    day = 86400
+    now = datetime.now(UTC).timestamp()
+    aged = {
+        "exposures-20240101T000000Z-1-000001.jsonl": now - 31 * day,  # past 30 days: removed
+        "exposures-20260101T000000Z-1-000001.jsonl": now - 29 * day,
+        "outcomes-20240101T000000Z-1-000001.jsonl": now - 400 * day,  # another prefix
+        "exposures-notes.txt": now - 400 * day,  # not a record file
+    }
+    for name, mtime in aged.items():
+        (tmp_path / name).write_text("{}\n")
+        os.utime(tmp_path / name, (mtime, mtime))
+    files = JsonlFiles(tmp_path, "exposures", 1 << 20, retention_days=30)
+    files.write(b'{"a":1}\n')
+    assert files.path is not None
+    left = sorted(p.name for p in tmp_path.iterdir())
+    kept = aged.keys() - {"exposures-20240101T000000Z-1-000001.jsonl"}
+    assert left == sorted([*kept, files.path.name])
+    os.utime(files.path, (now - 90 * day, now - 90 * day))  # open, however old: kept
+    assert files.prune(now + 2 * day) == 1  # the 29 days old, 31 days old by then
+    assert files.path.exists()
+    files.close()
+
+
+def test_without_a_retention_nothing_is_removed(tmp_path: Path) -> None:
+    old = tmp_path / "exposures-20200101T000000Z-1-000001.jsonl"
+    old.write_text("{}\n")
+    os.utime(old, (0, 0))
+    files = JsonlFiles(tmp_path, "exposures", 1 << 20)
+    files.write(b'{"a":1}\n')
+    files.close()
+    assert old.exists()

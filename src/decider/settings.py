@@ -80,6 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     exposure_all: bool = False
     outcome_dir: Path | None = None
     measure_key: str | None = None
+    measure_retention_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] = 400
     # segment governance that survives restarts (decider.usage)
     usage_db: Path | None = None
     usage_flush_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0

@@ -101,4 +101,5 @@ def _sink(settings: Settings, kind: SinkKind, name: str, directory: Path) -> Sin
         max_bytes=settings.exposure_max_bytes,
         limit=settings.exposure_queue,
         name=name,
+        retention_days=settings.measure_retention_days,
     )

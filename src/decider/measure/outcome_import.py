@@ -97,7 +97,13 @@ def import_outcomes(
                 )
             )
             _write(
-                ready, JsonlFiles(settings.outcome_path, "outcomes", settings.exposure_max_bytes)
+                ready,
+                JsonlFiles(
+                    settings.outcome_path,
+                    "outcomes",
+                    settings.exposure_max_bytes,
+                    settings.measure_retention_days,
+                ),
             )
     return Imported(stored, duplicates, by_identity, nobody, unconsented)
 

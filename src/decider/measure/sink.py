@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ SinkKind = Literal["none", "jsonl", "stdout"]
 BATCH = 4096  # records a writer is handed at once, at most
 IDLE_S = 0.05  # how often the writer takes what is queued (an acknowledged offer wakes it)
 CLOSE_WAIT_S = 10.0  # how long closing waits for a writer to finish what is queued
+PRUNE_EVERY_S = 3600.0  # how often a writer removes files past their retention
 
 
 class Counts:
@@ -290,18 +292,28 @@ class JsonlFiles:
     is alone in its file): several processes never share a file, and the names sort by time.
     A file is opened at the first write, so a process that writes nothing makes none. After a
     failed write the file is cut back to its last whole line and left (removed if that leaves
-    it empty); the next write opens another."""
+    it empty); the next write opens another.
 
-    def __init__(self, directory: Path, prefix: str, max_bytes: int) -> None:
+    With `retention_days`, files of the directory with this prefix not written to for that
+    long are removed (by whichever process writes there: at its first write, then hourly),
+    so records of people are not kept longer than their measurement needs."""
+
+    def __init__(
+        self, directory: Path, prefix: str, max_bytes: int, retention_days: int = 0
+    ) -> None:
         self.directory = directory
         self.prefix = prefix
         self.max_bytes = max_bytes
+        self.retention_days = retention_days
         self.path: Path | None = None
         self._fd: int | None = None
         self._size = 0
         self._serial = 0
+        self._pruned_at = -PRUNE_EVERY_S
 
     def write(self, data: bytes) -> None:
+        if self.retention_days and time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+            self.prune()
         done = 0
         try:
             while done < len(data):
@@ -326,6 +338,21 @@ class JsonlFiles:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove this prefix's files last written more than `retention_days` before `now`
+        (epoch seconds); how many. Never the file open here; one that cannot be removed is
+        left for the next time."""
+        self._pruned_at = time.monotonic()
+        cutoff = (time.time() if now is None else now) - self.retention_days * 86400
+        removed = 0
+        with contextlib.suppress(OSError):
+            for path in self.directory.glob(f"{self.prefix}-*.jsonl"):
+                with contextlib.suppress(OSError):
+                    if path != self.path and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -386,11 +413,21 @@ def _reason(exc: OSError) -> str:
 
 
 def open_sink(
-    kind: SinkKind, *, directory: Path, prefix: str, max_bytes: int, limit: int, name: str
+    kind: SinkKind,
+    *,
+    directory: Path,
+    prefix: str,
+    max_bytes: int,
+    limit: int,
+    name: str,
+    retention_days: int = 0,
 ) -> Sink:
     """The sink `kind` names (DECIDER_EXPOSURE_SINK): `none`, `jsonl` (files in
-    `directory`, each starting with `prefix`) or `stdout`."""
+    `directory`, each starting with `prefix`, kept `retention_days`: 0 for ever) or
+    `stdout`."""
     if kind == "none":
         return NoSink()
-    writer: Writer = Stream() if kind == "stdout" else JsonlFiles(directory, prefix, max_bytes)
+    writer: Writer = (
+        Stream() if kind == "stdout" else JsonlFiles(directory, prefix, max_bytes, retention_days)
+    )
     return QueuedSink(writer, limit=limit, name=name)
