@@ -34,15 +34,19 @@ class WorkerRules(msgspec.Struct, frozen=True):
 
 
 class ServiceRules(RulesState, frozen=True):
-    """The rules of the worker answering, and every worker's (`workers`, in order); after a
-    reload, the workers that did not confirm theirs (`unconfirmed`)."""
+    """The rules of the worker answering (`answered_by`), and every worker's (`workers`, in
+    order); after a reload, the workers that did not confirm theirs (`unconfirmed`)."""
 
+    answered_by: int = 0
     workers: tuple[WorkerRules, ...] = ()
     unconfirmed: tuple[int, ...] = ()
 
 
 def _service_rules(
-    state: RulesState, reports: list[WorkerReport], unconfirmed: tuple[int, ...] = ()
+    state: RulesState,
+    peers: Peers,
+    reports: list[WorkerReport],
+    unconfirmed: tuple[int, ...] = (),
 ) -> ServiceRules:
     workers = tuple(
         WorkerRules(
@@ -56,7 +60,12 @@ def _service_rules(
         )
         for report in reports
     )
-    return ServiceRules(**msgspec.structs.asdict(state), workers=workers, unconfirmed=unconfirmed)
+    return ServiceRules(
+        **msgspec.structs.asdict(state),
+        answered_by=peers.index,
+        workers=workers,
+        unconfirmed=unconfirmed,
+    )
 
 
 @get(
@@ -68,7 +77,7 @@ def _service_rules(
 async def rules_state(
     reloader: NamedDependency[Reloader], peers: NamedDependency[Peers]
 ) -> ServiceRules:
-    return _service_rules(reloader.state(), await peers.reports())
+    return _service_rules(reloader.state(), peers, await peers.reports())
 
 
 @post(
@@ -98,7 +107,7 @@ async def reload_rules(
     record, reports, unconfirmed = await peers.reload(reloader)
     ok = record.ok and all(_ok(report.rules.last_reload) for report in reports)
     status = 422 if not ok else 503 if unconfirmed else 200
-    state = _service_rules(reloader.state(record), reports, unconfirmed)
+    state = _service_rules(reloader.state(record), peers, reports, unconfirmed)
     return Response(state, status_code=status)
 
 
