@@ -245,6 +245,15 @@ def _convert(value: Any, kind: type[T], field: str) -> T:
         raise OfrepRefusal("INVALID_CONTEXT", where, message) from None
 
 
+def details(exc: InvalidRequest) -> str:
+    """`errorDetails` for a refused request: the field at fault, as the evaluation context
+    holds it (a decide request's `consent` is the context's), then why."""
+    field = exc.field
+    if not isinstance(exc, OfrepRefusal) and not field.startswith("context"):
+        field = f"context.{field}"
+    return f"{field}: {exc.message}"
+
+
 def reason(decision: Decision) -> OfrepReason:
     """The OFREP reason of `decision`: the strongest its reason codes map to."""
     mapped = (REASONS[r.code] for r in decision.reasons)

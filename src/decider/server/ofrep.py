@@ -27,9 +27,10 @@ from litestar.openapi.spec import (
     Parameter,
     Schema,
 )
+from litestar.params import FromPath
 from litestar.types import Middleware
 
-from decider.errors import Forbidden, InvalidRequest, MalformedBody, UnknownPlacement
+from decider.errors import Forbidden, InvalidRequest, UnknownPlacement
 from decider.model import ProblemDetails
 from decider.ofrep import (
     Bulk,
@@ -40,6 +41,7 @@ from decider.ofrep import (
     FlagFailure,
     FlagNotFound,
     OfrepRefusal,
+    details,
     etag,
     evaluation,
     none_match,
@@ -128,7 +130,7 @@ _BULK_200 = OpenAPIResponse(
     },
 )
 async def evaluate_flag(
-    key: str, request: Request[Any, Any, Any], deciding: NamedDependency[Deciding]
+    key: FromPath[str], request: Request[Any, Any, Any], deciding: NamedDependency[Deciding]
 ) -> Evaluation:
     """One placement, decided for the evaluation context: `targetingKey` is the visitor id
     unless `visitor_id`, `user_id`, `email_sha256` or `account_id` name the identity;
@@ -183,7 +185,7 @@ async def evaluate_flags(
         except UnknownPlacement:  # a reload took it away meanwhile
             flags.append(FlagFailure(key, "GENERAL", "the rules were reloaded without it"))
         except InvalidRequest as exc:
-            flags.append(FlagFailure(key, "INVALID_CONTEXT", f"{exc.field}: {exc.message}"))
+            flags.append(FlagFailure(key, "INVALID_CONTEXT", details(exc)))
         else:
             flags.append(evaluation(decision))
     answer = Bulk(tuple(flags))
@@ -205,16 +207,16 @@ def ofrep_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         body = FlagNotFound(key, "FLAG_NOT_FOUND", f"{key!r} is not a placement")
         return Response(msgspec.json.encode(body), status_code=404, media_type=_JSON)
     if isinstance(exc, OfrepRefusal):
-        status, code, details = 400, exc.error_code, f"{exc.field}: {exc.message}"
-    elif isinstance(exc, MalformedBody):
-        status, code, details = 400, "PARSE_ERROR", f"{exc.field}: {exc.message}"
-    elif isinstance(exc, InvalidRequest) and not isinstance(exc, Forbidden):
-        status, code, details = 400, "INVALID_CONTEXT", f"{exc.field}: {exc.message}"
+        status, code, why = 400, exc.error_code, details(exc)
+    elif isinstance(exc, Forbidden):  # the consent signal, without the consent scope
+        status, why = 403, details(exc)
+    elif isinstance(exc, InvalidRequest):
+        status, code, why = 400, "INVALID_CONTEXT", details(exc)
     else:
         status, problem, headers = refusal(exc, request.scope)
-        details = msgspec.json.decode(problem, type=ProblemDetails).detail
+        why = msgspec.json.decode(problem, type=ProblemDetails).detail
     failure: FlagFailure | BulkFailure = (
-        FlagFailure(key, code, details) if key is not None else BulkFailure(code, details)
+        FlagFailure(key, code, why) if key is not None else BulkFailure(code, why)
     )
     return Response(
         msgspec.json.encode(failure), status_code=status, media_type=_JSON, headers=headers
