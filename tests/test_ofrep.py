@@ -360,3 +360,25 @@ def test_if_none_match_is_compared_weakly() -> None:
     assert none_match('"x", W/"abc"', 'W/"abc"')
     assert not none_match("*", 'W/"abc"')
     assert not none_match('"abcd"', 'W/"abc"')
+
+
+def test_a_browser_provider_may_send_if_none_match_and_read_the_etag(
+    ruleset: CompiledRuleset,
+) -> None:
+    """With CORS on, the preflight allows If-None-Match and the answer exposes ETag: an OFREP
+    web provider's bulk cache needs both."""
+    origin = "https://shop.example"
+    with app_client(ruleset, cors_origins=origin) as client:
+        asked = client.options(
+            BULK,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type, if-none-match",
+            },
+        )
+        assert asked.status_code == 204
+        assert "if-none-match" in asked.headers["access-control-allow-headers"].lower()
+        answer = bulk(client, {"targetingKey": "v-finn"}, Origin=origin)
+        assert answer.headers["access-control-allow-origin"] == origin
+        assert "etag" in answer.headers["access-control-expose-headers"].lower()
