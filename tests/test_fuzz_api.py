@@ -79,6 +79,13 @@ def test_the_api_keeps_its_document_under_fuzzing(served: Any) -> None:
             # know, so the fuzzing reaches the decision itself, not only its refusals
             if known and isinstance(case.body, dict) and "placement" in case.body:
                 case.body["placement"], case.body["identity"] = ids
+            # and half the OFREP evaluations name a flag and a person they know, beside
+            # whatever else the context holds
+            context = case.body.get("context") if isinstance(case.body, dict) else None
+            if known and case.path.startswith("/ofrep/") and isinstance(context, dict):
+                context.update(ids[1])
+                if "key" in case.path_parameters:
+                    case.path_parameters["key"] = ids[0]
             case.call_and_validate(
                 headers={"Authorization": f"Bearer {KEY}"}, checks=CHECKS, timeout=10
             )
