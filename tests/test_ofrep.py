@@ -234,7 +234,7 @@ def test_an_unknown_flag_is_flag_not_found(client: Client) -> None:
     assert answer == {
         "key": "no_such_placement",
         "errorCode": "FLAG_NOT_FOUND",
-        "errorDetails": "'no_such_placement' is not a placement",
+        "errorDetails": "no placement of this id in the loaded rules",
     }
 
 

@@ -121,7 +121,12 @@ def test_reasons_reach_the_application(
 @pytest.mark.parametrize(
     ("flag", "context", "code", "message"),
     [
-        ("no_such_placement", EvaluationContext("v-finn"), ErrorCode.FLAG_NOT_FOUND, "'no_such"),
+        (
+            "no_such_placement",
+            EvaluationContext("v-finn"),
+            ErrorCode.FLAG_NOT_FOUND,
+            "no placement",
+        ),
         (
             "home_hero",
             EvaluationContext(None, {"url": "https://decider.example/"}),

@@ -17,8 +17,9 @@ from the Python provider (openfeature-provider-ofrep 0.3.0), which is what calle
   request whose `If-None-Match` names the current one is answered 304 with no body.
 
 Here the value is the served variant's content (slot → text), `variant` its id, `reason`
-the decision's reasons mapped onto OpenFeature's (`REASONS`), and `metadata` the decision's
-segment, id, ruleset, channel, experiment arm, flags and reason codes.
+the decision's reasons mapped onto OpenFeature's (`REASONS`), and `metadata` the rest of the
+decision: its id, ruleset, channel, `suppressed` and `personalized`, reason codes, segment
+and experiment arm.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import msgspec
 
 from decider.errors import InvalidRequest, validation_path
 from decider.model import (
-    MAX_ITEMS,
     ConsentSignal,
     DecideRequest,
     Decision,
@@ -182,10 +182,6 @@ def read_context(body: bytes) -> dict[str, Any]:
     except InvalidRequest as exc:
         code: FailureCode = "INVALID_CONTEXT" if exc.field.startswith("context") else "PARSE_ERROR"
         raise OfrepRefusal(code, exc.field, exc.message) from None
-    if len(context) > MAX_ITEMS:
-        raise OfrepRefusal(
-            "INVALID_CONTEXT", "context", f"{len(context)} keys; at most {MAX_ITEMS} are allowed"
-        )
     problem = json_value_problem(context, "context")
     if problem is not None:
         raise OfrepRefusal("INVALID_CONTEXT", *problem)

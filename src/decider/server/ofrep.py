@@ -204,7 +204,7 @@ def ofrep_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     headers: dict[str, str] = {}
     code: FailureCode = "GENERAL"
     if isinstance(exc, UnknownPlacement) and key is not None:
-        body = FlagNotFound(key, "FLAG_NOT_FOUND", f"{key!r} is not a placement")
+        body = FlagNotFound(key, "FLAG_NOT_FOUND", exc.message)
         return Response(msgspec.json.encode(body), status_code=404, media_type=_JSON)
     if isinstance(exc, OfrepRefusal):
         status, code, why = 400, exc.error_code, details(exc)
