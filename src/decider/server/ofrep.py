@@ -173,11 +173,11 @@ async def evaluate_flags(
     its own); 304 when If-None-Match names the answer's ETag."""
     context = read_context(await request.body())
     caller = caller_of(request)
-    placements = deciding.decider.ruleset.placements
+    ruleset = deciding.decider.ruleset  # its placements are the flags; its version, the tag's
     common = request_for("", context)
     permit(common, caller)  # refused as a whole, not flag by flag
     flags: list[Evaluation | FlagFailure] = []
-    for key in sorted(placements):
+    for key in sorted(ruleset.placements):
         try:
             decision = await deciding.answer(
                 request.scope, msgspec.structs.replace(common, placement=key), caller
@@ -189,7 +189,7 @@ async def evaluate_flags(
         else:
             flags.append(evaluation(decision))
     answer = Bulk(tuple(flags))
-    tag = etag(deciding.decider.ruleset.version, context, gpc(request.scope), answer)
+    tag = etag(ruleset.version, context, gpc(request.scope), answer)
     given = request.headers.get("if-none-match")
     if given is not None and none_match(given, tag):
         return Response(b"", status_code=304, headers={"ETag": tag})
