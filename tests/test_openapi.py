@@ -59,6 +59,8 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
         "DELETE /v1/profiles/accounts/{account_id}": "deleteAccount",
         "POST /v1/profiles/invalidate": "invalidate",
         "POST /v1/outcomes": "reportOutcomes",
+        "POST /ofrep/v1/evaluate/flags/{key}": "ofrepEvaluateFlag",
+        "POST /ofrep/v1/evaluate/flags": "ofrepEvaluateFlags",
     }
 
 
@@ -85,6 +87,8 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
             {"204", "400", "401", "403", "404", "409", "503"},
         ),
         ("POST /v1/profiles/invalidate", {"200", "400", "401", "403", "413", "422", "503"}),
+        ("POST /ofrep/v1/evaluate/flags/{key}", {"200", "400", "401", "403", "404", "413", "503"}),
+        ("POST /ofrep/v1/evaluate/flags", {"200", "304", "400", "401", "403", "413", "503"}),
     ],
 )
 def test_every_status_an_operation_answers_is_documented(
@@ -121,6 +125,7 @@ def test_operations_declare_the_api_key_schemes(spec: dict[str, Any]) -> None:
         ("PUT /v1/profiles/visitors/{visitor_id}", {"id"}),
         ("PATCH /v1/profiles/visitors/{visitor_id}", set()),
         ("POST /v1/profiles/invalidate", set()),
+        ("POST /ofrep/v1/evaluate/flags/{key}", set()),
     ],
 )
 def test_bodies_are_documented(spec: dict[str, Any], operation: str, required: set[str]) -> None:
@@ -142,3 +147,18 @@ def test_error_codes_are_a_closed_set(spec: dict[str, Any]) -> None:
     assert {"invalid_request", "malformed_body", "unauthorized", "internal_error"} <= set(
         code["enum"]
     )
+
+
+def test_ofrep_bodies_follow_the_protocol(spec: dict[str, Any]) -> None:
+    """OFREP's body is optional; its bulk answer is documented with its ETag, and its
+    errors in OFREP's shape, not as problem details."""
+    bulk = operations(spec)["POST /ofrep/v1/evaluate/flags"]
+    assert bulk["requestBody"]["required"] is False
+    ok = bulk["responses"]["200"]
+    assert ok["headers"]["ETag"]["required"] is True
+    assert ok["content"]["application/json"]["schema"]["required"] == ["flags"]
+    assert "content" not in bulk["responses"]["304"]
+    single = operations(spec)["POST /ofrep/v1/evaluate/flags/{key}"]["responses"]
+    for status in ("400", "401", "404"):
+        (media,) = single[status]["content"]
+        assert media == "application/json"

@@ -27,7 +27,11 @@ from decider.described import Described
 class Scope(Described):
     """What a key may do; `meaning` says it in one line (the README's table is checked)."""
 
-    DECIDE = "decide", "POST /v1/decide: the decision and stable reason codes, nothing more"
+    DECIDE = (
+        "decide",
+        "POST /v1/decide and OFREP's evaluations: the decision and stable reason codes, "
+        "nothing more",
+    )
     EXPLAIN = (
         "explain",
         "reasons that name ids, accounts, flags and rules; `explain: true` and every "

@@ -39,6 +39,7 @@ from decider.server.front import DecideFront, Finisher
 from decider.server.health import ReadyCheck, healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
+from decider.server.ofrep import ofrep_router
 from decider.server.outcomes import outcomes_router
 from decider.server.peers import Peers, Place, WorkerReport
 from decider.server.problems import problem_response
@@ -129,6 +130,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
         Router(path="/", route_handlers=[metrics_route], middleware=[authorize(door, Needs.ADMIN)]),
         profiles_router(authorize(door, Needs.PROFILES_READ, Needs.PROFILES_WRITE)),
         outcomes_router(authorize(door, Needs.OUTCOMES)),
+        ofrep_router(authorize(door, Needs.DECIDE)),
     ]
     cors = cors_config(settings)
     # what every answer gets on its way out, litestar's and the front's

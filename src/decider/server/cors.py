@@ -22,9 +22,17 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["authorization", "x-api-key", "content-type", "x-request-id", "sec-gpc"],
+        # If-None-Match and ETag: an OFREP web provider's bulk evaluation caches by them
+        allow_headers=[
+            "authorization",
+            "x-api-key",
+            "content-type",
+            "x-request-id",
+            "sec-gpc",
+            "if-none-match",
+        ],
         allow_credentials=settings.cors_credentials,
-        expose_headers=["x-request-id"],
+        expose_headers=["x-request-id", "etag"],
     )
 
 

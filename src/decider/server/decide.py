@@ -36,7 +36,7 @@ from decider.server.metrics import Metrics
 from decider.server.openapi import body_operation
 from decider.service import Decider
 
-_GPC = Parameter(
+GPC_HEADER = Parameter(
     name="Sec-GPC",
     param_in=ParamType.HEADER,
     required=False,
@@ -65,20 +65,32 @@ class Deciding:
         name ids, accounts and flags only for a caller with the explain scope."""
         content = await body()
         with self.admission, self.metrics.timing():
-            request = decode_request(content)
-            if request.explain and not caller.may(Scope.EXPLAIN):
-                raise Forbidden("explain", "explain: true needs an API key with the explain scope")
-            # granting takes the scope; withdrawing everything (an empty list) is anyone's right
-            consent = request.consent
-            if consent is not None and consent.purposes and not caller.may(Scope.CONSENT):
-                raise Forbidden(
-                    "consent", "sending the consent signal needs an API key with the consent scope"
-                )
-            decision = await self.decider.decide(request, gpc=sent_gpc(scope))
-            return decision if caller.may(Scope.EXPLAIN) else minimal(decision)
+            return await self._decided(scope, decode_request(content), caller)
+
+    async def answer(self, scope: ASGIScope, request: DecideRequest, caller: Caller) -> Decision:
+        """`decide` for a request decoded elsewhere (from OFREP's evaluation context)."""
+        with self.admission, self.metrics.timing():
+            return await self._decided(scope, request, caller)
+
+    async def _decided(self, scope: ASGIScope, request: DecideRequest, caller: Caller) -> Decision:
+        permit(request, caller)
+        decision = await self.decider.decide(request, gpc=gpc(scope))
+        return decision if caller.may(Scope.EXPLAIN) else minimal(decision)
 
 
-def sent_gpc(scope: ASGIScope) -> bool:
+def permit(request: DecideRequest, caller: Caller) -> None:
+    """Refuse (403) what `request` asks beyond the caller's scopes: explain, and granting
+    consent (withdrawing everything, an empty list, is anyone's right)."""
+    if request.explain and not caller.may(Scope.EXPLAIN):
+        raise Forbidden("explain", "explain: true needs an API key with the explain scope")
+    consent = request.consent
+    if consent is not None and consent.purposes and not caller.may(Scope.CONSENT):
+        raise Forbidden(
+            "consent", "sending the consent signal needs an API key with the consent scope"
+        )
+
+
+def gpc(scope: ASGIScope) -> bool:
     """Whether the request says Sec-GPC: 1, in any of its Sec-GPC headers: an opt-out is
     never overruled by another header."""
     return any(name == b"sec-gpc" and value.strip() == b"1" for name, value in scope["headers"])
@@ -97,7 +109,7 @@ def _error(description: str, example: ProblemDetails) -> ResponseSpec:
 @post(
     "/v1/decide",
     status_code=200,
-    operation_class=body_operation(DecideRequest, _GPC),
+    operation_class=body_operation(DecideRequest, GPC_HEADER),
     operation_id="decide",
     summary="Decide",
     response_description="The decision, and why",

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Parameter, RequestBody
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    RequestBody,
+)
 
 
 def inline_schema(kind: type) -> dict[str, Any]:
@@ -30,22 +36,34 @@ def inline_schema(kind: type) -> dict[str, Any]:
     return inlined
 
 
-def body_operation(kind: type, *headers: Parameter) -> type[Operation]:
+def body_operation(
+    kind: type,
+    *headers: Parameter,
+    required: bool = True,
+    answers: dict[str, OpenAPIResponse] | None = None,
+) -> type[Operation]:
     """An Operation that documents a JSON body of `kind` (and extra header parameters)."""
-    return schema_operation(inline_schema(kind), *headers)
+    return schema_operation(inline_schema(kind), *headers, required=required, answers=answers)
 
 
-def schema_operation(schema: dict[str, Any], *headers: Parameter) -> type[Operation]:
-    """An Operation that documents a JSON body of the JSON Schema `schema`."""
+def schema_operation(
+    schema: dict[str, Any],
+    *headers: Parameter,
+    required: bool = True,
+    answers: dict[str, OpenAPIResponse] | None = None,
+) -> type[Operation]:
+    """An Operation that documents a JSON body of the JSON Schema `schema` (optional unless
+    `required`), and `answers` by status, written out where litestar cannot write them."""
 
     @dataclass
     class WithBody(Operation):
         def __post_init__(self) -> None:
             self.parameters = [*(self.parameters or []), *headers]
             self.request_body = RequestBody(
-                required=True,
+                required=required,
                 # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
                 content={"application/json": OpenAPIMediaType(schema=schema)},  # type: ignore[arg-type]
             )
+            self.responses = {**(self.responses or {}), **(answers or {})}
 
     return WithBody

@@ -24,7 +24,7 @@ from decider.measure.outcomes import (
 )
 from decider.model import PROBLEM_JSON, ProblemDetails
 from decider.server.auth import REFUSED, REQUIREMENT, caller_of
-from decider.server.decide import sent_gpc
+from decider.server.decide import gpc
 from decider.server.openapi import inline_schema, schema_operation
 
 # one event, or a batch of them; msgspec makes no schema of a union of untagged structs
@@ -68,9 +68,9 @@ async def report_outcomes(
     caller = caller_of(request)
     if not parsed.batch:
         _may_grant(parsed.events[0], caller)
-        return await intake.take(parsed.events, gpc=sent_gpc(request.scope))
+        return await intake.take(parsed.events, gpc=gpc(request.scope))
     checked = [_granting(event, caller, i) for i, event in enumerate(parsed.events)]
-    return await intake.take(checked, gpc=sent_gpc(request.scope))
+    return await intake.take(checked, gpc=gpc(request.scope))
 
 
 GRANTING = "granting consent by the banner needs an API key with the consent scope"

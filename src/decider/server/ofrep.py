@@ -1,0 +1,235 @@
+"""OFREP, the OpenFeature Remote Evaluation Protocol, served over decisions (decider.ofrep says
+how the protocol is read): any OpenFeature SDK with an OFREP provider evaluates a placement
+as a flag.
+
+Every flag is decided as POST /v1/decide decides (decider.server.decide.Deciding): the same
+keys and scopes at the door (a key that may decide may evaluate), admission, consent,
+suppression, stats, the exposure log and metrics, one decision per flag. Errors are in
+OFREP's shape, `{key, errorCode, errorDetails}` (`{errorCode, errorDetails}` for the bulk
+request), never problem details: an OFREP client reads those.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, post
+from litestar.di import NamedDependency
+from litestar.enums import ParamType
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Parameter,
+    Schema,
+)
+from litestar.params import FromPath
+from litestar.types import Middleware
+
+from decider.errors import Forbidden, InvalidRequest, UnknownPlacement
+from decider.model import ProblemDetails
+from decider.ofrep import (
+    Bulk,
+    BulkFailure,
+    Evaluation,
+    EvaluationRequest,
+    FailureCode,
+    FlagFailure,
+    FlagNotFound,
+    OfrepRefusal,
+    details,
+    etag,
+    evaluation,
+    none_match,
+    read_context,
+    request_for,
+)
+from decider.server.auth import REQUIREMENT, caller_of
+from decider.server.decide import GPC_HEADER, Deciding, gpc, permit
+from decider.server.openapi import body_operation, inline_schema
+from decider.server.problems import refusal
+
+PREFIX = "/ofrep/v1/evaluate/flags"
+_JSON = "application/json"
+_IF_NONE_MATCH = Parameter(
+    name="If-None-Match",
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.STRING),
+    description="the ETag of a bulk answer the caller holds: 304 while it is current",
+)
+
+
+# litestar makes no schema of a list holding two kinds of struct, and documents no ETag
+_BULK_200 = OpenAPIResponse(
+    description="Every placement's decision, in id order, or why it was not made",
+    headers={
+        "ETag": OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.STRING),
+            required=True,
+            description="covers the ruleset, the context and every evaluation (not the "
+            "decision ids): a changed context or profile never gets a stale 304",
+        )
+    },
+    content={
+        _JSON: OpenAPIMediaType(
+            schema={  # type: ignore[arg-type]
+                "type": "object",
+                "required": ["flags"],
+                "properties": {
+                    "flags": {
+                        "type": "array",
+                        "items": {"anyOf": [inline_schema(Evaluation), inline_schema(FlagFailure)]},
+                    }
+                },
+            }
+        )
+    },
+)
+
+
+@post(
+    f"{PREFIX}/{{key:str}}",
+    status_code=200,
+    operation_class=body_operation(EvaluationRequest, GPC_HEADER, required=False),
+    operation_id="ofrepEvaluateFlag",
+    summary="OFREP: evaluate one flag (a placement)",
+    response_description="The placement's decision as an OpenFeature evaluation",
+    responses={
+        400: ResponseSpec(
+            FlagFailure,
+            generate_examples=False,
+            description="PARSE_ERROR (the body), TARGETING_KEY_MISSING or INVALID_CONTEXT",
+            examples=[
+                Example(
+                    summary="TARGETING_KEY_MISSING",
+                    value={
+                        "key": "home_hero",
+                        "errorCode": "TARGETING_KEY_MISSING",
+                        "errorDetails": "context.targetingKey: a targetingKey ... is required",
+                    },
+                )
+            ],
+        ),
+        404: ResponseSpec(
+            FlagNotFound, generate_examples=False, description="No placement of that id"
+        ),
+        **{
+            status: ResponseSpec(FlagFailure, generate_examples=False, description=words)
+            for status, words in (
+                (401, "No API key, or a wrong one (GENERAL)"),
+                (403, "The API key lacks the decide scope, or the consent scope (GENERAL)"),
+                (413, "The body is larger than DECIDER_MAX_BODY_BYTES (GENERAL)"),
+                (503, "Too many decisions in flight; retry after Retry-After (GENERAL)"),
+            )
+        },
+    },
+)
+async def evaluate_flag(
+    key: FromPath[str], request: Request[Any, Any, Any], deciding: NamedDependency[Deciding]
+) -> Evaluation:
+    """One placement, decided for the evaluation context: `targetingKey` is the visitor id
+    unless `visitor_id`, `user_id`, `email_sha256` or `account_id` name the identity;
+    `consent` lists the purposes the web consent banner grants; other keys are the rules'
+    `context`."""
+    context = read_context(await request.body())
+    if key not in deciding.decider.ruleset.placements:
+        raise UnknownPlacement("key", "no placement of this id in the loaded rules")
+    decided = await deciding.answer(request.scope, request_for(key, context), caller_of(request))
+    return evaluation(decided)
+
+
+@post(
+    PREFIX,
+    status_code=200,
+    operation_class=body_operation(
+        EvaluationRequest, GPC_HEADER, _IF_NONE_MATCH, required=False, answers={"200": _BULK_200}
+    ),
+    operation_id="ofrepEvaluateFlags",
+    summary="OFREP: evaluate every flag (every placement)",
+    responses={
+        304: ResponseSpec(None, description="If-None-Match names the current ETag"),
+        **{
+            status: ResponseSpec(BulkFailure, generate_examples=False, description=words)
+            for status, words in (
+                (400, "PARSE_ERROR (the body), TARGETING_KEY_MISSING or INVALID_CONTEXT"),
+                (401, "No API key, or a wrong one (GENERAL)"),
+                (403, "The API key lacks the decide scope, or the consent scope (GENERAL)"),
+                (413, "The body is larger than DECIDER_MAX_BODY_BYTES (GENERAL)"),
+                (503, "Too many decisions in flight; retry after Retry-After (GENERAL)"),
+            )
+        },
+    },
+)
+async def evaluate_flags(
+    request: Request[Any, Any, Any], deciding: NamedDependency[Deciding]
+) -> Response[bytes]:
+    """Every placement, each decided as the single evaluation decides it (a flag whose
+    decision is refused, such as the consent signal on an email placement, is a failure of
+    its own); 304 when If-None-Match names the answer's ETag."""
+    context = read_context(await request.body())
+    caller = caller_of(request)
+    ruleset = deciding.decider.ruleset  # its placements are the flags; its version, the tag's
+    common = request_for("", context)
+    permit(common, caller)  # refused as a whole, not flag by flag
+    flags: list[Evaluation | FlagFailure] = []
+    for key in sorted(ruleset.placements):
+        try:
+            decision = await deciding.answer(
+                request.scope, msgspec.structs.replace(common, placement=key), caller
+            )
+        except UnknownPlacement:  # a reload took it away meanwhile
+            flags.append(FlagFailure(key, "GENERAL", "the rules were reloaded without it"))
+        except InvalidRequest as exc:
+            flags.append(FlagFailure(key, "INVALID_CONTEXT", details(exc)))
+        else:
+            flags.append(evaluation(decision))
+    answer = Bulk(tuple(flags))
+    tag = etag(ruleset.version, context, gpc(request.scope), answer)
+    given = request.headers.get("if-none-match")
+    if given is not None and none_match(given, tag):
+        return Response(b"", status_code=304, headers={"ETag": tag})
+    return Response(msgspec.json.encode(answer), media_type=_JSON, headers={"ETag": tag})
+
+
+def ofrep_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Any error on the OFREP routes, in OFREP's shape: the code OFREP names for it (bad
+    input is a 400, an unknown flag a 404), else GENERAL with the status and headers
+    decider.server.problems gives it (401, 403, 413, 503, and a logged 500)."""
+    key: str | None = request.scope.get("path_params", {}).get("key")
+    headers: dict[str, str] = {}
+    code: FailureCode = "GENERAL"
+    if isinstance(exc, UnknownPlacement) and key is not None:
+        body = FlagNotFound(key, "FLAG_NOT_FOUND", exc.message)
+        return Response(msgspec.json.encode(body), status_code=404, media_type=_JSON)
+    if isinstance(exc, OfrepRefusal):
+        status, code, why = 400, exc.error_code, details(exc)
+    elif isinstance(exc, Forbidden):  # the consent signal, without the consent scope
+        status, why = 403, details(exc)
+    elif isinstance(exc, InvalidRequest):
+        status, code, why = 400, "INVALID_CONTEXT", details(exc)
+    else:
+        status, problem, headers = refusal(exc, request.scope)
+        why = msgspec.json.decode(problem, type=ProblemDetails).detail
+    failure: FlagFailure | BulkFailure = (
+        FlagFailure(key, code, why) if key is not None else BulkFailure(code, why)
+    )
+    return Response(
+        msgspec.json.encode(failure), status_code=status, media_type=_JSON, headers=headers
+    )
+
+
+def ofrep_router(door: Middleware) -> Router:
+    """The OFREP routes behind `door` (the decide scope), answering errors as OFREP does."""
+    return Router(
+        path="/",
+        route_handlers=[evaluate_flag, evaluate_flags],
+        middleware=[door],
+        security=REQUIREMENT,
+        tags=["OFREP"],
+        exception_handlers={Exception: ofrep_error},
+    )
