@@ -95,6 +95,9 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
         known = ", ".join(sorted(ruleset.placements))
         raise UnknownPlacement("placement", f"not a placement of the loaded rules; known: {known}")
     if request.channel is not None and request.channel != placement.channel:
+        if request.channel not in ruleset.channels:
+            known = ", ".join(sorted(ruleset.channels))
+            raise InvalidRequest("channel", f"not a channel of the loaded rules; known: {known}")
         raise InvalidRequest(
             "channel",
             f"placement {placement.id!r} serves the {placement.channel} channel, "
