@@ -391,7 +391,8 @@ def test_an_unknown_variable_is_refused_on_the_python_engine_too(rules_copy: Pat
     )
     problems = problems_of(rules_copy, "cel-python")
     assert {p.message for p in problems} == {
-        "undeclared reference to 'contxt'; rules read visitor, account, context, now"
+        "undeclared reference to 'contxt'; rules read visitor, account, context, now and the "
+        "named conditions (icp_fit)"
     }
 
 

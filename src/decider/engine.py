@@ -244,9 +244,13 @@ def _match(
 def _explain(
     ruleset: CompiledRuleset, outcomes: tuple[SegmentOutcome, ...]
 ) -> tuple[SegmentOutcome, ...]:
-    """Every segment in priority order; those never reached say so."""
+    """Every segment in priority order; those never reached say so; those that use named
+    conditions, with the condition as it runs."""
     seen = {o.segment: o for o in outcomes}
-    return tuple(
-        seen.get(s.id) or SegmentOutcome(s.id, s.priority, "not_evaluated")
-        for s in ruleset.segments
-    )
+    explained = []
+    for s in ruleset.segments:
+        outcome = seen.get(s.id) or SegmentOutcome(s.id, s.priority, "not_evaluated")
+        if s.condition.expanded is not None:
+            outcome = msgspec.structs.replace(outcome, condition=s.condition.expanded)
+        explained.append(outcome)
+    return tuple(explained)

@@ -96,10 +96,13 @@ Outcome = Literal["matched", "not_matched", "skipped_consent", "error", "not_eva
 
 
 class SegmentOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`condition`: with explain, the condition as it runs, when it uses named conditions."""
+
     segment: str
     priority: int
     outcome: Outcome
     error: str | None = None
+    condition: str | None = None
 
 
 class Bucket(msgspec.Struct, frozen=True):

@@ -108,12 +108,15 @@ class Condition(msgspec.Struct, frozen=True):
 
     `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
     `guards`: its conjuncts that can rule it out unevaluated (decider.rules.guards).
+    `expanded`: the text compiled, when it uses named conditions (decider.rules.conditions),
+    for explain.
     """
 
     program: Program
     reads: frozenset[str]
     needs_profile: bool
     guards: tuple[Guard, ...] = ()
+    expanded: str | None = None
 
 
 class CompiledSegment(msgspec.Struct, frozen=True):

@@ -35,6 +35,7 @@ from decider.model import SegmentOutcome, Variant
 from decider.rules.cel import CelCompileErrors, Reference, references
 from decider.rules.cel.syntax import parse
 from decider.rules.channels import compile_channels, too_long
+from decider.rules.conditions import Conditions, Expanded
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
@@ -66,6 +67,14 @@ from decider.ruleset import (
 )
 from decider.traits import TraitSchema
 
+# CEL's reserved words and literals: no named condition may be one
+RESERVED_WORDS = frozenset(
+    (
+        *("as", "break", "const", "continue", "else", "false", "for", "function", "if"),
+        *("import", "in", "let", "loop", "namespace", "null", "package", "return", "true"),
+        *("var", "void", "while"),
+    )
+)
 # segments per chained program: measured with loadtests/bench_decide.py (200 segments on
 # cel-expr: 10 a chain ~20% slower than 25; cel-expr's parser refuses nesting past 32, so a
 # chain it refuses is split in halves until it takes them)
@@ -174,10 +183,17 @@ def _runs(
     return tuple(runs)
 
 
-def condition(program: Program, source: str) -> Condition:
-    """`program`, compiled from `source` (which loads), with what it reads and its guards."""
+def condition(program: Program, source: str, *, expanded: bool = False) -> Condition:
+    """`program`, compiled from `source` (which loads), with what it reads and its guards;
+    `expanded`: `source` is a condition with its named conditions put in."""
     reads = frozenset(r.root for r in references(source))
-    return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES), guards(parse(source)))
+    return Condition(
+        program,
+        reads,
+        not reads.isdisjoint(PROFILE_VARIABLES),
+        guards(parse(source)),
+        source if expanded else None,
+    )
 
 
 def _chained(
@@ -219,11 +235,13 @@ class _Builder:
         self.experiment_ids: set[str] = set()
         self.channels: dict[str, CompiledChannel] = {}
         self.every_file_read = True
+        self.conditions = Conditions({}, lambda _name, _expanded: True)
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
         self.every_file_read = len(sources) == len(paths)
         built_in = self._policy(sources, every_file_read=self.every_file_read)
         self.channels = compile_channels(sources, built_in, self._problem)
+        self.conditions = self._named_conditions(sources)
         segments = self._segments(sources)
         # declared, compiled or not: a variant of a broken segment is not a second problem
         declared = {s.id for source in sources for s in source.rules.segments}
@@ -256,22 +274,66 @@ class _Builder:
             channels=self.channels,
         )
 
+    def _named_conditions(self, sources: list[SourceFile]) -> Conditions:
+        """Every named condition, each compiled once alone, its mistakes placed where it is
+        written (a `when` that uses a broken one is not a second problem)."""
+        where: dict[str, tuple[SourceFile, Path_]] = {}
+        texts: dict[str, str] = {}
+        for source in sources:
+            for name, text in source.rules.conditions.items():
+                path: Path_ = ("conditions", name)
+                if name in where:
+                    self._problem(source, path, f"duplicate named condition {name!r}", name)
+                elif name in VARIABLES or name in RESERVED_WORDS:
+                    self._problem(source, path, f"{name!r} is a word CEL reads already", name)
+                else:
+                    where[name], texts[name] = (source, path), text
+
+        def check(name: str, expanded: Expanded) -> bool:
+            source, path = where[name]
+            return self._compile(source, path, expanded, name) is not None
+
+        conditions = Conditions(texts, check)
+        for name, (source, path) in where.items():
+            for line, column, message in conditions.fragment(name).errors:
+                self._placed(source, path, (line, column), message, name)
+        return conditions
+
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
+        expanded = self.conditions.expand(text)
+        for line, column, message in expanded.errors:
+            self._placed(source, path, (line, column), message, rule)
+        if expanded.errors or expanded.broken:
+            return None
+        return self._compile(source, path, expanded, rule)
+
+    def _compile(
+        self, source: SourceFile, path: Path_, expanded: Expanded, rule: str
+    ) -> Condition | None:
+        """Compile a condition as it runs; its problems placed where it is written."""
+        text = expanded.text
         try:
             program = self.engine.compile(text, self.lists)
             refs = references(text)
         except CelCompileErrors as exc:
             for error in exc.errors:
-                line, column = source.document.place_in_string(path, error.line, error.column)
-                self.problems.append(Problem(source.name, line, column, error.message, rule))
+                self._placed(
+                    source, path, expanded.place(error.line, error.column), error.message, rule
+                )
             return None
         bad = [(ref, message) for ref in refs if (message := self._reference_problem(ref))]
         for ref, message in bad:
-            line, column = source.document.place_in_string(path, ref.line, ref.column)
-            self.problems.append(Problem(source.name, line, column, message, rule))
+            self._placed(source, path, expanded.place(ref.line, ref.column), message, rule)
         if bad:
             return None
-        return condition(program, text)
+        return condition(program, text, expanded=bool(expanded.names))
+
+    def _placed(
+        self, source: SourceFile, path: Path_, at: tuple[int, int], message: str, rule: str
+    ) -> None:
+        """A problem at a line:column of the CEL text at `path`."""
+        line, column = source.document.place_in_string(path, *at)
+        self.problems.append(Problem(source.name, line, column, message, rule))
 
     def _reference_problem(self, ref: Reference) -> str | None:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""

@@ -112,6 +112,8 @@ def segment_lines(decision: Decision, indent: str = "  ") -> list[str]:
     for o in decision.explain or ():
         words = OUTCOME_WORDS[o.outcome] + (f" ({o.error})" if o.error else "")
         lines.append(f"{indent}  {o.priority:>5}  {o.segment:<{width}}  {words}")
+        if o.condition is not None:  # it uses named conditions: what runs
+            lines.append(f"{indent}         when {' '.join(o.condition.split())}")
     return lines
 
 

@@ -25,6 +25,8 @@ T = TypeVar("T")
 SCHEMA_FILE = "schema.yaml"
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
 SlotName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+# a named condition is read in CEL as an identifier: letters, digits and _
+ConditionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
 
 
 class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -116,6 +118,8 @@ class Suppression(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
 class RuleFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channels: tuple[ChannelRule, ...] = ()
+    # CEL fragments by name, which a `when` reads as an identifier (decider.rules.conditions)
+    conditions: dict[ConditionName, str] = {}
     segments: tuple[Segment, ...] = ()
     placements: tuple[Placement, ...] = ()
     consent: ConsentPolicy | None = None
