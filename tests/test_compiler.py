@@ -34,7 +34,7 @@ def test_sample_rules_compile(ruleset: CompiledRuleset) -> None:
     """The shipped rules compile on both engines into a ruleset with a content-hash version."""
     assert len(ruleset.version) == 12
     assert {"home_hero", "nurture_email"} <= set(ruleset.placements)
-    assert {p.channel for p in ruleset.placements.values()} == {"web", "email"}
+    assert {p.channel for p in ruleset.placements.values()} == {"web", "email", "push", "sms"}
 
 
 def test_version_is_a_content_hash(rules_copy: Path) -> None:
@@ -184,7 +184,7 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
             "unknown field `ownr`",
         ),
         ("b2b.yaml", "    priority: 90\n", "    priority: ninety\n", "Expected `int`, got `str`"),
-        ("b2b.yaml", "    channel: web\n", "    channel: sms\n", "Invalid enum value 'sms'"),
+        ("b2b.yaml", "    channel: web\n", "    channel: fax\n", "unknown channel 'fax' (known: "),
         (
             "policy.yaml",
             "suppressions:\n",
@@ -391,7 +391,8 @@ def test_an_unknown_variable_is_refused_on_the_python_engine_too(rules_copy: Pat
     )
     problems = problems_of(rules_copy, "cel-python")
     assert {p.message for p in problems} == {
-        "undeclared reference to 'contxt'; rules read visitor, account, context, now"
+        "undeclared reference to 'contxt'; rules read visitor, account, context, now and the "
+        "named conditions (icp_fit)"
     }
 
 

@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--context", default="{}", help="the request context, as JSON")
     explain.add_argument("--now", help="the decision time, RFC 3339 with an offset (default: now)")
     explain.add_argument(
-        "--channel", choices=("web", "email"), help="only this channel's placements"
+        "--channel", help="only this channel's placements (web, email, or one the rules define)"
     )
     explain.add_argument("--placement", help="one placement (default: every one, of --channel)")
     explain.add_argument(

@@ -95,6 +95,9 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
         known = ", ".join(sorted(ruleset.placements))
         raise UnknownPlacement("placement", f"not a placement of the loaded rules; known: {known}")
     if request.channel is not None and request.channel != placement.channel:
+        if request.channel not in ruleset.channels:
+            known = ", ".join(sorted(ruleset.channels))
+            raise InvalidRequest("channel", f"not a channel of the loaded rules; known: {known}")
         raise InvalidRequest(
             "channel",
             f"placement {placement.id!r} serves the {placement.channel} channel, "
@@ -248,9 +251,13 @@ def _match(
 def _explain(
     ruleset: CompiledRuleset, outcomes: tuple[SegmentOutcome, ...]
 ) -> tuple[SegmentOutcome, ...]:
-    """Every segment in priority order; those never reached say so."""
+    """Every segment in priority order; those never reached say so; those that use named
+    conditions, with the condition as it runs."""
     seen = {o.segment: o for o in outcomes}
-    return tuple(
-        seen.get(s.id) or SegmentOutcome(s.id, s.priority, "not_evaluated")
-        for s in ruleset.segments
-    )
+    explained = []
+    for s in ruleset.segments:
+        outcome = seen.get(s.id) or SegmentOutcome(s.id, s.priority, "not_evaluated")
+        if s.condition.expanded is not None:
+            outcome = msgspec.structs.replace(outcome, condition=s.condition.expanded)
+        explained.append(outcome)
+    return tuple(explained)

@@ -16,16 +16,22 @@ import msgspec
 from decider.errors import InvalidRequest, MalformedBody, validation_path
 from decider.reasons import Reason, ReasonCode
 
+# the channels whose identity rules differ: on email the recipient is the email hash's owner;
+# every other channel (web, or one the rules define) resolves who is asking as web does
 Channel = Literal["web", "email"]
+# a channel of the loaded rules: web and email are built in, the rules may define more
+ChannelId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$",
+        description="a channel of the loaded rules: web, email, or one the rules define",
+    ),
+]
 MAX_DEPTH = 16
 # callers choose the length of context lists and maps, and rules may iterate over them: a
 # bound keeps one request's cost bounded
 MAX_ITEMS = 1000
 MAX_VALUES = 2000
-SLOTS: dict[str, tuple[str, ...]] = {
-    "web": ("hero", "cta", "proof"),
-    "email": ("subject", "opening", "proof", "cta"),
-}
 
 _ADDRESS = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
 Sha256Hex = Annotated[
@@ -68,7 +74,7 @@ class ConsentSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     placement: Ident
     identity: Identity
-    channel: Channel | None = None
+    channel: ChannelId | None = None
     context: Annotated[
         dict[str, Any],
         msgspec.Meta(
@@ -90,10 +96,13 @@ Outcome = Literal["matched", "not_matched", "skipped_consent", "error", "not_eva
 
 
 class SegmentOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`condition`: with explain, the condition as it runs, when it uses named conditions."""
+
     segment: str
     priority: int
     outcome: Outcome
     error: str | None = None
+    condition: str | None = None
 
 
 class Bucket(msgspec.Struct, frozen=True):
@@ -116,7 +125,7 @@ class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     decision_id: str
     ruleset: str
     placement: str
-    channel: Channel
+    channel: str
     segment: str | None
     variant: Variant
     personalized: bool

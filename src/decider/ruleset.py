@@ -15,7 +15,7 @@ import msgspec
 
 from decider.errors import Problem
 from decider.experiments import Experiment
-from decider.model import Channel, SegmentOutcome, Variant
+from decider.model import SegmentOutcome, Variant
 from decider.traits import TraitSchema
 
 EngineName = Literal["cel-expr", "cel-python"]
@@ -81,6 +81,16 @@ class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     send_requires_consent: bool = False
 
 
+class CompiledChannel(msgspec.Struct, frozen=True):
+    """A channel: the slots its placements fill, in order, the most characters each may
+    hold (checked at load, for slots that have a limit), and its consent policy."""
+
+    id: str
+    slots: tuple[str, ...]
+    limits: dict[str, int]
+    policy: ChannelPolicy
+
+
 class Guard(msgspec.Struct, frozen=True):
     """A conjunct of a condition that the raw values a rule reads (the traits and the context
     the activation is built from) can prove false before any CEL runs, which makes the whole
@@ -98,12 +108,15 @@ class Condition(msgspec.Struct, frozen=True):
 
     `needs_profile`: it reads `visitor` or `account`, so it needs the channel's consent.
     `guards`: its conjuncts that can rule it out unevaluated (decider.rules.guards).
+    `expanded`: the text compiled, when it uses named conditions (decider.rules.conditions),
+    for explain.
     """
 
     program: Program
     reads: frozenset[str]
     needs_profile: bool
     guards: tuple[Guard, ...] = ()
+    expanded: str | None = None
 
 
 class CompiledSegment(msgspec.Struct, frozen=True):
@@ -138,7 +151,7 @@ class CompiledPlacement(msgspec.Struct, frozen=True):
     suppressions that apply to it, in file order, and its experiment, if any."""
 
     id: str
-    channel: Channel
+    channel: str
     slots: tuple[str, ...]
     tags: frozenset[str]
     default: Variant
@@ -193,9 +206,10 @@ class MatchPlan(msgspec.Struct, frozen=True):
 
 class CompiledRuleset(msgspec.Struct, frozen=True):
     """Segments in evaluation order (priority descending, then id), placements by id, and the
-    consent policy by channel. `version` is a content hash of the rule files. `consented` and
-    `contextual` plan the first match with and without consent (built from `segments`; none:
-    every segment is evaluated one by one)."""
+    consent policy by channel (`channels`: every channel, built in or defined, with its
+    slots). `version` is a content hash of the rule files. `consented` and `contextual` plan
+    the first match with and without consent (built from `segments`; none: every segment is
+    evaluated one by one)."""
 
     version: str
     engine: Engine
@@ -208,3 +222,4 @@ class CompiledRuleset(msgspec.Struct, frozen=True):
     schema: TraitSchema | None = None  # the profile schema (rules/schema.yaml), if any
     consented: MatchPlan | None = None
     contextual: MatchPlan | None = None
+    channels: dict[str, CompiledChannel] = {}

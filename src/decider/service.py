@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from decider.engine import Evaluated, decide, select_placement
-from decider.model import Channel, DecideRequest, Decision, Identity
+from decider.model import DecideRequest, Decision, Identity
 from decider.profile import Resolution
 from decider.ruleset import CompiledRuleset
 from decider.stats import Stats
@@ -30,8 +30,9 @@ def new_decision_id() -> str:
 
 
 class IdentityResolver(Protocol):
-    async def resolve(self, identity: Identity, channel: Channel) -> Resolution:
-        """Who is asking; never raises for a failing source (the answer is "unavailable")."""
+    async def resolve(self, identity: Identity, channel: str) -> Resolution:
+        """Who is asking, by the channel's identity rules (decider.model.Channel); never
+        raises for a failing source (the answer is "unavailable")."""
 
 
 # told of every decision made, with the request's context and the time: the exposure log

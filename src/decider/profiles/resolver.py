@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from decider.errors import ProfileSourceError
-from decider.model import Channel, Identity
+from decider.model import Identity
 from decider.profile import (
     ALIAS_KINDS,
     AccountProfile,
@@ -131,7 +131,7 @@ class Resolver:
         self.apply(change)
         return change
 
-    async def resolve(self, identity: Identity, channel: Channel = "web") -> Resolution:
+    async def resolve(self, identity: Identity, channel: str = "web") -> Resolution:
         if self._changes is not None and not self._followed:
             self._follow_changes(self._changes)
         try:
@@ -157,7 +157,7 @@ class Resolver:
     def _pass_ended(self) -> None:
         self._followed = False
 
-    async def _resolve(self, identity: Identity, channel: Channel, deadline: Budget) -> Resolution:
+    async def _resolve(self, identity: Identity, channel: str, deadline: Budget) -> Resolution:
         notes: list[Reason] = []
         named, failed, stale = await self._named(identity, deadline, notes)
         kind, visitor = _decided_for(identity, channel, named, failed)
@@ -353,7 +353,7 @@ class Resolver:
 
 
 def _decided_for(
-    identity: Identity, channel: Channel, named: Named, failed: Failed
+    identity: Identity, channel: str, named: Named, failed: Failed
 ) -> tuple[IdKind | None, VisitorProfile | None]:
     """Whose consent and traits the decision uses, and the id that names them. Raises the
     lookup's ProfileSourceError if an id that could decide it failed with nothing stale."""

@@ -31,9 +31,11 @@ from decider.experiments import (
     parse_share,
 )
 from decider.index import build_index
-from decider.model import SLOTS, SegmentOutcome, Variant
+from decider.model import SegmentOutcome, Variant
 from decider.rules.cel import CelCompileErrors, Reference, references
 from decider.rules.cel.syntax import parse
+from decider.rules.channels import compile_channels, too_long
+from decider.rules.conditions import Conditions, Expanded
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
@@ -52,6 +54,7 @@ from decider.ruleset import (
     VARIABLES,
     ChainingEngine,
     ChannelPolicy,
+    CompiledChannel,
     CompiledPlacement,
     CompiledRuleset,
     CompiledSegment,
@@ -64,6 +67,14 @@ from decider.ruleset import (
 )
 from decider.traits import TraitSchema
 
+# CEL's reserved words and literals: no named condition may be one
+RESERVED_WORDS = frozenset(
+    (
+        *("as", "break", "const", "continue", "else", "false", "for", "function", "if"),
+        *("import", "in", "let", "loop", "namespace", "null", "package", "return", "true"),
+        *("var", "void", "while"),
+    )
+)
 # segments per chained program: measured with loadtests/bench_decide.py (200 segments on
 # cel-expr: 10 a chain ~20% slower than 25; cel-expr's parser refuses nesting past 32, so a
 # chain it refuses is split in halves until it takes them)
@@ -172,10 +183,17 @@ def _runs(
     return tuple(runs)
 
 
-def condition(program: Program, source: str) -> Condition:
-    """`program`, compiled from `source` (which loads), with what it reads and its guards."""
+def condition(program: Program, source: str, *, expanded: bool = False) -> Condition:
+    """`program`, compiled from `source` (which loads), with what it reads and its guards;
+    `expanded`: `source` is a condition with its named conditions put in."""
     reads = frozenset(r.root for r in references(source))
-    return Condition(program, reads, not reads.isdisjoint(PROFILE_VARIABLES), guards(parse(source)))
+    return Condition(
+        program,
+        reads,
+        not reads.isdisjoint(PROFILE_VARIABLES),
+        guards(parse(source)),
+        source if expanded else None,
+    )
 
 
 def _chained(
@@ -215,13 +233,19 @@ class _Builder:
         self.schema = schema
         self.lists = list_paths(schema)
         self.experiment_ids: set[str] = set()
+        self.channels: dict[str, CompiledChannel] = {}
+        self.every_file_read = True
+        self.conditions = Conditions({}, lambda _name, _expanded: True)
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
+        self.every_file_read = len(sources) == len(paths)
+        built_in = self._policy(sources, every_file_read=self.every_file_read)
+        self.channels = compile_channels(sources, built_in, self._problem)
+        self.conditions = self._named_conditions(sources)
         segments = self._segments(sources)
         # declared, compiled or not: a variant of a broken segment is not a second problem
         declared = {s.id for source in sources for s in source.rules.segments}
         placements = self._placements(sources, declared)
-        policy = self._policy(sources, every_file_read=len(sources) == len(paths))
         suppressions = self._suppressions(sources, placements)
         placements = {
             key: msgspec.structs.replace(
@@ -241,30 +265,75 @@ class _Builder:
             files=tuple(s.name for s in sources),
             segments=tuple(ordered),
             placements=placements,
-            policy=policy,
+            policy={name: channel.policy for name, channel in self.channels.items()},
             suppressions=tuple(suppressions),
             warnings=self.warnings,
             schema=self.schema,
             consented=next(plans),
             contextual=next(plans),
+            channels=self.channels,
         )
 
+    def _named_conditions(self, sources: list[SourceFile]) -> Conditions:
+        """Every named condition, each compiled once alone, its mistakes placed where it is
+        written (a `when` that uses a broken one is not a second problem)."""
+        where: dict[str, tuple[SourceFile, Path_]] = {}
+        texts: dict[str, str] = {}
+        for source in sources:
+            for name, text in source.rules.conditions.items():
+                path: Path_ = ("conditions", name)
+                if name in where:
+                    self._problem(source, path, f"duplicate named condition {name!r}", name)
+                elif name in VARIABLES or name in RESERVED_WORDS:
+                    self._problem(source, path, f"{name!r} is a word CEL reads already", name)
+                else:
+                    where[name], texts[name] = (source, path), text
+
+        def check(name: str, expanded: Expanded) -> bool:
+            source, path = where[name]
+            return self._compile(source, path, expanded, name) is not None
+
+        conditions = Conditions(texts, check)
+        for name, (source, path) in where.items():
+            for line, column, message in conditions.fragment(name).errors:
+                self._placed(source, path, (line, column), message, name)
+        return conditions
+
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
+        expanded = self.conditions.expand(text)
+        for line, column, message in expanded.errors:
+            self._placed(source, path, (line, column), message, rule)
+        if expanded.errors or expanded.broken:
+            return None
+        return self._compile(source, path, expanded, rule)
+
+    def _compile(
+        self, source: SourceFile, path: Path_, expanded: Expanded, rule: str
+    ) -> Condition | None:
+        """Compile a condition as it runs; its problems placed where it is written."""
+        text = expanded.text
         try:
             program = self.engine.compile(text, self.lists)
             refs = references(text)
         except CelCompileErrors as exc:
             for error in exc.errors:
-                line, column = source.document.place_in_string(path, error.line, error.column)
-                self.problems.append(Problem(source.name, line, column, error.message, rule))
+                self._placed(
+                    source, path, expanded.place(error.line, error.column), error.message, rule
+                )
             return None
         bad = [(ref, message) for ref in refs if (message := self._reference_problem(ref))]
         for ref, message in bad:
-            line, column = source.document.place_in_string(path, ref.line, ref.column)
-            self.problems.append(Problem(source.name, line, column, message, rule))
+            self._placed(source, path, expanded.place(ref.line, ref.column), message, rule)
         if bad:
             return None
-        return condition(program, text)
+        return condition(program, text, expanded=bool(expanded.names))
+
+    def _placed(
+        self, source: SourceFile, path: Path_, at: tuple[int, int], message: str, rule: str
+    ) -> None:
+        """A problem at a line:column of the CEL text at `path`."""
+        line, column = source.document.place_in_string(path, *at)
+        self.problems.append(Problem(source.name, line, column, message, rule))
 
     def _reference_problem(self, ref: Reference) -> str | None:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""
@@ -313,7 +382,13 @@ class _Builder:
                 path: Path_ = ("placements", index)
                 if not self._unique(source, (*path, "id"), "placement", placement.id, seen):
                     continue
-                allowed = SLOTS[placement.channel]
+                channel = self.channels.get(placement.channel)
+                if channel is None:
+                    self._unknown_channel(
+                        source, (*path, "channel"), placement.channel, placement.id
+                    )
+                    continue
+                allowed = channel.slots
                 slots = placement.slots if placement.slots is not None else allowed
                 for i, slot in enumerate(slots):
                     if slot in slots[:i]:
@@ -324,8 +399,7 @@ class _Builder:
                         self._problem(
                             source,
                             (*path, "slots", i),
-                            f"{placement.channel} placements fill {', '.join(allowed)}; "
-                            f"not {slot!r}",
+                            f"{channel.id} placements fill {', '.join(allowed)}; not {slot!r}",
                             placement.id,
                         )
                 missing = [slot for slot in slots if slot not in placement.default.content]
@@ -336,7 +410,9 @@ class _Builder:
                         f"the default variant must fill every slot; missing {', '.join(missing)}",
                         placement.id,
                     )
-                self._slots_known(source, (*path, "default", "content"), placement.default, slots)
+                self._slots_known(
+                    source, (*path, "default", "content"), placement.default, slots, channel
+                )
                 variants: dict[str, Variant] = {}
                 for segment, variant in placement.variants.items():
                     where = (*path, "variants", segment)
@@ -345,7 +421,7 @@ class _Builder:
                             source, where, f"variant for unknown segment {segment!r}", placement.id
                         )
                         continue
-                    self._slots_known(source, (*where, "content"), variant, slots)
+                    self._slots_known(source, (*where, "content"), variant, slots, channel)
                     content = {**placement.default.content, **variant.content}
                     variants[segment] = Variant(variant.id, content)
                 experiment = None
@@ -357,6 +433,7 @@ class _Builder:
                         variants=variants,
                         slots=tuple(slots),
                         segments=segments,
+                        channel=channel,
                     )
                 compiled[placement.id] = CompiledPlacement(
                     id=placement.id,
@@ -378,6 +455,7 @@ class _Builder:
         variants: dict[str, Variant],
         slots: tuple[str, ...],
         segments: set[str],
+        channel: CompiledChannel,
     ) -> Experiment | None:
         """A placement's experiment, every mistake in it a problem at its place."""
         rule = placement.experiment
@@ -416,6 +494,7 @@ class _Builder:
                 spec,
                 control=variants[segment],
                 slots=slots,
+                channel=channel,
                 contents=contents,
                 rule=rule.id,
             )
@@ -444,6 +523,7 @@ class _Builder:
         *,
         control: Variant,
         slots: tuple[str, ...],
+        channel: CompiledChannel,
         contents: dict[str, dict[str, str]],
         rule: str,
     ) -> tuple[tuple[str, int, Variant], ...] | None:
@@ -474,7 +554,7 @@ class _Builder:
                 continue
             weight = self._weight(source, (*where, "weight"), treatment.weight, rule)
             variant = Variant(name, treatment.content)
-            self._slots_known(source, (*where, "content"), variant, slots)
+            self._slots_known(source, (*where, "content"), variant, slots, channel)
             missing = [slot for slot in slots if slot not in treatment.content]
             if missing:
                 self._problem(
@@ -502,8 +582,14 @@ class _Builder:
         return 1
 
     def _slots_known(
-        self, source: SourceFile, path: Path_, variant: Variant, slots: tuple[str, ...]
+        self,
+        source: SourceFile,
+        path: Path_,
+        variant: Variant,
+        slots: tuple[str, ...],
+        channel: CompiledChannel,
     ) -> None:
+        """Every slot `variant` fills is the placement's, and its text within the limit."""
         for slot in variant.content:
             if slot not in slots:
                 self._problem(
@@ -512,10 +598,19 @@ class _Builder:
                     f"slot {slot!r} is not one of this placement's slots ({', '.join(slots)})",
                     variant.id,
                 )
+        for slot, message in too_long(channel, variant.content):
+            self._problem(source, (*path, slot), message, variant.id)
+
+    def _unknown_channel(self, source: SourceFile, path: Path_, name: str, rule: str) -> None:
+        if not self.every_file_read:
+            return  # a file that could not be read may define it: not a second problem
+        known = ", ".join(sorted(self.channels))
+        self._problem(source, path, f"unknown channel {name!r} (known: {known})", rule)
 
     def _policy(
         self, sources: list[SourceFile], *, every_file_read: bool
-    ) -> dict[str, ChannelPolicy]:
+    ) -> dict[str, tuple[SourceFile, ChannelPolicy]]:
+        """The built-in channels' policies, with the file that gives them."""
         found = [(s, s.rules.consent) for s in sources if s.rules.consent is not None]
         for source, _ in found[1:]:
             self._problem(source, ("consent",), "the consent policy is defined more than once")
@@ -528,17 +623,7 @@ class _Builder:
             return {}
         source, policy = found[0]
         assert policy is not None
-        channels = {"web": policy.web, "email": policy.email}
-        for channel, rules in channels.items():
-            for i, purpose in enumerate(rules.gpc_revokes):
-                if purpose not in rules.purposes:
-                    self._problem(
-                        source,
-                        ("consent", channel, "gpc_revokes", i),
-                        f"{purpose!r} is not one of {channel}'s purposes "
-                        f"({', '.join(rules.purposes)}); Sec-GPC would withdraw nothing",
-                    )
-        return channels
+        return {"web": (source, policy.web), "email": (source, policy.email)}
 
     def _suppressions(
         self, sources: list[SourceFile], placements: dict[str, CompiledPlacement]
@@ -554,6 +639,9 @@ class _Builder:
                     continue
                 if rule.when is None and not rule.flags:
                     self._problem(source, path, "give `when`, `flags` or both", rule.id)
+                for i, name in enumerate(rule.channels):
+                    if name not in self.channels:
+                        self._unknown_channel(source, (*path, "channels", i), name, rule.id)
                 for field, names, known in (
                     ("placements", rule.placements, set(placements)),
                     ("tags", rule.tags, tags),

@@ -13,7 +13,7 @@ import msgspec
 
 from decider.engine import decide, select_placement
 from decider.experiments import CONTROL, HOLDOUT
-from decider.model import Channel, ConsentSignal, DecideRequest, Decision, Identity
+from decider.model import ConsentSignal, DecideRequest, Decision, Identity
 from decider.profile import AccountProfile, Resolution, VisitorProfile, normalized
 from decider.reasons import ReasonCode
 from decider.ruleset import CompiledRuleset
@@ -58,7 +58,7 @@ def offline_decision(
     *,
     placement: str,
     now: datetime,
-    channel: Channel | None = None,
+    channel: str | None = None,
     context: dict[str, Any] | None = None,
     consent: tuple[str, ...] | None = None,
     gpc: bool = False,
@@ -112,6 +112,8 @@ def segment_lines(decision: Decision, indent: str = "  ") -> list[str]:
     for o in decision.explain or ():
         words = OUTCOME_WORDS[o.outcome] + (f" ({o.error})" if o.error else "")
         lines.append(f"{indent}  {o.priority:>5}  {o.segment:<{width}}  {words}")
+        if o.condition is not None:  # it uses named conditions: what runs
+            lines.append(f"{indent}         when {' '.join(o.condition.split())}")
     return lines
 
 

@@ -1,6 +1,6 @@
 """Rule files: their schema, and reading them with the place of every value.
 
-A rules directory holds `*.yaml` files, read in name order; each may hold any of the four
+A rules directory holds `*.yaml` files, read in name order; each may hold any of the
 sections below, and the compiler merges them. Decoding is strict: an unknown field is an
 error at its line, so a misspelt key never silently means "absent".
 """
@@ -18,12 +18,15 @@ import msgspec
 import yaml
 
 from decider.errors import Problem, RulesetError, validation_path
-from decider.model import Channel, Variant
+from decider.model import Variant
 from decider.ruleset import ChannelPolicy
 
 T = TypeVar("T")
 SCHEMA_FILE = "schema.yaml"
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
+SlotName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+# a named condition is read in CEL as an identifier: letters, digits and _
+ConditionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
 
 
 class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -68,7 +71,7 @@ class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """A spot that shows content: a page region on the web, an email template in email."""
 
     id: RuleId
-    channel: Channel
+    channel: RuleId  # web, email, or a channel the rules define
     description: str = ""
     slots: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] | None = None
     tags: tuple[str, ...] = ()
@@ -78,8 +81,27 @@ class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 class ConsentPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The built-in channels' policies; a defined channel carries its own."""
+
     web: ChannelPolicy
     email: ChannelPolicy
+
+
+class Slot(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A slot of a defined channel; `max_length`, in characters, is checked at load for every
+    text a placement gives the slot (an SMS body too long is refused before any send)."""
+
+    max_length: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class ChannelRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A channel beside the built-in web and email (push, SMS, in-app): the slots its
+    placements fill, in order, and its consent policy (purposes, bases, Sec-GPC, sending)."""
+
+    id: RuleId
+    description: str = ""
+    slots: Annotated[dict[SlotName, Slot], msgspec.Meta(min_length=1)]
+    consent: ChannelPolicy
 
 
 class Suppression(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -89,12 +111,15 @@ class Suppression(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     description: str
     when: str | None = None
     flags: tuple[str, ...] = ()
-    channels: tuple[Channel, ...] = ()
+    channels: tuple[RuleId, ...] = ()
     placements: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
 
 class RuleFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    channels: tuple[ChannelRule, ...] = ()
+    # CEL fragments by name, which a `when` reads as an identifier (decider.rules.conditions)
+    conditions: dict[ConditionName, str] = {}
     segments: tuple[Segment, ...] = ()
     placements: tuple[Placement, ...] = ()
     consent: ConsentPolicy | None = None

@@ -8,7 +8,7 @@ Sec-GPC, and what it expects. Cases run through the same `decide` as the server.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -43,7 +43,7 @@ class Case(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     now: Instant
     expect: Expect
     profile: str | Fixture | None = None
-    channel: Literal["web", "email"] | None = None
+    channel: str | None = None  # checked against the rules, as a request's
     context: dict[str, Any] = {}
     consent: tuple[str, ...] | None = None
     gpc: bool = False
