@@ -20,7 +20,13 @@ from litestar.testing import TestClient
 
 from decider.cli import main
 from decider.errors import NotStored
-from decider.measure.outcomes import MAX_BODY_BYTES, MAX_EVENTS, OutcomeIntake, parse_body
+from decider.measure.outcomes import (
+    MAX_BODY_BYTES,
+    MAX_EVENTS,
+    Consent,
+    OutcomeIntake,
+    parse_body,
+)
 from decider.measure.records import Outcome, record_decoder
 from decider.measure.sink import QueuedSink
 from decider.measure.units import Units
@@ -28,7 +34,7 @@ from decider.profiles.cache import CacheSettings
 from decider.profiles.jsonl import sample_profiles
 from decider.profiles.resolver import Resolver
 from decider.profiles.sources.memory import MemoryProfileSource
-from decider.ruleset import CompiledRuleset
+from decider.ruleset import ChannelPolicy, CompiledRuleset
 
 from .conftest import NOW, api_key, app_client
 from .privacy import leaks
@@ -173,6 +179,25 @@ def test_without_the_channels_consent_an_identity_is_stored_with_neither(
     ]
 
 
+def test_a_channel_the_rules_define_applies_its_own_consent(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """Push is defined in the sample rules: u-kai granted push marketing, u-ada did not; a
+    channel the rules do not define is refused naming it."""
+    events = [
+        {"event_id": "p-1", "name": "open", "identity": {"user_id": "u-kai"}, "channel": "push"},
+        {"event_id": "p-2", "name": "open", "identity": {"user_id": "u-ada"}, "channel": "push"},
+        {"event_id": "p-3", "name": "open", "identity": {"user_id": "u-ada"}, "channel": "fax"},
+    ]
+    results = post(client, {"events": events})["results"]
+    assert [r.get("resolved_to") for r in results] == [["visitor"], [], None]
+    assert (results[2]["status"], results[2]["field"]) == ("invalid", "events.2.channel")
+    assert "not a channel of the loaded rules" in results[2]["detail"]
+    assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["p-1", "p-2"]
+    lone = client.post("/v1/outcomes", json=events[2])
+    assert (lone.status_code, lone.json()["field"]) == (422, "channel")
+
+
 def test_the_banners_consent_counts_for_a_caller_that_may_grant_it(
     client: TestClient[Any], tmp_path: Path
 ) -> None:
@@ -216,7 +241,7 @@ def test_a_batch_answers_each_event_and_a_bad_one_fails_no_other(
             "decision_id": DECISION,
         },
         {"event_id": "a-7", "name": "pur chase", "decision_id": DECISION},
-        {"event_id": "a-8", "name": "purchase", "identity": {"user_id": "u-ada"}, "channel": "sms"},
+        {"event_id": "a-8", "name": "purchase", "identity": {"user_id": "u-ada"}, "channel": "fax"},
         "a-9",
         {"event_id": "a-10", "name": "purchase", "identity": {"visitor_id": "v-max"}},
     ]
@@ -356,9 +381,12 @@ def test_a_unit_key_that_cannot_be_made_is_a_503_saying_so(
         assert post(client, by_decision)["accepted"] == 1  # needs no key
 
 
-def by_decision_only(*_: object) -> bool:
-    """The consent check of an intake whose events are all by decision id: never asked."""
+def no_policies() -> dict[str, ChannelPolicy]:
     raise AssertionError("an event by decision id asks no consent")
+
+
+# the consent check of an intake whose events are all by decision id: never asked
+by_decision_only = Consent(no_policies, lambda: NOW)
 
 
 def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ from decider.traits import TraitError, TraitSchema
 from decider.wiring import Service, open_store, read_profile_schema
 
 if TYPE_CHECKING:
-    from decider.measure.outcomes import Consented
+    from decider.measure.outcomes import Consent
     from decider.server.peers import Place
 
 _DEFAULTS = Settings()
@@ -358,13 +358,13 @@ def _import_outcomes(args: argparse.Namespace, env: Mapping[str, str], std: Stre
     return 0
 
 
-def _consent(settings: Settings) -> Consented:
+def _consent(settings: Settings) -> Consent:
     """The consent check of the rules in DECIDER_RULES_DIR, for outcomes by identity."""
-    from decider.measure.outcomes import consent_of  # noqa: PLC0415
+    from decider.measure.outcomes import Consent  # noqa: PLC0415
     from decider.wiring import load_rules  # noqa: PLC0415
 
     policy = load_rules(settings.rules_dir, settings.engine).policy
-    return consent_of(lambda: policy, utcnow)
+    return Consent(lambda: policy, utcnow)
 
 
 def _with_flags(env: Mapping[str, str], **flags: object) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from decider.engine import Evaluated
 from decider.measure.exposures import ExposureLog
-from decider.measure.outcomes import OutcomeIntake, consent_of
+from decider.measure.outcomes import Consent, OutcomeIntake
 from decider.measure.sink import Sink, SinkKind, open_sink
 from decider.measure.units import Units, units_for
 from decider.ruleset import ChannelPolicy
@@ -89,7 +89,7 @@ def build_measuring(
             context_keys=settings.exposure_context_keys,
             everything=settings.exposure_all,
         ),
-        outcomes=OutcomeIntake(outcomes, units, resolver, consent_of(policies, clock), clock=clock),
+        outcomes=OutcomeIntake(outcomes, units, resolver, Consent(policies, clock), clock=clock),
     )
 
 

@@ -22,7 +22,7 @@ from typing import IO, BinaryIO
 import msgspec
 
 from decider.measure.outcomes import (
-    Consented,
+    Consent,
     OutcomeEvent,
     RecentIds,
     known,
@@ -69,7 +69,7 @@ def import_outcomes(
     settings: Settings,
     units: Units,
     store: Callable[[], ProfileStore],
-    consent: Callable[[], Consented],
+    consent: Callable[[], Consent],
     now: datetime,
 ) -> Imported:
     """Check, resolve and store the events of `file`. `store` opens the profile store and
@@ -140,7 +140,7 @@ async def _resolve(
     *,
     units: Units,
     store: Callable[[], ProfileStore] | None,
-    consented: Consented | None,
+    consented: Consent | None,
     settings: Settings,
     now: datetime,
 ) -> tuple[int, int, int]:
@@ -161,6 +161,9 @@ async def _resolve(
                             "run the import again"
                         ]
                     )
+                unknown = consented.unknown(event.channel or "web") if consented else None
+                if unknown is not None:
+                    raise ImportFailed([f"event {event.event_id}: channel: {unknown.detail}"])
                 whose = resolution
                 if resolution is not None and consented is not None:
                     whose = measured(event, resolution, consented, gpc=False)

@@ -28,7 +28,7 @@ from decider.gate import check_consent
 from decider.measure.records import Outcome
 from decider.measure.sink import Sink
 from decider.measure.units import Units
-from decider.model import Channel, ConsentSignal, Identity, Instant, decode_body
+from decider.model import ChannelId, ConsentSignal, Identity, Instant, decode_body
 from decider.profile import Resolution
 from decider.ruleset import ChannelPolicy
 from decider.service import IdentityResolver
@@ -65,8 +65,11 @@ Value = Annotated[float, msgspec.Meta(description="a finite number: revenue, say
 At = Annotated[Instant, msgspec.Meta(description="when it happened; default: now")]
 Whose = Annotated[Identity, msgspec.Meta(description="the identity the decision was asked for")]
 Rules = Annotated[
-    Channel,
-    msgspec.Meta(description="with `identity`: the channel whose identity and consent rules apply"),
+    ChannelId,
+    msgspec.Meta(
+        description="with `identity`: the channel (of the loaded rules) whose identity and "
+        "consent rules apply"
+    ),
 ]
 Banner = Annotated[
     ConsentSignal,
@@ -117,26 +120,35 @@ UNCONSENTED = (
     "without the channel's consent the identity is not measured by its profile: stored with "
     "neither account nor visitor"
 )
-# may the profile `resolution` names be used on `channel`, given the banner and Sec-GPC?
-Consented = Callable[[Resolution, Channel, ConsentSignal | None, bool], bool]
 
 
-def consent_of(
-    policies: Callable[[], Mapping[str, ChannelPolicy]], clock: Callable[[], datetime]
-) -> Consented:
-    """The consent check of decisions (decider.gate), under the rules' current policies."""
+class Consent:
+    """The consent check of decisions (decider.gate) under the rules' current policies (a
+    reload may change them): may the profile a resolution names be used on a channel?"""
 
-    def consented(
-        resolution: Resolution, channel: Channel, banner: ConsentSignal | None, gpc: bool
+    def __init__(
+        self, policies: Callable[[], Mapping[str, ChannelPolicy]], clock: Callable[[], datetime]
+    ) -> None:
+        self.policies = policies
+        self.clock = clock
+
+    def unknown(self, channel: str) -> Invalid | None:
+        """Why `channel` cannot be checked, if it is no channel of the loaded rules."""
+        policies = self.policies()
+        if channel in policies:
+            return None
+        known = ", ".join(sorted(policies))
+        return Invalid("channel", f"not a channel of the loaded rules; known: {known}")
+
+    def __call__(
+        self, resolution: Resolution, channel: str, banner: ConsentSignal | None, gpc: bool
     ) -> bool:
-        policy = policies()[channel]
-        return check_consent(policy, resolution, banner, gpc=gpc, now=clock()).granted
-
-    return consented
+        policy = self.policies()[channel]
+        return check_consent(policy, resolution, banner, gpc=gpc, now=self.clock()).granted
 
 
 def measured(
-    event: OutcomeEvent, resolution: Resolution | None, consented: Consented, *, gpc: bool
+    event: OutcomeEvent, resolution: Resolution | None, consented: Consent, *, gpc: bool
 ) -> Resolution | None:
     """Whom `event` is stored with: its resolution, or none known when the channel's
     consent does not let that profile be used (None: by decision id)."""
@@ -314,7 +326,7 @@ class OutcomeIntake:
         sink: Sink,
         units: Units,
         resolver: IdentityResolver,
-        consented: Consented,
+        consented: Consent,
         *,
         clock: Callable[[], datetime],
         remember: int = RECENT_IDS,
@@ -329,7 +341,8 @@ class OutcomeIntake:
     async def take(
         self, parsed: Sequence[OutcomeEvent | Invalid], *, gpc: bool = False
     ) -> OutcomesAnswer:
-        """Store the new events of `parsed`; answer each. `gpc`: the request said Sec-GPC: 1.
+        """Store the new events of `parsed` (each by identity on a channel of the loaded
+        rules: see `Consent.unknown`); answer each. `gpc`: the request said Sec-GPC: 1.
         Raises NotStored if the log cannot take or write them (then none is stored or
         remembered)."""
         now = self.now()

@@ -11,7 +11,7 @@ from litestar.openapi import ResponseSpec
 from litestar.types import Middleware
 
 from decider.access import Caller, Scope
-from decider.errors import Forbidden
+from decider.errors import Forbidden, InvalidRequest
 from decider.measure.outcomes import (
     MAX_BODY_BYTES,
     MAX_EVENTS,
@@ -67,31 +67,41 @@ async def report_outcomes(
     parsed = parse_body(await request.body(), intake.now())
     caller = caller_of(request)
     if not parsed.batch:
-        _may_grant(parsed.events[0], caller)
+        refused = _refused_part(parsed.events[0], caller, intake)
+        if refused is not None:
+            raise refused
         return await intake.take(parsed.events, gpc=gpc(request.scope))
-    checked = [_granting(event, caller, i) for i, event in enumerate(parsed.events)]
+    checked = [
+        _checked(event, caller, intake, f"events.{i}") for i, event in enumerate(parsed.events)
+    ]
     return await intake.take(checked, gpc=gpc(request.scope))
 
 
+def _refused_part(
+    event: OutcomeEvent | Invalid, caller: Caller, intake: OutcomeIntake
+) -> Forbidden | InvalidRequest | None:
+    """What of `event` the service refuses once it is parsed, if anything: granting consent
+    by the banner without the consent scope (as in a decision), or an identity on a channel
+    the loaded rules do not define."""
+    if not isinstance(event, OutcomeEvent):
+        return None
+    if event.consent and event.consent.purposes and not caller.may(Scope.CONSENT):
+        return Forbidden("consent", GRANTING)
+    unknown = intake.consented.unknown(event.channel or "web") if event.identity else None
+    return InvalidRequest(unknown.field, unknown.detail) if unknown else None
+
+
+def _checked(
+    event: OutcomeEvent | Invalid, caller: Caller, intake: OutcomeIntake, where: str
+) -> OutcomeEvent | Invalid:
+    """A batch's `event`, or invalid (its field under `where`) if part of it is refused."""
+    refused = _refused_part(event, caller, intake)
+    if refused is None:
+        return event
+    return Invalid(f"{where}.{refused.field}", refused.message)
+
+
 GRANTING = "granting consent by the banner needs an API key with the consent scope"
-
-
-def _grants(event: OutcomeEvent | Invalid) -> bool:
-    return isinstance(event, OutcomeEvent) and bool(event.consent and event.consent.purposes)
-
-
-def _may_grant(event: OutcomeEvent | Invalid, caller: Caller) -> None:
-    """A lone event granting consent by the banner takes the consent scope, as a decision
-    does. Raises Forbidden."""
-    if _grants(event) and not caller.may(Scope.CONSENT):
-        raise Forbidden("consent", GRANTING)
-
-
-def _granting(event: OutcomeEvent | Invalid, caller: Caller, index: int) -> OutcomeEvent | Invalid:
-    """A batch's `event`, or invalid if it grants consent and `caller` may not."""
-    if _grants(event) and not caller.may(Scope.CONSENT):
-        return Invalid(f"events.{index}.consent", GRANTING)
-    return event
 
 
 def outcomes_router(door: Middleware) -> Router:
