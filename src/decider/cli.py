@@ -632,10 +632,12 @@ def _check(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> in
         return 1
     for warning in ruleset.warnings:
         print(warning, file=std.out)
+    experiments = [p.experiment for p in ruleset.placements.values() if p.experiment]
     print(
         f"ok: ruleset {ruleset.version}: {_count(ruleset.files, 'file')}, "
-        f"{_count(ruleset.segments, 'segment')}, {_count(ruleset.placements, 'placement')}, "
-        f"{_count(ruleset.suppressions, 'suppression')} (engine {settings.engine}"
+        f"{_count(ruleset.segments, 'segment')}, {_count(ruleset.placements, 'placement')}"
+        + (f" ({_count(experiments, 'experiment')})" if experiments else "")
+        + f", {_count(ruleset.suppressions, 'suppression')} (engine {settings.engine}"
         f"{_alike(settings, args.rules_dir)})"
         + (f", {_count(ruleset.warnings, 'warning')}" if ruleset.warnings else ""),
         file=std.out,
