@@ -36,7 +36,7 @@ from decider.server.metrics import Metrics
 from decider.server.openapi import body_operation
 from decider.service import Decider
 
-_GPC = Parameter(
+GPC = Parameter(
     name="Sec-GPC",
     param_in=ParamType.HEADER,
     required=False,
@@ -66,25 +66,31 @@ class Deciding:
         content = await body()
         with self.admission, self.metrics.timing():
             request = decode_request(content)
-            if request.explain and not caller.may(Scope.EXPLAIN):
-                raise Forbidden("explain", "explain: true needs an API key with the explain scope")
-            # granting takes the scope; withdrawing everything (an empty list) is anyone's right
-            consent = request.consent
-            if consent is not None and consent.purposes and not caller.may(Scope.CONSENT):
-                raise Forbidden(
-                    "consent", "sending the consent signal needs an API key with the consent scope"
-                )
-            decision = await self.decider.decide(request, gpc=_gpc(scope))
+            refuse_unscoped(request, caller)
+            decision = await self.decider.decide(request, gpc=sends_gpc(scope))
             return decision if caller.may(Scope.EXPLAIN) else minimal(decision)
 
 
-def _gpc(scope: ASGIScope) -> bool:
+def refuse_unscoped(request: DecideRequest, caller: Caller) -> None:
+    """Raises Forbidden for what `caller`'s key may not send: explain without the explain
+    scope, a consent signal granting a purpose without the consent scope (withdrawing
+    everything, an empty list, is anyone's right)."""
+    if request.explain and not caller.may(Scope.EXPLAIN):
+        raise Forbidden("explain", "explain: true needs an API key with the explain scope")
+    consent = request.consent
+    if consent is not None and consent.purposes and not caller.may(Scope.CONSENT):
+        raise Forbidden(
+            "consent", "sending the consent signal needs an API key with the consent scope"
+        )
+
+
+def sends_gpc(scope: ASGIScope) -> bool:
     """Whether the request says Sec-GPC: 1, in any of its Sec-GPC headers: an opt-out is
     never overruled by another header."""
     return any(name == b"sec-gpc" and value.strip() == b"1" for name, value in scope["headers"])
 
 
-def _error(description: str, example: ProblemDetails) -> ResponseSpec:
+def error_spec(description: str, example: ProblemDetails) -> ResponseSpec:
     return ResponseSpec(
         ProblemDetails,
         generate_examples=False,
@@ -97,25 +103,25 @@ def _error(description: str, example: ProblemDetails) -> ResponseSpec:
 @post(
     "/v1/decide",
     status_code=200,
-    operation_class=body_operation(DecideRequest, _GPC),
+    operation_class=body_operation(DecideRequest, GPC),
     operation_id="decide",
     summary="Decide",
     response_description="The decision, and why",
     responses={
-        400: _error(
+        400: error_spec(
             "The body is not JSON, or nested too deeply",
             problem(400, "malformed_body", "not valid JSON: malformed number", "body"),
         ),
-        413: _error(
+        413: error_spec(
             "The body is larger than DECIDER_MAX_BODY_BYTES",
             problem(413, "body_too_large", "Request Entity Too Large", "body"),
         ),
-        422: _error(
+        422: error_spec(
             "A field is wrong; `field` names it",
             problem(422, "invalid_request", "Object contains unknown field `placment`", "placment"),
         ),
         **REFUSED,
-        503: _error(
+        503: error_spec(
             "Too many decisions in flight (DECIDER_MAX_IN_FLIGHT): show the default content, "
             "retry after Retry-After",
             problem(503, "overloaded", "256 decisions in flight, the most this process takes"),

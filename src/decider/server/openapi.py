@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Parameter, RequestBody
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    RequestBody,
+)
 
 
 def inline_schema(kind: type) -> dict[str, Any]:
@@ -30,13 +36,19 @@ def inline_schema(kind: type) -> dict[str, Any]:
     return inlined
 
 
-def body_operation(kind: type, *headers: Parameter) -> type[Operation]:
+def body_operation(
+    kind: type, *headers: Parameter, answer: OpenAPIResponse | None = None
+) -> type[Operation]:
     """An Operation that documents a JSON body of `kind` (and extra header parameters)."""
-    return schema_operation(inline_schema(kind), *headers)
+    return schema_operation(inline_schema(kind), *headers, answer=answer)
 
 
-def schema_operation(schema: dict[str, Any], *headers: Parameter) -> type[Operation]:
-    """An Operation that documents a JSON body of the JSON Schema `schema`."""
+def schema_operation(
+    schema: dict[str, Any], *headers: Parameter, answer: OpenAPIResponse | None = None
+) -> type[Operation]:
+    """An Operation that documents a JSON body of the JSON Schema `schema`, and `answer` as
+    its 200 if given (an answer litestar cannot describe: msgspec's union of untagged
+    structs)."""
 
     @dataclass
     class WithBody(Operation):
@@ -44,8 +56,15 @@ def schema_operation(schema: dict[str, Any], *headers: Parameter) -> type[Operat
             self.parameters = [*(self.parameters or []), *headers]
             self.request_body = RequestBody(
                 required=True,
-                # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
-                content={"application/json": OpenAPIMediaType(schema=schema)},  # type: ignore[arg-type]
+                content={"application/json": json_schema(schema)},
             )
+            if answer is not None:
+                self.responses = {**(self.responses or {}), "200": answer}
 
     return WithBody
+
+
+def json_schema(schema: dict[str, Any]) -> OpenAPIMediaType:
+    """A JSON media type of the JSON Schema `schema`."""
+    # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
+    return OpenAPIMediaType(schema=schema)  # type: ignore[arg-type]
