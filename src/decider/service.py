@@ -17,10 +17,9 @@ from typing import Any, Protocol
 from decider.engine import Evaluated, decide, select_placement
 from decider.model import Channel, DecideRequest, Decision, Identity
 from decider.profile import Resolution
+from decider.profiles.batch import SLICE
 from decider.ruleset import CompiledPlacement, CompiledRuleset
 from decider.stats import Stats
-
-SLICE = 64  # a batch's decisions made in one go (~2 ms), the event loop free between slices
 
 
 def utcnow() -> datetime:

@@ -42,7 +42,7 @@ from decider.profile import (
     Status,
     VisitorProfile,
 )
-from decider.profiles.batch import Prefetched
+from decider.profiles.batch import SLICE, Prefetched
 from decider.profiles.cache import CacheSettings, Hit, Lookups, ProfileCache
 from decider.profiles.clock import Budget
 from decider.profiles.sources.base import AliasKey, Batched, Change, ProfileSource
@@ -158,7 +158,7 @@ class Resolver:
         lookups of all of them made together within one budget: from a source that looks
         up many ids at once (decider.profiles.batch), in one query per kind of id; from
         any other (a profile API), BATCH_LOOKUPS resolutions at a time, their lookups
-        concurrent."""
+        concurrent. Identities are stitched in slices, other requests served between."""
         if self._changes is not None and not self._followed:
             self._follow_changes(self._changes)
         deadline = Budget(self.budget)
@@ -170,7 +170,12 @@ class Resolver:
         found = Prefetched(self.visitors, self.accounts, self.aliases)
         await found.fetch(self._batched, identities, deadline)
         stitching = _Stitching(found.visitors, found.accounts, found.aliases, trips=None)
-        return [await self._within(stitching, i, channel, deadline) for i in identities]
+        resolutions: list[Resolution] = []
+        for n, identity in enumerate(identities):
+            if n and not n % SLICE:
+                await asyncio.sleep(0)
+            resolutions.append(await self._within(stitching, identity, channel, deadline))
+        return resolutions
 
     async def _within(
         self, stitching: _Stitching, identity: Identity, channel: Channel, deadline: Budget
