@@ -31,6 +31,7 @@ from decider.profiles.sources.http import HttpSettings
 from decider.profiles.sources.memory import MemoryProfileSource
 from decider.profiles.sources.sqlite import SqliteProfileStore
 from decider.ruleset import CompiledRuleset
+from decider.server.admission import Admission, Overloaded
 from decider.service import Decider
 from decider.stats import Stats
 
@@ -456,3 +457,18 @@ def test_single_decisions_are_served_between_a_batchs_slices(ruleset: CompiledRu
         return done
 
     assert asyncio.run(main()) == ["single", "batch"]
+
+
+def test_batches_hold_a_share_of_the_places_single_decisions_keep_theirs() -> None:
+    """With 64 places, batches hold at most 2 at once (each also one place among the 64):
+    a third is turned away with Retry-After, counted, while decisions are still let in."""
+    admission = Admission(64)
+    with admission.batch(), admission.batch():
+        assert (admission.batches, admission.in_flight) == (2, 2)
+        with pytest.raises(Overloaded) as refused, admission.batch():
+            pass
+        assert refused.value.headers == {"Retry-After": "1"}
+        assert "2 batches in flight" in str(refused.value.detail)
+        with admission:
+            assert admission.in_flight == 3
+    assert (admission.batches, admission.in_flight, admission.shed) == (0, 0, 1)
