@@ -1,6 +1,7 @@
 """Stores holding bytes Decider did not write (a script around it, a damaged disk): every
-read of them is a ProfileSourceError that quotes nothing, never another exception; a change
-notice that does not read means "everything changed"; a decision over them is "unavailable"."""
+read of them is a ProfileSourceError that quotes nothing, never another exception (in a
+lookup of many ids, that id's answer, the others read as ever); a change notice that does
+not read means "everything changed"; a decision over them is "unavailable"."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,7 +22,7 @@ from decider.errors import ProfileSourceError
 from decider.model import Identity
 from decider.profiles.cache import CacheSettings
 from decider.profiles.resolver import Resolver
-from decider.profiles.sources.base import Change, Opening, ProfileSource
+from decider.profiles.sources.base import Batched, Change, Opening, ProfileSource
 from decider.profiles.sources.redis import RedisProfileStore, RedisSettings
 from decider.profiles.sources.redis import open_source as open_redis
 from decider.profiles.sources.sqlite import SqliteProfileStore
@@ -33,9 +35,30 @@ DOCS = {
     "deep": b'{"id": "v", "traits": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
 }
 Lookup = Callable[[ProfileSource], Awaitable[object]]
+
+
+async def alone(source: ProfileSource, kind: str, key: Any) -> object:
+    """`key`'s answer in a lookup of many ids of `kind` (beside one nobody holds): its error
+    raised, as a lookup of it alone raises it."""
+    assert isinstance(source, Batched)
+    if kind == "visitor":
+        found: dict[Any, object] = dict(await source.visitors_of(["v-nobody", key]))
+    elif kind == "account":
+        found = dict(await source.accounts_of(["acc-nobody", key]))
+    else:
+        found = dict(await source.links_of([("user_id", "u-nobody"), key]))
+    nobody, answer = found.values()
+    assert nobody is None
+    if isinstance(answer, ProfileSourceError):
+        raise answer
+    return answer
+
+
 LOOKUPS: dict[str, Lookup] = {
     "visitor": lambda s: s.visitor("v-bad"),
     "account": lambda s: s.account("acc-bad"),
+    "visitor, with others": lambda s: alone(s, "visitor", "v-bad"),
+    "account, with others": lambda s: alone(s, "account", "acc-bad"),
 }
 
 
@@ -90,7 +113,7 @@ def test_sqlite_records_that_do_not_decode_are_source_errors(
     """Stored as a blob or as text (SQLite then hands Python text to decode), a record that
     is not JSON, not UTF-8 or not a profile is a ProfileSourceError."""
     value = "CAST(? AS TEXT)" if as_text else "?"
-    table, key = ("visitors", "v-bad") if kind == "visitor" else ("accounts", "acc-bad")
+    table, key = ("visitors", "v-bad") if "visitor" in kind else ("accounts", "acc-bad")
     store = sqlite_with(tmp_path, f"INSERT INTO {table} VALUES (?, {value})", key, doc)
     refuses(store, LOOKUPS[kind])
 
@@ -100,6 +123,10 @@ def test_sqlite_an_alias_that_is_not_utf8_is_a_source_error(tmp_path: Path) -> N
     store = sqlite_with(tmp_path, sql, b"v-\xff" + SECRET.encode())
     error = refuses(store, lambda s: s.alias("user_id", "u-1"))
     assert "not UTF-8" in str(error)
+    refuses(
+        SqliteProfileStore(tmp_path / "profiles.db"),
+        lambda s: alone(s, "alias", ("user_id", "u-1")),
+    )
 
 
 def test_sqlite_a_decision_over_a_damaged_record_is_unavailable(tmp_path: Path) -> None:
@@ -144,7 +171,7 @@ def redis_store(redis_url: str, prefix: str) -> RedisProfileStore:
 def test_redis_records_that_do_not_decode_are_source_errors(
     redis_url: str, raw: redis.Redis, prefix: str, kind: str, doc: bytes
 ) -> None:
-    key = f"{prefix}v:v-bad" if kind == "visitor" else f"{prefix}a:acc-bad"
+    key = f"{prefix}v:v-bad" if "visitor" in kind else f"{prefix}a:acc-bad"
     raw.set(key, doc)
     refuses(redis_store(redis_url, prefix), LOOKUPS[kind])
 
@@ -154,6 +181,7 @@ def test_redis_an_alias_that_is_not_utf8_is_a_source_error(
 ) -> None:
     raw.hset(f"{prefix}alias:user_id", "u-1", b"v-\xff" + SECRET.encode())
     refuses(redis_store(redis_url, prefix), lambda s: s.alias("user_id", "u-1"))
+    refuses(redis_store(redis_url, prefix), lambda s: alone(s, "alias", ("user_id", "u-1")))
     store = redis_store(redis_url, prefix)
     assert unavailable(store, Identity(user_id="u-1"))
 

@@ -1,6 +1,7 @@
 """Identity conflicts and send eligibility through the HTTP API: when the ids name different
 people, everyone named is checked for suppression; on email only the recipient's consent and
-profile count; and an email goes out only with the consent the channel requires."""
+profile count; and an email goes out only with the consent the channel requires. Each
+decision is asked alone and in a batch, amid other recipients, with the same answer."""
 
 from __future__ import annotations
 
@@ -84,9 +85,16 @@ def client(ruleset: CompiledRuleset) -> Iterator[Client]:
 
 
 def decide(client: Client, placement: str, **identity: str) -> dict[str, Any]:
+    """The decision for `identity`; the same as its decision amid others in a batch."""
     response = client.post("/v1/decide", json={"placement": placement, "identity": identity})
     assert response.status_code == 200, response.text
     decision: dict[str, Any] = response.json()
+    others = [{"identity": {"email_sha256": sha(n), "user_id": "u-cus"}} for n in ("ada", "noc")]
+    recipients = [*others, {"identity": identity}, *others]
+    batch = client.post("/v1/decide/batch", json={"placement": placement, "recipients": recipients})
+    assert batch.status_code == 200, batch.text
+    in_batch = batch.json()["results"][len(others)]
+    assert {**in_batch, "decision_id": None} == {**decision, "decision_id": None}
     return decision
 
 

@@ -43,6 +43,7 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
     ids = {name: op["operationId"] for name, op in operations(spec).items()}
     assert ids == {
         "POST /v1/decide": "decide",
+        "POST /v1/decide/batch": "decideBatch",
         "GET /healthz": "healthz",
         "GET /readyz": "readyz",
         "GET /admin/rules": "rules",
@@ -68,6 +69,7 @@ def test_operation_ids_are_short_and_readable(spec: dict[str, Any]) -> None:
     ("operation", "statuses"),
     [
         ("POST /v1/decide", {"200", "400", "401", "403", "413", "422", "503"}),
+        ("POST /v1/decide/batch", {"200", "400", "401", "403", "413", "422", "503"}),
         ("GET /healthz", {"200"}),
         ("GET /readyz", {"200", "503"}),
         ("GET /admin/rules", {"200", "401", "403"}),
@@ -122,6 +124,7 @@ def test_operations_declare_the_api_key_schemes(spec: dict[str, Any]) -> None:
     ("operation", "required"),
     [
         ("POST /v1/decide", {"placement", "identity"}),
+        ("POST /v1/decide/batch", {"placement", "recipients"}),
         ("PUT /v1/profiles/visitors/{visitor_id}", {"id"}),
         ("PATCH /v1/profiles/visitors/{visitor_id}", set()),
         ("POST /v1/profiles/invalidate", set()),
@@ -134,11 +137,28 @@ def test_bodies_are_documented(spec: dict[str, Any], operation: str, required: s
     assert set(body.get("required", [])) == required
 
 
-def test_the_decide_operation_documents_the_gpc_header(spec: dict[str, Any]) -> None:
+@pytest.mark.parametrize("operation", ["POST /v1/decide", "POST /v1/decide/batch"])
+def test_the_decide_operations_document_the_gpc_header(
+    spec: dict[str, Any], operation: str
+) -> None:
     """Sec-GPC, which the service honours, is a documented header parameter."""
-    (parameter,) = operations(spec)["POST /v1/decide"]["parameters"]
+    (parameter,) = operations(spec)[operation]["parameters"]
     assert (parameter["name"], parameter["in"]) == ("Sec-GPC", "header")
     assert parameter["required"] is False
+
+
+def test_a_batch_result_is_a_decision_or_a_problem(spec: dict[str, Any]) -> None:
+    """Each result of a batch is documented as the decision POST /v1/decide answers, or
+    an `error` holding problem details."""
+    answers = operations(spec)["POST /v1/decide/batch"]["responses"]
+    decided = answers["200"]["content"]["application/json"]["schema"]
+    single = operations(spec)["POST /v1/decide"]["responses"]["200"]["content"]
+    shapes = decided["properties"]["results"]["items"]["anyOf"]
+    assert [set(shape["required"]) for shape in shapes] == [
+        set(spec["components"]["schemas"]["Decision"]["required"]),
+        {"error"},
+    ]
+    assert single["application/json"]["schema"] == {"$ref": "#/components/schemas/Decision"}
 
 
 def test_error_codes_are_a_closed_set(spec: dict[str, Any]) -> None:

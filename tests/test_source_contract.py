@@ -1,6 +1,7 @@
 """The profile source contract, run against every registered source: unknown ids, aliases,
 flags, consent records, odd ids, and an unavailable source; and, for the stores Decider
-writes (sqlite, redis, memory), writes, erasure, refused conflicts and change notices.
+writes (sqlite, redis, memory), writes, erasure, refused conflicts, change notices, and
+lookups of many ids at once (for batches of decisions).
 
 Each source gets a harness that loads records the way that source is filled (an import into
 SQLite or Redis, a profile API answering over httpx.MockTransport or a real socket, the
@@ -32,7 +33,7 @@ from decider.model import Identity
 from decider.profile import AccountProfile, AliasKind, ConsentRecord, VisitorProfile
 from decider.profiles.jsonl import AccountRecord, VisitorRecord
 from decider.profiles.sources import DRIVERS
-from decider.profiles.sources.base import Change, Opening, ProfileSource, ProfileStore
+from decider.profiles.sources.base import Batched, Change, Opening, ProfileSource, ProfileStore
 from decider.profiles.sources.http import AiohttpUpstream, HttpProfileSource, HttpSettings
 from decider.profiles.sources.memory import MemoryProfileSource
 from decider.profiles.sources.redis import RedisSettings
@@ -444,6 +445,71 @@ def test_alias_owners_answers_for_many_ids_at_once(store_harness: StoreHarness) 
         keys = [("user_id", "u-1"), ("user_id", "u-nobody"), ("email_sha256", ADA_EMAIL)]
         owners = await store.alias_owners(keys)  # type: ignore[arg-type]
         assert owners == {("user_id", "u-1"): "v-1", ("email_sha256", ADA_EMAIL): "v-1"}
+
+    run(store_harness, scenario)
+
+
+def batched(source: ProfileSource) -> Batched:
+    assert isinstance(source, Batched), f"{type(source).__name__} looks up one id at a time"
+    return source
+
+
+def test_many_ids_are_looked_up_at_once_each_as_alone(store_harness: StoreHarness) -> None:
+    """Every store Decider writes looks up many ids of a kind in one call: each answer is
+    what a lookup of that id alone gives (None for an unknown one, or one of another kind;
+    odd characters and an id asked twice included)."""
+
+    async def scenario() -> None:
+        odd = VisitorProfile(id=ODD_IDS[0], user_ids=ODD_IDS[1:])
+        await store_harness.load(ACME, ADA, odd)
+        store = batched(store_harness.store)
+        ids = ["v-1", "v-nobody", "acc-1", *ODD_IDS, "v-1"]
+        assert await store.visitors_of(ids) == {i: await store.visitor(i) for i in ids}
+        assert await store.accounts_of(ids) == {i: await store.account(i) for i in ids}
+        keys: list[tuple[AliasKind, str]] = [
+            ("user_id", "u-1"),
+            ("email_sha256", ADA_EMAIL),
+            ("user_id", ADA_EMAIL),
+            ("email_sha256", "u-1"),
+            *(("user_id", odd_id) for odd_id in ODD_IDS),
+        ]
+        assert await store.links_of(keys) == {k: await store.alias(*k) for k in keys}
+        assert await store.visitors_of([]) == {}
+        assert await store.links_of([]) == {}
+
+    run(store_harness, scenario)
+
+
+def test_many_ids_are_looked_up_in_chunks_past_the_query_limit(tmp_path: Path) -> None:
+    """More ids than one SQLite query may bind are asked in several, answered as one."""
+
+    async def scenario() -> None:
+        store = SqliteProfileStore(tmp_path / "profiles.db")
+        people = [VisitorProfile(id=f"v-{n}", user_ids=(f"u-{n}",)) for n in range(1200)]
+        store.import_records(people)
+        ids = [f"v-{n}" for n in range(0, 2400, 2)]
+        found = await store.visitors_of(ids)
+        assert [v.id if isinstance(v, VisitorProfile) else v for v in found.values()] == [
+            i if int(i[2:]) < 1200 else None for i in ids
+        ]
+        links = await store.links_of([("user_id", f"u-{n}") for n in range(1200)])
+        assert list(links.values()) == [f"v-{n}" for n in range(1200)]
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_unavailable_store_raises_for_a_lookup_of_many(store_harness: StoreHarness) -> None:
+    async def scenario() -> None:
+        await store_harness.load(ACME, ADA)
+        await store_harness.take_down()
+        store = batched(store_harness.source)
+        with pytest.raises(ProfileSourceError):
+            await store.visitors_of(["v-1"])
+        with pytest.raises(ProfileSourceError):
+            await store.accounts_of(["acc-1"])
+        with pytest.raises(ProfileSourceError):
+            await store.links_of([("user_id", "u-1")])
 
     run(store_harness, scenario)
 

@@ -8,15 +8,17 @@ decision-id source, and what logs exposures (if anything does). The HTTP layer c
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from decider.engine import Evaluated, decide, select_placement
 from decider.model import DecideRequest, Decision, Identity
 from decider.profile import Resolution
-from decider.ruleset import CompiledRuleset
+from decider.profiles.batch import SLICE
+from decider.ruleset import CompiledPlacement, CompiledRuleset
 from decider.stats import Stats
 
 
@@ -33,6 +35,9 @@ class IdentityResolver(Protocol):
     async def resolve(self, identity: Identity, channel: str) -> Resolution:
         """Who is asking, by the channel's identity rules (decider.model.Channel); never
         raises for a failing source (the answer is "unavailable")."""
+
+    async def resolve_many(self, identities: Sequence[Identity], channel: str) -> list[Resolution]:
+        """Each identity's resolution, in order, as `resolve` makes it; lookups together."""
 
 
 # told of every decision made, with the request's context and the time: the exposure log
@@ -70,7 +75,41 @@ class Decider:
         ruleset = self._ruleset  # one read: the whole decision uses one ruleset
         placement = select_placement(ruleset, request)  # refused before any lookup is spent
         resolution = await self._resolver.resolve(request.identity, placement.channel)
+        return self._decided(ruleset, placement, request, resolution, now=self._clock(), gpc=gpc)
+
+    async def decide_batch(
+        self, shared: DecideRequest, requests: Sequence[DecideRequest], *, gpc: bool
+    ) -> list[Decision]:
+        """A decision for each of `requests`, made, counted and logged as `decide` makes one,
+        their profile lookups made together (Resolver.resolve_many). `shared` holds what
+        the requests share (placement, channel, consent, the shared context), checked once;
+        their contexts, each with the shared one, were checked already. Between slices of
+        SLICE decisions the event loop serves other requests."""
+        ruleset = self._ruleset  # one read: the whole batch uses one ruleset
+        placement = select_placement(ruleset, shared)
+        identities = [request.identity for request in requests]
+        resolutions = await self._resolver.resolve_many(identities, placement.channel)
         now = self._clock()
+        decisions: list[Decision] = []
+        for n, (request, resolution) in enumerate(zip(requests, resolutions, strict=True)):
+            if n and not n % SLICE:
+                await asyncio.sleep(0)
+            decisions.append(
+                self._decided(ruleset, placement, request, resolution, now=now, gpc=gpc)
+            )
+        return decisions
+
+    def _decided(
+        self,
+        ruleset: CompiledRuleset,
+        placement: CompiledPlacement,
+        request: DecideRequest,
+        resolution: Resolution,
+        *,
+        now: datetime,
+        gpc: bool,
+    ) -> Decision:
+        """The decision, counted and told to the exposure log."""
         evaluated = decide(
             ruleset, placement, request, resolution, now=now, gpc=gpc, decision_id=self._ids()
         )

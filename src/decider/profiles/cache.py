@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -31,6 +31,7 @@ from decider.profiles.clock import Budget, within
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 _MONTH = 30 * 24 * 3600.0  # longer lifetimes are a typo, and inf would keep entries forever
 # loop passes a late lookup is given to read an answer already received: a few task hops
 # lie between the socket and the cache
@@ -96,6 +97,15 @@ class _Entries(Generic[K, V]):
     def clear(self) -> None:
         self._known.clear()
         self._unknown.clear()
+
+
+class Lookups(Protocol[K_contra, V]):
+    """What a resolution reads a cache through: a ProfileCache, or a batch's answers in
+    front of one (decider.profiles.batch)."""
+
+    def fresh(self, key: K_contra) -> Hit[V] | None: ...
+
+    async def get(self, key: K_contra, deadline: Budget) -> Hit[V]: ...
 
 
 class ProfileCache(Generic[K, V]):
@@ -171,14 +181,37 @@ class ProfileCache(Generic[K, V]):
         try:
             return Hit(await self._shared_fetch(key, deadline))
         except (ProfileSourceError, TimeoutError) as exc:
-            self.late += isinstance(exc, TimeoutError)
-            if entry is not None and entry.hit.value is not None:
-                self.stale += 1
-                return Hit(entry.hit.value, stale=True)
-            self.unavailable += 1
-            if isinstance(exc, TimeoutError):
-                raise ProfileSourceError("profile lookup ran out of its time budget") from None
-            raise
+            return self._failed(entry, exc)
+
+    @property
+    def epoch(self) -> int:
+        """Bumped by every eviction: an answer asked for before it may not be stored."""
+        return self._epoch
+
+    def answered(
+        self, key: K, answer: V | ProfileSourceError | TimeoutError | None, epoch: int
+    ) -> Hit[V]:
+        """Take `answer`, fetched for `key` with others' (a batch's lookups, asked at `epoch`)
+        as `get` takes the answer of its own fetch: counted the same, stored unless an
+        eviction came since, a failure served stale if it can be. The caller found `key`
+        not fresh. Raises ProfileSourceError as `get` does."""
+        self.misses += 1
+        if isinstance(answer, ProfileSourceError | TimeoutError):
+            return self._failed(self._entries.get(key, self._timer()), answer)
+        self.fetches += 1
+        return self._store(key, answer) if epoch == self._epoch else Hit(answer)
+
+    def _failed(self, entry: _Entry[V] | None, error: ProfileSourceError | TimeoutError) -> Hit[V]:
+        """What a lookup whose fetch failed with `error` gets: `entry`'s value, stale, if it
+        holds one; else `error` is raised (a timeout as a ProfileSourceError)."""
+        self.late += isinstance(error, TimeoutError)
+        if entry is not None and entry.hit.value is not None:
+            self.stale += 1
+            return Hit(entry.hit.value, stale=True)
+        self.unavailable += 1
+        if isinstance(error, TimeoutError):
+            raise ProfileSourceError("profile lookup ran out of its time budget") from None
+        raise error
 
     async def _shared_fetch(self, key: K, deadline: Budget | float | None) -> V | None:
         future = self._inflight.get(key)

@@ -10,7 +10,8 @@ The policy (README, "Identity conflicts"):
   cookie: user_id, then email_sha256, then visitor_id.
 - The visitor's own account link wins over a request's account_id (often a reverse-IP guess).
 
-Every lookup goes through a cache, and the whole resolution shares one time budget. The ids
+Every lookup goes through a cache, and the whole resolution shares one time budget (a
+batch's resolutions share one: Resolver.resolve_many, decider.profiles.batch). The ids
 the cache cannot answer are looked up at once: in one round trip where the source offers it
 (decider.profiles.trips), else concurrently, one lookup per id. When the source fails, each
 id is served from its own stale entry if it has one (stale-if-error, per id). An id that
@@ -26,8 +27,8 @@ fails with nothing stale to serve:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, TypeVar
 
 from decider.errors import ProfileSourceError
 from decider.model import Identity
@@ -41,9 +42,10 @@ from decider.profile import (
     Status,
     VisitorProfile,
 )
-from decider.profiles.cache import CacheSettings, Hit, ProfileCache
+from decider.profiles.batch import SLICE, Prefetched
+from decider.profiles.cache import CacheSettings, Hit, Lookups, ProfileCache
 from decider.profiles.clock import Budget
-from decider.profiles.sources.base import AliasKey, Change, ProfileSource
+from decider.profiles.sources.base import AliasKey, Batched, Change, ProfileSource
 from decider.profiles.trips import Resolving, Trips
 from decider.reasons import Reason, ReasonCode
 
@@ -53,6 +55,11 @@ _Followed = tuple["Hit[str] | None", "Hit[VisitorProfile] | None", ProfileSource
 Failed = dict[IdKind, ProfileSourceError]
 # who wins the stitch off email: known identities over the anonymous cookie
 _STRENGTH: tuple[IdKind, ...] = (*ALIAS_KINDS, "visitor_id")
+# a batch's resolutions running at once over a source that looks up one id at a time (a
+# profile API): a third of its connection pool (sources.http.MAX_CONNECTIONS), so a batch
+# leaves the rest to single decisions
+BATCH_LOOKUPS = 32
+T = TypeVar("T")
 
 
 class Resolver:
@@ -85,6 +92,8 @@ class Resolver:
         self.aliases: ProfileCache[tuple[AliasKind, str], str] = ProfileCache(
             lambda key: points.alias(*key), cache, at_hand=trips.alias_in if trips else None
         )
+        self._stitching = _Stitching(self.visitors, self.accounts, self.aliases, trips=trips)
+        self._batched = source if isinstance(source, Batched) else None
 
     @property
     def lookups(self) -> tuple[int, int]:
@@ -134,12 +143,47 @@ class Resolver:
     async def resolve(self, identity: Identity, channel: str = "web") -> Resolution:
         if self._changes is not None and not self._followed:
             self._follow_changes(self._changes)
-        try:
-            return await self._resolve(identity, channel, Budget(self.budget))
+        try:  # as _within does, inline: one coroutine less on the hot path
+            return await self._stitching.resolve(identity, channel, Budget(self.budget))
         except ProfileSourceError as exc:
-            return Resolution(
-                "unavailable", notes=(Reason(ReasonCode.IDENTITY_UNAVAILABLE, str(exc)),)
+            return _unavailable(exc)
+        finally:
+            if self._trips is not None:
+                self._trips.end()
+
+    async def resolve_many(self, identities: Sequence[Identity], channel: str) -> list[Resolution]:
+        """Each identity's resolution, in order, exactly as `resolve` makes it, with the
+        lookups of all of them made together within one budget: from a source that looks
+        up many ids at once (decider.profiles.batch), in one query per kind of id; from
+        any other (a profile API), BATCH_LOOKUPS resolutions at a time, their lookups
+        concurrent. Identities are stitched in slices, other requests served between."""
+        if self._changes is not None and not self._followed:
+            self._follow_changes(self._changes)
+        deadline = Budget(self.budget)
+        if self._batched is None:
+            return await _at_most(
+                BATCH_LOOKUPS,
+                (self._within(self._stitching, i, channel, deadline) for i in identities),
             )
+        found = Prefetched(self.visitors, self.accounts, self.aliases)
+        await found.fetch(self._batched, identities, deadline)
+        stitching = _Stitching(found.visitors, found.accounts, found.aliases, trips=None)
+        resolutions: list[Resolution] = []
+        for n, identity in enumerate(identities):
+            if n and not n % SLICE:
+                await asyncio.sleep(0)
+            resolutions.append(await self._within(stitching, identity, channel, deadline))
+        return resolutions
+
+    async def _within(
+        self, stitching: _Stitching, identity: Identity, channel: str, deadline: Budget
+    ) -> Resolution:
+        """`identity` stitched, within `deadline`; a source failing as it must not is the
+        profile "unavailable"."""
+        try:
+            return await stitching.resolve(identity, channel, deadline)
+        except ProfileSourceError as exc:
+            return _unavailable(exc)
         finally:
             if self._trips is not None:
                 self._trips.end()
@@ -157,7 +201,24 @@ class Resolver:
     def _pass_ended(self) -> None:
         self._followed = False
 
-    async def _resolve(self, identity: Identity, channel: str, deadline: Budget) -> Resolution:
+
+class _Stitching:
+    """The stitching of one identity, over lookups of the three kinds: the resolver's caches
+    (and its source's round trips, if it offers them), or, for a batch, what the batch
+    looked up together in front of them."""
+
+    def __init__(
+        self,
+        visitors: Lookups[str, VisitorProfile],
+        accounts: Lookups[str, AccountProfile],
+        aliases: Lookups[AliasKey, str],
+        *,
+        trips: Trips | None,
+    ) -> None:
+        self.visitors, self.accounts, self.aliases = visitors, accounts, aliases
+        self._trips = trips
+
+    async def resolve(self, identity: Identity, channel: str, deadline: Budget) -> Resolution:
         notes: list[Reason] = []
         named, failed, stale = await self._named(identity, deadline, notes)
         kind, visitor = _decided_for(identity, channel, named, failed)
@@ -350,6 +411,22 @@ class Resolver:
                     account, stale = hit.value, stale or hit.stale
             others.append(Person(other, account, tuple(kinds[other_id])))
         return tuple(others), stale, unchecked
+
+
+def _unavailable(error: ProfileSourceError) -> Resolution:
+    return Resolution("unavailable", notes=(Reason(ReasonCode.IDENTITY_UNAVAILABLE, str(error)),))
+
+
+async def _at_most(limit: int, work: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """What `work` returns, in order, at most `limit` of it running at once, each in a task
+    of its own (so each resolution's round trip is its own: decider.profiles.trips)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def gated(step: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await step
+
+    return list(await asyncio.gather(*(gated(step) for step in work)))
 
 
 def _decided_for(

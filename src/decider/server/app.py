@@ -33,6 +33,7 @@ from decider.model import Identity
 from decider.server.admin import admin_router
 from decider.server.admission import Admission
 from decider.server.auth import REQUIREMENT, SECURITY, Authenticator, authorize
+from decider.server.batch import Batching, decide_batch
 from decider.server.cors import cors_config, simple_headers, vary_by_origin
 from decider.server.decide import Deciding, decide
 from decider.server.front import DecideFront, Finisher
@@ -120,7 +121,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
     handlers: list[Any] = [
         Router(
             path="/",
-            route_handlers=[decide],
+            route_handlers=[decide, decide_batch],
             middleware=[authorize(door, Needs.DECIDE)],
             security=REQUIREMENT,
         ),
@@ -149,6 +150,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
             "peers": _provide(peers),
             "readiness": _provide(ReadyCheck(service.source)),
             "deciding": _provide(deciding),
+            "batching": _provide(Batching(service.decider, admission)),
             "intake": _provide(service.measuring.outcomes),
             "usage": _provide(service.usage),
         },

@@ -96,7 +96,7 @@ def gpc(scope: ASGIScope) -> bool:
     return any(name == b"sec-gpc" and value.strip() == b"1" for name, value in scope["headers"])
 
 
-def _error(description: str, example: ProblemDetails) -> ResponseSpec:
+def error_spec(description: str, example: ProblemDetails) -> ResponseSpec:
     return ResponseSpec(
         ProblemDetails,
         generate_examples=False,
@@ -114,20 +114,20 @@ def _error(description: str, example: ProblemDetails) -> ResponseSpec:
     summary="Decide",
     response_description="The decision, and why",
     responses={
-        400: _error(
+        400: error_spec(
             "The body is not JSON, or nested too deeply",
             problem(400, "malformed_body", "not valid JSON: malformed number", "body"),
         ),
-        413: _error(
+        413: error_spec(
             "The body is larger than DECIDER_MAX_BODY_BYTES",
             problem(413, "body_too_large", "Request Entity Too Large", "body"),
         ),
-        422: _error(
+        422: error_spec(
             "A field is wrong; `field` names it",
             problem(422, "invalid_request", "Object contains unknown field `placment`", "placment"),
         ),
         **REFUSED,
-        503: _error(
+        503: error_spec(
             "Too many decisions in flight (DECIDER_MAX_IN_FLIGHT): show the default content, "
             "retry after Retry-After",
             problem(503, "overloaded", "256 decisions in flight, the most this process takes"),

@@ -61,9 +61,14 @@ def schema_operation(
             self.parameters = [*(self.parameters or []), *headers]
             self.request_body = RequestBody(
                 required=required,
-                # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
-                content={"application/json": OpenAPIMediaType(schema=schema)},  # type: ignore[arg-type]
+                content={"application/json": json_schema(schema)},
             )
             self.responses = {**(self.responses or {}), **(answers or {})}
 
     return WithBody
+
+
+def json_schema(schema: dict[str, Any]) -> OpenAPIMediaType:
+    """A JSON media type of the JSON Schema `schema`."""
+    # msgspec writes the JSON Schema; litestar serializes plain dicts as they are
+    return OpenAPIMediaType(schema=schema)  # type: ignore[arg-type]

@@ -11,11 +11,11 @@ each field `x` read from DECIDER_PROFILE_X, and how to open it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -27,6 +27,9 @@ Profile = VisitorProfile | AccountProfile
 AliasKey = tuple[AliasKind, str]
 P = TypeVar("P", VisitorProfile, AccountProfile)
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+# one id's answer in a lookup of many: found, None (not known), or its record does not read
+Each: TypeAlias = T | ProfileSourceError | None
 
 if TYPE_CHECKING:
     import httpx
@@ -44,6 +47,33 @@ class ProfileSource(Protocol):
     async def ready(self) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Batched(ProfileSource, Protocol):
+    """A source that looks up many ids of one kind in one query, for a batch of decisions
+    (decider.profiles.batch). Each answer holds every id asked; a record that does not read
+    fails that id alone. Raises ProfileSourceError when the source cannot answer at all."""
+
+    async def visitors_of(self, ids: Sequence[str]) -> dict[str, Each[VisitorProfile]]: ...
+
+    async def accounts_of(self, ids: Sequence[str]) -> dict[str, Each[AccountProfile]]: ...
+
+    async def links_of(self, keys: Sequence[AliasKey]) -> dict[AliasKey, Each[str]]:
+        """The visitor id each user id or email hash is linked to."""
+
+
+def read_each(
+    decoder: msgspec.json.Decoder[T], docs: Mapping[K, bytes | str | None], what: str
+) -> dict[K, Each[T]]:
+    """`read_back` of each document, by key: one that does not read is its key's error."""
+    read: dict[K, Each[T]] = {}
+    for key, doc in docs.items():
+        try:
+            read[key] = read_back(decoder, doc, what) if doc is not None else None
+        except ProfileSourceError as exc:
+            read[key] = exc
+    return read
 
 
 def read_back(decoder: msgspec.json.Decoder[T], doc: bytes | str, what: str) -> T:

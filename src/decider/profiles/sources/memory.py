@@ -30,6 +30,7 @@ from decider.profiles.sources.base import (
     AliasKey,
     Change,
     Driver,
+    Each,
     Opening,
     Profile,
     SourceSettings,
@@ -46,7 +47,8 @@ class MemorySettings(SourceSettings, frozen=True, kw_only=True):
 
 
 class MemoryProfileSource:
-    """A ProfileSource over dicts; `lookups` counts the calls of each kind."""
+    """A ProfileSource over dicts; `lookups` counts the calls of each kind (a lookup of
+    many ids, for a batch of decisions, is one call of its own kind: `visitors_of`...)."""
 
     def __init__(
         self, records: Iterable[VisitorProfile | AccountProfile] = (), *, latency: float = 0.0
@@ -146,6 +148,15 @@ class MemoryProfileSource:
 
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         return await self._answer("alias", self.aliases.get((kind, value)))
+
+    async def visitors_of(self, ids: Sequence[str]) -> dict[str, Each[VisitorProfile]]:
+        return await self._answer("visitors_of", {i: self.visitors.get(i) for i in ids})
+
+    async def accounts_of(self, ids: Sequence[str]) -> dict[str, Each[AccountProfile]]:
+        return await self._answer("accounts_of", {i: self.accounts.get(i) for i in ids})
+
+    async def links_of(self, keys: Sequence[AliasKey]) -> dict[AliasKey, Each[str]]:
+        return await self._answer("links_of", {key: self.aliases.get(key) for key in keys})
 
     async def ready(self) -> bool:
         return self.available

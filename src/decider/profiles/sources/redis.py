@@ -43,10 +43,12 @@ from decider.profiles.sources.base import (
     AliasKey,
     Change,
     Driver,
+    Each,
     Opening,
     Profile,
     SourceSettings,
     read_back,
+    read_each,
     text_of,
 )
 
@@ -165,6 +167,37 @@ class RedisProfileStore:
     async def alias(self, kind: AliasKind, value: str) -> str | None:
         found = await self._call(self._redis.hget(self._aliases[kind], value))
         return text_of(found, "alias") if found is not None else None
+
+    async def visitors_of(self, ids: Sequence[str]) -> dict[str, Each[VisitorProfile]]:
+        return read_each(visitor_decoder, await self._docs("v", ids), "visitor")
+
+    async def accounts_of(self, ids: Sequence[str]) -> dict[str, Each[AccountProfile]]:
+        return read_each(account_decoder, await self._docs("a", ids), "account")
+
+    async def links_of(self, keys: Sequence[AliasKey]) -> dict[AliasKey, Each[str]]:
+        """One HMGET per kind of id, pipelined: one round trip."""
+        asked = list(dict.fromkeys(keys))
+        pipe = self._redis.pipeline(transaction=False)
+        kinds = {kind: [value for k, value in asked if k == kind] for kind, _ in asked}
+        for kind, values in kinds.items():
+            pipe.hmget(self._aliases[kind], values)
+        answers = await self._call(pipe.execute())
+        links: dict[AliasKey, Each[str]] = {}
+        for (kind, values), found in zip(kinds.items(), answers, strict=True):
+            for value, raw in zip(values, found, strict=True):
+                try:
+                    links[kind, value] = text_of(raw, "alias") if raw is not None else None
+                except ProfileSourceError as exc:
+                    links[kind, value] = exc
+        return links
+
+    async def _docs(self, kind: str, ids: Sequence[str]) -> dict[str, bytes | None]:
+        """The documents of `ids` under `kind` (None for those it lacks), in one MGET."""
+        asked = list(dict.fromkeys(ids))
+        if not asked:
+            return {}
+        found = await self._call(self._redis.mget([self._key(kind, i) for i in asked]))
+        return dict(zip(asked, found, strict=True))
 
     async def ready(self) -> bool:
         try:

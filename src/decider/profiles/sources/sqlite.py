@@ -40,10 +40,13 @@ from decider.profiles.sources.base import (
     AliasKey,
     Change,
     Driver,
+    Each,
     Opening,
     Profile,
     SourceSettings,
     read_back,
+    read_each,
+    text_of,
 )
 from decider.traits import TraitSchema
 
@@ -72,6 +75,7 @@ DROP TABLE IF EXISTS temp.staged_accounts;
 DROP TABLE IF EXISTS temp.staged_aliases;
 """
 KEEP_CHANGES = 10_000  # older ones are pruned; a process that far behind flushes its caches
+CHUNK = 500  # ids one query asks for: SQLite takes up to 999 parameters in older builds
 
 _encoder = msgspec.json.Encoder()
 P = TypeVar("P", VisitorProfile, AccountProfile)
@@ -287,6 +291,48 @@ class SqliteProfileStore:
             "SELECT visitor_id FROM aliases WHERE kind = ? AND value = ?", (kind, value)
         )
         return str(found) if found is not None else None
+
+    # --- Batched ----------------------------------------------------------------------
+
+    async def visitors_of(self, ids: Sequence[str]) -> dict[str, Each[VisitorProfile]]:
+        return read_each(visitor_decoder, self._docs("visitors", ids), "visitor")
+
+    async def accounts_of(self, ids: Sequence[str]) -> dict[str, Each[AccountProfile]]:
+        return read_each(account_decoder, self._docs("accounts", ids), "account")
+
+    async def links_of(self, keys: Sequence[AliasKey]) -> dict[AliasKey, Each[str]]:
+        """One query per kind of id (and per CHUNK of them); a link is read as bytes, so
+        one that is not UTF-8 fails its own id only."""
+        links: dict[AliasKey, Each[str]] = dict.fromkeys(keys)
+        for kind in ("user_id", "email_sha256"):
+            values = list(dict.fromkeys(value for k, value in keys if k == kind))
+            for start in range(0, len(values), CHUNK):
+                chunk = values[start : start + CHUNK]
+                rows = self._all(
+                    "SELECT value, CAST(visitor_id AS BLOB) FROM aliases"
+                    f" WHERE kind = ? AND value IN ({', '.join('?' * len(chunk))})",
+                    [kind, *chunk],
+                )
+                for value, raw in rows:
+                    try:
+                        links[kind, value] = text_of(raw, "alias")
+                    except ProfileSourceError as exc:
+                        links[kind, value] = exc
+        return links
+
+    def _docs(self, table: str, ids: Sequence[str]) -> dict[str, bytes | str | None]:
+        """The documents of `ids` in `table` (one of two fixed names, never input), None for
+        those it lacks: one query per CHUNK of ids. Read as bytes, as `read_each` takes
+        them, so a document stored as text that is not UTF-8 fails its own id only."""
+        docs: dict[str, bytes | str | None] = dict.fromkeys(ids)
+        unique = list(docs)
+        for start in range(0, len(unique), CHUNK):
+            chunk = unique[start : start + CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            docs.update(
+                self._all(f"SELECT id, CAST(doc AS BLOB) FROM {table} WHERE id IN ({marks})", chunk)
+            )
+        return docs
 
     async def ready(self) -> bool:
         try:
