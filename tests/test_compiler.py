@@ -211,6 +211,20 @@ def test_file_shape_errors_are_placed(
     assert problem.line > 1
 
 
+def test_a_value_of_the_wrong_kind_names_its_field_and_warns_of_nothing_else(
+    rules_copy: Path,
+) -> None:
+    """A mistyped enum names its field (the line may hold others); the file it breaks is
+    not read, so its placements are unknown: no segment is said to lack a variant."""
+    replace(rules_copy / "b2b.yaml", "      unit: account ", "      unit: acount ")
+    with pytest.raises(RulesetError) as caught:
+        compile_ruleset(rules_copy, new_engine("cel-expr"))
+    (problem,) = caught.value.problems
+    assert problem.message == "unit: Invalid enum value 'acount'"
+    assert problem.line == line_of(rules_copy / "b2b.yaml", "unit: acount")
+    assert caught.value.warnings == ()
+
+
 @pytest.mark.parametrize(
     ("file", "old", "new", "expected"),
     [

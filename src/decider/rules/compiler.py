@@ -254,7 +254,7 @@ class _Builder:
             for key, p in placements.items()
         }
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
-        self.warnings = lint(sources, placements)
+        self.warnings = lint(sources, placements, every_file_read=self.every_file_read)
         plans = (
             plan(self.engine, ordered, consented=consented, size=self.chain_size)
             for consented in (True, False)

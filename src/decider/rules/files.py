@@ -164,6 +164,8 @@ class Document(msgspec.Struct, frozen=True):
             return msgspec.convert(self.data if self.data is not None else {}, kind, strict=True)
         except msgspec.ValidationError as exc:
             message, path = validation_path(exc)
+            if path and isinstance(path[-1], str):  # name the field: the line may hold others
+                message = f"{path[-1]}: {message}"
             raise RulesetError([self.problem(path, message)]) from None
 
     def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:

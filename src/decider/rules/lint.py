@@ -16,21 +16,25 @@ from decider.ruleset import CompiledPlacement
 
 
 def lint(
-    sources: list[SourceFile], placements: dict[str, CompiledPlacement]
+    sources: list[SourceFile],
+    placements: dict[str, CompiledPlacement],
+    *,
+    every_file_read: bool = True,
 ) -> tuple[Problem, ...]:
-    """Every warning about the rule files, sorted by place."""
-    return tuple(sorted(_findings(sources, placements)))
+    """Every warning about the rule files, sorted by place. When a file could not be read,
+    its placements are unknown: no segment is said to lack one."""
+    return tuple(sorted(_findings(sources, placements, every_file_read)))
 
 
 def _findings(
-    sources: list[SourceFile], placements: dict[str, CompiledPlacement]
+    sources: list[SourceFile], placements: dict[str, CompiledPlacement], every_file_read: bool
 ) -> Iterator[Problem]:
     used = {segment for p in placements.values() for segment in p.variants}
     by_priority: dict[int, str] = {}
     for source in sources:
         for index, segment in enumerate(source.rules.segments):
             path: Path_ = ("segments", index)
-            if segment.id not in used:
+            if segment.id not in used and every_file_read:
                 yield _warning(
                     source,
                     (*path, "id"),
