@@ -510,6 +510,11 @@ def test_the_html_page_stands_alone_with_its_chart(demo: Path) -> None:
     assert {td.text for td in root.iter("td")} >= {"keep", "enterprise", "2,400"}
     assert not re.search(r"(src|href)=|url\(|@import", text)
     assert "<script" not in text
+    assert ">a sub-group</text>" in text  # the legend names what is drawn, and only that
+    without = [arg for arg in flags(demo, "--format", "html", "-o", str(page)) if arg != "--by"]
+    without.remove("context.device")
+    assert run(*without)[0] == 0
+    assert ">a sub-group</text>" not in page.read_text()
 
 
 # bad input

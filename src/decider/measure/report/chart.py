@@ -90,7 +90,10 @@ def svg(report: Report) -> str:
         "lift over the holdout, percentage points (95% interval)</text>"
     )
     at = LABELS
+    shown = {row.kind for row in rows}
     for kind, label in LEGEND.items():
+        if kind == "group" and kind not in shown:  # no split asked for, or none to draw
+            continue
         parts.append(
             f'<circle cx="{at}" cy="{bottom + 50}" r="5" fill="{COLORS[kind]}"/>'
             f'<text x="{at + 9}" y="{bottom + 54}" fill="#57606a">{label}</text>'
