@@ -325,3 +325,69 @@ def test_without_a_retention_nothing_is_removed(tmp_path: Path) -> None:
     files.write(b'{"a":1}\n')
     files.close()
     assert old.exists()
+
+
+def test_a_file_removed_under_the_writer_is_replaced_and_nothing_more_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A file removed while open (by hand, or another worker's pruning), its directory with
+    it: the next write opens a new one, so what follows is on disk, not in a deleted file."""
+    directory = tmp_path / "exposures"
+    files = JsonlFiles(directory, "exposures", 1 << 20)
+    files.write(b'{"a":1}\n')
+    first = files.path
+    assert first is not None
+    first.unlink()
+    directory.rmdir()
+    files.write(b'{"a":2}\n')
+    assert files.path is not None
+    assert files.path != first
+    assert files.path.read_bytes() == b'{"a":2}\n'
+    files.close()
+
+
+def test_an_idle_sink_prunes_and_rotated_copies_go_too(tmp_path: Path) -> None:
+    """Nothing written, the writer's thread still prunes; a copy rotated or compressed by
+    hand (`.jsonl.1`, `.jsonl.gz`) is past its retention too."""
+    old = datetime.now(UTC).timestamp() - 10 * 86400
+    names = ["exposures-a.jsonl", "exposures-b.jsonl.1", "exposures-c.jsonl.gz", "keep.txt"]
+    for name in names:
+        (tmp_path / name).write_text("x\n")
+        os.utime(tmp_path / name, (old, old))
+    sink = QueuedSink(
+        JsonlFiles(tmp_path, "exposures", 1 << 20, retention_days=7), limit=10, name="e"
+    )
+    sink.start()
+    deadline = datetime.now(UTC).timestamp() + 5
+    while len(list(tmp_path.iterdir())) > 1 and datetime.now(UTC).timestamp() < deadline:
+        threading.Event().wait(0.02)
+    sink.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_drops_are_said_at_most_every_few_seconds_with_how_many(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bursts of drops close together make one log line, not one per writer pass, and what
+    came after it is said as the writer stops; the counts stay exact."""
+
+    class Slow:
+        def write(self, data: bytes) -> None:
+            threading.Event().wait(0.01)
+
+        def close(self) -> None:
+            pass
+
+    sink = QueuedSink(Slow(), limit=1, name="exposure")
+    sink.start()
+    with caplog.at_level(logging.WARNING, logger="decider"):
+        for _ in range(5):  # five bursts, a few writer passes apart
+            for n in range(50):
+                sink.offer(exposure(n))
+            threading.Event().wait(0.12)
+        sink.close()
+    said = [r for r in caplog.records if getattr(r, "event", None) == "records_dropped"]
+    assert len(said) <= 2  # the first burst's, and the rest's as the writer stops
+    assert sum(getattr(r, "count", 0) for r in said) == sink.counts.dropped
+    assert sink.counts.dropped + sink.counts.written == 250
+    assert sink.counts.dropped > 200

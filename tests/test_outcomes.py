@@ -27,7 +27,7 @@ from decider.measure.outcomes import (
     OutcomeIntake,
     parse_body,
 )
-from decider.measure.records import Outcome, record_decoder
+from decider.measure.records import Outcome, event_key, record_decoder
 from decider.measure.sink import QueuedSink
 from decider.measure.units import Units
 from decider.profiles.cache import CacheSettings
@@ -274,11 +274,28 @@ def test_a_resent_event_is_a_duplicate_stored_once(client: TestClient[Any], tmp_
     assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["order-7", "order-8"]
 
 
+def test_one_id_under_two_names_is_two_events(client: TestClient[Any], tmp_path: Path) -> None:
+    """Order ids and signup ids come from different systems and may be equal: an event is its
+    id within its name."""
+    signup = {"event_id": "1001", "name": "signup", "decision_id": DECISION}
+    purchase = {**signup, "name": "purchase", "value": 500}
+    answer = post(client, {"events": [signup, purchase, signup]})
+    assert (answer["accepted"], answer["duplicates"]) == (2, 1)
+    assert [r.name for r in stored(tmp_path / "outcomes")] == ["signup", "purchase"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
         (b"purchase", 400, "body"),
         (b'{"event_id": "x", "event_id": "y"}', 400, "body"),
+        (
+            b'{"event_id": "x", "name": "p\xff", "decision_id": "' + DECISION.encode() + b'"}',
+            400,
+            "body",
+        ),
+        (b'{"name": "p", "decision_id": "' + DECISION.encode() + b'"}', 422, "event_id"),
+        (b'{"event_id": "x", "name": "p", "decision_id": 7}', 422, "decision_id"),
         (b"[]", 422, "body"),
         (b'{"events": [], "name": "purchase"}', 422, "name"),
         (b'{"events": {}}', 422, "events"),
@@ -406,7 +423,7 @@ def test_a_full_queue_refuses_the_request_whole_and_forgets_its_ids(tmp_path: Pa
         assert sink.offer(Outcome(at=NOW, event_id="other", name="purchase"))
         with pytest.raises(NotStored, match="queue is full"):
             await intake.take(parse_body(event, NOW).events)
-        assert "q-1" not in intake.seen
+        assert event_key("purchase", "q-1") not in intake.seen
         assert sink.counts.dropped == 1
 
     asyncio.run(run())
@@ -447,7 +464,7 @@ def test_a_resend_racing_a_write_that_fails_is_stored_not_called_a_duplicate() -
             await first
         assert (await resend).accepted == 1
         assert b'"event_id":"r-1"' in b"".join(writer.written)
-        assert "r-1" in intake.seen
+        assert event_key("purchase", "r-1") in intake.seen
         sink.close()
 
     asyncio.run(run())

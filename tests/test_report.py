@@ -517,6 +517,20 @@ def test_the_html_page_stands_alone_with_its_chart(demo: Path) -> None:
     assert ">a sub-group</text>" not in page.read_text()
 
 
+def test_terminal_codes_in_record_files_never_reach_the_terminal(tmp_path: Path) -> None:
+    """A segment written with an escape sequence (a hostile or damaged record file) is shown
+    escaped in the table, not acted on by the terminal."""
+    red = "seg\x1b[31mRED\x1b[0m"
+    report(
+        tmp_path,
+        [cohort("r", "holdout", 20, 2, segment=red), cohort("r", "control", 20, 5, segment=red)],
+    )
+    code, out = run(*flags(tmp_path)[:-2])  # no --by
+    assert code == 0
+    assert "\x1b" not in out
+    assert "seg\\x1b[31mRED\\x1b[0m" in out
+
+
 # bad input
 
 
@@ -539,6 +553,10 @@ def test_a_truncated_last_line_is_named_with_its_place(tmp_path: Path) -> None:
         (b'{"type":"outcome","at":"2026-03-02T09:00:00Z","event_id":"e","name":"x"}', "type"),
         (record_encoder.encode(exposure("u", "control")).replace(b"Z", b""), "timezone"),
         (b'{"type":"exposure","at":"2026-03-02T09:00:00Z","email":"ada@example.com"}', ""),
+        (
+            record_encoder.encode(exposure("u", "control")).replace(b"control", b"contr\xffol"),
+            "not valid UTF-8",  # a Latin-1 re-export, say
+        ),
     ],
 )
 def test_a_line_that_is_not_a_record_is_named_with_its_place(

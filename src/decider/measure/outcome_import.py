@@ -31,7 +31,7 @@ from decider.measure.outcomes import (
     parse_event,
     resolve_all,
 )
-from decider.measure.records import record_encoder
+from decider.measure.records import event_key, record_encoder
 from decider.measure.sink import JsonlFiles, WriteFailed
 from decider.measure.units import Units
 from decider.profiles.jsonl import MAX_LINE, TOO_LONG, bounded_lines
@@ -125,10 +125,10 @@ def _check(file: BinaryIO, checked: IO[bytes], now: datetime) -> tuple[list[str]
         if not isinstance(event, OutcomeEvent):
             field = "" if event.field == "body" else f"{event.field}: "
             problems.append(f"line {number}: {field}{event.detail}")
-        elif event.event_id in seen:
+        elif (key := event_key(event.name, event.event_id)) in seen:
             duplicates += 1
         elif not problems:  # once a line is bad, only problems are looked for
-            seen.add(event.event_id)
+            seen.add(key)
             by_identity += event.identity is not None
             checked.write(line.rstrip(b"\r\n") + b"\n")
     return problems, duplicates, by_identity

@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-from decider.errors import InvalidRequest, NotStored, validation_path
+from decider.errors import InvalidRequest, MalformedBody, NotStored, validation_path
 from decider.gate import check_consent
-from decider.measure.records import Outcome
+from decider.measure.records import Outcome, event_key
 from decider.measure.sink import Sink
 from decider.measure.units import Units
 from decider.model import ChannelId, ConsentSignal, Identity, Instant, decode_body
@@ -204,8 +204,9 @@ def parse_body(body: bytes, now: datetime) -> Parsed:
     fields = decode_body(body, _fields_decoder)
     if "events" not in fields:
         parsed = parse_event(body, now)
-        if isinstance(parsed, Invalid):
-            raise InvalidRequest(parsed.field, parsed.detail)
+        if isinstance(parsed, Invalid):  # the body itself unreadable: 400, as documented
+            refusal = MalformedBody if parsed.field == "body" else InvalidRequest
+            raise refusal(parsed.field, parsed.detail)
         return Parsed([parsed], batch=False)
     others = sorted(set(fields) - {"events"})
     if others:
@@ -352,10 +353,10 @@ class OutcomeIntake:
         for i, item in enumerate(parsed):
             if isinstance(item, Invalid):
                 results[i] = EventResult("invalid", field=item.field, detail=item.detail)
-            elif item.event_id in self.seen or item.event_id in taken:
+            elif (key := event_key(item.name, item.event_id)) in self.seen or key in taken:
                 results[i] = EventResult("duplicate", item.event_id)
             else:
-                taken.add(item.event_id)
+                taken.add(key)
                 fresh.append((i, item))
         resolutions = await resolve_all(self.resolver, [event for _, event in fresh])
         records: list[Outcome] = []
@@ -396,7 +397,7 @@ class OutcomeIntake:
         A write not confirmed within WRITE_WAIT_S is NotStored too (sending again is safe)."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[bool] = loop.create_future()
-        ids = [record.event_id for record in records]
+        ids = [event_key(record.name, record.event_id) for record in records]
 
         def settle(ok: bool) -> None:
             if ok:

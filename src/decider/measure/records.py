@@ -59,6 +59,12 @@ class Outcome(
     visitor: str | None = None
 
 
+def event_key(name: str, event_id: str) -> str:
+    """What makes an outcome one event: its id within its name, so an order id and a signup
+    id that happen to be equal are two events. (Neither holds a NUL.)"""
+    return f"{name}\0{event_id}"
+
+
 Record = Exposure | Outcome
 record_decoder = msgspec.json.Decoder(Record)
 record_encoder = msgspec.json.Encoder()

@@ -33,6 +33,7 @@ BATCH = 4096  # records a writer is handed at once, at most
 IDLE_S = 0.05  # how often the writer takes what is queued (an acknowledged offer wakes it)
 CLOSE_WAIT_S = 10.0  # how long closing waits for a writer to finish what is queued
 PRUNE_EVERY_S = 3600.0  # how often a writer removes files past their retention
+DROPS_SAID_EVERY_S = 10.0  # how often dropped records are logged, at most
 
 
 class Counts:
@@ -113,9 +114,11 @@ class QueuedSink:
     records these are, in log lines."""
 
     __slots__ = (
+        "_dropped_said_at",
         "_dropped_seen",
         "_failing",
         "_limit",
+        "_maintain",
         "_queue",
         "_stopping",
         "_thread",
@@ -136,6 +139,9 @@ class QueuedSink:
         self._thread = threading.Thread(target=self._run, name=f"decider-{name}", daemon=True)
         self._failing = False
         self._dropped_seen = 0
+        self._dropped_said_at = -DROPS_SAID_EVERY_S
+        # a writer may keep its files (JsonlFiles prunes them); asked while idle too
+        self._maintain: Callable[[], None] | None = getattr(writer, "maintain", None)
 
     def offer(self, record: Record) -> bool:
         if self._stopping or len(self._queue) >= self._limit:
@@ -206,8 +212,11 @@ class QueuedSink:
             items = self._drain()
             if items:
                 self._write(items)
-            self._note_drops()
-            if stopping and not self._queue:
+            elif self._maintain is not None:
+                self._maintain_quietly(self._maintain)
+            done = stopping and not self._queue
+            self._note_drops(last=done)
+            if done:
                 return
 
     def _drain(self) -> list[Record | _Acked]:
@@ -267,11 +276,27 @@ class QueuedSink:
                 extra={"event": "records_failed", "kind": self.name, "reason": reason},
             )
 
-    def _note_drops(self) -> None:
-        """Say once a burst of records was dropped for a full queue (by the writer's thread:
+    def _maintain_quietly(self, maintain: Callable[[], None]) -> None:
+        try:
+            maintain()
+        except Exception as exc:  # a writer's bug must not stop the thread
+            log.error(
+                "%s log: upkeep failed: %s",
+                self.name,
+                type(exc).__name__,
+                exc_info=exc,
+                extra={"kind": self.name},
+            )
+
+    def _note_drops(self, *, last: bool = False) -> None:
+        """Say that records were dropped for a full queue, at most every DROPS_SAID_EVERY_S
+        (and once more as the writer stops) with how many since (by the writer's thread:
         the request path only counts)."""
         dropped = self.counts.dropped
-        if dropped != self._dropped_seen:
+        now = time.monotonic()
+        due = last or now - self._dropped_said_at >= DROPS_SAID_EVERY_S
+        if dropped != self._dropped_seen and due:
+            self._dropped_said_at = now
             count = dropped - self._dropped_seen
             log.warning(
                 "%s log: %d records dropped: the queue was full (DECIDER_EXPOSURE_QUEUE)",
@@ -311,9 +336,16 @@ class JsonlFiles:
         self._serial = 0
         self._pruned_at = -PRUNE_EVERY_S
 
-    def write(self, data: bytes) -> None:
+    def maintain(self) -> None:
+        """Prune, if an hour has passed since the last time (the sink's thread asks, written
+        to or not, so an idle service prunes too)."""
         if self.retention_days and time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
             self.prune()
+
+    def write(self, data: bytes) -> None:
+        self.maintain()
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            self.close()  # removed under us (by hand, or another process's pruning): anew
         done = 0
         try:
             while done < len(data):
@@ -346,8 +378,8 @@ class JsonlFiles:
         self._pruned_at = time.monotonic()
         cutoff = (time.time() if now is None else now) - self.retention_days * 86400
         removed = 0
-        with contextlib.suppress(OSError):
-            for path in self.directory.glob(f"{self.prefix}-*.jsonl"):
+        with contextlib.suppress(OSError):  # ours, and their rotated or compressed copies
+            for path in self.directory.glob(f"{self.prefix}-*.jsonl*"):
                 with contextlib.suppress(OSError):
                     if path != self.path and path.stat().st_mtime < cutoff:
                         path.unlink()

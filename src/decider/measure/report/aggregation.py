@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from decider.measure.records import event_key
 from decider.measure.report.reading import ExposureView, OutcomeView
 
 HOLDOUT = "holdout"
@@ -36,15 +37,17 @@ class Outcomes:
 
 
 def index_outcomes(chunks: Iterable[list[OutcomeView]], name: str) -> Outcomes:
-    """Outcomes of `name`, each event id once (the first record of it read counts)."""
+    """Outcomes of `name`, each event once (its id within its name; the first record of it
+    read counts)."""
     found = Outcomes(name)
     seen: set[str] = set()
     for chunk in chunks:
         for outcome in chunk:
-            if outcome.event_id in seen:
+            event = event_key(outcome.name, outcome.event_id)
+            if event in seen:
                 found.duplicates += 1
                 continue
-            seen.add(outcome.event_id)
+            seen.add(event)
             if outcome.name != name:
                 found.names.add(outcome.name)
                 continue

@@ -103,7 +103,7 @@ def _chunks(
             try:
                 with memoryview(array) as view:
                     chunk = many.decode(view[: cut + 1])
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 chunk = _one_by_one(path, bytes(buffer[1:cut]), line, one)
             yield chunk
             line += buffer.count(b"\n", 1, cut) + 1
@@ -113,7 +113,7 @@ def _chunks(
     if rest.strip():  # a last line without its newline: whole, or cut short by a writer
         try:
             yield [one.decode(rest)]
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise RecordFileError(
                 f"{path}:{line}: the last line is not a whole record (cut short while it was "
                 f"written?): {_said(exc)}"
@@ -127,11 +127,13 @@ def _one_by_one(path: Path, lines: bytes, first: int, one: msgspec.json.Decoder[
             continue
         try:
             records.append(one.decode(text))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise RecordFileError(f"{path}:{number}: not a record: {_said(exc)}") from None
     return records
 
 
-def _said(exc: msgspec.DecodeError) -> str:
+def _said(exc: msgspec.DecodeError | UnicodeDecodeError) -> str:
     # a line may hold anything, an email address too: never echo one
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte {exc.start} of the line)"
     return redact(str(exc))

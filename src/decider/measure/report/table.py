@@ -93,7 +93,7 @@ def aligned(rows: Sequence[Sequence[str]], numeric: set[int], indent: str = "") 
 def group_cells(group: SubGroup) -> tuple[str, ...]:
     lift = points(group.lift) if group.lift else ""
     return (
-        group.value if group.value.isprintable() else ascii(group.value),  # no terminal codes
+        group.value,
         f"{group.holdout.units:,}",
         percent(group.holdout.rate),
         f"{group.treatment.units:,}",
@@ -157,7 +157,15 @@ def render_text(report: Report) -> str:
         if not candidates:
             lines.append("  none")
     lines += ["", *notes(report)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(printable, lines)) + "\n"
+
+
+def printable(line: str) -> str:
+    """`line` with any character a terminal would act on (an escape sequence, from a record
+    file that holds one) written as its Python escape."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
 
 
 def notes(report: Report) -> list[str]:
