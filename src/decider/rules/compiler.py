@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from decider.dimensions import Dimensions
 from decider.errors import Problem, RulesetError
 from decider.experiments import (
     CONTROL,
@@ -36,12 +37,14 @@ from decider.rules.cel import CelCompileErrors, Reference, references
 from decider.rules.cel.syntax import parse
 from decider.rules.channels import compile_channels, too_long
 from decider.rules.conditions import Conditions, Expanded
+from decider.rules.dimensions import compile_dimensions, overrides
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
     Placement,
     SegmentSplit,
     SourceFile,
+    VariantRule,
     display_name,
     read_rule_file,
     rule_files,
@@ -54,6 +57,7 @@ from decider.ruleset import (
     VARIABLES,
     ChainingEngine,
     ChannelPolicy,
+    Choice,
     CompiledChannel,
     CompiledPlacement,
     CompiledRuleset,
@@ -254,6 +258,7 @@ class _Builder:
             for key, p in placements.items()
         }
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
+        placements = {key: self._choice(p, ordered) for key, p in placements.items()}
         self.warnings = lint(sources, placements)
         plans = (
             plan(self.engine, ordered, consented=consented, size=self.chain_size)
@@ -273,6 +278,21 @@ class _Builder:
             contextual=next(plans),
             channels=self.channels,
         )
+
+    def _choice(
+        self, placement: CompiledPlacement, ordered: Sequence[CompiledSegment]
+    ) -> CompiledPlacement:
+        """`placement`, planned for `first_with_variant` if it chooses so: the first match
+        among the segments it has a variant for, planned as the ruleset's is."""
+        if placement.choice is None:
+            return placement
+        positions = tuple(i for i, s in enumerate(ordered) if s.id in placement.variants)
+        segments = tuple(ordered[i] for i in positions)
+        plans = [
+            plan(self.engine, segments, consented=consented, size=self.chain_size)
+            for consented in (True, False)
+        ]
+        return msgspec.structs.replace(placement, choice=Choice(segments, positions, *plans))
 
     def _named_conditions(self, sources: list[SourceFile]) -> Conditions:
         """Every named condition, each compiled once alone, its mistakes placed where it is
@@ -410,8 +430,16 @@ class _Builder:
                         f"the default variant must fill every slot; missing {', '.join(missing)}",
                         placement.id,
                     )
-                self._slots_known(
-                    source, (*path, "default", "content"), placement.default, slots, channel
+                default = Variant(placement.default.id, placement.default.content)
+                self._slots_known(source, (*path, "default", "content"), default, slots, channel)
+                dimensions: dict[str, Dimensions | None] = {}
+                self._dimensions(
+                    source,
+                    (*path, "default"),
+                    placement.default,
+                    slots=slots,
+                    channel=channel,
+                    found=dimensions,
                 )
                 variants: dict[str, Variant] = {}
                 for segment, variant in placement.variants.items():
@@ -421,7 +449,11 @@ class _Builder:
                             source, where, f"variant for unknown segment {segment!r}", placement.id
                         )
                         continue
-                    self._slots_known(source, (*where, "content"), variant, slots, channel)
+                    own = Variant(variant.id, variant.content)
+                    self._slots_known(source, (*where, "content"), own, slots, channel)
+                    self._dimensions(
+                        source, where, variant, slots=slots, channel=channel, found=dimensions
+                    )
                     content = {**placement.default.content, **variant.content}
                     variants[segment] = Variant(variant.id, content)
                 experiment = None
@@ -440,11 +472,42 @@ class _Builder:
                     channel=placement.channel,
                     slots=tuple(slots),
                     tags=frozenset(placement.tags),
-                    default=placement.default,
+                    default=default,
                     variants=variants,
                     experiment=experiment,
+                    # planned once the segments are ordered (_choice)
+                    choice=Choice((), ()) if placement.choose == "first_with_variant" else None,
+                    dimensions={k: d for k, d in dimensions.items() if d is not None},
                 )
         return compiled
+
+    def _dimensions(
+        self,
+        source: SourceFile,
+        path: Path_,
+        variant: VariantRule,
+        *,
+        slots: tuple[str, ...],
+        channel: CompiledChannel,
+        found: dict[str, Dimensions | None],
+    ) -> None:
+        """The language and role overrides of the variant at `path` into `found`, by its id
+        (None: it has none), each override's slots and lengths checked as content's are. A
+        variant id names one set of overrides in a placement: the decision is dressed by
+        the id it serves."""
+        for where, texts in overrides(variant, path):
+            self._slots_known(source, where, Variant(variant.id, texts), slots, channel)
+        dimensions = compile_dimensions(
+            variant, path, lambda at, message: self._problem(source, at, message, variant.id)
+        )
+        if found.setdefault(variant.id, dimensions) != dimensions:
+            self._problem(
+                source,
+                (*path, "id"),
+                f"variant id {variant.id!r} already names other overrides in this placement; "
+                "give this variant an id of its own",
+                variant.id,
+            )
 
     def _experiment(
         self,
