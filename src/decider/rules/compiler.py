@@ -166,6 +166,23 @@ def plan(
     return MatchPlan(lookups, unguarded, passed, matched)
 
 
+def planned(
+    engine: Engine,
+    placement: CompiledPlacement,
+    segments: Sequence[CompiledSegment],
+    *,
+    size: int,
+) -> CompiledPlacement:
+    """`placement`, planned if it chooses `first_with_variant`: the first match among the
+    `segments` (in evaluation order) it has a variant for, planned as the ruleset's is."""
+    if placement.choice is None:
+        return placement
+    positions = tuple(i for i, s in enumerate(segments) if s.id in placement.variants)
+    chosen = tuple(segments[i] for i in positions)
+    plans = [plan(engine, chosen, consented=c, size=size) for c in (True, False)]
+    return msgspec.structs.replace(placement, choice=Choice(chosen, positions, *plans))
+
+
 def _runs(
     engine: Engine, segments: Sequence[CompiledSegment], members: tuple[int, ...], size: int
 ) -> tuple[Run, ...]:
@@ -258,7 +275,10 @@ class _Builder:
             for key, p in placements.items()
         }
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
-        placements = {key: self._choice(p, ordered) for key, p in placements.items()}
+        placements = {
+            key: planned(self.engine, p, ordered, size=self.chain_size)
+            for key, p in placements.items()
+        }
         self.warnings = lint(sources, placements)
         plans = (
             plan(self.engine, ordered, consented=consented, size=self.chain_size)
@@ -278,21 +298,6 @@ class _Builder:
             contextual=next(plans),
             channels=self.channels,
         )
-
-    def _choice(
-        self, placement: CompiledPlacement, ordered: Sequence[CompiledSegment]
-    ) -> CompiledPlacement:
-        """`placement`, planned for `first_with_variant` if it chooses so: the first match
-        among the segments it has a variant for, planned as the ruleset's is."""
-        if placement.choice is None:
-            return placement
-        positions = tuple(i for i, s in enumerate(ordered) if s.id in placement.variants)
-        segments = tuple(ordered[i] for i in positions)
-        plans = [
-            plan(self.engine, segments, consented=consented, size=self.chain_size)
-            for consented in (True, False)
-        ]
-        return msgspec.structs.replace(placement, choice=Choice(segments, positions, *plans))
 
     def _named_conditions(self, sources: list[SourceFile]) -> Conditions:
         """Every named condition, each compiled once alone, its mistakes placed where it is
