@@ -23,6 +23,9 @@ def compile_dimensions(
 ) -> Dimensions | None:
     """The overrides of the variant `rule` at `path`, or None when it has none; a tag that
     is not one, or one given twice (tags are read whatever their case), is reported at it."""
+    for where, slots in overrides(rule, path):
+        if not slots:
+            report(where, f"{where[-1]} gives no slot: give it some or leave it out")
     by_language: dict[str, tuple[str, dict[str, str]]] = {}
     for tag, slots in rule.by_language.items():
         where = (*path, "by_language", tag)

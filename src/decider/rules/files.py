@@ -28,8 +28,6 @@ SlotName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ConditionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
 # a value of the profile's `role` trait
 RoleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-# some of a placement's slots (an override gives at least one)
-Slots = Annotated[dict[str, str], msgspec.Meta(min_length=1)]
 
 
 class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -76,8 +74,8 @@ class VariantRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     id: str
     content: dict[str, str]
-    by_role: dict[RoleName, Slots] = {}
-    by_language: dict[str, Slots] = {}
+    by_role: dict[RoleName, dict[str, str]] = {}
+    by_language: dict[str, dict[str, str]] = {}
 
 
 class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
