@@ -480,7 +480,7 @@ class _Builder:
                     default=default,
                     variants=variants,
                     experiment=experiment,
-                    # planned once the segments are ordered (_choice)
+                    # planned once the segments are ordered (planned)
                     choice=Choice((), ()) if placement.choose == "first_with_variant" else None,
                     dimensions={k: d for k, d in dimensions.items() if d is not None},
                 )
