@@ -28,6 +28,7 @@ CORE = (
     "experiments",
     "engine",
     "index",
+    "dimensions",
     "service",
     "stats",
 )

@@ -16,19 +16,29 @@ segment alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
 
+from decider.dimensions import LANGUAGE, ROLE, dressed
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.experiments import CONTROL, HOLDOUT, Assignment, Unit, bucket
 from decider.gate import Suppressed, check_consent, check_suppression
 from decider.index import first_match
-from decider.model import Bucket, DecideRequest, Decision, SegmentOutcome, json_value_problem
+from decider.model import (
+    Bucket,
+    DecideRequest,
+    Decision,
+    Outcome,
+    SegmentOutcome,
+    json_value_problem,
+)
 from decider.profile import Person, Resolution
 from decider.reasons import Reason, ReasonCode
-from decider.ruleset import CelEvalError, CompiledPlacement, CompiledRuleset
+from decider.ruleset import CelEvalError, Choice, CompiledPlacement, CompiledRuleset
 
 _EMPTY: dict[str, Any] = {}
 
@@ -136,23 +146,29 @@ def decide(
         ruleset.policy[channel], placement, resolution, consent, activations.for_person
     )
     segment: str | None = None
+    passed: str | None = None  # the highest-priority match, passed over (choice)
     outcomes: tuple[SegmentOutcome, ...] = ()
     if suppression is not None:
         reasons.append(suppression.reason)
     else:
         activation = activations.profile() if consent.granted else activations.contextual()
         plan = ruleset.consented if consent.granted else ruleset.contextual
+        choice = placement.choice
         if plan is None or request.explain:
-            segment, outcomes = _match(
-                ruleset, activation, consent.granted, everything=request.explain
+            segment, passed, outcomes = _match(
+                ruleset,
+                activation,
+                consent.granted,
+                everything=request.explain,
+                wanted=placement.variants if choice is not None else None,
             )
         else:
-            segment, outcomes = first_match(
-                ruleset.segments,
-                plan,
-                activation,
-                lambda: activations.values(profile=consent.granted),
-            )
+            values = partial(activations.values, profile=consent.granted)
+            segment, outcomes = first_match(ruleset.segments, plan, activation, values)
+            if choice is not None and segment is not None and segment not in placement.variants:
+                segment, passed, outcomes = _with_variant(
+                    choice, segment, outcomes, activation, values, consented=consent.granted
+                )
     # the segment is known: the placement's experiment, if it buckets the segment, decides
     # what is served (consent and suppression came first: a suppressed decision has no arm)
     variant = placement.variants.get(segment) if segment else None
@@ -170,20 +186,35 @@ def decide(
         else None
     )
     assigned = bucketed if isinstance(bucketed, Assignment) else None
+    if passed is not None:
+        reasons.append(
+            Reason(
+                ReasonCode.SEGMENT_PASSED_OVER,
+                f"{passed} is the highest-priority match; {placement.id} has no variant for it "
+                "and chooses the first segment with one",
+            )
+        )
     if suppression is None:
-        reasons.append(_segment_reason(placement, segment, assigned))
+        reasons.append(_segment_reason(placement, segment, assigned, passed is not None))
     if isinstance(bucketed, Assignment):
         reasons.append(bucketed.reason)
         variant = bucketed.variant if bucketed.arm != HOLDOUT else None
     elif bucketed is not None:
         reasons.append(bucketed)  # why it was not bucketed
+    served = variant or placement.default
+    if placement.dimensions:
+        dimensions = placement.dimensions.get(served.id)
+        if dimensions is not None:
+            visitor = resolution.visitor if consent.granted else None
+            role = visitor.traits.get(ROLE) if visitor is not None else None
+            served = dressed(dimensions, served, request.context.get(LANGUAGE), role)
     decision = Decision(
         decision_id=decision_id,
         ruleset=ruleset.version,
         placement=placement.id,
         channel=channel,
         segment=segment,
-        variant=variant or placement.default,
+        variant=served,
         personalized=variant is not None,
         suppressed=suppression is not None,
         reasons=tuple(reasons),
@@ -202,20 +233,25 @@ def _bucket(assigned: Assignment) -> Bucket:
 
 
 def _segment_reason(
-    placement: CompiledPlacement, segment: str | None, assigned: Assignment | None
+    placement: CompiledPlacement,
+    segment: str | None,
+    assigned: Assignment | None,
+    chosen: bool = False,
 ) -> Reason:
+    """`chosen`: `segment` is the first match with a variant, another was passed over."""
     if segment is None:
         return Reason(ReasonCode.SEGMENT_NONE, "no segment matched; the default variant is served")
+    match = "match with a variant here" if chosen else "match"
     if assigned is not None and assigned.arm != CONTROL:
         return Reason(
             ReasonCode.SEGMENT_MATCHED,
-            f"{segment} is the highest-priority match; experiment {assigned.experiment} decides "
-            "what is served",
+            f"{segment} is the highest-priority {match}; experiment {assigned.experiment} "
+            "decides what is served",
         )
     if segment in placement.variants:
         return Reason(
             ReasonCode.SEGMENT_MATCHED,
-            f"{segment} is the highest-priority match; its variant is served",
+            f"{segment} is the highest-priority {match}; its variant is served",
         )
     return Reason(
         ReasonCode.SEGMENT_NO_VARIANT,
@@ -225,13 +261,26 @@ def _segment_reason(
 
 
 def _match(
-    ruleset: CompiledRuleset, activation: Any, consented: bool, *, everything: bool
-) -> tuple[str | None, tuple[SegmentOutcome, ...]]:
+    ruleset: CompiledRuleset,
+    activation: Any,
+    consented: bool,
+    *,
+    everything: bool,
+    wanted: Mapping[str, object] | None = None,
+) -> tuple[str | None, str | None, tuple[SegmentOutcome, ...]]:
+    """Each segment alone, in order, up to the first match (every one, if `everything`):
+    the winner, the match passed over, and every outcome. With `wanted` (the segments the
+    placement has a variant for), the first match that is not wanted is passed over, and
+    after it only wanted segments are evaluated, up to the first match among them; when
+    none matches, the one passed over wins after all."""
     winner: str | None = None
+    passed: int | None = None  # its index in outcomes
     outcomes: list[SegmentOutcome] = []
     for segment in ruleset.segments:
         if winner is not None and not everything:
             break
+        if passed is not None and not everything and segment.id not in (wanted or ()):
+            continue
         if not consented and segment.condition.needs_profile:
             outcomes.append(SegmentOutcome(segment.id, segment.priority, "skipped_consent"))
             continue
@@ -240,12 +289,44 @@ def _match(
         except CelEvalError as exc:
             outcomes.append(SegmentOutcome(segment.id, segment.priority, "error", str(exc)))
             continue
-        outcomes.append(
-            SegmentOutcome(segment.id, segment.priority, "matched" if matched else "not_matched")
-        )
+        outcome: Outcome = "matched" if matched else "not_matched"
         if matched and winner is None:
-            winner = segment.id
-    return winner, tuple(outcomes)
+            if wanted is None or segment.id in wanted:
+                winner = segment.id
+            elif passed is None:
+                passed, outcome = len(outcomes), "passed_over"
+        outcomes.append(SegmentOutcome(segment.id, segment.priority, outcome))
+    if passed is None:
+        return winner, None, tuple(outcomes)
+    if winner is None:  # no segment with a variant matched: as first_match
+        outcomes[passed] = msgspec.structs.replace(outcomes[passed], outcome="matched")
+        return outcomes[passed].segment, None, tuple(outcomes)
+    return winner, outcomes[passed].segment, tuple(outcomes)
+
+
+def _with_variant(
+    choice: Choice,
+    first: str,
+    outcomes: tuple[SegmentOutcome, ...],
+    activation: Any,
+    values: Callable[[], Mapping[str, Any]],
+    *,
+    consented: bool,
+) -> tuple[str, str | None, tuple[SegmentOutcome, ...]]:
+    """After the first match `first` (the last of `outcomes`), which the placement has no
+    variant for: the first match among the segments it has one for, along their own plan,
+    and the outcomes of those after `first`, as _match gives them."""
+    plan = choice.consented if consented else choice.contextual
+    assert plan is not None  # planned with the ruleset's plans, which there are
+    winner, found = first_match(choice.segments, plan, activation, values)
+    # those before `first` did not match when the ruleset's plan evaluated them (nor did
+    # they again): only what comes after it is new
+    after = len(outcomes) - 1
+    later = tuple(o for o, at in zip(found, choice.positions, strict=False) if at > after)
+    if winner is None:
+        return first, None, outcomes + later
+    passed = msgspec.structs.replace(outcomes[-1], outcome="passed_over")
+    return winner, first, (*outcomes[:-1], passed, *later)
 
 
 def _explain(

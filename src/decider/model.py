@@ -87,12 +87,21 @@ class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     explain: bool = False
 
 
-class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What is served: `content` by slot. `language` and `role`: the variant's language and
+    role overrides that gave some of it, when any did (decider.dimensions)."""
+
     id: str
     content: dict[str, str]
+    language: str | None = None
+    role: str | None = None
 
 
-Outcome = Literal["matched", "not_matched", "skipped_consent", "error", "not_evaluated"]
+# passed_over: matched, but the placement has no variant for it and chooses the first
+# segment with one (decider.rules.files.Placement.choose)
+Outcome = Literal[
+    "matched", "passed_over", "not_matched", "skipped_consent", "error", "not_evaluated"
+]
 
 
 class SegmentOutcome(msgspec.Struct, frozen=True, omit_defaults=True):

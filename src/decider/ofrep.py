@@ -69,6 +69,8 @@ REASONS: dict[ReasonCode, OfrepReason] = {
     ReasonCode.SUPPRESSED_NO_CONSENT: "DISABLED",
     ReasonCode.SUPPRESSED_RULE_ERROR: "DISABLED",
     ReasonCode.SEGMENT_MATCHED: "TARGETING_MATCH",
+    # beside segment.matched, for the lower segment whose variant is served
+    ReasonCode.SEGMENT_PASSED_OVER: "TARGETING_MATCH",
     ReasonCode.SEGMENT_NO_VARIANT: "DEFAULT",
     ReasonCode.SEGMENT_NONE: "DEFAULT",
     ReasonCode.EXPERIMENT_HOLDOUT: "SPLIT",
@@ -111,6 +113,8 @@ class Metadata(msgspec.Struct, frozen=True, omit_defaults=True):
     segment: str | msgspec.UnsetType = msgspec.UNSET
     experiment: str | msgspec.UnsetType = msgspec.UNSET
     arm: str | msgspec.UnsetType = msgspec.UNSET
+    language: str | msgspec.UnsetType = msgspec.UNSET  # the variant's overrides that gave text
+    role: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class Evaluation(msgspec.Struct, frozen=True):
@@ -270,11 +274,17 @@ def evaluation(decision: Decision) -> Evaluation:
             suppressed=decision.suppressed,
             personalized=decision.personalized,
             reasons=",".join(r.code for r in decision.reasons),
-            segment=decision.segment if decision.segment is not None else msgspec.UNSET,
-            experiment=decision.experiment if decision.experiment is not None else msgspec.UNSET,
-            arm=decision.arm if decision.arm is not None else msgspec.UNSET,
+            segment=_given(decision.segment),
+            experiment=_given(decision.experiment),
+            arm=_given(decision.arm),
+            language=_given(decision.variant.language),
+            role=_given(decision.variant.role),
         ),
     )
+
+
+def _given(value: str | None) -> str | msgspec.UnsetType:
+    return value if value is not None else msgspec.UNSET
 
 
 def etag(ruleset: str, context: dict[str, Any], gpc: bool, bulk: Bulk) -> str:

@@ -93,6 +93,11 @@ class ReasonCode(Described):
         "segment.no_variant",
         "a segment matched but the placement has no variant for it: the default is served",
     )
+    SEGMENT_PASSED_OVER = (
+        "segment.passed_over",
+        "the highest-priority match has no variant here, and the placement chooses the first "
+        "segment with one: the segment is the highest-priority match that has one",
+    )
     SEGMENT_NONE = "segment.none", "no segment matched: the default variant is served"
     EXPERIMENT_HOLDOUT = (
         "experiment.holdout",

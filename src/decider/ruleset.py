@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from decider.dimensions import Dimensions
 from decider.errors import Problem
 from decider.experiments import Experiment
 from decider.model import SegmentOutcome, Variant
@@ -148,7 +149,9 @@ class CompiledSuppression(msgspec.Struct, frozen=True):
 
 class CompiledPlacement(msgspec.Struct, frozen=True):
     """A placement with each segment variant already filled out from the default, the
-    suppressions that apply to it, in file order, and its experiment, if any."""
+    suppressions that apply to it, in file order, and its experiment, if any. `choice`: set
+    when it chooses the first segment with a variant here; `dimensions`: the language and
+    role overrides of its variants that have any, by variant id."""
 
     id: str
     channel: str
@@ -158,6 +161,8 @@ class CompiledPlacement(msgspec.Struct, frozen=True):
     variants: dict[str, Variant]
     suppressions: tuple[CompiledSuppression, ...] = ()
     experiment: Experiment | None = None
+    choice: Choice | None = None
+    dimensions: dict[str, Dimensions] = {}
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -202,6 +207,18 @@ class MatchPlan(msgspec.Struct, frozen=True):
     unguarded: Group | None
     passed: tuple[SegmentOutcome, ...]
     matched: tuple[SegmentOutcome, ...]
+
+
+class Choice(msgspec.Struct, frozen=True):
+    """How a placement that chooses `first_with_variant` finds the first match among the
+    segments it has a variant for, once the global first match turned out to have none:
+    those `segments`, in evaluation order, each one's index in the ruleset's (`positions`),
+    and their own first-match plans per consent mode (None: one by one)."""
+
+    segments: tuple[CompiledSegment, ...]
+    positions: tuple[int, ...]
+    consented: MatchPlan | None = None
+    contextual: MatchPlan | None = None
 
 
 class CompiledRuleset(msgspec.Struct, frozen=True):

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from decider.dimensions import Dimensions
 from decider.errors import Problem, RulesetError
 from decider.experiments import (
     CONTROL,
@@ -36,12 +37,14 @@ from decider.rules.cel import CelCompileErrors, Reference, references
 from decider.rules.cel.syntax import parse
 from decider.rules.channels import compile_channels, too_long
 from decider.rules.conditions import Conditions, Expanded
+from decider.rules.dimensions import compile_dimensions, overrides
 from decider.rules.files import (
     SCHEMA_FILE,
     Path_,
     Placement,
     SegmentSplit,
     SourceFile,
+    VariantRule,
     display_name,
     read_rule_file,
     rule_files,
@@ -54,6 +57,7 @@ from decider.ruleset import (
     VARIABLES,
     ChainingEngine,
     ChannelPolicy,
+    Choice,
     CompiledChannel,
     CompiledPlacement,
     CompiledRuleset,
@@ -162,6 +166,23 @@ def plan(
     return MatchPlan(lookups, unguarded, passed, matched)
 
 
+def planned(
+    engine: Engine,
+    placement: CompiledPlacement,
+    segments: Sequence[CompiledSegment],
+    *,
+    size: int,
+) -> CompiledPlacement:
+    """`placement`, planned if it chooses `first_with_variant`: the first match among the
+    `segments` (in evaluation order) it has a variant for, planned as the ruleset's is."""
+    if placement.choice is None:
+        return placement
+    positions = tuple(i for i, s in enumerate(segments) if s.id in placement.variants)
+    chosen = tuple(segments[i] for i in positions)
+    plans = [plan(engine, chosen, consented=c, size=size) for c in (True, False)]
+    return msgspec.structs.replace(placement, choice=Choice(chosen, positions, *plans))
+
+
 def _runs(
     engine: Engine, segments: Sequence[CompiledSegment], members: tuple[int, ...], size: int
 ) -> tuple[Run, ...]:
@@ -254,6 +275,10 @@ class _Builder:
             for key, p in placements.items()
         }
         ordered = sorted(segments, key=lambda s: (-s.priority, s.id))
+        placements = {
+            key: planned(self.engine, p, ordered, size=self.chain_size)
+            for key, p in placements.items()
+        }
         self.warnings = lint(sources, placements, every_file_read=self.every_file_read)
         plans = (
             plan(self.engine, ordered, consented=consented, size=self.chain_size)
@@ -410,8 +435,16 @@ class _Builder:
                         f"the default variant must fill every slot; missing {', '.join(missing)}",
                         placement.id,
                     )
-                self._slots_known(
-                    source, (*path, "default", "content"), placement.default, slots, channel
+                default = Variant(placement.default.id, placement.default.content)
+                self._slots_known(source, (*path, "default", "content"), default, slots, channel)
+                dimensions: dict[str, Dimensions | None] = {}
+                self._dimensions(
+                    source,
+                    (*path, "default"),
+                    placement.default,
+                    slots=slots,
+                    channel=channel,
+                    found=dimensions,
                 )
                 variants: dict[str, Variant] = {}
                 for segment, variant in placement.variants.items():
@@ -421,7 +454,11 @@ class _Builder:
                             source, where, f"variant for unknown segment {segment!r}", placement.id
                         )
                         continue
-                    self._slots_known(source, (*where, "content"), variant, slots, channel)
+                    own = Variant(variant.id, variant.content)
+                    self._slots_known(source, (*where, "content"), own, slots, channel)
+                    self._dimensions(
+                        source, where, variant, slots=slots, channel=channel, found=dimensions
+                    )
                     content = {**placement.default.content, **variant.content}
                     variants[segment] = Variant(variant.id, content)
                 experiment = None
@@ -440,11 +477,42 @@ class _Builder:
                     channel=placement.channel,
                     slots=tuple(slots),
                     tags=frozenset(placement.tags),
-                    default=placement.default,
+                    default=default,
                     variants=variants,
                     experiment=experiment,
+                    # planned once the segments are ordered (planned)
+                    choice=Choice((), ()) if placement.choose == "first_with_variant" else None,
+                    dimensions={k: d for k, d in dimensions.items() if d is not None},
                 )
         return compiled
+
+    def _dimensions(
+        self,
+        source: SourceFile,
+        path: Path_,
+        variant: VariantRule,
+        *,
+        slots: tuple[str, ...],
+        channel: CompiledChannel,
+        found: dict[str, Dimensions | None],
+    ) -> None:
+        """The language and role overrides of the variant at `path` into `found`, by its id
+        (None: it has none), each override's slots and lengths checked as content's are. A
+        variant id names one set of overrides in a placement: the decision is dressed by
+        the id it serves."""
+        for where, texts in overrides(variant, path):
+            self._slots_known(source, where, Variant(variant.id, texts), slots, channel)
+        dimensions = compile_dimensions(
+            variant, path, lambda at, message: self._problem(source, at, message, variant.id)
+        )
+        if found.setdefault(variant.id, dimensions) != dimensions:
+            self._problem(
+                source,
+                (*path, "id"),
+                f"variant id {variant.id!r} already names other overrides in this placement; "
+                "give this variant an id of its own",
+                variant.id,
+            )
 
     def _experiment(
         self,

@@ -24,6 +24,7 @@ _GRANTED = (ReasonCode.CONSENT_GRANTED, ReasonCode.CONSENT_NOT_REQUIRED)
 
 OUTCOME_WORDS = {
     "matched": "MATCHED",
+    "passed_over": "MATCHED, passed over: no variant here",
     "not_matched": "not matched",
     "skipped_consent": "skipped: no consent to read the profile",
     "error": "error",
@@ -139,7 +140,15 @@ def render(decision: Decision) -> str:
     kind = "personalized" if decision.personalized else "default"
     if decision.arm is not None and decision.arm != CONTROL:
         kind = "holdout: the default" if decision.arm == HOLDOUT else f"treatment {decision.arm}"
-    lines.append(f"  variant: {decision.variant.id} ({kind}; {chosen})")
+    dressed = [
+        f"{name} {value}"
+        for name, value in (
+            ("language", decision.variant.language),
+            ("role", decision.variant.role),
+        )
+        if value is not None
+    ]
+    lines.append(f"  variant: {'; '.join((f'{decision.variant.id} ({kind}', chosen, *dressed))})")
     width = max(len(slot) for slot in decision.variant.content)
     lines += [f"    {slot:<{width}}  {text}" for slot, text in decision.variant.content.items()]
     return "\n".join(lines)

@@ -18,7 +18,6 @@ import msgspec
 import yaml
 
 from decider.errors import Problem, RulesetError, validation_path
-from decider.model import Variant
 from decider.ruleset import ChannelPolicy
 
 T = TypeVar("T")
@@ -27,6 +26,8 @@ RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
 SlotName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 # a named condition is read in CEL as an identifier: letters, digits and _
 ConditionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
+# a value of the profile's `role` trait
+RoleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -67,16 +68,30 @@ class ExperimentRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     segments: dict[str, SegmentSplit] = {}
 
 
+class VariantRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A placement's content: its `content` by slot, and overrides of some slots by the
+    visitor's role and by the request's language, a BCP 47 tag (decider.dimensions)."""
+
+    id: str
+    content: dict[str, str]
+    by_role: dict[RoleName, dict[str, str]] = {}
+    by_language: dict[str, dict[str, str]] = {}
+
+
 class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A spot that shows content: a page region on the web, an email template in email."""
+    """A spot that shows content: a page region on the web, an email template in email.
+    `choose`: which segment's variant is served: the highest-priority match's
+    (`first_match`), or the highest-priority match's that has a variant here
+    (`first_with_variant`)."""
 
     id: RuleId
     channel: RuleId  # web, email, or a channel the rules define
     description: str = ""
     slots: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] | None = None
     tags: tuple[str, ...] = ()
-    default: Variant
-    variants: dict[str, Variant] = {}
+    choose: Literal["first_match", "first_with_variant"] = "first_match"
+    default: VariantRule
+    variants: dict[str, VariantRule] = {}
     experiment: ExperimentRule | None = None
 
 

@@ -11,7 +11,8 @@ import msgspec
 
 from decider.errors import Problem
 from decider.rules.cel import MAX_ITERATIONS, CelCompileErrors, caller_sized
-from decider.rules.files import Path_, SourceFile
+from decider.rules.dimensions import incomplete
+from decider.rules.files import Path_, SourceFile, VariantRule
 from decider.ruleset import CompiledPlacement
 
 
@@ -64,6 +65,17 @@ def _findings(
                         ("placements", index, "variants", segment_id, "content"),
                         f"variant {variant.id} leaves {', '.join(empty)} empty; "
                         "the default's text is shown there",
+                        placement.id,
+                    )
+            named: list[tuple[Path_, VariantRule]] = [(("default",), placement.default)]
+            named += [(("variants", s), v) for s, v in placement.variants.items()]
+            for where, variant_rule in named:
+                for tag, missing in incomplete(variant_rule, slots):
+                    yield _warning(
+                        source,
+                        ("placements", index, *where, "by_language", tag),
+                        f"variant {variant_rule.id}: {tag} gives no {', '.join(missing)}; "
+                        f"readers of {tag} get the variant's own text there",
                         placement.id,
                     )
 
