@@ -29,6 +29,7 @@ CORE = (
     "engine",
     "index",
     "dimensions",
+    "batch",
     "service",
     "stats",
 )

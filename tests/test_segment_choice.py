@@ -101,7 +101,7 @@ def test_an_unknown_choice_is_an_error_at_its_place(rules_copy: Path) -> None:
     replace(b2b, "choose: first_with_variant", "choose: best")
     (problem,) = problems_of(rules_copy)
     assert problem.line == line_of(b2b, "choose: best")
-    assert problem.message == "Invalid enum value 'best'"
+    assert problem.message == "choose: Invalid enum value 'best'"
 
 
 def test_explain_reads_the_match_passed_over(ruleset: CompiledRuleset) -> None:

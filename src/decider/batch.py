@@ -31,6 +31,9 @@ from decider.model import (
 
 MAX_RECIPIENTS = 1000  # one request's recipients
 MAX_BODY_BYTES = 1 << 20  # what a full batch may weigh: about 1 KiB a recipient
+# a batch's identities stitched, or decisions made (decider.service), in one go: ~1 ms of
+# work, then the event loop serves other requests (single decisions) before the next slice
+SLICE = 64
 R = TypeVar("R")
 Context = Annotated[
     dict[str, Any],

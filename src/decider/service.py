@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from decider.batch import SLICE
 from decider.engine import Evaluated, decide, select_placement
 from decider.model import DecideRequest, Decision, Identity
 from decider.profile import Resolution
-from decider.profiles.batch import SLICE
 from decider.ruleset import CompiledPlacement, CompiledRuleset
 from decider.stats import Stats
 

@@ -26,9 +26,6 @@ from decider.profiles.sources.base import AliasKey, Batched, Each
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-# a batch's identities stitched, or decisions made (decider.service), in one go: ~1 ms of
-# work, then the event loop serves other requests (single decisions) before the next slice
-SLICE = 64
 
 
 class Answers(Generic[K, V]):

@@ -30,6 +30,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
+from decider.batch import SLICE
 from decider.errors import ProfileSourceError
 from decider.model import Identity
 from decider.profile import (
@@ -42,7 +43,7 @@ from decider.profile import (
     Status,
     VisitorProfile,
 )
-from decider.profiles.batch import SLICE, Prefetched
+from decider.profiles.batch import Prefetched
 from decider.profiles.cache import CacheSettings, Hit, Lookups, ProfileCache
 from decider.profiles.clock import Budget
 from decider.profiles.sources.base import AliasKey, Batched, Change, ProfileSource
