@@ -365,7 +365,8 @@ def test_a_keys_file_configures_keys(tmp_path: Path, cel_expr_rules: CompiledRul
 
 def test_the_readme_lists_every_scope() -> None:
     readme = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+) \|$", readme, re.M))
+    table = readme.split("\n| scope | allows |\n", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+) \|$", table, re.M))
     assert {scope: rows.get(scope) for scope in Scope} == {s: s.meaning for s in Scope}
 
 
