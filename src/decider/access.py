@@ -37,7 +37,10 @@ class Scope(Described):
         "reasons that name ids, accounts, flags and rules; `explain: true` and every "
         "segment's outcome",
     )
-    CONSENT = "consent", "send the web consent banner's purposes (`consent`) with a decision or an outcome"
+    CONSENT = (
+        "consent",
+        "send the web consent banner's purposes (`consent`) with a decision or an outcome",
+    )
     PROFILES_READ = "profiles-read", "read profiles and their consent records (/v1/profiles)"
     PROFILES_WRITE = "profiles-write", "write, link and erase profiles (/v1/profiles)"
     OUTCOMES = (
