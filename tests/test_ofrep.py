@@ -270,36 +270,54 @@ def bulk(client: Client, context: dict[str, Any], **headers: str) -> Any:
     return client.post(BULK, json={"context": context}, headers=headers)
 
 
-def test_bulk_evaluates_every_placement_as_the_single_call_does(
+def test_bulk_evaluates_every_placement_of_a_channel_as_the_single_call_does(
     client: Client, ruleset: CompiledRuleset
 ) -> None:
-    """One evaluation per placement, in id order, each what the single evaluation gives
-    (but its own decision id), with an ETag."""
-    context = {"targetingKey": "anon-1", "user_id": "u-ada", "device": "mobile"}
-    response = bulk(client, context)
-    assert response.status_code == 200, response.text
-    assert response.headers["etag"].startswith('W/"')
-    flags = response.json()["flags"]
-    assert [flag["key"] for flag in flags] == sorted(ruleset.placements)
-    ids = set()
-    for flag in flags:
-        single = evaluate(client, flag["key"], context)
-        ids |= {flag["metadata"].pop("decision_id"), single["metadata"].pop("decision_id")}
-        assert flag == single
-    assert len(ids) == 2 * len(flags)
+    """One evaluation per placement of the context's channel (the web unless it names
+    another), in id order, each what the single evaluation gives (but its own decision
+    id), with an ETag."""
+    for channel in ("web", "email", "push"):
+        context = {"targetingKey": "anon-1", "user_id": "u-ada", "device": "mobile"}
+        if channel != "web":
+            context["channel"] = channel
+        response = bulk(client, context)
+        assert response.status_code == 200, response.text
+        assert response.headers["etag"].startswith('W/"')
+        flags = response.json()["flags"]
+        ours = sorted(k for k, p in ruleset.placements.items() if p.channel == channel)
+        assert ours
+        assert [flag["key"] for flag in flags] == ours
+        ids = set()
+        for flag in flags:
+            single = evaluate(client, flag["key"], context)
+            ids |= {flag["metadata"].pop("decision_id"), single["metadata"].pop("decision_id")}
+            assert flag == single
+            assert flag["metadata"]["channel"] == channel
+        assert len(ids) == 2 * len(flags)
 
 
 def test_bulk_failures_are_per_flag_or_whole(client: Client) -> None:
-    """The consent signal fails the email flags only; a missing targeting key fails the
-    request, in the bulk failure's shape."""
+    """A flag the consent signal cannot go with fails alone; a missing targeting key, or a
+    channel the rules do not define, fails the request, in the bulk failure's shape; a
+    single flag of another channel than the context names is refused."""
     flags = bulk(client, {"user_id": "u-ada", "consent": ["personalization"]}).json()["flags"]
-    by_key = {flag["key"]: flag for flag in flags}
-    assert by_key["nurture_email"]["errorCode"] == "INVALID_CONTEXT"
-    assert by_key["nurture_email"]["errorDetails"].startswith("context.consent: email decisions")
-    assert by_key["home_hero"]["reason"] == "SPLIT"
+    assert {flag["key"]: flag["reason"] for flag in flags}["home_hero"] == "SPLIT"
+    email = {"user_id": "u-ada", "consent": ["personalization"], "channel": "email"}
+    by_key = {flag["key"]: flag for flag in bulk(client, email).json()["flags"]}
+    nurture = by_key["nurture_email"]
+    assert nurture["errorCode"] == "INVALID_CONTEXT"
+    assert nurture["errorDetails"].startswith("context.consent: email decisions")
     whole = failure(client.post(BULK, json={"context": {}}), 400)
     assert whole.keys() == {"errorCode", "errorDetails"}
     assert whole["errorCode"] == "TARGETING_KEY_MISSING"
+    fax = failure(client.post(BULK, json={"context": {"user_id": "u-ada", "channel": "fax"}}), 400)
+    assert (fax["errorCode"], fax["errorDetails"][:16]) == ("INVALID_CONTEXT", "context.channel:")
+    single = client.post(
+        f"{BULK}/home_hero", json={"context": {"user_id": "u-ada", "channel": "email"}}
+    )
+    mismatch = failure(single, 400)
+    assert mismatch["errorCode"] == "INVALID_CONTEXT"
+    assert mismatch["errorDetails"].startswith("context.channel: placement 'home_hero' serves")
 
 
 def test_a_current_etag_is_304_and_a_changed_context_never_is(client: Client) -> None:

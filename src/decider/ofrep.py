@@ -31,6 +31,7 @@ import msgspec
 
 from decider.errors import InvalidRequest, validation_path
 from decider.model import (
+    ChannelId,
     ConsentSignal,
     DecideRequest,
     Decision,
@@ -95,9 +96,10 @@ _RANK = {reason: rank for rank, reason in enumerate(PRECEDENCE)}
 TARGETING_KEY = "targetingKey"
 IDENTITY_KEYS = ("visitor_id", "user_id", "email_sha256", "account_id")
 CONSENT_KEY = "consent"
+CHANNEL_KEY = "channel"  # a single flag: its placement's channel, checked; bulk: which ones
 EMAIL_KEY = "email"
 # read by Decider, not passed on to the rules' `context`
-RESERVED = frozenset({TARGETING_KEY, *IDENTITY_KEYS, CONSENT_KEY})
+RESERVED = frozenset({TARGETING_KEY, *IDENTITY_KEYS, CONSENT_KEY, CHANNEL_KEY})
 
 
 class Metadata(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -196,8 +198,9 @@ def request_for(key: str, context: dict[str, Any]) -> DecideRequest:
     """The decide request for flag `key` in `context`: the identity keys (`visitor_id`,
     `user_id`, `email_sha256`, `account_id`) are the identity, as in /v1/decide; with none of
     them, `targetingKey` is the visitor id. `consent`, a list of purposes, is the consent
-    banner's signal; every other key is the rules' `context`. An `email` key is refused:
-    emails travel only as SHA-256 hashes."""
+    banner's signal; `channel`, as /v1/decide's, the channel the flag must be of; every other
+    key is the rules' `context`. An `email` key is refused: emails travel only as SHA-256
+    hashes."""
     if EMAIL_KEY in context:
         raise OfrepRefusal(
             "INVALID_CONTEXT",
@@ -224,8 +227,19 @@ def request_for(key: str, context: dict[str, Any]) -> DecideRequest:
     consent = None
     if CONSENT_KEY in context:
         consent = ConsentSignal(_convert(context[CONSENT_KEY], tuple[Purpose, ...], CONSENT_KEY))
+    channel = (
+        _convert(context[CHANNEL_KEY], ChannelId, CHANNEL_KEY) if CHANNEL_KEY in context else None
+    )
     rest = {name: value for name, value in context.items() if name not in RESERVED}
-    return DecideRequest(placement=key, identity=identity, context=rest, consent=consent)
+    return DecideRequest(
+        placement=key, identity=identity, channel=channel, context=rest, consent=consent
+    )
+
+
+def channel_of(context: dict[str, Any]) -> str:
+    """The channel whose placements a bulk evaluation evaluates: the context's `channel`,
+    else the web (an OFREP client is most often a page; an email renderer names email)."""
+    return _convert(context.get(CHANNEL_KEY, "web"), ChannelId, CHANNEL_KEY)
 
 
 def _convert(value: Any, kind: type[T], field: str) -> T:

@@ -41,6 +41,7 @@ from decider.ofrep import (
     FlagFailure,
     FlagNotFound,
     OfrepRefusal,
+    channel_of,
     details,
     etag,
     evaluation,
@@ -168,16 +169,24 @@ async def evaluate_flag(
 async def evaluate_flags(
     request: Request[Any, Any, Any], deciding: NamedDependency[Deciding]
 ) -> Response[bytes]:
-    """Every placement, each decided as the single evaluation decides it (a flag whose
-    decision is refused, such as the consent signal on an email placement, is a failure of
-    its own); 304 when If-None-Match names the answer's ETag."""
+    """Every placement of the context's `channel` (the web unless it names another), each
+    decided as the single evaluation decides it (a flag whose decision is refused is a
+    failure of its own); 304 when If-None-Match names the answer's ETag."""
     context = read_context(await request.body())
     caller = caller_of(request)
     ruleset = deciding.decider.ruleset  # its placements are the flags; its version, the tag's
     common = request_for("", context)
     permit(common, caller)  # refused as a whole, not flag by flag
+    channel = channel_of(context)
+    if channel not in ruleset.channels:
+        known = ", ".join(sorted(ruleset.channels))
+        raise OfrepRefusal(
+            "INVALID_CONTEXT",
+            "context.channel",
+            f"not a channel of the loaded rules; known: {known}",
+        )
     flags: list[Evaluation | FlagFailure] = []
-    for key in sorted(ruleset.placements):
+    for key in sorted(k for k, p in ruleset.placements.items() if p.channel == channel):
         try:
             decision = await deciding.answer(
                 request.scope, msgspec.structs.replace(common, placement=key), caller
