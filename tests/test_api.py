@@ -181,6 +181,13 @@ BAD_INPUT = [
         "identity.email_sha256",
     ),
     ("an address as user_id", body(identity={"user_id": "ada@x.example"}), 422, "identity"),
+    (
+        "a full-width @ in an id",
+        body(identity={"visitor_id": "ada\uff20northwind.example"}),
+        422,
+        "identity",
+    ),
+    ("a %40 in an id", body(identity={"user_id": "ada%40northwind.example"}), 422, "identity"),
     ("unknown field", body(placment="home_hero"), 422, "placment"),
     ("unknown identity field", body(identity={"email": "a@b.example"}), 422, "identity.email"),
     ("context not an object", body(context=[]), 422, "context"),

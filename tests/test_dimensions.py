@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from decider.dimensions import Dimensions, dressed
-from decider.model import Variant
+from decider.model import Variant, minimal
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.rules.explain import Fixture, offline_decision, render, resolution_of
@@ -106,6 +106,16 @@ def test_the_role_is_read_only_with_consent(ruleset: CompiledRuleset) -> None:
     refused = rosa(ruleset, consent=())
     assert refused.variant.role is None
     assert refused.variant.id == "home_generic"
+
+
+def test_a_caller_without_the_explain_scope_is_not_told_the_role(ruleset: CompiledRuleset) -> None:
+    """The role override's name is the visitor's trait value: a decide-only key gets the
+    text served, not the trait."""
+    decision = rosa(ruleset)
+    assert decision.variant.role == "cfo"
+    told = minimal(decision)
+    assert told.variant.role is None
+    assert told.variant.content == decision.variant.content
 
 
 def test_a_default_may_vary_too(rules_copy: Path) -> None:

@@ -17,6 +17,7 @@ from .conftest import ROOT
 PACKAGE = ROOT / "src" / "decider"
 # the pure core: what a decision is and how it is made, free of frameworks and I/O
 CORE = (
+    "addresses",
     "described",
     "errors",
     "model",

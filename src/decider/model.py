@@ -7,12 +7,12 @@ typo such as "placment" is an error naming the field instead of a silent default
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from decider.addresses import looks_like_email
 from decider.errors import InvalidRequest, MalformedBody, validation_path
 from decider.reasons import Reason, ReasonCode
 
@@ -33,7 +33,6 @@ MAX_DEPTH = 16
 MAX_ITEMS = 1000
 MAX_VALUES = 2000
 
-_ADDRESS = re.compile(r"[^\s@]+@[^\s@]+\.[^\W\d_]{2,}")
 Sha256Hex = Annotated[
     str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="lowercase hex SHA-256 of the email")
 ]
@@ -58,7 +57,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         for name in ("visitor_id", "user_id", "account_id"):
             value = getattr(self, name)
-            if value is not None and "@" in value and _ADDRESS.search(value):
+            if value is not None and looks_like_email(value):  # full-width @, %40 too
                 raise ValueError(
                     f"{name} looks like an email address: send email_sha256, the SHA-256 of "
                     "the lowercase address, instead"
@@ -206,11 +205,16 @@ def problem(status: int, code: ErrorCode, detail: str, field: str | None = None)
 
 def minimal(decision: Decision) -> Decision:
     """The decision as told to a caller without the explain scope: its reasons' codes with
-    their fixed meanings, so no message names an id, an account, a flag or a trait value;
-    and no code that tells how the ids link up (stitched, merged, conflict, account...),
-    which would let a caller test guesses (is this email hash that user? that account?)."""
+    their fixed meanings, so no message names an id, an account, a flag or a trait value (nor
+    does the variant: no `role`); and no code that tells how the ids link up (stitched,
+    merged, conflict, account...), which would let a caller test guesses (is this email hash
+    that user? that account?)."""
+    variant = decision.variant
+    if variant.role is not None:  # the role override's name is the visitor's trait value
+        variant = msgspec.structs.replace(variant, role=None)
     return msgspec.structs.replace(
         decision,
+        variant=variant,
         reasons=tuple(_PLAIN[r.code] for r in decision.reasons if r.code not in _LINKING),
     )
 

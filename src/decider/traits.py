@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any, Literal
-from urllib.parse import unquote
 
 import msgspec
 
+from decider.addresses import EMAIL, looks_like_email
 from decider.model import MAX_DEPTH, Instant
 
 TraitType = Literal["string", "int", "double", "bool", "timestamp", "sha256", "list", "map", "any"]
@@ -30,9 +29,6 @@ OPEN = frozenset({"map", "any"})  # fields beneath are not declared
 Node = str | dict[str, Any]
 
 _INT64 = range(-(2**63), 2**63)
-# an address with a dotted, lettered domain: `ada@example.com`, not `lodash@4.17.21`
-_EMAIL = re.compile(r"[\w.+'\"-]+@[\w-]+(\.[\w-]+)*\.[^\W\d_]{2,}")
-_SCALE = re.compile(r"[\w.+'\"-]+@\d+(\.\d+)?x\.")  # an image's scale: icon@2x.png
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -58,17 +54,6 @@ def normalize(traits: Mapping[str, Any], declared: Mapping[str, Node] | None) ->
     """`traits` checked, and converted where `declared` says what a field is. Raises
     TraitError for the first value that cannot be stored."""
     return _map(traits, declared, "traits", 0)
-
-
-def looks_like_email(value: str) -> bool:
-    """Whether `value` holds an email address, however disguised: full-width or small `@` and
-    dots, invisible characters, percent-encoding. `icon@2x.png` is no address."""
-    if not value.isascii():
-        visible = "".join(c for c in value if unicodedata.category(c) != "Cf")
-        value = unicodedata.normalize("NFKC", visible).replace("\u2024", ".")
-    if "@" not in value and "%40" not in value:
-        return False
-    return any(not _SCALE.match(m[0]) for m in _EMAIL.finditer(unquote(value)))
 
 
 def no_raw_email(value: str, path: str) -> None:
@@ -150,7 +135,7 @@ def _typed(value: Any, kind: str, path: str) -> Any:
     if kind == "sha256" and isinstance(value, str):
         if _HEX64.match(value):
             return value.lower()
-        if _EMAIL.fullmatch(value.strip()):
+        if EMAIL.fullmatch(value.strip()):
             return hashlib.sha256(value.strip().lower().encode()).hexdigest()
         raise TraitError(path, "expected a SHA-256 hex digest (or an email address to hash)")
     if kind == "list" and isinstance(value, list):

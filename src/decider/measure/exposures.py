@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from decider.addresses import looks_like_email
 from decider.measure.records import Exposure, UnitKind
 from decider.measure.sink import NoSink, Sink
 from decider.model import Decision
-from decider.traits import looks_like_email
 
 MAX_CONTEXT_CHARS = 128  # a context value longer than this is left out of the record
 KeyedUnit = tuple[UnitKind, str]  # a unit's kind, and its keyed hash (never its id)
