@@ -19,9 +19,9 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from decider.batch import MAX_BODY_BYTES, MAX_RECIPIENTS
+from decider.batch import MAX_BODY_BYTES, MAX_RECIPIENTS, SLICE, Refused, read_batch
 from decider.engine import Evaluated
-from decider.model import DecideRequest, Identity
+from decider.model import MAX_VALUES, DecideRequest, Identity
 from decider.profile import AccountProfile, ConsentRecord, VisitorProfile
 from decider.profiles.cache import CacheSettings
 from decider.profiles.jsonl import sample_profiles
@@ -472,3 +472,58 @@ def test_batches_hold_a_share_of_the_places_single_decisions_keep_theirs() -> No
         with admission:
             assert admission.in_flight == 3
     assert (admission.batches, admission.in_flight, admission.shed) == (0, 0, 1)
+
+
+def test_the_shared_context_is_checked_once_and_bounds_each_recipients() -> None:
+    """The shared context is checked once; each recipient's may add only what the values'
+    bound leaves, so a batch costs at most what its single decisions would."""
+    shared = {"a": list(range(995)), "b": list(range(993))}  # 1,991 values with the maps'
+    assert MAX_VALUES - 1991 == 9  # what each recipient's context may add
+    body = msgspec.json.encode(
+        {
+            "placement": "nurture_email",
+            "context": shared,
+            "recipients": [
+                {"identity": {"visitor_id": "v-1"}, "context": {"few": [1, 2, 3]}},
+                {"identity": {"visitor_id": "v-2"}, "context": {"many": list(range(20))}},
+            ],
+        }
+    )
+    batch = asyncio.run(read_batch(body))
+    fits, over = batch.requests
+    assert isinstance(fits, DecideRequest)
+    assert fits.context == {**shared, "few": [1, 2, 3]}
+    assert isinstance(over, Refused)
+    assert (over.error.field, over.error.detail) == (
+        "recipients.1.context",
+        f"more than {MAX_VALUES} values in all",
+    )
+
+
+def test_reading_a_batch_lets_the_event_loop_serve_others() -> None:
+    """A full batch's recipients are read a slice at a time: a single decision waiting on
+    the same loop is served between slices, not after the whole batch."""
+    recipients = [
+        {"identity": {"visitor_id": f"v-{n}"}, "context": {"pages": list(range(100))}}
+        for n in range(MAX_RECIPIENTS)
+    ]
+    body = msgspec.json.encode({"placement": "nurture_email", "recipients": recipients})
+
+    async def run() -> int:
+        passes = 0
+
+        async def other() -> None:
+            nonlocal passes
+            while True:
+                passes += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        before = passes
+        batch = await read_batch(body)
+        task.cancel()
+        assert len(batch.requests) == MAX_RECIPIENTS
+        return passes - before
+
+    assert asyncio.run(run()) >= MAX_RECIPIENTS // SLICE - 1

@@ -10,6 +10,7 @@ once, for the whole batch, as a single decision checks it (engine.select_placeme
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
@@ -26,6 +27,7 @@ from decider.model import (
     ProblemDetails,
     decode_body,
     json_value_problem,
+    json_values,
     problem,
 )
 
@@ -98,16 +100,27 @@ _recipient_decoder = msgspec.json.Decoder(Recipient)
 _STAND_IN = Identity(visitor_id="-")
 
 
-def read_batch(body: bytes) -> Batch:
+async def read_batch(body: bytes) -> Batch:
     """The batch `body` holds. Raises InvalidRequest (naming the field) for a body that is
-    not a batch: not JSON, a key twice, a shared field wrong, more than MAX_RECIPIENTS."""
+    not a batch: not JSON, a key twice, a shared field wrong, more than MAX_RECIPIENTS.
+    Recipients are read SLICE at a time, the event loop serving others between: a full
+    batch's contexts take tens of milliseconds to check."""
     batch = decode_body(body, _batch_decoder)
     shared = DecideRequest(batch.placement, _STAND_IN, batch.channel, batch.context, batch.consent)
-    return Batch(shared, [_request(shared, raw, n) for n, raw in enumerate(batch.recipients)])
+    spent = json_values(shared.context) if shared.context else 0
+    requests: list[DecideRequest | Refused] = []
+    for n, raw in enumerate(batch.recipients):
+        if n and not n % SLICE:
+            await asyncio.sleep(0)
+        requests.append(_request(shared, raw, n, spent))
+    return Batch(shared, requests)
 
 
-def _request(shared: DecideRequest, raw: msgspec.Raw, n: int) -> DecideRequest | Refused:
-    """The decide request of the n-th recipient, read from `raw`, or why it is refused."""
+def _request(
+    shared: DecideRequest, raw: msgspec.Raw, n: int, spent: int
+) -> DecideRequest | Refused:
+    """The decide request of the n-th recipient, read from `raw`, or why it is refused.
+    `spent`: the values of the shared context (checked once), which its context joins."""
     where = f"recipients.{n}"
     try:
         recipient = _recipient_decoder.decode(raw)
@@ -119,9 +132,10 @@ def _request(shared: DecideRequest, raw: msgspec.Raw, n: int) -> DecideRequest |
     context = shared.context
     if recipient.context:
         context = {**shared.context, **recipient.context}
-        found = json_value_problem(recipient.context, f"{where}.context") or json_value_problem(
-            context, f"{where}.context"
-        )
+        found = json_value_problem(recipient.context, f"{where}.context", spent=spent)
+        if found is None and len(context) > MAX_ITEMS:
+            why = f"{len(context)} items with the shared context; at most {MAX_ITEMS}"
+            found = f"{where}.context", why
         if found is not None:
             return _refused(*found)
     return DecideRequest(

@@ -295,17 +295,25 @@ def decode_request(body: bytes) -> DecideRequest:
 _INT64 = range(-(2**63), 2**63)
 
 
-def json_value_problem(value: Any, path: str) -> tuple[str, str] | None:
+def json_value_problem(value: Any, path: str, *, spent: int = 0) -> tuple[str, str] | None:
     """(path, why) if `value` is not one both CEL engines hold alike, or not one a rule can
     afford to read: a NUL character (the C++ runtime would cut the string there), an integer
     beyond 64 bits, nesting deeper than MAX_DEPTH, a list or map of more than MAX_ITEMS items,
-    more than MAX_VALUES values in all (a rule comparing two caller lists costs their product);
-    else None."""
-    left = [MAX_VALUES]
+    more than MAX_VALUES values in all (a rule comparing two caller lists costs their product;
+    `spent`: values counted already, in what `value` joins); else None."""
+    left = [MAX_VALUES - spent]
     problem = _value_problem(value, path, 0, left)
     if problem is None and left[0] < 0:
         return path, f"more than {MAX_VALUES} values in all"
     return problem
+
+
+def json_values(value: Any) -> int:
+    """How many values `value` holds, counted as json_value_problem counts them (one it
+    passed: at most MAX_VALUES)."""
+    left = [MAX_VALUES]
+    _value_problem(value, "", 0, left)
+    return MAX_VALUES - left[0]
 
 
 def _value_problem(value: Any, path: str, depth: int, left: list[int]) -> tuple[str, str] | None:

@@ -69,7 +69,7 @@ class Batching:
         """The batch of the request of `scope`, admitted once its `body` is read."""
         content = await body()
         with self.admission.batch():
-            batch = read_batch(content)
+            batch = await read_batch(content)
             permit(batch.shared, caller)
             requests = [r for r in batch.requests if not isinstance(r, Refused)]
             decided = iter(await self.decider.decide_batch(batch.shared, requests, gpc=gpc(scope)))
