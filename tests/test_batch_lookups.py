@@ -75,10 +75,15 @@ def test_a_batch_resolves_each_identity_as_it_resolves_alone(
     warm."""
 
     async def main() -> tuple[list[Resolution], list[Resolution], list[Resolution]]:
-        alone = await one_by_one(resolver_of(source_of(kind, tmp_path)), MIXED, channel)
-        batching = resolver_of(source_of(kind, tmp_path))
-        cold = await batching.resolve_many(MIXED, channel)
-        return alone, cold, await batching.resolve_many(MIXED, channel)
+        sources = [source_of(kind, tmp_path), source_of(kind, tmp_path)]
+        try:
+            alone = await one_by_one(resolver_of(sources[0]), MIXED, channel)
+            batching = resolver_of(sources[1])
+            cold = await batching.resolve_many(MIXED, channel)
+            return alone, cold, await batching.resolve_many(MIXED, channel)
+        finally:  # CPython 3.13 fails a test on a store left to the collector
+            for source in sources:
+                await source.aclose()
 
     alone, cold, warm = asyncio.run(main())
     assert cold == alone

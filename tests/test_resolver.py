@@ -441,3 +441,58 @@ def test_time_spent_collecting_garbage_is_given_back_to_the_lookups_after_it() -
     found = resolve(resolver, Identity(user_id="u-ada"))
     assert (found.status, found.visitor, found.account) == ("resolved", ADA, NORTHWIND)
     assert resolver.lookups == (3, 0)
+
+
+# the memo: a returning visitor's resolution, while nothing it was made from changed
+
+
+def test_a_resolution_from_fresh_entries_is_remembered_not_stitched_again(
+    source: MemoryProfileSource, resolver: Resolver
+) -> None:
+    ada = Identity(visitor_id="anon-9", user_id="u-ada")
+    resolve(resolver, ada)  # fetched: made while the caches changed, so not remembered
+    first = resolve(resolver, ada)  # from the caches alone
+    asked = dict(source.lookups)
+    resolver.visitors.hits = 0
+    assert resolve(resolver, ada) is first  # the very resolution: no stitch, no lookup
+    assert dict(source.lookups) == asked
+    assert resolver.visitors.hits == 0
+    # another channel, or other ids, are other resolutions
+    assert asyncio.run(resolver.resolve(ada, "email")) is not first
+    assert resolve(resolver, Identity(user_id="u-ada")) is not first
+
+
+def test_a_change_ends_the_memo_at_once(source: MemoryProfileSource, resolver: Resolver) -> None:
+    """A write (here: Ada leaves her account) evicts what it changed: the next decision
+    sees it, memo or not."""
+    ada = Identity(user_id="u-ada")
+    resolve(resolver, ada)
+    assert resolve(resolver, ada) is resolve(resolver, ada)  # remembered
+    moved = msgspec.structs.replace(ADA, account_id=None)
+    resolver.apply(asyncio.run(source.put(moved)))
+    after = resolve(resolver, ada)
+    assert after.visitor == moved
+    assert after.account is None
+
+
+def test_the_memo_holds_only_while_every_entry_it_read_is_fresh(
+    source: MemoryProfileSource,
+) -> None:
+    """An entry past its TTL is fetched again, as it would be without the memo; a
+    resolution served stale, or with a lookup failed, is never remembered."""
+    resolver = resolver_of(source, ttl=0.05, negative_ttl=0.05)
+    ada = Identity(user_id="u-ada")
+    resolve(resolver, ada)
+    first = resolve(resolver, ada)
+    assert resolve(resolver, ada) is first
+    time.sleep(0.08)
+    fetched = sum(source.lookups.values())
+    again = resolve(resolver, ada)
+    assert again is not first
+    assert sum(source.lookups.values()) > fetched
+    source.available = False
+    time.sleep(0.08)
+    stale = resolve(resolver, ada)
+    assert stale.stale
+    source.available = True
+    assert resolve(resolver, ada) is not stale

@@ -19,10 +19,11 @@ cachetools' TLRUCache spends ~0.9 µs on one.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Annotated, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -50,6 +51,28 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class Hit(msgspec.Struct, Generic[V], frozen=True):
     value: V | None
     stale: bool = False
+
+
+class Watch:
+    """The fresh entries read under it, and the earliest time one of them stops being
+    fresh: what a resolution made from them alone relies on (decider.profiles.resolver's
+    memo holds while each is still the one its cache holds, and fresh)."""
+
+    __slots__ = ("reads", "until")
+
+    def __init__(self) -> None:
+        # each entry read, with where it is held: (the cache's dict of it, its key, it)
+        self.reads: dict[int, tuple[Mapping[Any, Any], Any, Any]] = {}
+        self.until = math.inf
+
+    def still(self, now: float) -> bool:
+        """Whether every entry read is fresh at `now` and neither evicted nor replaced."""
+        if now >= self.until:
+            return False
+        for held, key, entry in self.reads.values():  # noqa: SIM110 (all() costs twice this)
+            if held.get(key) is not entry:
+                return False
+        return True
 
 
 class _Entry(msgspec.Struct, Generic[V], frozen=True):
@@ -83,6 +106,10 @@ class _Entries(Generic[K, V]):
             del self._unknown[key]
             return None
         return entry
+
+    def holding(self, entry: _Entry[V]) -> Mapping[K, _Entry[V]]:
+        """Which of the two dicts holds (or would hold) `entry`: a known or an unknown id's."""
+        return self._known if entry.hit.value is not None else self._unknown
 
     def put(self, key: K, entry: _Entry[V]) -> None:
         self.pop(key)
@@ -127,6 +154,8 @@ class ProfileCache(Generic[K, V]):
         self._entries: _Entries[K, V] = _Entries(settings.maxsize)
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self._epoch = 0  # bumped by every eviction: a fetch begun before it stores nothing
+        self.version = 0  # bumped by whatever changes what is held: a store, an eviction
+        self.watch: Watch | None = None  # told of each fresh entry read, while set
         self.fetches = 0  # calls to the source (lookups of one key at once share one)
         self.late = 0  # lookups that ran out of their request's budget
         # lookups: answered fresh from the cache, not (the source asked), answered stale
@@ -137,12 +166,20 @@ class ProfileCache(Generic[K, V]):
     def size(self) -> int:
         return len(self._entries)
 
+    def now(self) -> float:
+        """The time on this cache's clock, as entries' freshness is told."""
+        return self._timer()
+
     def fresh(self, key: K) -> Hit[V] | None:
         """The answer for `key` if the cache holds it fresh; None if the source must be asked."""
         now = self._timer()
         entry = self._entries.get(key, now)
         if entry is not None and now < entry.fresh_until:
             self.hits += 1
+            watch = self.watch
+            if watch is not None:
+                watch.reads[id(entry)] = (self._entries.holding(entry), key, entry)
+                watch.until = min(watch.until, entry.fresh_until)
             return entry.hit
         return None
 
@@ -155,11 +192,13 @@ class ProfileCache(Generic[K, V]):
         self._entries.pop(key)
         self._inflight.pop(key, None)
         self._epoch += 1
+        self.version += 1
 
     def clear(self) -> None:
         self._entries.clear()
         self._inflight.clear()
         self._epoch += 1
+        self.version += 1
 
     async def get(self, key: K, deadline: Budget | float | None = None) -> Hit[V]:
         """The value for `key` (None: unknown id). `deadline`: a Budget, or a fixed time in
@@ -167,11 +206,10 @@ class ProfileCache(Generic[K, V]):
 
         Raises ProfileSourceError if the source fails or is late and nothing stale is at hand.
         """
-        now = self._timer()
-        entry = self._entries.get(key, now)
-        if entry is not None and now < entry.fresh_until:
-            self.hits += 1
-            return entry.hit
+        hit = self.fresh(key)
+        if hit is not None:
+            return hit
+        entry = self._entries.get(key, self._timer())
         self.misses += 1
         if self._at_hand is not None and key not in self._inflight:
             answer = self._at_hand(key)
@@ -247,6 +285,7 @@ class ProfileCache(Generic[K, V]):
         keep_until = fresh_until + (self._stale_ttl if value is not None else 0.0)
         hit = Hit(value)
         self._entries.put(key, _Entry(hit, fresh_until, keep_until))
+        self.version += 1
         return hit
 
     def _settle(self, key: K, done: asyncio.Future[V | None]) -> None:
