@@ -133,7 +133,10 @@ class QueuedSink:
         self.name = name
         self._writer = writer
         self._limit = limit
-        self._queue: deque[Record | _Acked] = deque()
+        # each offered record already as its JSON line (without the newline): encoding on the
+        # offering thread leaves this one only whole lines to join, so it holds the
+        # interpreter the least while decisions wait for it
+        self._queue: deque[bytes | _Acked] = deque()
         self._stopping = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"decider-{name}", daemon=True)
@@ -147,7 +150,7 @@ class QueuedSink:
         if self._stopping or len(self._queue) >= self._limit:
             self.counts.dropped += 1
             return False
-        self._queue.append(record)
+        self._queue.append(_encode(record))
         return True
 
     def offer_acked(self, records: Sequence[Record], done: Callable[[bool], None]) -> bool:
@@ -219,25 +222,27 @@ class QueuedSink:
             if done:
                 return
 
-    def _drain(self) -> list[Record | _Acked]:
+    def _drain(self) -> list[bytes | _Acked]:
         queue = self._queue
-        items: list[Record | _Acked] = []
+        items: list[bytes | _Acked] = []
         while queue and len(items) < BATCH:
             items.append(queue.popleft())
         return items
 
-    def _write(self, items: list[Record | _Acked]) -> None:
-        records: list[Record] = []
+    def _write(self, items: list[bytes | _Acked]) -> None:
+        lines: list[bytes] = []
         acked: list[tuple[int, _Acked]] = []  # each with where its records end
         for item in items:
-            if isinstance(item, _Acked):
-                records.extend(item.records)
-                acked.append((len(records), item))
+            if type(item) is bytes:
+                lines.append(item)
             else:
-                records.append(item)
-        written = len(records)
+                assert isinstance(item, _Acked)
+                lines += map(_encode, item.records)
+                acked.append((len(lines), item))
+        written = len(lines)
         try:
-            self._writer.write(record_encoder.encode_lines(records))
+            lines.append(b"")  # the last line's newline
+            self._writer.write(b"\n".join(lines))
         except WriteFailed as exc:
             written = exc.lines
             self._failed(exc.reason)
@@ -253,7 +258,7 @@ class QueuedSink:
                     extra={"event": "records_writing", "kind": self.name},
                 )
         self.counts.written += written
-        self.counts.failed += len(records) - written
+        self.counts.failed += len(lines) - 1 - written
         for end, item in acked:
             try:
                 item.done(end <= written)
@@ -307,7 +312,10 @@ class QueuedSink:
             self._dropped_seen = dropped
 
 
-def _count(items: Iterable[Record | _Acked]) -> int:
+_encode = record_encoder.encode
+
+
+def _count(items: Iterable[bytes | _Acked]) -> int:
     return sum(len(i.records) if isinstance(i, _Acked) else 1 for i in items)
 
 
