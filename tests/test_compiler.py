@@ -427,3 +427,11 @@ def test_a_list_the_schema_declares_may_be_compared_after_filter(
     (rules_copy / "schema.yaml").unlink()
     (problem,) = problems_of(rules_copy, engine)
     assert "order of a map's keys" in problem.message
+
+
+def test_a_problem_never_prints_a_terminals_escape_codes() -> None:
+    """A rule file may hold anything, escape codes too: what `decider check` and the admin
+    API say of it shows them escaped, never acted on by a terminal."""
+    said = str(Problem("b2b.yaml", 3, 5, "'de\x1b[31mRED' is no language tag", kind="warning"))
+    assert "\x1b" not in said
+    assert said == "b2b.yaml:3:5: warning: 'de\\x1b[31mRED' is no language tag"

@@ -91,7 +91,8 @@ class Problem(msgspec.Struct, frozen=True, order=True):
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"
         what = f"{self.rule}: {self.message}" if self.rule else self.message
-        return f"{where}: warning: {what}" if self.kind == "warning" else f"{where}: {what}"
+        said = f"{where}: warning: {what}" if self.kind == "warning" else f"{where}: {what}"
+        return printable(said)  # a rule file's text may hold a terminal's escape codes
 
 
 class DeciderError(Exception):
@@ -172,3 +173,11 @@ class NotStored(DeciderError):
 class RecordFileError(DeciderError):
     """An exposure or outcome file `decider report` cannot read: the file and line at fault,
     so the one bad line in millions can be found."""
+
+
+def printable(line: str) -> str:
+    """`line` with any character a terminal would act on (an escape sequence from a file
+    that holds one) written as its Python escape."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
+from decider.errors import printable
 from decider.measure.report.schema import Comparison, Interval, Report, Segment, Split, SubGroup
 
 VERDICTS = {"keep": "keep", "not_actionable": "not actionable", "too_small": "too small to tell"}
@@ -158,14 +159,6 @@ def render_text(report: Report) -> str:
             lines.append("  none")
     lines += ["", *notes(report)]
     return "\n".join(map(printable, lines)) + "\n"
-
-
-def printable(line: str) -> str:
-    """`line` with any character a terminal would act on (an escape sequence, from a record
-    file that holds one) written as its Python escape."""
-    if line.isprintable():
-        return line
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
 
 
 def notes(report: Report) -> list[str]:
