@@ -49,6 +49,33 @@ def test_an_sms_body_over_its_limit_is_an_error_at_its_place(rules_copy: Path) -
     assert problem.rule == "sms_sale"
 
 
+@pytest.mark.parametrize(
+    ("added", "message"),
+    [
+        ("x" * 90, None),  # 160 GSM-7 characters: one message
+        ("€" * 46, "body is 162 characters; sms allows 160 in body"),  # € takes two septets
+        (
+            "\U0001f600",  # an emoji: the whole text goes as UCS-2, 70 to a message
+            "body holds characters outside GSM-7 ('\U0001f600'), so it is sent as UCS-2: 72 of "
+            "them; sms allows 70 in body (as 160 GSM-7 ones)",
+        ),
+    ],
+    ids=["160 GSM-7", "extension characters", "an emoji"],
+)
+def test_an_sms_body_is_counted_as_a_text_message_is(
+    rules_copy: Path, added: str, message: str | None
+) -> None:
+    """`count: sms`: GSM-7 septets, two for an extension character; any other character
+    makes the whole text UCS-2, of which one message holds 70."""
+    shop = rules_copy / "ecommerce.yaml"
+    replace(shop, "Reply STOP to opt out.'\n    variants:", f"Reply STOP{added}'\n    variants:")
+    if message is None:
+        compile_ruleset(rules_copy, new_engine("cel-expr"))
+        return
+    (problem,) = problems_of(rules_copy)
+    assert problem.message == message
+
+
 def test_a_treatment_over_the_limit_is_refused_too(rules_copy: Path) -> None:
     """Every text a slot can show is checked: a variant's, a default's, a treatment's."""
     shop = rules_copy / "ecommerce.yaml"
@@ -117,7 +144,9 @@ def test_channel_mistakes_are_errors_at_their_place(
 
 
 def test_a_slot_name_and_a_limit_are_checked_as_file_shape(rules_copy: Path) -> None:
-    replace(rules_copy / "policy.yaml", "body: {max_length: 160}", "body: {max_length: 0}")
+    replace(
+        rules_copy / "policy.yaml", "body: {max_length: 160, count: sms}", "body: {max_length: 0}"
+    )
     (problem,) = problems_of(rules_copy)
     assert "Expected `int` >= 1" in problem.message
     assert problem.line == line_of(rules_copy / "policy.yaml", "max_length: 0")

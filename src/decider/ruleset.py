@@ -84,12 +84,14 @@ class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 class CompiledChannel(msgspec.Struct, frozen=True):
     """A channel: the slots its placements fill, in order, the most characters each may
-    hold (checked at load, for slots that have a limit), and its consent policy."""
+    hold (checked at load, for slots that have a limit; those in `sms` counted as a text
+    message counts them), and its consent policy."""
 
     id: str
     slots: tuple[str, ...]
     limits: dict[str, int]
     policy: ChannelPolicy
+    sms: frozenset[str] = frozenset()
 
 
 class Guard(msgspec.Struct, frozen=True):

@@ -55,7 +55,10 @@ def compile_channels(
                 report(source, (*path, "id"), f"duplicate channel id {rule.id!r}", rule.id)
                 continue
             limits = {s: slot.max_length for s, slot in rule.slots.items() if slot.max_length}
-            channels[rule.id] = CompiledChannel(rule.id, tuple(rule.slots), limits, rule.consent)
+            sms = frozenset(s for s, slot in rule.slots.items() if slot.count == "sms")
+            channels[rule.id] = CompiledChannel(
+                rule.id, tuple(rule.slots), limits, rule.consent, sms
+            )
             _check_policy(source, (*path, "consent"), rule.id, rule.consent, report)
     return channels
 
@@ -78,8 +81,38 @@ def too_long(channel: CompiledChannel, content: Mapping[str, str]) -> Iterator[t
     """(slot, why) for each text of `content` over its slot's limit on `channel`."""
     for slot, text in content.items():
         limit = channel.limits.get(slot)
-        if limit is not None and len(text) > limit:
-            yield (
-                slot,
-                f"{slot} is {len(text)} characters; {channel.id} allows {limit} in {slot}",
-            )
+        if limit is None:
+            continue
+        if slot in channel.sms and not _gsm7(text):
+            # sent as UCS-2: one message holds 70 of its units where GSM-7's holds 160
+            units, allowed = len(text.encode("utf-16-le")) // 2, limit * 70 // 160
+            if units > allowed:
+                outside = "".join(dict.fromkeys(c for c in text if c not in _GSM7))[:5]
+                yield (
+                    slot,
+                    f"{slot} holds characters outside GSM-7 ({outside!r}), so it is sent as "
+                    f"UCS-2: {units} of them; {channel.id} allows {allowed} in {slot} "
+                    f"(as {limit} GSM-7 ones)",
+                )
+            continue
+        length = _septets(text) if slot in channel.sms else len(text)
+        if length > limit:
+            yield slot, f"{slot} is {length} characters; {channel.id} allows {limit} in {slot}"
+
+
+# GSM 03.38: the default alphabet, and the extension table's characters (two septets each)
+_GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENSION
+
+
+def _gsm7(text: str) -> bool:
+    return all(c in _GSM7 for c in text)
+
+
+def _septets(text: str) -> int:
+    """A GSM-7 text's length as sent: an extension character (€, [, ]...) takes two."""
+    return len(text) + sum(c in _GSM7_EXTENSION for c in text)

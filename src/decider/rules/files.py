@@ -103,10 +103,12 @@ class ConsentPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Slot(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A slot of a defined channel; `max_length`, in characters, is checked at load for every
-    text a placement gives the slot (an SMS body too long is refused before any send)."""
+    """A slot of a defined channel; `max_length` is checked at load for every text a
+    placement gives the slot (an SMS body too long is refused before any send), counted in
+    characters, or with `count: sms` as a text message counts it (decider.rules.channels)."""
 
     max_length: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    count: Literal["characters", "sms"] = "characters"
 
 
 class ChannelRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
