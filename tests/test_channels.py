@@ -249,3 +249,14 @@ def test_a_ruleset_error_names_every_channel_problem_at_once(rules_copy: Path) -
         "unknown channel 'pager'",
         "unknown channel 'text'",
     ]
+
+
+def test_a_channel_without_a_consent_purpose_is_warned_of(rules_copy: Path) -> None:
+    """Allowed (a transactional channel needs none), but a marketing one missing its purpose
+    would personalize and send to everyone: `decider check` says so."""
+    replace(rules_copy / "policy.yaml", "purposes: [sms_marketing]", "purposes: []")
+    ruleset = compile_ruleset(rules_copy, new_engine("cel-expr"))
+    (warning,) = ruleset.warnings
+    assert (warning.rule, warning.kind) == ("sms", "warning")
+    assert warning.message.startswith("no consent purpose: its placements use profile data")
+    assert warning.line == line_of(rules_copy / "policy.yaml", "purposes: []")

@@ -55,6 +55,15 @@ def _findings(
             if rule.when is not None:
                 path = ("suppressions", index, "when")
                 yield from _caller_sized(source, path, rule.when, rule.id)
+        for index, channel in enumerate(source.rules.channels):
+            if not channel.consent.purposes:
+                yield _warning(
+                    source,
+                    ("channels", index, "consent", "purposes"),
+                    "no consent purpose: its placements use profile data, and send, without "
+                    "anyone's consent (a transactional message's way; marketing needs one)",
+                    channel.id,
+                )
         for index, placement in enumerate(source.rules.placements):
             slots = placements[placement.id].slots if placement.id in placements else ()
             for segment_id, variant in placement.variants.items():
