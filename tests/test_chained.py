@@ -148,7 +148,12 @@ def one_by_one(ruleset: CompiledRuleset) -> CompiledRuleset:
     return msgspec.structs.replace(ruleset, consented=None, contextual=None)
 
 
-def decided(ruleset: CompiledRuleset, data: tuple[Any, Any, Any], consented: bool) -> Evaluated:
+def decided(
+    ruleset: CompiledRuleset,
+    data: tuple[Any, Any, Any],
+    consented: bool,
+    placement: CompiledPlacement = PLACEMENT,
+) -> Evaluated:
     visitor, account, context = data
     resolution = Resolution(
         "resolved",
@@ -161,7 +166,7 @@ def decided(ruleset: CompiledRuleset, data: tuple[Any, Any, Any], consented: boo
         context=context,
         consent=ConsentSignal(("personalization",) if consented else ()),
     )
-    return decide(ruleset, PLACEMENT, request, resolution, now=NOW, gpc=False, decision_id="d")
+    return decide(ruleset, placement, request, resolution, now=NOW, gpc=False, decision_id="d")
 
 
 def entered(visitor: Any, account: Any, context: Any) -> tuple[Any, Any, Any] | None:

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from decider.engine import Evaluated, decide
-from decider.model import ConsentSignal, DecideRequest, Identity, Variant
-from decider.profile import AccountProfile, Resolution, VisitorProfile
+from decider.model import DecideRequest, Identity, Variant
+from decider.profile import Resolution, VisitorProfile
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset, planned
 from decider.rules.explain import render
@@ -28,7 +28,16 @@ from decider.ruleset import Choice, CompiledPlacement, CompiledRuleset
 from decider.stats import Stats
 
 from .conftest import NOW
-from .test_chained import CASES, ENGINES, PLACEMENT, counted, entered, one_by_one, rulebook
+from .test_chained import (
+    CASES,
+    ENGINES,
+    PLACEMENT,
+    counted,
+    decided,
+    entered,
+    one_by_one,
+    rulebook,
+)
 from .test_compiler import line_of, problems_of, replace
 from .test_index import cases
 
@@ -146,24 +155,6 @@ def choosing(ruleset: CompiledRuleset, wanted: list[bool]) -> CompiledPlacement:
     return planned(ruleset.engine, placement, ruleset.segments, size=25)
 
 
-def decided(
-    ruleset: CompiledRuleset, placement: CompiledPlacement, data: Any, consented: bool
-) -> Evaluated:
-    visitor, account, context = data
-    resolution = Resolution(
-        "resolved",
-        VisitorProfile(id="v", account_id="a", traits=visitor),
-        AccountProfile(id="a", traits=account),
-    )
-    request = DecideRequest(
-        placement="p",
-        identity=Identity(visitor_id="v"),
-        context=context,
-        consent=ConsentSignal(("personalization",) if consented else ()),
-    )
-    return decide(ruleset, placement, request, resolution, now=NOW, gpc=False, decision_id="d")
-
-
 @pytest.mark.parametrize("engine_name", ENGINES)
 def test_the_planned_choice_equals_one_by_one(engine_name: str) -> None:
     """Generated rulebooks (guarded, failing, iterating conditions; indexed or chained),
@@ -188,8 +179,8 @@ def test_the_planned_choice_equals_one_by_one(engine_name: str) -> None:
             data = entered(*raw)
             if data is None:
                 continue
-            fast = decided(ruleset, placement, data, consented)
-            alone = decided(one_by_one(ruleset), placement, data, consented)
+            fast = decided(ruleset, data, consented, placement)
+            alone = decided(one_by_one(ruleset), data, consented, placement)
             assert fast == alone, data
             ours, theirs = Stats(NOW), Stats(NOW)
             ours.record(fast, NOW)
