@@ -236,12 +236,6 @@ def request_for(key: str, context: dict[str, Any]) -> DecideRequest:
     )
 
 
-def channel_of(context: dict[str, Any]) -> str:
-    """The channel whose placements a bulk evaluation evaluates: the context's `channel`,
-    else the web (an OFREP client is most often a page; an email renderer names email)."""
-    return _convert(context.get(CHANNEL_KEY, "web"), ChannelId, CHANNEL_KEY)
-
-
 def _convert(value: Any, kind: type[T], field: str) -> T:
     """`value` as `kind`, strictly; a wrong one is INVALID_CONTEXT naming `field` (else the
     context key at fault)."""

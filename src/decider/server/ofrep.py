@@ -41,7 +41,6 @@ from decider.ofrep import (
     FlagFailure,
     FlagNotFound,
     OfrepRefusal,
-    channel_of,
     details,
     etag,
     evaluation,
@@ -177,7 +176,8 @@ async def evaluate_flags(
     ruleset = deciding.decider.ruleset  # its placements are the flags; its version, the tag's
     common = request_for("", context)
     permit(common, caller)  # refused as a whole, not flag by flag
-    channel = channel_of(context)
+    # the web's placements, a page's, unless the context names another channel
+    channel = common.channel or "web"
     if channel not in ruleset.channels:
         known = ", ".join(sorted(ruleset.channels))
         raise OfrepRefusal(
