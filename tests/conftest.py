@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 from litestar.testing import TestClient
 
 from decider.logs import JsonFormatter
@@ -181,3 +182,15 @@ def no_cel_clock() -> Iterator[None]:
     evaluate.TIME_LIMIT_S = 3600.0
     yield
     evaluate.TIME_LIMIT_S = saved
+
+
+def generated_cases(examples: int) -> settings:
+    """Hypothesis as the generated-case tests run it: `examples` cases, no deadline (the
+    machine is shared), no example database (each run alike), no health check (building
+    rulebooks and profiles is slow by design)."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, seed, settings
+from hypothesis import assume, given, seed
 from hypothesis import strategies as st
 
 from decider.model import json_value_problem
@@ -23,6 +23,7 @@ from decider.ruleset import CelEvalError, Engine
 from decider.traits import TraitError, normalize
 
 from .celgen import expressions, profiles
+from .conftest import generated_cases
 
 pytestmark = pytest.mark.usefixtures("no_cel_clock")
 
@@ -62,12 +63,7 @@ cases = st.tuples(expressions(), profiles, profiles, profiles)
 @pytest.mark.parametrize("chosen", SEEDS)
 def test_both_engines_decide_alike_on_generated_rules(chosen: int) -> None:
     @seed(chosen)
-    @settings(
-        max_examples=CASES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @generated_cases(CASES)
     @given(cases)
     def same(case: tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]) -> None:
         source, *raw = case

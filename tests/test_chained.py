@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import given, seed
 from hypothesis import strategies as st
 
 from decider.engine import Evaluated, decide
@@ -41,6 +41,7 @@ from decider.stats import Stats
 from decider.traits import TraitError, normalize
 
 from .celgen import expressions, profiles
+from .conftest import generated_cases
 
 pytestmark = pytest.mark.usefixtures("no_cel_clock")
 
@@ -208,12 +209,7 @@ def test_chained_first_match_equals_one_by_one(engine_name: str) -> None:
     engine = ENGINES[engine_name]
 
     @seed(7)
-    @settings(
-        max_examples=CASES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @generated_cases(CASES)
     @given(cases)
     def same(case: tuple[list[str], int, list[tuple[Any, Any, Any, bool]]]) -> None:
         sources, size, people = case

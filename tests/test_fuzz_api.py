@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.core import NOT_SET
 
-from .conftest import RULES, api_key
+from .conftest import RULES, api_key, generated_cases
 from .service import running_service
 
 KEY = "fuzz-key-0123456789abcdef"
@@ -69,12 +69,7 @@ def test_the_api_keeps_its_document_under_fuzzing(served: Any) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy(), ids=st.sampled_from(KNOWN), known=st.booleans())
-        @settings(
-            max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @generated_cases(int(os.environ.get("FUZZ_EXAMPLES", "40")))
         def fuzz(case: Any, ids: tuple[str, dict[str, str]], known: bool) -> None:
             # half the decisions name a placement and a person the sample rules and store
             # know, so the fuzzing reaches the decision itself, not only its refusals

@@ -16,13 +16,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import given, seed
 from hypothesis import strategies as st
 
 from decider.rules.compiler import CHAIN_SIZE, compile_ruleset, plan
 from decider.ruleset import CompiledRuleset, Engine, Program
 
 from .celgen import profiles
+from .conftest import generated_cases
 from .test_chained import CASES, ENGINES, assert_same, conditions, decided, entered, rulebook
 
 pytestmark = pytest.mark.usefixtures("no_cel_clock")
@@ -125,12 +126,7 @@ def test_indexed_first_match_equals_one_by_one(engine_name: str) -> None:
     engine = ENGINES[engine_name]
 
     @seed(11)
-    @settings(
-        max_examples=CASES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @generated_cases(CASES)
     @given(cases)
     def same(case: tuple[list[str], int, list[tuple[Any, Any, Any, bool]]]) -> None:
         sources, size, people = case

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import given, seed
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
@@ -27,7 +27,7 @@ from decider.rules.explain import render
 from decider.ruleset import Choice, CompiledPlacement, CompiledRuleset
 from decider.stats import Stats
 
-from .conftest import NOW
+from .conftest import NOW, generated_cases
 from .test_chained import (
     CASES,
     ENGINES,
@@ -162,12 +162,7 @@ def test_the_planned_choice_equals_one_by_one(engine_name: str) -> None:
     engine = ENGINES[engine_name]
 
     @seed(12)
-    @settings(
-        max_examples=max(CASES // 2, 10),
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @generated_cases(max(CASES // 2, 10))
     @given(cases, st.lists(st.booleans(), min_size=40, max_size=40))
     def same(
         case: tuple[list[str], int, list[tuple[Any, Any, Any, bool]]], wanted: list[bool]
