@@ -16,8 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from decider.rules.cel.evaluate import iterates
-from decider.rules.cel.syntax import Call, Expr, Ident, ListExpr, Lit, MapExpr, Select
+from decider.rules.cel.syntax import (
+    Call,
+    Comprehension,
+    Expr,
+    Ident,
+    ListExpr,
+    Lit,
+    MapExpr,
+    Select,
+    contains,
+)
 from decider.ruleset import Guard
 
 ROOTS = frozenset({"visitor", "account", "context"})
@@ -25,7 +34,7 @@ ROOTS = frozenset({"visitor", "account", "context"})
 
 def guards(tree: Expr) -> tuple[Guard, ...]:
     """The guards of a checked condition's tree, in the order they are written."""
-    if iterates(tree) or _has_map(tree):
+    if contains(tree, (Comprehension, MapExpr)):
         return ()
     return tuple(guard for part in _conjuncts(tree) if (guard := _guard(part)) is not None)
 
@@ -74,15 +83,3 @@ def _path(expr: Expr) -> tuple[str, tuple[str, ...]] | None:
 
 def _string(expr: Expr) -> str | None:
     return expr.value if isinstance(expr, Lit) and type(expr.value) is str else None
-
-
-def _has_map(expr: Expr) -> bool:
-    if isinstance(expr, MapExpr):
-        return True
-    if isinstance(expr, Select):
-        return _has_map(expr.operand)
-    if isinstance(expr, ListExpr):
-        return any(map(_has_map, expr.items))
-    if isinstance(expr, Call):
-        return (expr.target is not None and _has_map(expr.target)) or any(map(_has_map, expr.args))
-    return False  # a comprehension never gets here: `iterates` came first

@@ -36,6 +36,7 @@ from decider.rules.cel.syntax import (
     Lit,
     MapExpr,
     Select,
+    contains,
 )
 from decider.ruleset import CelEvalError
 
@@ -199,17 +200,7 @@ def _fold(operation: Callable[..., Any], operands: tuple[Expr, ...]) -> Compiled
 
 def iterates(expr: Expr) -> bool:
     """Does evaluating `expr` run a comprehension (and so spend steps)?"""
-    if isinstance(expr, Comprehension):
-        return True
-    if isinstance(expr, Select):
-        return iterates(expr.operand)
-    if isinstance(expr, ListExpr):
-        return any(map(iterates, expr.items))
-    if isinstance(expr, MapExpr):
-        return any(iterates(k) or iterates(v) for k, v in expr.entries)
-    if isinstance(expr, Call):
-        return (expr.target is not None and iterates(expr.target)) or any(map(iterates, expr.args))
-    return False
+    return contains(expr, Comprehension)
 
 
 def _iterates_after_first(operands: tuple[Expr, ...]) -> bool:

@@ -507,6 +507,24 @@ def _unescape(match: re.Match[str]) -> str:
     return chr(point)
 
 
+def contains(expr: Expr, kind: type[Expr] | tuple[type[Expr], ...]) -> bool:
+    """Whether `expr` holds a node of `kind` (isinstance's), anywhere evaluating it reaches
+    but inside a comprehension, which is found, or not, as a whole."""
+    if isinstance(expr, kind):
+        return True
+    if isinstance(expr, Select):
+        return contains(expr.operand, kind)
+    if isinstance(expr, ListExpr):
+        return any(contains(item, kind) for item in expr.items)
+    if isinstance(expr, MapExpr):
+        return any(contains(k, kind) or contains(v, kind) for k, v in expr.entries)
+    if isinstance(expr, Call):
+        return (expr.target is not None and contains(expr.target, kind)) or any(
+            contains(arg, kind) for arg in expr.args
+        )
+    return False
+
+
 def start_of(expr: Expr) -> tuple[int, int]:
     """Where `expr` begins in the text: its leftmost operand's place."""
     while True:
