@@ -162,6 +162,32 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(two: tuple[Service, Pat
     assert "exited with status -9" in service.log.read_text()
 
 
+# a worker that says it started (a file in the run directory) and never reports ready
+_STARTING = (
+    "import pathlib, sys, time; "
+    "pathlib.Path(sys.argv[4], 'started-' + sys.argv[2]).touch(); time.sleep(60)"
+)
+_SUPERVISE = """
+import sys
+from pathlib import Path
+from decider.server.workers import Supervisor
+sys.exit(Supervisor(2, [sys.executable, "-c", sys.argv[2]], {}, Path(sys.argv[1])).run(
+    ready=lambda: None))
+"""
+
+
+def test_sigterm_before_every_worker_is_ready_is_a_stop_not_a_failure(tmp_path: Path) -> None:
+    """A probe may see the first worker answer and the service be stopped before the other
+    reports ready: that is a stop (status 0), not workers that could not start."""
+    supervisor = subprocess.Popen([sys.executable, "-c", _SUPERVISE, str(tmp_path), _STARTING])
+    try:
+        wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, 20)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=20) == 0
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

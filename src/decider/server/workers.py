@@ -113,7 +113,9 @@ class Supervisor:
             for index in range(self.count):
                 self._start(index)
             if not self._wait_ready():
-                return 1
+                # told to stop before every worker was ready (a probe saw the first one
+                # answer): a stop like any other, not a failed start
+                return 0 if self._stopping else 1
             ready()
             return self._supervise()
         finally:
