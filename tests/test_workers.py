@@ -188,6 +188,7 @@ def test_sigterm_before_every_worker_is_ready_is_a_stop_not_a_failure(tmp_path: 
         supervisor.kill()
         supervisor.wait()
 
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
