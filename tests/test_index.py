@@ -19,12 +19,26 @@ import pytest
 from hypothesis import given, seed
 from hypothesis import strategies as st
 
-from decider.rules.compiler import CHAIN_SIZE, compile_ruleset, plan
-from decider.ruleset import CompiledRuleset, Engine, Program
+from decider.engine import Evaluated, decide
+from decider.model import ConsentSignal, DecideRequest, Identity
+from decider.profile import AccountProfile, Person, Resolution, VisitorProfile
+from decider.rules.compiler import CHAIN_SIZE, compile_ruleset, condition, plan
+from decider.ruleset import CompiledPlacement, CompiledRuleset, CompiledSuppression, Engine, Program
 
 from .celgen import profiles
 from .conftest import generated_cases
-from .test_chained import CASES, ENGINES, assert_same, conditions, decided, entered, rulebook
+from .test_chained import (
+    CASES,
+    ENGINES,
+    NOW,
+    PLACEMENT,
+    assert_same,
+    compiled,
+    conditions,
+    decided,
+    entered,
+    rulebook,
+)
 
 pytestmark = pytest.mark.usefixtures("no_cel_clock")
 
@@ -293,3 +307,104 @@ def test_a_mode_that_fits_one_chain_is_not_indexed(rules_copy: Path) -> None:
     paths = [(lookup.root, lookup.path) for lookup in ruleset.consented.lookups]
     assert ("context", ("stage",)) in paths
     assert ("account", ("stage",)) in paths
+
+
+def _suppressing(engine: Engine, sources: list[str], *, guards: bool) -> CompiledPlacement:
+    """PLACEMENT with a suppression rule for each of `sources` that loads, in order; without
+    `guards`, each is always evaluated."""
+    rules = []
+    for n, source in enumerate(sources):
+        program = compiled(engine, source)
+        if program is None:
+            continue
+        when = condition(program, source)
+        if not guards:
+            when = msgspec.structs.replace(when, guards=())
+        empty: frozenset[str] = frozenset()
+        rules.append(CompiledSuppression(f"r{n}", "generated", empty, when, empty, empty, empty))
+    return msgspec.structs.replace(PLACEMENT, suppressions=tuple(rules))
+
+
+def _suppressed(
+    ruleset: CompiledRuleset, placement: CompiledPlacement, data: Data, other: Data
+) -> Evaluated:
+    """The decision for a person with `data` (visitor, account, context), whose ids also
+    name another person with `other`'s visitor and account traits."""
+    visitor, account, context = data
+    named = Person(
+        VisitorProfile(id="o", traits=other[0]),
+        AccountProfile(id="b", traits=other[1]),
+        ("user_id",),
+    )
+    resolution = Resolution(
+        "resolved",
+        VisitorProfile(id="v", account_id="a", traits=visitor),
+        AccountProfile(id="a", traits=account),
+        others=(named,),
+    )
+    request = DecideRequest(
+        placement="p",
+        identity=Identity(visitor_id="v"),
+        context=context,
+        consent=ConsentSignal(("personalization",)),
+    )
+    return decide(ruleset, placement, request, resolution, now=NOW, gpc=False, decision_id="d")
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_suppression_rules_ruled_out_by_their_guards_suppress_as_evaluated(
+    engine_name: str,
+) -> None:
+    """A `when` rule the raw values rule out is not evaluated (decider.gate): for the
+    person decided for and another the ids name, with rules that hold, fail (fail closed)
+    or are ruled out, the decision is the one evaluating every rule gives."""
+    engine = ENGINES[engine_name]
+    ruleset = rulebook(engine, ["true"], 1, indexed=True)
+
+    @seed(13)
+    @generated_cases(max(1, CASES // 4))
+    @given(
+        st.lists(FIELDS, min_size=1, max_size=3, unique=True).flatmap(
+            lambda fields: st.lists(guarded(fields), min_size=1, max_size=3)
+        ),
+        st.lists(st.tuples(records, records, records, records, records), min_size=1, max_size=4),
+    )
+    def same(sources: list[str], people: list[tuple[Any, ...]]) -> None:
+        guarded_rules = _suppressing(engine, sources, guards=True)
+        every_rule = _suppressing(engine, sources, guards=False)
+        for visitor, account, context, their_visitor, their_account in people:
+            data, other = (
+                entered(visitor, account, context),
+                entered(their_visitor, their_account, {}),
+            )
+            if data is None or other is None:
+                continue
+            assert _suppressed(ruleset, guarded_rules, data, other) == _suppressed(
+                ruleset, every_rule, data, other
+            ), (sources, data, other)
+
+    same()
+
+
+def test_a_suppression_rule_its_guards_rule_out_is_not_evaluated() -> None:
+    engine = ENGINES["cel-expr"]
+    ruleset = rulebook(engine, ["true"], 1, indexed=True)
+    placement = _suppressing(
+        engine, ['has(account.stage) && account.stage == "customer"'], guards=True
+    )
+    calls: list[int] = []
+    rule = placement.suppressions[0]
+    assert rule.condition is not None
+    counting = msgspec.structs.replace(
+        rule.condition, program=Counted(rule.condition.program, calls, 0)
+    )
+    placement = msgspec.structs.replace(
+        placement, suppressions=(msgspec.structs.replace(rule, condition=counting),)
+    )
+    nobody: Data = ({}, {}, {})
+    prospect: Data = ({}, {"stage": "prospect"}, {})
+    assert not _suppressed(ruleset, placement, prospect, nobody).decision.suppressed
+    assert calls == []  # neither person is a customer: no call into CEL
+    customer: Data = ({}, {"stage": "customer"}, {})
+    assert _suppressed(ruleset, placement, prospect, customer).decision.suppressed
+    assert calls == [0]  # only the other person the ids name, a customer

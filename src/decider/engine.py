@@ -74,6 +74,13 @@ class _Activations:
             return {"visitor": self._visitor, "account": self._account, "context": self._context}
         return {"visitor": _EMPTY, "account": _EMPTY, "context": self._context}
 
+    def values_for(self, person: Person | None) -> dict[str, Any]:
+        """The raw maps of the person decided for (None), or of another the ids name."""
+        if person is None:
+            return self.values(profile=True)
+        account = person.account.traits if person.account else _EMPTY
+        return {"visitor": person.visitor.traits, "account": account, "context": self._context}
+
     def profile(self) -> Any:
         if self._profile is None:
             self._profile = self._engine.activation(
@@ -143,7 +150,7 @@ def decide(
 
     activations = _Activations(ruleset, resolution, request.context, now)
     suppression = check_suppression(
-        ruleset.policy[channel], placement, resolution, consent, activations.for_person
+        ruleset.policy[channel], placement, resolution, consent, activations
     )
     segment: str | None = None
     passed: str | None = None  # the highest-priority match, passed over (choice)

@@ -11,12 +11,13 @@ suppresses (fail closed). A channel may also refuse to send at all without conse
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
+from decider.index import ruled_out
 from decider.model import ConsentSignal
 from decider.profile import Person, Resolution, Status
 from decider.reasons import Reason, ReasonCode
@@ -79,19 +80,29 @@ class Suppressed(msgspec.Struct, frozen=True):
     error: bool = False
 
 
+class Bindings(Protocol):
+    """What a `when` rule reads for one person (None: the person decided for)."""
+
+    def for_person(self, person: Person | None) -> Any:
+        """The CEL activation."""
+
+    def values_for(self, person: Person | None) -> Mapping[str, Any]:
+        """The raw maps the activation is built from, by variable name (for guards)."""
+
+
 def check_suppression(
     policy: ChannelPolicy,
     placement: CompiledPlacement,
     resolution: Resolution,
     consent: ConsentVerdict,
-    activation_for: Callable[[Person | None], Any],
+    bindings: Bindings,
 ) -> Suppressed | None:
     """The first reason this request must not get the placement's message, or None.
 
     Every person the ids name is checked, flags and `when` rules alike: the person decided
-    for (`activation_for(None)`) and each of `resolution.others`. Last, a channel whose policy
-    says `send_requires_consent` sends nothing without the consent it requires. A channel
-    that suppresses when the profile is unavailable also does when any id is unchecked (its
+    for and each of `resolution.others`. Last, a channel whose policy says
+    `send_requires_consent` sends nothing without the consent it requires. A channel that
+    suppresses when the profile is unavailable also does when any id is unchecked (its
     person might be the one opted out)."""
     unchecked = resolution.status == "unavailable" or resolution.unchecked
     if unchecked and policy.suppress_if_profile_unavailable:
@@ -105,7 +116,7 @@ def check_suppression(
     people += [(other, other.flags) for other in resolution.others]
     for rule in placement.suppressions:
         for person, flags in people:
-            held = _held(rule, person, flags, resolution.status, activation_for)
+            held = _held(rule, person, flags, resolution.status, bindings)
             if held is not None:
                 return held
     if policy.send_requires_consent and not consent.granted:
@@ -124,13 +135,14 @@ def _held(
     person: Person | None,
     flags: frozenset[str],
     status: Status,
-    activation_for: Callable[[Person | None], Any],
+    bindings: Bindings,
 ) -> Suppressed | None:
-    """Whether `rule` holds for one person (None: the person decided for)."""
-    whose = "profile" if person is None else "another person the ids name"
-    hit = sorted(rule.flags & flags)
-    if hit:
-        message = f"{rule.id}: {whose} is flagged {', '.join(hit)}"
+    """Whether `rule` holds for one person (None: the person decided for). A `when` rule
+    whose guards the raw values prove false is false without a call into CEL (it could
+    not have failed either: a false conjunct makes `&&` false whatever the rest gives)."""
+    if not rule.flags.isdisjoint(flags):
+        whose = "profile" if person is None else "another person the ids name"
+        message = f"{rule.id}: {whose} is flagged {', '.join(sorted(rule.flags & flags))}"
         return Suppressed(Reason(ReasonCode.SUPPRESSED_FLAG, message), rule.id)
     condition = rule.condition
     if condition is None:
@@ -139,8 +151,10 @@ def _held(
         return None
     if not condition.needs_profile and person is not None:
         return None  # reads only the request: decided once, for the person decided for
+    if condition.guards and ruled_out(condition.guards, bindings.values_for(person)):
+        return None
     try:
-        if condition.program.matches(activation_for(person)):
+        if condition.program.matches(bindings.for_person(person)):
             extra = "" if person is None else " (another person the ids name)"
             message = f"{rule.id}: {rule.description}{extra}"
             return Suppressed(Reason(ReasonCode.SUPPRESSED_RULE, message), rule.id)

@@ -158,6 +158,20 @@ def _indexed(
     return best
 
 
+def ruled_out(guards: Sequence[Guard], values: Mapping[str, Any]) -> bool:
+    """Whether the raw `values` prove one of a condition's `guards` false (see Guard). An
+    equality on a missing field is not ruled out here (CEL says no such key, an error),
+    only by the has() guard written with it."""
+    for guard in guards:
+        value = _resolve(values[guard.root], guard.path)
+        if guard.literals is None:
+            if value is _MISSING:
+                return True
+        elif type(value) is str and value not in guard.literals:
+            return True
+    return False
+
+
 def _resolve(value: Any, path: tuple[str, ...]) -> Any:
     """What `path` holds within the map `value`: a value, _MISSING or _UNKNOWN."""
     for field in path:
