@@ -3,8 +3,11 @@ evaluation context, errors in OFREP's shape, keys and scopes, and the bulk ETag.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,14 +16,22 @@ from litestar.testing import TestClient
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
+from decider.model import DecideRequest, Decision, Identity
 from decider.ofrep import REASONS, Bulk, Evaluation, etag, none_match
+from decider.profile import Resolution
+from decider.profiles.cache import CacheSettings
+from decider.profiles.jsonl import sample_profiles
+from decider.profiles.resolver import Resolver
+from decider.profiles.sources.memory import MemoryProfileSource
 from decider.profiles.sources.sqlite import SqliteProfileStore
 from decider.reasons import ReasonCode
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.ruleset import CompiledRuleset
+from decider.service import Decider
+from decider.stats import Stats
 
-from .conftest import RULES, api_key, app_client
+from .conftest import NOW, RULES, api_key, app_client
 from .test_readme import README, table
 
 Client = TestClient[Any]
@@ -329,6 +340,8 @@ def test_a_current_etag_is_304_and_a_changed_context_never_is(client: Client) ->
     assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", tag)
     listed = bulk(client, context, **{"If-None-Match": f'"other", {tag.removeprefix("W/")}'})
     assert listed.status_code == 304
+    fields = [("If-None-Match", '"other"'), ("If-None-Match", tag)]  # one list, two fields
+    assert client.post(BULK, json={"context": context}, headers=fields).status_code == 304
     changes = [
         {**context, "device": "mobile"},  # read by no rule: the same evaluations
         {**context, "user_id": "u-ben"},
@@ -372,12 +385,15 @@ def test_the_etag_covers_the_ruleset_version(client: Client) -> None:
 
 
 def test_if_none_match_is_compared_weakly() -> None:
-    """W/ is ignored on either side; `*` and other tags do not match."""
-    assert none_match('W/"abc"', 'W/"abc"')
-    assert none_match('"abc"', 'W/"abc"')
-    assert none_match('"x", W/"abc"', 'W/"abc"')
-    assert not none_match("*", 'W/"abc"')
-    assert not none_match('"abcd"', 'W/"abc"')
+    """W/ is ignored on either side; `*` and other tags do not match; several header fields
+    are one list."""
+    assert none_match(['W/"abc"'], 'W/"abc"')
+    assert none_match(['"abc"'], 'W/"abc"')
+    assert none_match(['"x", W/"abc"'], 'W/"abc"')
+    assert none_match(['"x"', 'W/"abc"'], 'W/"abc"')
+    assert not none_match([], 'W/"abc"')
+    assert not none_match(["*"], 'W/"abc"')
+    assert not none_match(['"abcd"'], 'W/"abc"')
 
 
 def test_a_browser_provider_may_send_if_none_match_and_read_the_etag(
@@ -400,3 +416,47 @@ def test_a_browser_provider_may_send_if_none_match_and_read_the_etag(
         answer = bulk(client, {"targetingKey": "v-finn"}, Origin=origin)
         assert answer.headers["access-control-allow-origin"] == origin
         assert "etag" in answer.headers["access-control-expose-headers"].lower()
+
+
+class _ReloadingResolver:
+    """A resolver over the sample people that swaps another ruleset in as it resolves: a
+    reload landing while a bulk evaluation waits for its lookups."""
+
+    def __init__(self, then: CompiledRuleset) -> None:
+        self.then = then
+        self.decider: Decider | None = None
+        source = MemoryProfileSource(sample_profiles(NOW))
+        self.resolver = Resolver(source, budget=5.0, cache=CacheSettings())
+
+    async def resolve(self, identity: Identity, channel: str) -> Resolution:
+        assert self.decider is not None
+        self.decider.swap(self.then)
+        return await self.resolver.resolve(identity, channel)
+
+    async def resolve_many(self, identities: Sequence[Identity], channel: str) -> list[Resolution]:
+        raise NotImplementedError  # bulk evaluation resolves its one identity
+
+
+def test_a_bulk_evaluation_is_made_on_one_ruleset_a_reload_meanwhile_or_not(
+    ruleset: CompiledRuleset, tmp_path: Path
+) -> None:
+    """Every flag of one bulk answer, and its ETag, come from the ruleset it started on,
+    though a reload lands while it looks the person up; the identity is resolved once."""
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    with (rules / "b2b.yaml").open("a") as extra:
+        extra.write("# another version of the same rules\n")
+    reloaded = compile_ruleset(rules, new_engine("cel-expr"))
+    assert reloaded.version != ruleset.version
+    resolver = _ReloadingResolver(reloaded)
+    decider = Decider(ruleset, resolver, Stats(NOW), clock=lambda: NOW, ids=lambda: "d")
+    resolver.decider = decider
+    request = DecideRequest(placement="", identity=Identity(user_id="u-ada"))
+    made_on, decided = asyncio.run(decider.decide_channel(request, "web", gpc=False))
+    assert made_on is ruleset
+    assert decider.ruleset is reloaded  # swapped once, while the one lookup ran
+    versions = {d.ruleset for _, d in decided if isinstance(d, Decision)}
+    assert versions == {ruleset.version}
+    assert [key for key, _ in decided] == sorted(
+        k for k, p in ruleset.placements.items() if p.channel == "web"
+    )

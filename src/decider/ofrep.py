@@ -25,6 +25,7 @@ and experiment arm.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -312,8 +313,11 @@ def etag(ruleset: str, context: dict[str, Any], gpc: bool, bulk: Bulk) -> str:
     return f'W/"{hashlib.sha256(canonical).hexdigest()[:32]}"'
 
 
-def none_match(header: str, current: str) -> bool:
-    """Whether an If-None-Match header names `current` (weak comparison, RFC 9110 13.1.2: a
-    `W/` prefix is ignored on either side); `*` is not read as a match, for a POST."""
+def none_match(headers: Iterable[str], current: str) -> bool:
+    """Whether the If-None-Match headers (one list, however many fields carry it: RFC 9110
+    5.3) name `current` (weak comparison, 13.1.2: a `W/` prefix is ignored on either side);
+    `*` is not read as a match, for a POST."""
     tag = current.removeprefix("W/")
-    return any(given.strip().removeprefix("W/") == tag for given in header.split(","))
+    return any(
+        given.strip().removeprefix("W/") == tag for header in headers for given in header.split(",")
+    )

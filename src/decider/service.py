@@ -14,8 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from decider.batch import SLICE
 from decider.engine import Evaluated, decide, select_placement
+from decider.errors import InvalidRequest
 from decider.model import DecideRequest, Decision, Identity
 from decider.profile import Resolution
 from decider.ruleset import CompiledPlacement, CompiledRuleset
@@ -98,6 +101,38 @@ class Decider:
                 self._decided(ruleset, placement, request, resolution, now=now, gpc=gpc)
             )
         return decisions
+
+    async def decide_channel(
+        self, request: DecideRequest, channel: str, *, gpc: bool
+    ) -> tuple[CompiledRuleset, list[tuple[str, Decision | InvalidRequest]]]:
+        """A decision for each placement of `channel`, by id, in id order, for one requester (its
+        `placement` is not read), and the ruleset they were made on: one ruleset for all (a
+        reload meanwhile changes none of them), the identity resolved once. A placement the
+        request is refused for (select_placement) is its refusal. Raises InvalidRequest
+        (`channel`) for a channel the rules do not define."""
+        ruleset = self._ruleset
+        if channel not in ruleset.channels:
+            known = ", ".join(sorted(ruleset.channels))
+            raise InvalidRequest("channel", f"not a channel of the loaded rules; known: {known}")
+        asked: list[tuple[DecideRequest, CompiledPlacement | InvalidRequest]] = []
+        for key in sorted(k for k, p in ruleset.placements.items() if p.channel == channel):
+            each = msgspec.structs.replace(request, placement=key)
+            try:
+                asked.append((each, select_placement(ruleset, each)))
+            except InvalidRequest as exc:
+                asked.append((each, exc))
+        decided: list[tuple[str, Decision | InvalidRequest]] = []
+        resolution: Resolution | None = None  # resolved at the first placement decided
+        now = self._clock()
+        for each, placement in asked:
+            if isinstance(placement, InvalidRequest):
+                decided.append((each.placement, placement))
+                continue
+            if resolution is None:
+                resolution = await self._resolver.resolve(request.identity, channel)
+            made = self._decided(ruleset, placement, each, resolution, now=now, gpc=gpc)
+            decided.append((each.placement, made))
+        return ruleset, decided
 
     def _decided(
         self,

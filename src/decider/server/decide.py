@@ -20,7 +20,7 @@ from litestar.openapi.spec import Example, OpenAPIType, Parameter, Schema
 from litestar.types import Scope as ASGIScope
 
 from decider.access import Caller, Scope
-from decider.errors import Forbidden
+from decider.errors import Forbidden, InvalidRequest
 from decider.model import (
     PROBLEM_JSON,
     DecideRequest,
@@ -30,6 +30,7 @@ from decider.model import (
     minimal,
     problem,
 )
+from decider.ruleset import CompiledRuleset
 from decider.server.admission import Admission
 from decider.server.auth import REFUSED, caller_of
 from decider.server.metrics import Metrics
@@ -71,6 +72,20 @@ class Deciding:
         """`decide` for a request decoded elsewhere (from OFREP's evaluation context)."""
         with self.admission, self.metrics.timing():
             return await self._decided(scope, request, caller)
+
+    async def answer_channel(
+        self, scope: ASGIScope, request: DecideRequest, channel: str, caller: Caller
+    ) -> tuple[CompiledRuleset, list[tuple[str, Decision | InvalidRequest]]]:
+        """A decision for each placement of `channel` (Decider.decide_channel), admitted
+        and timed as one request, each told as `decide` tells it."""
+        with self.admission, self.metrics.timing():
+            permit(request, caller)
+            ruleset, decided = await self.decider.decide_channel(request, channel, gpc=gpc(scope))
+        if caller.may(Scope.EXPLAIN):
+            return ruleset, decided
+        return ruleset, [
+            (key, d if isinstance(d, InvalidRequest) else minimal(d)) for key, d in decided
+        ]
 
     async def _decided(self, scope: ASGIScope, request: DecideRequest, caller: Caller) -> Decision:
         permit(request, caller)

@@ -49,7 +49,7 @@ from decider.ofrep import (
     request_for,
 )
 from decider.server.auth import REQUIREMENT, caller_of
-from decider.server.decide import GPC_HEADER, Deciding, gpc, permit
+from decider.server.decide import GPC_HEADER, Deciding, gpc
 from decider.server.openapi import body_operation, inline_schema
 from decider.server.problems import refusal
 
@@ -170,37 +170,30 @@ async def evaluate_flags(
 ) -> Response[bytes]:
     """Every placement of the context's `channel` (the web unless it names another), each
     decided as the single evaluation decides it (a flag whose decision is refused is a
-    failure of its own); 304 when If-None-Match names the answer's ETag."""
+    failure of its own), all on one ruleset, the one the ETag names; 304 when If-None-Match
+    names the answer's ETag."""
     context = read_context(await request.body())
-    caller = caller_of(request)
-    ruleset = deciding.decider.ruleset  # its placements are the flags; its version, the tag's
     common = request_for("", context)
-    permit(common, caller)  # refused as a whole, not flag by flag
     # the web's placements, a page's, unless the context names another channel
     channel = common.channel or "web"
-    if channel not in ruleset.channels:
-        known = ", ".join(sorted(ruleset.channels))
-        raise OfrepRefusal(
-            "INVALID_CONTEXT",
-            "context.channel",
-            f"not a channel of the loaded rules; known: {known}",
+    try:
+        ruleset, decided = await deciding.answer_channel(
+            request.scope, common, channel, caller_of(request)
         )
-    flags: list[Evaluation | FlagFailure] = []
-    for key in sorted(k for k, p in ruleset.placements.items() if p.channel == channel):
-        try:
-            decision = await deciding.answer(
-                request.scope, msgspec.structs.replace(common, placement=key), caller
-            )
-        except UnknownPlacement:  # a reload took it away meanwhile
-            flags.append(FlagFailure(key, "GENERAL", "the rules were reloaded without it"))
-        except InvalidRequest as exc:
-            flags.append(FlagFailure(key, "INVALID_CONTEXT", details(exc)))
-        else:
-            flags.append(evaluation(decision))
-    answer = Bulk(tuple(flags))
+    except InvalidRequest as exc:
+        if exc.field != "channel":
+            raise
+        raise OfrepRefusal("INVALID_CONTEXT", "context.channel", exc.message) from None
+    answer = Bulk(
+        tuple(
+            FlagFailure(key, "INVALID_CONTEXT", details(d))
+            if isinstance(d, InvalidRequest)
+            else evaluation(d)
+            for key, d in decided
+        )
+    )
     tag = etag(ruleset.version, context, gpc(request.scope), answer)
-    given = request.headers.get("if-none-match")
-    if given is not None and none_match(given, tag):
+    if none_match(request.headers.getall("if-none-match", []), tag):
         return Response(b"", status_code=304, headers={"ETag": tag})
     return Response(msgspec.json.encode(answer), media_type=_JSON, headers={"ETag": tag})
 
