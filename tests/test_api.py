@@ -252,6 +252,10 @@ def test_bad_input_is_a_4xx_naming_the_field(
     assert error["type"] == f"urn:decider:problem:{error['code']}"
     assert error["title"]
     assert error["detail"]
+    if status == 413:  # the limit passed, so the caller knows what fits
+        assert (
+            error["detail"] == "the body is larger than 4,096 bytes, the most this endpoint takes"
+        )
 
 
 def test_a_context_of_more_than_1000_keys_is_refused() -> None:

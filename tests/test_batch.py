@@ -351,7 +351,11 @@ def test_a_body_over_its_limit_is_a_413(client: Client) -> None:
     big = {"placement": "home_hero", "context": {"x": "a" * MAX_BODY_BYTES}, "recipients": []}
     response = client.post("/v1/decide/batch", json=big)
     assert response.status_code == 413
-    assert response.json()["field"] == "body"
+    problem = response.json()
+    assert problem["field"] == "body"
+    assert (
+        problem["detail"] == "the body is larger than 1,048,576 bytes, the most this endpoint takes"
+    )
 
 
 # --- scopes -----------------------------------------------------------------------------

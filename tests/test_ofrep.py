@@ -460,3 +460,38 @@ def test_a_bulk_evaluation_is_made_on_one_ruleset_a_reload_meanwhile_or_not(
     assert [key for key, _ in decided] == sorted(
         k for k, p in ruleset.placements.items() if p.channel == "web"
     )
+
+
+def test_errors_under_ofrep_are_ofreps_wherever_they_arise(ruleset: CompiledRuleset) -> None:
+    """A method no route takes, a key with a slash (no route serves it), a key longer than
+    any id (echoed cut), a body over the limit (named): OFREP's shape, never problem+json."""
+    with app_client(ruleset, max_body_bytes=4096) as client:
+        wrong = client.get(FLAG + "home_hero")
+        assert (wrong.status_code, wrong.json()) == (
+            405,
+            {"key": "home_hero", "errorCode": "GENERAL", "errorDetails": "Method Not Allowed"},
+        )
+        assert wrong.headers["allow"] == "OPTIONS, POST"
+        assert client.get(BULK).json() == {
+            "errorCode": "GENERAL",
+            "errorDetails": "Method Not Allowed",
+        }
+        for path in ("a%2Fb", "a/b"):
+            slashed = client.post(FLAG + path, json={"context": {"targetingKey": "v"}})
+            assert slashed.status_code == 404
+            assert slashed.headers["content-type"] == "application/json"
+            assert slashed.json()["key"] == "a/b"
+            assert slashed.json()["errorCode"] == "FLAG_NOT_FOUND"
+        long = client.post(FLAG + "k" * 5000, json={"context": {"targetingKey": "v"}})
+        assert (long.status_code, long.json()["key"]) == (404, "k" * 256 + "…")
+        big = client.post(FLAG + "home_hero", json={"context": {"x": "a" * 5000}})
+        assert (big.status_code, big.json()) == (
+            413,
+            {
+                "key": "home_hero",
+                "errorCode": "GENERAL",
+                "errorDetails": "the body is larger than 4,096 bytes, the most this endpoint takes",
+            },
+        )
+        elsewhere = client.post("/ofrep/v1/evaluate", json={})
+        assert (elsewhere.status_code, elsewhere.json()["errorCode"]) == (404, "GENERAL")

@@ -36,7 +36,8 @@ MAX_VALUES = 2000
 Sha256Hex = Annotated[
     str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="lowercase hex SHA-256 of the email")
 ]
-Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+MAX_ID_LENGTH = 256  # an id's characters: a placement's, a segment's, a visitor's...
+Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Purpose = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # a timestamp must say its offset: a naive one cannot be compared with `now`
 Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339, with an offset")]

@@ -32,6 +32,7 @@ import msgspec
 
 from decider.errors import InvalidRequest, validation_path
 from decider.model import (
+    MAX_ID_LENGTH,
     ChannelId,
     ConsentSignal,
     DecideRequest,
@@ -261,6 +262,12 @@ def details(exc: InvalidRequest) -> str:
     if not isinstance(exc, OfrepRefusal) and not field.startswith("context"):
         field = f"context.{field}"
     return f"{field}: {exc.message}"
+
+
+def echoed(key: str) -> str:
+    """A flag key as an error repeats it: whole up to the longest a placement id may be,
+    else cut there (a caller's megabyte of path is not sent back)."""
+    return key if len(key) <= MAX_ID_LENGTH else f"{key[:MAX_ID_LENGTH]}…"
 
 
 def reason(decision: Decision) -> OfrepReason:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
@@ -40,7 +40,7 @@ from decider.server.front import DecideFront, Finisher
 from decider.server.health import ReadyCheck, healthz, readyz
 from decider.server.metrics import Metrics
 from decider.server.metrics import metrics as metrics_route
-from decider.server.ofrep import ofrep_router
+from decider.server.ofrep import ofrep_error, ofrep_router, under_ofrep
 from decider.server.outcomes import outcomes_router
 from decider.server.peers import Peers, Place, WorkerReport
 from decider.server.problems import problem_response
@@ -159,7 +159,7 @@ def create_app(service: Service, place: Place | None = None) -> DeciderApp:
         middleware=[header_limit(settings.max_header_bytes)],
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors,
-        exception_handlers={Exception: problem_response},
+        exception_handlers={Exception: _answer_error},
         openapi_config=OpenAPIConfig(
             title="Decider",
             version=__version__,
@@ -194,6 +194,14 @@ def app_from_env() -> Litestar:
         return create_app(build_service(settings))
     except (SettingsError, DeciderError) as exc:
         raise SystemExit(f"decider: refusing to start: {exc}") from None
+
+
+def _answer_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Errors as problem details; under /ofrep/ (a path no route serves, a method no route
+    takes there too) in OFREP's shape, which an OFREP client reads."""
+    if under_ofrep(request.scope):
+        return ofrep_error(request, exc)
+    return problem_response(request, exc)
 
 
 def _provide(value: object) -> Provide:

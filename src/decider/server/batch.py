@@ -32,6 +32,7 @@ from decider.server.admission import Admission
 from decider.server.auth import REFUSED, caller_of
 from decider.server.decide import GPC_HEADER, error_spec, gpc, permit
 from decider.server.openapi import body_operation, inline_schema, json_schema
+from decider.server.problems import too_large
 from decider.service import Decider
 
 _encode = msgspec.json.Encoder().encode
@@ -93,7 +94,7 @@ class Batching:
         ),
         413: error_spec(
             f"The body is larger than {MAX_BODY_BYTES:,} bytes",
-            problem(413, "body_too_large", "Request Entity Too Large", "body"),
+            problem(413, "body_too_large", too_large(MAX_BODY_BYTES), "body"),
         ),
         422: error_spec(
             "A shared field is wrong (placement, channel, consent, context), or more than "

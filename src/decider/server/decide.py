@@ -35,7 +35,9 @@ from decider.server.admission import Admission
 from decider.server.auth import REFUSED, caller_of
 from decider.server.metrics import Metrics
 from decider.server.openapi import body_operation
+from decider.server.problems import too_large
 from decider.service import Decider
+from decider.settings import Settings
 
 GPC_HEADER = Parameter(
     name="Sec-GPC",
@@ -135,7 +137,7 @@ def error_spec(description: str, example: ProblemDetails) -> ResponseSpec:
         ),
         413: error_spec(
             "The body is larger than DECIDER_MAX_BODY_BYTES",
-            problem(413, "body_too_large", "Request Entity Too Large", "body"),
+            problem(413, "body_too_large", too_large(Settings().max_body_bytes), "body"),
         ),
         422: error_spec(
             "A field is wrong; `field` names it",

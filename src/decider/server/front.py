@@ -38,7 +38,7 @@ from decider.model import PROBLEM_JSON
 from decider.server.auth import Authenticator
 from decider.server.cors import Headers
 from decider.server.decide import Deciding
-from decider.server.problems import refusal
+from decider.server.problems import refusal, too_large
 
 PATH = "/v1/decide"
 Finisher = Callable[[Message, Scope], None]
@@ -135,7 +135,7 @@ async def _body(scope: HTTPScope, receive: Receive, limit: int) -> bytes:
         except ValueError:
             raise ClientException(f"Invalid content-length: {length.decode('latin-1')!r}") from None
         if announced > limit:
-            raise RequestEntityTooLarge
+            raise RequestEntityTooLarge(too_large(limit))
     chunks: list[bytes] = []
     received = 0
     while True:
@@ -144,7 +144,7 @@ async def _body(scope: HTTPScope, receive: Receive, limit: int) -> bytes:
             chunk = event.get("body", b"")
             received += len(chunk)
             if received > limit:
-                raise RequestEntityTooLarge
+                raise RequestEntityTooLarge(too_large(limit))
             chunks.append(chunk)
             if not event.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response, Router, post
 from litestar.di import NamedDependency
 from litestar.enums import ParamType
+from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     Example,
@@ -29,6 +30,7 @@ from litestar.openapi.spec import (
 )
 from litestar.params import FromPath
 from litestar.types import Middleware
+from litestar.types import Scope as ASGIScope
 
 from decider.errors import Forbidden, InvalidRequest, UnknownPlacement
 from decider.model import ProblemDetails
@@ -42,6 +44,7 @@ from decider.ofrep import (
     FlagNotFound,
     OfrepRefusal,
     details,
+    echoed,
     etag,
     evaluation,
     none_match,
@@ -199,14 +202,16 @@ async def evaluate_flags(
 
 
 def ofrep_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Any error on the OFREP routes, in OFREP's shape: the code OFREP names for it (bad
-    input is a 400, an unknown flag a 404), else GENERAL with the status and headers
-    decider.server.problems gives it (401, 403, 413, 503, and a logged 500)."""
-    key: str | None = request.scope.get("path_params", {}).get("key")
+    """Any error on the OFREP routes, or on a path under /ofrep/ that none serves, in OFREP's
+    shape: the code OFREP names for it (bad input is a 400, an unknown flag a 404, a key
+    with a slash too), else GENERAL with the status and headers decider.server.problems
+    gives it (401, 403, 404, 405, 413, 503, and a logged 500)."""
+    key = _flag_key(request.scope)
     headers: dict[str, str] = {}
     code: FailureCode = "GENERAL"
-    if isinstance(exc, UnknownPlacement) and key is not None:
-        body = FlagNotFound(key, "FLAG_NOT_FOUND", exc.message)
+    if isinstance(exc, UnknownPlacement | NotFoundException) and key is not None:
+        shown, why = echoed(key), "no placement of this id in the loaded rules"
+        body = FlagNotFound(shown, "FLAG_NOT_FOUND", why)
         return Response(msgspec.json.encode(body), status_code=404, media_type=_JSON)
     if isinstance(exc, OfrepRefusal):
         status, code, why = 400, exc.error_code, details(exc)
@@ -218,11 +223,33 @@ def ofrep_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         status, problem, headers = refusal(exc, request.scope)
         why = msgspec.json.decode(problem, type=ProblemDetails).detail
     failure: FlagFailure | BulkFailure = (
-        FlagFailure(key, code, why) if key is not None else BulkFailure(code, why)
+        FlagFailure(echoed(key), code, why) if key is not None else BulkFailure(code, why)
     )
     return Response(
         msgspec.json.encode(failure), status_code=status, media_type=_JSON, headers=headers
     )
+
+
+def under_ofrep(scope: ASGIScope) -> bool:
+    """Whether the request of `scope` is to a path under /ofrep/ (so its errors are OFREP's)."""
+    return _path(scope).startswith("/ofrep/")
+
+
+def _flag_key(scope: ASGIScope) -> str | None:
+    """The flag a request is about: the route's key, else what follows PREFIX/ in a path no
+    route serves (a key with a slash, `a%2Fb` too); None for the bulk request."""
+    key: str | None = scope.get("path_params", {}).get("key")
+    path = _path(scope)
+    if key is None and path.startswith(f"{PREFIX}/"):
+        key = path.removeprefix(f"{PREFIX}/") or None
+    return key
+
+
+def _path(scope: ASGIScope) -> str:
+    """The path as the router reads it, under the app's root path."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path.removeprefix(root) if root else path
 
 
 def ofrep_router(door: Middleware) -> Router:

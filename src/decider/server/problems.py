@@ -62,8 +62,11 @@ def refusal(exc: Exception, scope: Scope) -> Refusal:
         return _refused(503, "not_stored", str(exc), headers={"Retry-After": "1"})
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        field = "body" if exc.status_code == 413 else None
-        return _refused(exc.status_code, code, str(exc.detail), field, exc.headers)
+        if exc.status_code == 413:
+            limit = _body_limit(scope)
+            detail = str(exc.detail) if limit is None else too_large(limit)
+            return _refused(413, code, detail, "body", exc.headers)
+        return _refused(exc.status_code, code, str(exc.detail), None, exc.headers)
     log.error(
         "unexpected error: %s",
         type(exc).__name__,
@@ -71,6 +74,17 @@ def refusal(exc: Exception, scope: Scope) -> Refusal:
         extra={"request_id": request_id(scope)},
     )
     return _refused(500, "internal_error", "the decision could not be made; see the service log")
+
+
+def too_large(limit: int) -> str:
+    """Why a body is refused (413): the limit it passed, so the caller knows what fits."""
+    return f"the body is larger than {limit:,} bytes, the most this endpoint takes"
+
+
+def _body_limit(scope: Scope) -> int | None:
+    """The most bytes the route of `scope` reads (its request_max_body_size), if known."""
+    limit = getattr(scope.get("route_handler"), "resolve_request_max_body_size", lambda: None)()
+    return limit if isinstance(limit, int) else None
 
 
 def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
