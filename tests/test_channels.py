@@ -214,7 +214,7 @@ def test_an_sms_goes_only_to_someone_known_who_opted_in(client: TestClient[Any])
     [
         ("fax", "not a channel of the loaded rules; known: email, push, sms, web"),
         ("push", "placement 'cart_reminder_sms' serves the sms channel, not push"),
-        ("SMS", "Expected `str` matching regex"),
+        ("SMS", "expected an id: 1 to 128 lowercase letters"),
     ],
 )
 def test_a_request_for_another_channel_is_a_422_naming_it(

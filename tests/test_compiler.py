@@ -211,6 +211,26 @@ def test_file_shape_errors_are_placed(
     assert problem.line > 1
 
 
+def test_every_wrong_item_of_a_file_is_reported_at_once(rules_copy: Path) -> None:
+    """msgspec stops at a file's first mismatch; each other segment or placement is checked
+    alone, so one `decider check` lists them all, each at its line, a pattern in words."""
+    b2b = rules_copy / "b2b.yaml"
+    replace(b2b, "    priority: 80\n", "    priority: eighty\n")
+    replace(b2b, "    priority: 70\n", "    priority: [70]\n")
+    replace(b2b, "  - id: b2b_out_of_icp\n", "  - id: B2B Out\n")
+    problems = problems_of(rules_copy)
+    assert [(p.file.endswith("b2b.yaml"), p.message) for p in problems] == [
+        (True, "priority: Expected `int`, got `str`"),
+        (True, "priority: Expected `int`, got `array`"),
+        (
+            True,
+            "id: expected an id: 1 to 128 lowercase letters, digits or _.-, starting with a "
+            "letter or digit",
+        ),
+    ]
+    assert [p.line for p in problems] == sorted({p.line for p in problems})
+
+
 def test_a_value_of_the_wrong_kind_names_its_field_and_warns_of_nothing_else(
     rules_copy: Path,
 ) -> None:

@@ -122,7 +122,7 @@ def test_a_name_used_as_what_it_is_not_is_an_error_at_the_name(
     [
         ("  now: 'true'\n", "'now' is a word CEL reads already"),
         ("  in: 'true'\n", "'in' is a word CEL reads already"),
-        ("  Fit: 'true'\n", "Expected `str` matching regex"),
+        ("  Fit: 'true'\n", "expected a condition name: 1 to 64 lowercase letters"),
     ],
 )
 def test_a_name_cel_cannot_read_is_refused(rules_copy: Path, conditions: str, message: str) -> None:

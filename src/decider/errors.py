@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,11 +32,15 @@ _ADDRESS = re.compile(r"[^\s`'\"@]*@[^\s`'\"]*")
 _NAMES_A_FIELD = ("Object contains unknown field `", "Object missing required field `")
 
 
-_IN_WORDS = {
-    "Expected `str` matching regex '^[0-9a-f]{64}$'": (
-        "expected the lowercase hex SHA-256 of the email address (hash it; never send it)"
-    ),
-}
+# msgspec's message for a string a pattern refuses, by the message: what the pattern means
+_IN_WORDS: dict[str, str] = {}
+
+
+def matching(regex: str, words: str, **meta: Any) -> msgspec.Meta:
+    """A string constraint: `regex`, which messages say as `words` (what the string must be,
+    "an id: ...") rather than as the regex, which puzzles a caller or a rule author."""
+    _IN_WORDS[f"Expected `str` matching regex '{regex}'"] = f"expected {words}"
+    return msgspec.Meta(pattern=regex, **meta)
 
 
 def in_words(text: str) -> str:

@@ -13,17 +13,21 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from decider.addresses import looks_like_email
-from decider.errors import InvalidRequest, MalformedBody, validation_path
+from decider.errors import InvalidRequest, MalformedBody, matching, validation_path
 from decider.reasons import Reason, ReasonCode
 
 # the channels whose identity rules differ: on email the recipient is the email hash's owner;
 # every other channel (web, or one the rules define) resolves who is asking as web does
 Channel = Literal["web", "email"]
+# a rule's id (a placement's, a segment's, a channel's...), as the rules give it
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
+ID_WORDS = "an id: 1 to 128 lowercase letters, digits or _.-, starting with a letter or digit"
 # a channel of the loaded rules: web and email are built in, the rules may define more
 ChannelId = Annotated[
     str,
-    msgspec.Meta(
-        pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$",
+    matching(
+        ID_PATTERN,
+        ID_WORDS,
         description="a channel of the loaded rules: web, email, or one the rules define",
     ),
 ]
@@ -34,7 +38,12 @@ MAX_ITEMS = 1000
 MAX_VALUES = 2000
 
 Sha256Hex = Annotated[
-    str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="lowercase hex SHA-256 of the email")
+    str,
+    matching(
+        "^[0-9a-f]{64}$",
+        "the lowercase hex SHA-256 of the email address (hash it; never send it)",
+        description="lowercase hex SHA-256 of the email",
+    ),
 ]
 MAX_ID_LENGTH = 256  # an id's characters: a placement's, a segment's, a visitor's...
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]

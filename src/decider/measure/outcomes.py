@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-from decider.errors import InvalidRequest, MalformedBody, NotStored, validation_path
+from decider.errors import InvalidRequest, MalformedBody, NotStored, matching, validation_path
 from decider.gate import check_consent
 from decider.measure.records import Outcome, event_key
 from decider.measure.sink import Sink
@@ -43,21 +43,28 @@ WRITE_WAIT_S = 5.0  # how long a request waits for its outcomes to be written
 
 EventId = Annotated[
     str,
-    msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}$",
+    matching(
+        r"^[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}$",
+        "an event id: 1 to 128 letters, digits or ._:+=/-, starting with a letter or digit",
         description="the caller's id of this event (an order id, say): a resend with the same "
         "id counts once. Letters, digits and ._:+=/- only, at most 128",
     ),
 ]
 EventName = Annotated[
     str,
-    msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+    matching(
+        r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+        "an event name: 1 to 64 letters, digits or ._:-, starting with a letter or digit",
         description="what happened: purchase, signup, demo_request...",
     ),
 ]
 DecisionId = Annotated[
-    str, msgspec.Meta(pattern="^[0-9a-f]{32}$", description="the decision's `decision_id`")
+    str,
+    matching(
+        "^[0-9a-f]{32}$",
+        "a decision id: 32 lowercase hex digits, as the decision gave it",
+        description="the decision's `decision_id`",
+    ),
 ]
 
 

@@ -12,20 +12,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
 import yaml
 
-from decider.errors import Problem, RulesetError, validation_path
+from decider.errors import Problem, RulesetError, matching, validation_path
+from decider.model import ID_PATTERN, ID_WORDS
 from decider.ruleset import ChannelPolicy
 
 T = TypeVar("T")
 SCHEMA_FILE = "schema.yaml"
-RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")]
-SlotName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+RuleId = Annotated[str, matching(ID_PATTERN, ID_WORDS)]
+SlotName = Annotated[
+    str,
+    matching(
+        r"^[a-z][a-z0-9_]{0,63}$",
+        "a slot name: 1 to 64 lowercase letters, digits or _, starting with a letter",
+    ),
+]
 # a named condition is read in CEL as an identifier: letters, digits and _
-ConditionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
+ConditionName = Annotated[
+    str,
+    matching(
+        r"^[a-z_][a-z0-9_]{0,63}$",
+        "a condition name: 1 to 64 lowercase letters, digits or _, not starting with a digit",
+    ),
+]
 # a value of the profile's `role` trait
 RoleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
@@ -176,14 +189,40 @@ class Document(msgspec.Struct, frozen=True):
         return Problem(self.name, mark.line, mark.column, message, rule)
 
     def convert(self, kind: type[T]) -> T:
-        """The data as `kind`, strictly; a mismatch raises RulesetError at its place."""
+        """The data as `kind`, strictly; a mismatch raises RulesetError at its place, with
+        those of every other item of the file's lists (segments, placements...): msgspec
+        stops at the first, and an author fixing one at a time would run check once each."""
         try:
             return msgspec.convert(self.data if self.data is not None else {}, kind, strict=True)
         except msgspec.ValidationError as exc:
-            message, path = validation_path(exc)
-            if path and isinstance(path[-1], str):  # name the field: the line may hold others
-                message = f"{path[-1]}: {message}"
-            raise RulesetError([self.problem(path, message)]) from None
+            problems = dict.fromkeys([self._mismatch(exc, ())])
+            problems.update(dict.fromkeys(self._item_mismatches(kind)))
+            raise RulesetError(problems) from None
+
+    def _mismatch(self, exc: msgspec.ValidationError, within: Path_) -> Problem:
+        message, path = validation_path(exc)
+        if path and isinstance(path[-1], str):  # name the field: the line may hold others
+            message = f"{path[-1]}: {message}"
+        return self.problem((*within, *path), message)
+
+    def _item_mismatches(self, kind: type[Any]) -> Iterator[Problem]:
+        """The first mismatch of each item of each list field of `kind`, converted alone."""
+        if not isinstance(self.data, dict) or not isinstance(kind, type):
+            return
+        hints = get_type_hints(kind, include_extras=True)
+        for field in msgspec.structs.fields(kind):
+            items = self.data.get(field.encode_name)
+            hint = hints[field.name]
+            if get_origin(hint) is Annotated:
+                hint = get_args(hint)[0]
+            if get_origin(hint) not in (list, tuple) or not isinstance(items, list):
+                continue
+            item = get_args(hint)[0]
+            for n, value in enumerate(items):
+                try:
+                    msgspec.convert(value, item, strict=True)
+                except msgspec.ValidationError as exc:
+                    yield self._mismatch(exc, (field.encode_name, n))
 
     def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:
         """Map a line:column inside a YAML string value (a CEL expression) to the file."""

@@ -21,7 +21,7 @@ import httpx
 import msgspec
 import yarl
 
-from decider.errors import ProfileSourceError, redact
+from decider.errors import ProfileSourceError, matching, redact
 from decider.model import Identity
 from decider.profile import (
     ALIAS_KINDS,
@@ -58,7 +58,7 @@ class HttpSettings(SourceSettings, frozen=True, kw_only=True):
     _RESOLVE (the API offers POST /resolve)."""
 
     api_url: str
-    api_token: Annotated[str, msgspec.Meta(pattern="^[!-~]+$")] | None = None
+    api_token: Annotated[str, matching("^[!-~]+$", "printable ASCII, no spaces")] | None = None
     api_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
     api_resolve: bool = False
 

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError, WatchError
 
-from decider.errors import ProfileConflict, ProfileSourceError
+from decider.errors import ProfileConflict, ProfileSourceError, matching
 from decider.profile import (
     AccountProfile,
     AliasKind,
@@ -133,7 +133,9 @@ class RedisSettings(SourceSettings, frozen=True, kw_only=True):
     key), _REDIS_TIMEOUT (seconds per command)."""
 
     redis_url: str
-    redis_prefix: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,64}$")] = "decider:"
+    redis_prefix: Annotated[
+        str, matching(r"^[!-~]{1,64}$", "1 to 64 characters of printable ASCII, no spaces")
+    ] = "decider:"
     redis_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
 
 
