@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from decider.errors import Problem
+from decider.errors import Problem, RulesetError
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.ruleset import CompiledRuleset, Guard
@@ -161,6 +161,37 @@ def test_named_conditions_nest_and_serve_suppressions(rules_copy: Path) -> None:
     assert rule.condition.expanded == (
         "((has(account.lifecycle) && account.lifecycle == 'customer') || has(account.hold)) && true"
     )
+
+
+def test_lint_warns_of_an_unused_name_and_of_a_loop_over_the_context_inside_one(
+    rules_copy: Path,
+) -> None:
+    """A named condition no rule uses (nor one only an unused one uses) is a warning at its
+    name's condition; a loop over the caller's context is warned of where it is written,
+    inside the named condition, not at each use."""
+    with_conditions(
+        rules_copy,
+        "  tagged: has(context.tags) && context.tags.exists(t, t == 'x')\n"
+        "  spare: has(visitor.role)\n"
+        "  spare_too: spare && true\n",
+        when="tagged && has(context.url)",
+    )
+    ruleset = compile_ruleset(rules_copy, new_engine("cel-expr"))
+    found = sorted((p.rule, p.message.split(" ")[0], p.column) for p in ruleset.warnings)
+    assert found == [
+        ("spare", "no", 10),
+        ("spare_too", "no", 14),
+        ("tagged", "exists()", 45),
+    ]
+    assert {Path(p.file).name for p in ruleset.warnings} == {"zz_named.yaml"}
+
+
+def test_a_broken_named_condition_a_rule_uses_is_not_also_unused(rules_copy: Path) -> None:
+    with_conditions(rules_copy, "  shaky: has(visitor.role) &&\n", when="shaky && true")
+    with pytest.raises(RulesetError) as caught:
+        compile_ruleset(rules_copy, new_engine("cel-expr"))
+    assert [p.rule for p in caught.value.problems] == ["shaky"]
+    assert [p.rule for p in caught.value.warnings if p.rule == "shaky"] == []
 
 
 def test_explain_shows_the_condition_as_it_runs(client: TestClient[Any]) -> None:

@@ -257,6 +257,7 @@ class _Builder:
         self.channels: dict[str, CompiledChannel] = {}
         self.every_file_read = True
         self.conditions = Conditions({}, lambda _name, _expanded: True)
+        self.used_conditions: set[str] = set()  # by a segment or suppression, or within one
 
     def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
         self.every_file_read = len(sources) == len(paths)
@@ -279,7 +280,12 @@ class _Builder:
             key: planned(self.engine, p, ordered, size=self.chain_size)
             for key, p in placements.items()
         }
-        self.warnings = lint(sources, placements, every_file_read=self.every_file_read)
+        self.warnings = lint(
+            sources,
+            placements,
+            used_conditions=self.used_conditions,
+            every_file_read=self.every_file_read,
+        )
         plans = (
             plan(self.engine, ordered, consented=consented, size=self.chain_size)
             for consented in (True, False)
@@ -326,6 +332,7 @@ class _Builder:
 
     def _condition(self, source: SourceFile, path: Path_, text: str, rule: str) -> Condition | None:
         expanded = self.conditions.expand(text)
+        self.used_conditions.update(expanded.names)
         for line, column, message in expanded.errors:
             self._placed(source, path, (line, column), message, rule)
         if expanded.errors or expanded.broken:

@@ -97,6 +97,7 @@ class Conditions:
             if ref.root in VARIABLES or ref.root not in self.named:
                 continue
             inner = self.fragment(ref.root)
+            names += [n for n in (ref.root, *inner.names) if n not in names]
             if inner.errors or inner.broken:
                 broken = True
                 continue
@@ -108,7 +109,6 @@ class Conditions:
             parts.append(put)
             length += len(put)
             at = start + len(ref.root)
-            names += [n for n in (ref.root, *inner.names) if n not in names]
         parts.append(text[at:])
         return Expanded("".join(parts), text, tuple(names), tuple(errors), broken, tuple(spans))
 

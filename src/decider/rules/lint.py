@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 
 import msgspec
 
@@ -20,15 +20,20 @@ def lint(
     sources: list[SourceFile],
     placements: dict[str, CompiledPlacement],
     *,
+    used_conditions: Set[str] = frozenset(),
     every_file_read: bool = True,
 ) -> tuple[Problem, ...]:
     """Every warning about the rule files, sorted by place. When a file could not be read,
-    its placements are unknown: no segment is said to lack one."""
-    return tuple(sorted(_findings(sources, placements, every_file_read)))
+    its placements are unknown: no segment is said to lack one, nor a named condition to be
+    unused (`used_conditions`: those the segments and suppressions use)."""
+    return tuple(sorted(_findings(sources, placements, used_conditions, every_file_read)))
 
 
 def _findings(
-    sources: list[SourceFile], placements: dict[str, CompiledPlacement], every_file_read: bool
+    sources: list[SourceFile],
+    placements: dict[str, CompiledPlacement],
+    used_conditions: Set[str],
+    every_file_read: bool,
 ) -> Iterator[Problem]:
     used = {segment for p in placements.values() for segment in p.variants}
     by_priority: dict[int, str] = {}
@@ -51,6 +56,13 @@ def _findings(
                     segment.id,
                 )
             yield from _caller_sized(source, (*path, "when"), segment.when, segment.id)
+        for name, text in source.rules.conditions.items():
+            path = ("conditions", name)
+            if name not in used_conditions and every_file_read:
+                yield _warning(
+                    source, path, "no segment or suppression uses this named condition", name
+                )
+            yield from _caller_sized(source, path, text, name)
         for index, rule in enumerate(source.rules.suppressions):
             if rule.when is not None:
                 path = ("suppressions", index, "when")
