@@ -11,6 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from decider.dimensions import Dimensions, dressed
+from decider.errors import RulesetError
 from decider.model import Variant, minimal
 from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
@@ -173,8 +174,12 @@ def test_a_mistake_in_an_override_is_placed(
 ) -> None:
     b2b = rules_copy / "b2b.yaml"
     replace(b2b, old, new)
-    (problem,) = problems_of(rules_copy)
+    with pytest.raises(RulesetError) as caught:
+        compile_ruleset(rules_copy, new_engine("cel-expr"))
+    (problem,) = caught.value.problems
     assert message in problem.message
+    # an error, not a warning too (a wrong tag leaves no language incomplete)
+    assert [w for w in caught.value.warnings if w.line == problem.line] == []
     # a tag's problem is at its override's first slot (a block mapping starts there)
     assert problem.line == line_of(b2b, at) + at.endswith(":")
 

@@ -53,9 +53,14 @@ def overrides(rule: VariantRule, path: Path_) -> Iterator[tuple[Path_, dict[str,
 def incomplete(rule: VariantRule, slots: tuple[str, ...]) -> Iterator[tuple[str, list[str]]]:
     """(tag, slots) for each language of `rule` whose fallback chain (itself, then the
     shorter tags the variant has) gives no text for some of the placement's `slots`: its
-    readers get the variant's own text there."""
+    readers get the variant's own text there. A tag that is an error (not one, or one
+    again) is not a warning too."""
     given = {tag.lower(): set(texts) for tag, texts in rule.by_language.items()}
+    seen: set[str] = set()
     for tag in rule.by_language:
+        if not TAG.fullmatch(tag) or tag.lower() in seen:
+            continue
+        seen.add(tag.lower())
         found = set().union(*(given.get(t, set()) for t in chain(tag.lower())))
         missing = [slot for slot in slots if slot not in found]
         if missing:
