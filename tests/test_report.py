@@ -550,6 +550,12 @@ def test_a_truncated_last_line_is_named_with_its_place(tmp_path: Path) -> None:
     ("line", "said"),
     [
         (b"hello", "JSON is malformed"),
+        (  # two records on one line: a hand edit, say; each line holds one
+            record_encoder.encode(exposure("u", "control"))
+            + b","
+            + record_encoder.encode(exposure("v", "control")),
+            "trailing characters",
+        ),
         (b'{"type":"outcome","at":"2026-03-02T09:00:00Z","event_id":"e","name":"x"}', "type"),
         (record_encoder.encode(exposure("u", "control")).replace(b"Z", b""), "timezone"),
         (b'{"type":"exposure","at":"2026-03-02T09:00:00Z","email":"ada@example.com"}', ""),

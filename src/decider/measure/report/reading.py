@@ -100,13 +100,16 @@ def _chunks(
                 continue
             array = buffer.translate(_COMMAS)
             array[cut] = ord("]")
+            lines = buffer.count(b"\n", 1, cut) + 1
             try:
                 with memoryview(array) as view:
                     chunk = many.decode(view[: cut + 1])
             except (msgspec.DecodeError, UnicodeDecodeError):
+                chunk = []
+            if len(chunk) != lines:  # a bad line, or one holding two records (`{..},{..}`)
                 chunk = _one_by_one(path, bytes(buffer[1:cut]), line, one)
             yield chunk
-            line += buffer.count(b"\n", 1, cut) + 1
+            line += lines
             buffer[1 : filled - cut] = buffer[cut + 1 : filled]
             filled -= cut
     rest = bytes(buffer[1:filled])
