@@ -15,6 +15,7 @@ from decider.rules.cel import new_engine
 from decider.rules.compiler import compile_ruleset
 from decider.ruleset import CompiledRuleset
 
+from .conftest import api_key, app_client
 from .test_compiler import line_of, problems_of, replace
 
 SMS_BODY = "        body: 'Our seasonal sale is on: 20% off this week at shop.example. Reply STOP"
@@ -238,6 +239,49 @@ def test_a_banner_consent_signal_is_refused_on_a_sent_channel(client: TestClient
     )
     assert response.status_code == 422
     assert response.json()["field"] == "consent"
+
+
+def test_a_channel_whose_policy_says_banner_takes_the_callers_consent_signal(
+    rules_copy: Path, tmp_path: Path
+) -> None:
+    """`banner: true`: an app's own consent dialog decides for push, as the page's banner
+    does for the web (Jay never stored push consent; his dialog grants it now), in
+    decisions and outcomes alike; `banner: false` on the web refuses the signal there."""
+    policy = rules_copy / "policy.yaml"
+    replace(
+        policy,
+        "      purposes: [push_marketing]\n",
+        "      purposes: [push_marketing]\n      banner: true\n",
+    )
+    replace(
+        policy,
+        "    gpc_revokes: [personalization]\n",
+        "    gpc_revokes: [personalization]\n    banner: false\n",
+    )
+    key = "tags-key-0123456789abcdef"
+    with app_client(
+        compile_ruleset(rules_copy, new_engine("cel-expr")),
+        api_keys=api_key(key, "decide", "outcomes", "consent"),
+        measure_key="0f" * 16,
+        exposure_dir=tmp_path / "exposures",
+        headers={"X-API-Key": key},
+    ) as client:
+        granted = {"purposes": ["push_marketing"]}
+        jay = decide(client, placement="trial_push", identity={"user_id": "u-jay"}, consent=granted)
+        assert jay.status_code == 200, jay.text
+        assert jay.json()["suppressed"] is False
+        assert "consent.granted" in [r["code"] for r in jay.json()["reasons"]]
+        web = decide(client, placement="home_hero", identity={"user_id": "u-ada"}, consent=granted)
+        assert (web.status_code, web.json()["field"]) == (422, "consent")
+        assert web.json()["detail"] == (
+            "web decisions use stored consent records only: the channel's policy takes no "
+            "consent banner (`banner: true` would)"
+        )
+        event = {"event_id": "e-1", "name": "purchase", "identity": {"user_id": "u-jay"}}
+        pushed = client.post("/v1/outcomes", json={**event, "channel": "push", "consent": granted})
+        assert pushed.status_code == 200, pushed.text
+        on_web = client.post("/v1/outcomes", json={**event, "event_id": "e-2", "consent": granted})
+        assert (on_web.status_code, on_web.json()["field"]) == (422, "consent")
 
 
 def test_a_ruleset_error_names_every_channel_problem_at_once(rules_copy: Path) -> None:

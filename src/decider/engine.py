@@ -26,7 +26,7 @@ import msgspec
 from decider.dimensions import LANGUAGE, ROLE, dressed
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.experiments import CONTROL, HOLDOUT, Assignment, Unit, bucket
-from decider.gate import Suppressed, check_consent, check_suppression
+from decider.gate import Suppressed, check_consent, check_suppression, no_banner
 from decider.index import first_match
 from decider.model import (
     Bucket,
@@ -120,12 +120,9 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
             f"placement {placement.id!r} serves the {placement.channel} channel, "
             f"not {request.channel}",
         )
-    if request.consent is not None and placement.channel != "web":
-        raise InvalidRequest(
-            "consent",
-            f"{placement.channel} decisions use stored consent records only; "
-            "the consent banner's purposes are a web signal",
-        )
+    channel = placement.channel
+    if request.consent is not None and not ruleset.policy[channel].takes_banner(channel):
+        raise InvalidRequest("consent", no_banner(channel, "decisions"))
     problem = json_value_problem(request.context, "context") if request.context else None
     if problem is not None:
         raise InvalidRequest(*problem)

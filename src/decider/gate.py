@@ -24,6 +24,14 @@ from decider.reasons import Reason, ReasonCode
 from decider.ruleset import CelEvalError, ChannelPolicy, CompiledPlacement, CompiledSuppression
 
 
+def no_banner(channel: str, what: str) -> str:
+    """Why a consent signal is refused on `channel` (its `what`: decisions, outcomes)."""
+    return (
+        f"{channel} {what} use stored consent records only: the channel's policy takes no "
+        "consent banner (`banner: true` would)"
+    )
+
+
 class ConsentVerdict(msgspec.Struct, frozen=True):
     granted: bool
     reason: Reason

@@ -80,6 +80,13 @@ class ChannelPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     suppress_if_profile_unavailable: bool = False
     # without the consent `purposes` names, nothing is sent (suppressed), not even the default
     send_requires_consent: bool = False
+    # a request may carry the caller's own consent prompt's state (`consent`: a page's banner,
+    # an app's dialog), which then decides consent; unset: the web's yes, any other's no
+    banner: bool | None = None
+
+    def takes_banner(self, channel: str) -> bool:
+        """Whether a request for `channel` may carry the consent banner's purposes."""
+        return self.banner if self.banner is not None else channel == "web"
 
 
 class CompiledChannel(msgspec.Struct, frozen=True):

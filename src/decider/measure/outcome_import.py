@@ -161,9 +161,10 @@ async def _resolve(
                             "run the import again"
                         ]
                     )
-                unknown = consented.unknown(event.channel or "web") if consented else None
-                if unknown is not None:
-                    raise ImportFailed([f"event {event.event_id}: channel: {unknown.detail}"])
+                refused = consented.refused(event) if consented else None
+                if refused is not None:
+                    where = f"event {event.event_id}: {refused.field}"
+                    raise ImportFailed([f"{where}: {refused.detail}"])
                 whose = resolution
                 if resolution is not None and consented is not None:
                     whose = measured(event, resolution, consented, gpc=False)

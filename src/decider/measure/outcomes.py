@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 
 from decider.errors import InvalidRequest, MalformedBody, NotStored, matching, validation_path
-from decider.gate import check_consent
+from decider.gate import check_consent, no_banner
 from decider.measure.records import Outcome, event_key
 from decider.measure.sink import Sink
 from decider.measure.units import Units
@@ -139,13 +139,16 @@ class Consent:
         self.policies = policies
         self.clock = clock
 
-    def unknown(self, channel: str) -> Invalid | None:
-        """Why `channel` cannot be checked, if it is no channel of the loaded rules."""
-        policies = self.policies()
-        if channel in policies:
-            return None
-        known = ", ".join(sorted(policies))
-        return Invalid("channel", f"not a channel of the loaded rules; known: {known}")
+    def refused(self, event: OutcomeEvent) -> Invalid | None:
+        """Why an event by identity cannot be checked: its channel is no channel of the
+        loaded rules, or one that takes no consent banner and the event carries one."""
+        channel, policies = event.channel or "web", self.policies()
+        if channel not in policies:
+            known = ", ".join(sorted(policies))
+            return Invalid("channel", f"not a channel of the loaded rules; known: {known}")
+        if event.consent is not None and not policies[channel].takes_banner(channel):
+            return Invalid("consent", no_banner(channel, "outcomes"))
+        return None
 
     def __call__(
         self, resolution: Resolution, channel: str, banner: ConsentSignal | None, gpc: bool
@@ -254,10 +257,6 @@ def problem_of(event: OutcomeEvent, now: datetime) -> Invalid | None:
         return Invalid("channel", "goes with identity: the channel whose rules resolve it")
     if event.consent is not None and event.identity is None:
         return Invalid("consent", "goes with identity: the banner state of whom it names")
-    if event.consent is not None and event.channel not in (None, "web"):
-        return Invalid(
-            "consent", f"{event.channel} outcomes use stored consent records only, as decisions do"
-        )
     if event.at is not None and event.at > now + FUTURE_SLACK:
         minutes = int(FUTURE_SLACK.total_seconds() // 60)
         return Invalid("at", f"more than {minutes} minutes in the future")

@@ -87,8 +87,8 @@ def _refused_part(
         return None
     if event.consent and event.consent.purposes and not caller.may(Scope.CONSENT):
         return Forbidden("consent", GRANTING)
-    unknown = intake.consented.unknown(event.channel or "web") if event.identity else None
-    return InvalidRequest(unknown.field, unknown.detail) if unknown else None
+    refused = intake.consented.refused(event) if event.identity else None
+    return InvalidRequest(refused.field, refused.detail) if refused else None
 
 
 def _checked(
