@@ -39,7 +39,7 @@ class Scope(Described):
     )
     CONSENT = (
         "consent",
-        "send the web consent banner's purposes (`consent`) with a decision or an outcome",
+        "send the consent banner's purposes (`consent`) with a decision or an outcome",
     )
     PROFILES_READ = "profiles-read", "read profiles and their consent records (/v1/profiles)"
     PROFILES_WRITE = "profiles-write", "write, link and erase profiles (/v1/profiles)"

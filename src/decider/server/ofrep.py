@@ -137,7 +137,7 @@ async def evaluate_flag(
 ) -> Evaluation:
     """One placement, decided for the evaluation context: `targetingKey` is the visitor id
     unless `visitor_id`, `user_id`, `email_sha256` or `account_id` name the identity;
-    `consent` lists the purposes the web consent banner grants; other keys are the rules'
+    `consent` lists the purposes the consent banner grants; other keys are the rules'
     `context`."""
     context = read_context(await request.body())
     if key not in deciding.decider.ruleset.placements:
