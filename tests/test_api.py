@@ -284,6 +284,26 @@ def test_absurd_nesting_is_refused_as_malformed() -> None:
     assert (caught.value.status, caught.value.field) == (400, "body")
 
 
+@pytest.mark.parametrize(
+    ("text", "half"),
+    [
+        (b'"\\ud800"', "\\ud800"),  # at a string's end msgspec says "truncated"
+        (b'"a\\udc00b"', "\\udc00"),
+        (b'"\\ud83d x"', "\\ud83d"),
+    ],
+)
+def test_half_a_surrogate_pair_is_named_as_such(text: bytes, half: str) -> None:
+    content = body(context={"s": "HALF"}).replace(b'"HALF"', text)
+    with pytest.raises(MalformedBody) as caught:
+        decode_request(content)
+    assert caught.value.message == (
+        f"not valid JSON: {half} is half a UTF-16 surrogate pair, no character: send the "
+        "character itself, or both halves"
+    )
+    paired = body(context={"s": "PAIR"}).replace(b'"PAIR"', b'"\\ud83d\\ude00"')
+    assert decode_request(paired).context == {"s": "\U0001f600"}
+
+
 def test_health_readiness_and_openapi(client: Client, ruleset: CompiledRuleset) -> None:
     """Liveness, readiness and the OpenAPI document, which describes the decide body."""
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -7,6 +7,7 @@ typo such as "placment" is an error naming the field instead of a silent default
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -253,13 +254,32 @@ def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         message, path = validation_path(exc)
         raise InvalidRequest(".".join(map(str, path)) or "body", message) from None
     except msgspec.DecodeError as exc:
-        raise MalformedBody("body", f"not valid JSON: {exc}") from None
+        raise MalformedBody("body", f"not valid JSON: {decode_problem(exc, body)}") from None
     except UnicodeDecodeError:
         raise MalformedBody("body", "not valid UTF-8") from None
     except RecursionError:
         raise MalformedBody("body", "nested too deeply") from None
     _refuse_duplicate_keys(body)
     return decoded
+
+
+# a \u escape of half a UTF-16 surrogate pair without its other half: no character at all
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def decode_problem(exc: msgspec.DecodeError, body: bytes) -> str:
+    """msgspec's message, but where it misleads: half a surrogate pair at the end of a
+    string reads "Input data was truncated", though nothing was cut."""
+    lone = _LONE_SURROGATE.search(body)
+    if lone is not None:
+        return (
+            f"{lone[0].decode()} is half a UTF-16 surrogate pair, no character: send the "
+            "character itself, or both halves"
+        )
+    return str(exc)
 
 
 class _DuplicateKey(Exception):

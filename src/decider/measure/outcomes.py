@@ -28,7 +28,7 @@ from decider.gate import check_consent, no_banner
 from decider.measure.records import Outcome, event_key
 from decider.measure.sink import Sink
 from decider.measure.units import Units
-from decider.model import ChannelId, ConsentSignal, Identity, Instant, decode_body
+from decider.model import ChannelId, ConsentSignal, Identity, Instant, decode_body, decode_problem
 from decider.profile import Resolution
 from decider.ruleset import ChannelPolicy
 from decider.service import IdentityResolver
@@ -236,7 +236,7 @@ def parse_event(raw: bytes, now: datetime, where: str = "") -> OutcomeEvent | In
         message, path = validation_path(exc)
         return Invalid(_joined(where, *map(str, path)), message)
     except msgspec.DecodeError as exc:
-        return Invalid(where or "body", f"not valid JSON: {exc}")
+        return Invalid(where or "body", f"not valid JSON: {decode_problem(exc, raw)}")
     except UnicodeDecodeError:
         return Invalid(where or "body", "not valid UTF-8")
     except RecursionError:

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import msgspec
 
 from decider.errors import ImportFileError, in_words, redact
+from decider.model import decode_problem
 from decider.profile import AccountProfile, VisitorProfile, normalized
 from decider.traits import TraitError, TraitSchema
 
@@ -75,7 +76,7 @@ def read_lines(lines: Iterable[bytes], schema: TraitSchema | None) -> Iterator[L
         try:
             record = normalized(_record_decoder.decode(line), schema)
         except msgspec.DecodeError as exc:
-            yield Line(number, problem=in_words(redact(str(exc))))
+            yield Line(number, problem=in_words(redact(decode_problem(exc, line))))
         except UnicodeDecodeError:
             yield Line(number, problem="not valid UTF-8")
         except RecursionError:
