@@ -211,6 +211,44 @@ def test_file_shape_errors_are_placed(
     assert problem.line > 1
 
 
+def _laughs(levels: int) -> str:
+    """YAML whose aliases of aliases hold 10**levels values, from a few lines."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, levels)]
+    return "\n".join([*lines, f"segments: *a{levels - 1}"]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("segments: &a [*a]\n", "1:11: an alias within its own anchored value"),
+        (_laughs(7), "1:1: aliases make this file hold 23,456,797 values, from 26 written"),
+        ("segments: " + "[" * 600 + "]" * 600 + "\n", "1:1: invalid YAML: nested too deeply"),
+        ("1: a\ntrue: b\n1: c\n", "3:1: invalid YAML: duplicate key 1"),
+    ],
+    ids=["alias loop", "aliases of aliases", "deep nesting", "1 and true"],
+)
+def test_yaml_that_would_never_end_or_blow_up_is_a_located_error(
+    rules_copy: Path, text: str, expected: str
+) -> None:
+    """A few bytes must not hang, exhaust memory or crash `decider check`, a start or a
+    reload: an alias inside its own value, aliases multiplying values, deep nesting. Keys
+    1 and true are two keys, not one given twice."""
+    (rules_copy / "zz.yaml").write_text(text)
+    (problem,) = problems_of(rules_copy)
+    assert f"{problem.line}:{problem.column}: {problem.message}".startswith(expected)
+
+
+def test_aliases_that_repeat_a_few_values_are_allowed(rules_copy: Path) -> None:
+    text = (rules_copy / "b2b.yaml").read_text()
+    text = text.replace(
+        "    owner: abm@decider.example\n", "    owner: &abm abm@decider.example\n", 1
+    )
+    text = text.replace("    owner: abm@decider.example\n", "    owner: *abm\n")
+    (rules_copy / "b2b.yaml").write_text(text)
+    assert compile_ruleset(rules_copy, new_engine("cel-expr")).segments
+
+
 def test_every_wrong_item_of_a_file_is_reported_at_once(rules_copy: Path) -> None:
     """msgspec stops at a file's first mismatch; each other segment or placement is checked
     alone, so one `decider check` lists them all, each at its line, a pattern in words."""

@@ -291,16 +291,16 @@ class _Loader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """A key given twice is an error: YAML would silently keep the last one."""
-        seen: set[Any] = set()
+        seen: set[tuple[type, Any]] = set()  # by type too: 1 and true are two keys
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            if (type(key), key) in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
-            seen.add(key)
+            seen.add((type(key), key))
         return super().construct_mapping(node, deep)
 
     yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads it from the class
@@ -394,11 +394,15 @@ def read_yaml(path: Path, name: str) -> Document:
         loader = _Loader(content.decode("utf-8"))
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_aliases(node, name)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except UnicodeDecodeError as exc:
         raise RulesetError([Problem(name, 1, 1, f"not UTF-8: {exc.reason}")]) from None
+    except RecursionError:  # PyYAML reads nesting by recursion
+        raise RulesetError([Problem(name, 1, 1, "invalid YAML: nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark or exc.context_mark
         line, column = (where.line + 1, where.column + 1) if where else (1, 1)
@@ -413,6 +417,44 @@ def read_rule_file(path: Path, name: str) -> SourceFile:
     """Decode one rule file. Raises RulesetError with the file's first problem, placed."""
     document = read_yaml(path, name)
     return SourceFile(document, document.convert(RuleFile))
+
+
+MAX_EXPANSION = 10  # how many times its own values aliases may make a file's data hold
+
+
+def _check_aliases(root: yaml.Node, name: str) -> None:
+    """YAML aliases (`*name`) repeat a value given once: an alias within its own value
+    would never end, and aliases of aliases multiply a small file into gigabytes. Raises
+    RulesetError for either; aliases that repeat some values stay allowed."""
+    sizes: dict[int, int] = {}  # a node's values, aliases expanded, by the node's id
+    open_: set[int] = set()  # the nodes being counted: one met again is its own alias
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            mark = node.start_mark
+            message = "an alias within its own anchored value: it would never end"
+            raise RulesetError([Problem(name, mark.line + 1, mark.column + 1, message)])
+        open_.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        sizes[key] = 1 + sum(size(child) for child in children)
+        open_.discard(key)
+        return sizes[key]
+
+    total = size(root)
+    if total > MAX_EXPANSION * len(sizes):
+        message = (
+            f"aliases make this file hold {total:,} values, from {len(sizes):,} written: at "
+            f"most {MAX_EXPANSION} times as many (write repeated values out, or use fewer "
+            "aliases of aliases)"
+        )
+        raise RulesetError([Problem(name, 1, 1, message)])
 
 
 def _marks(node: yaml.Node, path: Path_) -> Iterator[tuple[Path_, Mark]]:
