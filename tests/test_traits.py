@@ -84,6 +84,8 @@ def test_a_year_before_1000_is_written_in_a_form_read_back_alike() -> None:
         (None, {"n": 2**64}, "traits.n", "64-bit"),
         (None, {"a\x00b": 1}, "traits", "NUL"),
         (None, {"tags": ["ok", "x\x00"]}, "traits.tags.1", "NUL"),
+        (None, {"role": "cfo\ud800"}, "traits.role", "half a UTF-16 surrogate pair"),
+        (None, {"m": {"\udc00": 1}}, "traits.m", "half a surrogate pair"),
         (None, {"note": "write to ada@example.com"}, "traits.note", "email address"),
         (None, {"ada@example.com": True}, "traits", "email address"),
         (None, {"deep": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}, "traits.deep", "nested deeper"),

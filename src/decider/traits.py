@@ -4,9 +4,10 @@ With a profile schema (rules/schema.yaml), a declared trait is checked and conve
 type: an int where a double is declared becomes a double, a timestamp is stored in one RFC
 3339 form (UTC, `Z`, to the microsecond), an email in a `sha256` field becomes its hash; a
 profile flag must be one the schema lists. Whatever the schema says, what the C++ runtime
-cannot hold is refused with its path: a NUL character (it would cut the string), an integer
-beyond 64 bits, nesting past MAX_DEPTH. And a raw email address is refused anywhere in a
-profile: emails travel as hashes. No message here repeats a refused value.
+cannot hold is refused with its path: a NUL character (it would cut the string), half a
+UTF-16 surrogate pair (no character; YAML lets one through), an integer beyond 64 bits,
+nesting past MAX_DEPTH. And a raw email address is refused anywhere in a profile: emails
+travel as hashes. No message here repeats a refused value.
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ def _map(
         raise TraitError(path, f"nested deeper than {MAX_DEPTH} levels")
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if "\x00" in key or looks_like_email(key):
-            raise TraitError(path, "a key holds a NUL character or looks like an email address")
+        if "\x00" in key or _SURROGATE.search(key) or looks_like_email(key):
+            raise TraitError(
+                path,
+                "a key holds a NUL character or half a surrogate pair, or looks like an email "
+                "address",
+            )
         node = declared.get(key) if declared is not None else None
         out[key] = _value(item, node, f"{path}.{key}", depth + 1)
     return out
@@ -165,9 +170,14 @@ def _free(value: Any, path: str, depth: int) -> Any:
     raise TraitError(path, f"a {_kind_of(value)} is not a JSON value")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str: half a pair, alone
+
+
 def _text(value: str, path: str) -> None:
     if "\x00" in value:
         raise TraitError(path, "holds a NUL character")
+    if _SURROGATE.search(value):
+        raise TraitError(path, "holds half a UTF-16 surrogate pair, which is no character")
     no_raw_email(value, path)
 
 
