@@ -493,5 +493,8 @@ def test_errors_under_ofrep_are_ofreps_wherever_they_arise(ruleset: CompiledRule
                 "errorDetails": "the body is larger than 4,096 bytes, the most this endpoint takes",
             },
         )
+        empty = client.post(FLAG, json={"context": {"targetingKey": "v"}})  # no key: no bulk
+        assert (empty.status_code, empty.json()["key"]) == (404, "")
+        assert empty.json()["errorCode"] == "FLAG_NOT_FOUND"
         elsewhere = client.post("/ofrep/v1/evaluate", json={})
         assert (elsewhere.status_code, elsewhere.json()["errorCode"]) == (404, "GENERAL")

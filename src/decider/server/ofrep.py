@@ -175,6 +175,8 @@ async def evaluate_flags(
     decided as the single evaluation decides it (a flag whose decision is refused is a
     failure of its own), all on one ruleset, the one the ETag names; 304 when If-None-Match
     names the answer's ETag."""
+    if _no_key(request.scope):
+        raise UnknownPlacement("key", "no flag key: a key follows the last slash")
     context = read_context(await request.body())
     common = request_for("", context)
     # the web's placements, a page's, unless the context names another channel
@@ -239,10 +241,19 @@ def _flag_key(scope: ASGIScope) -> str | None:
     """The flag a request is about: the route's key, else what follows PREFIX/ in a path no
     route serves (a key with a slash, `a%2Fb` too); None for the bulk request."""
     key: str | None = scope.get("path_params", {}).get("key")
+    if key is not None:
+        return key
     path = _path(scope)
-    if key is None and path.startswith(f"{PREFIX}/"):
-        key = path.removeprefix(f"{PREFIX}/") or None
-    return key
+    if path.startswith(f"{PREFIX}/"):
+        return path.removeprefix(f"{PREFIX}/")
+    return "" if path == PREFIX and _no_key(scope) else None
+
+
+def _no_key(scope: ASGIScope) -> bool:
+    """Whether the request is to PREFIX/, a flag with an empty key: the router strips the
+    slash and would route it to the bulk evaluation."""
+    raw: bytes = scope.get("raw_path") or b""
+    return raw.endswith(b"/")
 
 
 def _path(scope: ASGIScope) -> str:
