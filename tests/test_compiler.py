@@ -269,6 +269,20 @@ def test_every_wrong_item_of_a_file_is_reported_at_once(rules_copy: Path) -> Non
     assert [p.line for p in problems] == sorted({p.line for p in problems})
 
 
+def test_every_wrong_field_and_unknown_key_of_a_file_is_reported_at_once(
+    rules_copy: Path,
+) -> None:
+    (rules_copy / "zz.yaml").write_text(
+        'bogus: 1\nsegments: {a: 1}\nplacements: {b: 2}\nsuppressions: "x"\n'
+    )
+    assert [(p.line, p.message) for p in problems_of(rules_copy)] == [
+        (1, "bogus: Object contains unknown field `bogus`"),
+        (2, "segments: Expected `array`, got `object`"),
+        (3, "placements: Expected `array`, got `object`"),
+        (4, "suppressions: Expected `array`, got `str`"),
+    ]
+
+
 def test_a_value_of_the_wrong_kind_names_its_field_and_warns_of_nothing_else(
     rules_copy: Path,
 ) -> None:

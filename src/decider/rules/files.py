@@ -201,28 +201,34 @@ class Document(msgspec.Struct, frozen=True):
 
     def _mismatch(self, exc: msgspec.ValidationError, within: Path_) -> Problem:
         message, path = validation_path(exc)
+        path = (*within, *path)
         if path and isinstance(path[-1], str):  # name the field: the line may hold others
             message = f"{path[-1]}: {message}"
-        return self.problem((*within, *path), message)
+        return self.problem(path, message)
 
     def _item_mismatches(self, kind: type[Any]) -> Iterator[Problem]:
-        """The first mismatch of each item of each list field of `kind`, converted alone."""
+        """Beside msgspec's first: the first mismatch of each field of `kind` converted
+        alone (of each item alone, for a list), and each key that is no field."""
         if not isinstance(self.data, dict) or not isinstance(kind, type):
             return
         hints = get_type_hints(kind, include_extras=True)
-        for field in msgspec.structs.fields(kind):
-            items = self.data.get(field.encode_name)
-            hint = hints[field.name]
-            if get_origin(hint) is Annotated:
-                hint = get_args(hint)[0]
-            if get_origin(hint) not in (list, tuple) or not isinstance(items, list):
+        fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
+        for key in self.data:
+            if key not in fields:
+                yield self.problem((key,), f"{key}: Object contains unknown field `{key}`")
+        for name, field in fields.items():
+            if name not in self.data:
                 continue
-            item = get_args(hint)[0]
-            for n, value in enumerate(items):
+            whole, value = hints[field.name], self.data[name]
+            bare = get_args(whole)[0] if get_origin(whole) is Annotated else whole
+            args = get_args(bare)
+            of_items = get_origin(bare) is list or (get_origin(bare) is tuple and ... in args)
+            listed = of_items and isinstance(value, list)
+            for n, item in enumerate(value) if listed else [(None, value)]:
                 try:
-                    msgspec.convert(value, item, strict=True)
+                    msgspec.convert(item, args[0] if listed else whole, strict=True)
                 except msgspec.ValidationError as exc:
-                    yield self._mismatch(exc, (field.encode_name, n))
+                    yield self._mismatch(exc, (name,) if n is None else (name, n))
 
     def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:
         """Map a line:column inside a YAML string value (a CEL expression) to the file."""
