@@ -43,7 +43,7 @@ from decider.ruleset import CelEvalError, Choice, CompiledPlacement, CompiledRul
 _EMPTY: dict[str, Any] = {}
 
 
-class Evaluated(msgspec.Struct, frozen=True):
+class Evaluated(msgspec.Struct, frozen=True, gc=False):
     """A decision, the outcome of every segment it evaluated, the suppression that held, if
     any (for counting and explain), and the unit its experiment bucketed, if any (for the
     exposure record, which holds a keyed hash of it: the raw id is in no answer)."""

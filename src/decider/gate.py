@@ -32,7 +32,7 @@ def no_banner(channel: str, what: str) -> str:
     )
 
 
-class ConsentVerdict(msgspec.Struct, frozen=True):
+class ConsentVerdict(msgspec.Struct, frozen=True, gc=False):
     granted: bool
     reason: Reason
 
@@ -79,7 +79,7 @@ def check_consent(
     return ConsentVerdict(False, Reason(ReasonCode.CONSENT_DENIED, message))
 
 
-class Suppressed(msgspec.Struct, frozen=True):
+class Suppressed(msgspec.Struct, frozen=True, gc=False):
     """Why a request must not get the placement's message; `rule` is None when it is the
     channel's policy (an unavailable profile), `error` when the rule failed to evaluate."""
 

@@ -18,7 +18,8 @@ from decider.reasons import Reason
 from decider.traits import TraitError, TraitSchema, check_flags, no_raw_email, normalize
 
 
-class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+# gc=False: no reference cycles (see decider.model)
+class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """A stored grant: what it is for, on what legal basis, from when, until when."""
 
     purpose: str
@@ -30,7 +31,9 @@ class ConsentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.granted_at <= now and (self.expires_at is None or now < self.expires_at)
 
 
-class VisitorProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class VisitorProfile(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, gc=False
+):
     """One person, known by a visitor id, linked to the ids that stitch to it and to an account."""
 
     id: Ident
@@ -42,7 +45,9 @@ class VisitorProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     traits: dict[str, Any] = {}
 
 
-class AccountProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class AccountProfile(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, gc=False
+):
     """A B2B account (company): firmographics, stage, intent, committee coverage."""
 
     id: Ident
@@ -116,7 +121,7 @@ def without_aliases(
     )
 
 
-class Person(msgspec.Struct, frozen=True):
+class Person(msgspec.Struct, frozen=True, gc=False):
     """Someone a request's ids name besides the person decided for: checked for suppression
     (flags and `when` rules, over their own traits and account), never used otherwise."""
 
@@ -129,7 +134,7 @@ class Person(msgspec.Struct, frozen=True):
         return self.visitor.flags | (self.account.flags if self.account else frozenset())
 
 
-class Resolution(msgspec.Struct, frozen=True):
+class Resolution(msgspec.Struct, frozen=True, gc=False):
     """Who is asking, after stitching: the visitor and account decided for, whose consent
     and traits may be used, and every other person the ids name.
 

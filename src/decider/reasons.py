@@ -119,7 +119,7 @@ class ReasonCode(Described):
     )
 
 
-class Reason(msgspec.Struct, frozen=True):
+class Reason(msgspec.Struct, frozen=True, gc=False):
     """A stable code for machines and a sentence for people."""
 
     code: ReasonCode

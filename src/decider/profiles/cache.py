@@ -48,7 +48,8 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     stale_ttl: Annotated[float, msgspec.Meta(ge=0, le=_MONTH)] = 600.0
 
 
-class Hit(msgspec.Struct, Generic[V], frozen=True):
+# gc=False: no reference cycles (see decider.model)
+class Hit(msgspec.Struct, Generic[V], frozen=True, gc=False):
     value: V | None
     stale: bool = False
 
@@ -75,7 +76,7 @@ class Watch:
         return True
 
 
-class _Entry(msgspec.Struct, Generic[V], frozen=True):
+class _Entry(msgspec.Struct, Generic[V], frozen=True, gc=False):
     hit: Hit[V]  # the answer while fresh, made once
     fresh_until: float
     keep_until: float  # served stale until then, if the source fails
