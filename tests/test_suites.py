@@ -23,7 +23,7 @@ from decider.rules.suites import (
     run_suites,
     suite_files,
 )
-from decider.ruleset import CompiledRuleset, Program
+from decider.ruleset import CelEvalError, CompiledRuleset, Program
 
 from .conftest import RULES
 
@@ -107,6 +107,37 @@ def test_a_case_the_engines_decide_differently_is_an_error_at_the_case(
     assert first.line > 1
     assert "cel-python gives segment" in first.message
     assert "cel-expr gives segment" in first.message
+
+
+class _Failing(_Contrary):
+    """An engine that fails where cel-python says no: the same answers, another trace."""
+
+    def compile(self, source: str, lists: frozenset[tuple[str, ...]] = frozenset()) -> Program:
+        program = self._inner.compile(source, lists)
+
+        class Failing:
+            def matches(self, activation: Any) -> bool:
+                if program.matches(activation):
+                    return True
+                raise CelEvalError("no such key")
+
+        return Failing()
+
+
+def test_engines_that_answer_alike_but_trace_apart_are_told_where(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same segment, variant and flags on both: the message names the first segment
+    whose outcome differs, not two identical answers."""
+    monkeypatch.setattr(suites, "new_engine", lambda name: _Failing())
+    with pytest.raises(RulesetError) as refused:
+        compile_and_test(RULES, new_engine("cel-python"))
+    apart = [p.message for p in refused.value.problems if "the engines disagree" in p.message]
+    assert apart
+    assert all(
+        " but segment " in m and " is not_matched on cel-python and error on cel-expr" in m
+        for m in apart
+    ), apart
 
 
 def test_files_edited_between_the_two_engines_reads_are_one_problem_not_disagreements(

@@ -223,8 +223,8 @@ def disagreements(
                         result.file,
                         result.line,
                         result.column,
-                        f"the engines disagree on rule test {result.case!r}: {mine} gives "
-                        f"{_outcome(result)}, {name} gives {_outcome(theirs)}",
+                        f"the engines disagree on rule test {result.case!r}: "
+                        f"{_apart(result, theirs, mine, name)}",
                     )
                 )
     return problems
@@ -233,10 +233,36 @@ def disagreements(
 def _comparable(result: CaseResult) -> tuple[Decision | None, str | None]:
     """A case's decision and trace, but not the runtimes' own words for an error."""
     decision = result.decision
-    if decision is not None and decision.explain:
-        quiet = tuple(msgspec.structs.replace(o, error=None) for o in decision.explain)
-        decision = msgspec.structs.replace(decision, explain=quiet)
-    return decision, result.error
+    return (_quiet(decision) if decision is not None else None), result.error
+
+
+def _quiet(decision: Decision) -> Decision:
+    if not decision.explain:
+        return decision
+    quiet = tuple(msgspec.structs.replace(o, error=None) for o in decision.explain)
+    return msgspec.structs.replace(decision, explain=quiet)
+
+
+def _apart(mine: CaseResult, theirs: CaseResult, my_name: str, their_name: str) -> str:
+    """How two engines' results of a case differ: the answers, or, when those read alike,
+    the first segment of the trace, or reason, that differs."""
+    said = _outcome(mine), _outcome(theirs)
+    if said[0] != said[1] or mine.decision is None or theirs.decision is None:
+        return f"{my_name} gives {said[0]}, {their_name} gives {said[1]}"
+    ours, other = _quiet(mine.decision), _quiet(theirs.decision)
+    for one, two in zip(ours.explain or (), other.explain or (), strict=False):
+        if one != two:
+            return (
+                f"both give {said[0]}, but segment {one.segment} is {one.outcome} on "
+                f"{my_name} and {two.outcome} on {their_name}"
+            )
+    for why, other_why in zip(ours.reasons, other.reasons, strict=False):
+        if why != other_why:
+            return (
+                f"both give {said[0]}, but {my_name} says {why.code} ({why.message}) where "
+                f"{their_name} says {other_why.code} ({other_why.message})"
+            )
+    return f"both give {said[0]}, with other details (decider explain shows each)"
 
 
 def _outcome(result: CaseResult) -> str:
