@@ -269,6 +269,38 @@ def test_every_wrong_item_of_a_file_is_reported_at_once(rules_copy: Path) -> Non
     assert [p.line for p in problems] == sorted({p.line for p in problems})
 
 
+def test_a_file_wrong_in_shape_is_still_compiled_for_its_other_mistakes(rules_copy: Path) -> None:
+    """The parts of a file that read are compiled, so one check lists a wrong priority, a
+    trait misspelt in the next segment (placed where it is written), and an unknown key in
+    another file; the segments that other file declares are not "unknown" elsewhere."""
+    shop = rules_copy / "ecommerce.yaml"
+    replace(shop, "    priority: 55\n", '    priority: "high"\n')
+    replace(shop, "visitor.shop.products_viewed >= 3", "visitor.shop.products_viewd >= 3")
+    with (rules_copy / "context.yaml").open("a") as context:
+        context.write("wibble: 3\n")
+    found = [(Path(p.file).name, p.line, p.rule, p.message[:40]) for p in problems_of(rules_copy)]
+    assert found == [
+        (
+            "context.yaml",
+            line_of(rules_copy / "context.yaml", "wibble: 3"),
+            None,
+            "wibble: Object contains unknown field `w",
+        ),
+        (
+            "ecommerce.yaml",
+            line_of(shop, 'priority: "high"'),
+            None,
+            "priority: Expected `int`, got `str`",
+        ),
+        (
+            "ecommerce.yaml",
+            line_of(shop, "products_viewd"),
+            "shop_comparison",
+            "visitor.shop.products_viewd is not in th",
+        ),
+    ]
+
+
 def test_every_wrong_field_and_unknown_key_of_a_file_is_reported_at_once(
     rules_copy: Path,
 ) -> None:

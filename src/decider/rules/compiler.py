@@ -40,6 +40,7 @@ from decider.rules.conditions import Conditions, Expanded
 from decider.rules.dimensions import compile_dimensions, overrides
 from decider.rules.files import (
     SCHEMA_FILE,
+    PartlyRead,
     Path_,
     Placement,
     SegmentSplit,
@@ -95,9 +96,14 @@ def compile_ruleset(
         raise RulesetError([Problem(str(directory), 1, 1, "no rule files (*.yaml) here")])
     sources: list[SourceFile] = []
     problems: list[Problem] = []
+    whole = 0  # files read whole; one read in part is compiled for its own mistakes
     for path in paths:
         try:
             sources.append(read_rule_file(path, display_name(path)))
+            whole += 1
+        except PartlyRead as exc:
+            problems.extend(exc.problems)
+            sources += [exc.salvaged] if exc.salvaged is not None else []
         except RulesetError as exc:
             problems.extend(exc.problems)
     schema = None
@@ -107,7 +113,7 @@ def compile_ruleset(
         except RulesetError as exc:
             problems.extend(exc.problems)
     builder = _Builder(engine, problems, schema, chain_size)
-    ruleset = builder.build(sources, paths)
+    ruleset = builder.build(sources, every_file_read=whole == len(paths))
     if problems:
         raise RulesetError(problems, builder.warnings)
     if schema is not None:  # it decides how traits are stored: part of what the rules are
@@ -259,8 +265,8 @@ class _Builder:
         self.conditions = Conditions({}, lambda _name, _expanded: True)
         self.used_conditions: set[str] = set()  # by a segment or suppression, or within one
 
-    def build(self, sources: list[SourceFile], paths: list[Path]) -> CompiledRuleset:
-        self.every_file_read = len(sources) == len(paths)
+    def build(self, sources: list[SourceFile], *, every_file_read: bool) -> CompiledRuleset:
+        self.every_file_read = every_file_read
         built_in = self._policy(sources, every_file_read=self.every_file_read)
         self.channels = compile_channels(sources, built_in, self._problem)
         self.conditions = self._named_conditions(sources)
@@ -324,7 +330,7 @@ class _Builder:
             source, path = where[name]
             return self._compile(source, path, expanded, name) is not None
 
-        conditions = Conditions(texts, check)
+        conditions = Conditions(texts, check, every_file_read=self.every_file_read)
         for name, (source, path) in where.items():
             for line, column, message in conditions.fragment(name).errors:
                 self._placed(source, path, (line, column), message, name)
@@ -457,9 +463,8 @@ class _Builder:
                 for segment, variant in placement.variants.items():
                     where = (*path, "variants", segment)
                     if segment not in segments:
-                        self._problem(
-                            source, where, f"variant for unknown segment {segment!r}", placement.id
-                        )
+                        why = f"variant for unknown segment {segment!r}"
+                        self._unknown(source, where, why, placement.id)
                         continue
                     own = Variant(variant.id, variant.content)
                     self._slots_known(source, (*where, "content"), own, slots, channel)
@@ -549,7 +554,7 @@ class _Builder:
         for segment, spec in rule.segments.items():
             where = (*path, "segments", segment)
             if segment not in segments:
-                self._problem(source, where, f"unknown segment {segment!r}", rule.id)
+                self._unknown(source, where, f"unknown segment {segment!r}", rule.id)
                 continue
             if segment not in variants:
                 self._problem(
@@ -677,10 +682,14 @@ class _Builder:
             self._problem(source, (*path, slot), message, variant.id)
 
     def _unknown_channel(self, source: SourceFile, path: Path_, name: str, rule: str) -> None:
-        if not self.every_file_read:
-            return  # a file that could not be read may define it: not a second problem
         known = ", ".join(sorted(self.channels))
-        self._problem(source, path, f"unknown channel {name!r} (known: {known})", rule)
+        self._unknown(source, path, f"unknown channel {name!r} (known: {known})", rule)
+
+    def _unknown(self, source: SourceFile, path: Path_, message: str, rule: str) -> None:
+        """A reference to something no file defines: a problem, unless a file could not
+        be read whole (it may define it: not a second problem, and not in another file)."""
+        if self.every_file_read:
+            self._problem(source, path, message, rule)
 
     def _policy(
         self, sources: list[SourceFile], *, every_file_read: bool

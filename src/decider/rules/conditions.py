@@ -52,10 +52,19 @@ class Expanded(NamedTuple):
 class Conditions:
     """The named conditions of a ruleset, each expanded (and checked) once, on demand."""
 
-    def __init__(self, named: Mapping[str, str], check: Callable[[str, Expanded], bool]) -> None:
+    def __init__(
+        self,
+        named: Mapping[str, str],
+        check: Callable[[str, Expanded], bool],
+        *,
+        every_file_read: bool = True,
+    ) -> None:
         """`check(name, expanded)` compiles a named condition alone and reports its
-        mistakes at its place; False if it has any."""
+        mistakes at its place; False if it has any. Without `every_file_read`, a name
+        that is not known may be one a file read in part names: what uses it is broken,
+        not wrong (not a second problem)."""
         self.named = dict(named)
+        self._every_file_read = every_file_read
         self._check = check
         self._done: dict[str, Expanded] = {}
         self._cycles = _cycles(self.named)
@@ -90,6 +99,9 @@ class Conditions:
         broken = False
         at = length = 0  # read of `text`, and written to the expansion
         for ref in sorted(found, key=lambda r: (r.line, r.column)):
+            if not self._every_file_read and ref.root not in (*VARIABLES, *self.named):
+                broken = True
+                continue
             problem = self._problem(ref)
             if problem is not None:
                 errors.append((ref.line, ref.column, problem))

@@ -8,7 +8,7 @@ error at its line, so a misspelt key never silently means "absent".
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -199,6 +199,41 @@ class Document(msgspec.Struct, frozen=True):
             problems.update(dict.fromkeys(self._item_mismatches(kind)))
             raise RulesetError(problems) from None
 
+    def salvage(self, kind: type[T]) -> tuple[Document, T] | None:
+        """The data as `kind` with each field, list item or map entry that does not convert
+        left out (an unknown key too), and the document of what is kept (a list's items
+        renumbered, each still placed where it is written); None if not even that converts."""
+        if not isinstance(self.data, dict) or not issubclass(kind, msgspec.Struct):
+            return None
+        hints = get_type_hints(kind, include_extras=True)
+        kept: dict[str, Any] = {}
+        renumbered: dict[str, dict[int, int]] = {}  # by list field: old index, new
+        for field in msgspec.structs.fields(kind):
+            name, whole = field.encode_name, hints[field.name]
+            if name not in self.data:
+                continue
+            value = self.data[name]
+            item_type = _item_type(whole)
+            if _converts(value, whole):
+                kept[name] = value
+            elif item_type is not None and isinstance(value, list):
+                good = [n for n, item in enumerate(value) if _converts(item, item_type)]
+                kept[name] = [value[n] for n in good]
+                renumbered[name] = {old: new for new, old in enumerate(good)}
+            elif get_origin(whole) is dict and isinstance(value, dict):  # no constraints
+                kept[name] = {k: v for k, v in value.items() if _converts({k: v}, whole)}
+        if not _converts(kept, kind):
+            return None
+        marks: dict[Path_, Mark] = {}
+        for path, mark in self.marks.items():
+            numbers = renumbered.get(path[0]) if path and isinstance(path[0], str) else None
+            if numbers is None or len(path) < 2:
+                marks[path] = mark
+            elif isinstance(path[1], int) and path[1] in numbers:
+                marks[(path[0], numbers[path[1]], *path[2:])] = mark
+        document = Document(self.name, self.content, kept, marks)
+        return document, msgspec.convert(kept, kind, strict=True)
+
     def _mismatch(self, exc: msgspec.ValidationError, within: Path_) -> Problem:
         message, path = validation_path(exc)
         path = (*within, *path)
@@ -220,13 +255,10 @@ class Document(msgspec.Struct, frozen=True):
             if name not in self.data:
                 continue
             whole, value = hints[field.name], self.data[name]
-            bare = get_args(whole)[0] if get_origin(whole) is Annotated else whole
-            args = get_args(bare)
-            of_items = get_origin(bare) is list or (get_origin(bare) is tuple and ... in args)
-            listed = of_items and isinstance(value, list)
-            for n, item in enumerate(value) if listed else [(None, value)]:
+            item_type = _item_type(whole) if isinstance(value, list) else None
+            for n, item in enumerate(value) if item_type else [(None, value)]:
                 try:
-                    msgspec.convert(item, args[0] if listed else whole, strict=True)
+                    msgspec.convert(item, item_type or whole, strict=True)
                 except msgspec.ValidationError as exc:
                     yield self._mismatch(exc, (name,) if n is None else (name, n))
 
@@ -251,6 +283,28 @@ class Document(msgspec.Struct, frozen=True):
             except (KeyError, IndexError, TypeError):
                 return None
         return found
+
+
+def _bare(hint: Any) -> Any:
+    """A type without its Annotated constraints."""
+    return get_args(hint)[0] if get_origin(hint) is Annotated else hint
+
+
+def _item_type(hint: Any) -> Any:
+    """The type of a list's (or a variadic tuple's) items, if `hint` is one; else None."""
+    bare = _bare(hint)
+    args = get_args(bare)
+    if get_origin(bare) is list or (get_origin(bare) is tuple and ... in args):
+        return args[0]
+    return None
+
+
+def _converts(value: Any, kind: Any) -> bool:
+    try:
+        msgspec.convert(value, kind, strict=True)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _place_in_source(mark: Mark, value: str, offset: int) -> tuple[int, int]:
@@ -419,10 +473,26 @@ def read_yaml(path: Path, name: str) -> Document:
     return Document(name, content, data, marks)
 
 
+class PartlyRead(RulesetError):
+    """A rule file whose shape is wrong in places (`problems`), and what of it could be read
+    (`salvaged`: its rules with each wrong part left out), so that the rest is compiled and
+    its own mistakes reported beside the shape's, in one `decider check`."""
+
+    def __init__(self, problems: Iterable[Problem], salvaged: SourceFile | None) -> None:
+        super().__init__(problems)
+        self.salvaged = salvaged
+
+
 def read_rule_file(path: Path, name: str) -> SourceFile:
-    """Decode one rule file. Raises RulesetError with the file's first problem, placed."""
+    """Decode one rule file. Raises PartlyRead when its shape is wrong, RulesetError when it
+    cannot be read at all; each with every problem, placed."""
     document = read_yaml(path, name)
-    return SourceFile(document, document.convert(RuleFile))
+    try:
+        return SourceFile(document, document.convert(RuleFile))
+    except RulesetError as exc:
+        salvaged = document.salvage(RuleFile)
+        partly = SourceFile(*salvaged) if salvaged is not None else None
+        raise PartlyRead(exc.problems, partly) from None
 
 
 MAX_EXPANSION = 10  # how many times its own values aliases may make a file's data hold
