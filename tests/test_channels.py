@@ -274,14 +274,24 @@ def test_a_channel_whose_policy_says_banner_takes_the_callers_consent_signal(
         web = decide(client, placement="home_hero", identity={"user_id": "u-ada"}, consent=granted)
         assert (web.status_code, web.json()["field"]) == (422, "consent")
         assert web.json()["detail"] == (
-            "web decisions use stored consent records only: the channel's policy takes no "
-            "consent banner (`banner: true` would)"
+            "web decisions use stored consent records only: send no `consent` (the rules' "
+            "consent policy for web would need `banner: true` to take it)"
         )
         event = {"event_id": "e-1", "name": "purchase", "identity": {"user_id": "u-jay"}}
         pushed = client.post("/v1/outcomes", json={**event, "channel": "push", "consent": granted})
         assert pushed.status_code == 200, pushed.text
         on_web = client.post("/v1/outcomes", json={**event, "event_id": "e-2", "consent": granted})
         assert (on_web.status_code, on_web.json()["field"]) == (422, "consent")
+
+
+def test_email_takes_no_banner(rules_copy: Path) -> None:
+    replace(
+        rules_copy / "policy.yaml",
+        "    send_requires_consent: true\n",
+        "    send_requires_consent: true\n    banner: true\n",
+    )
+    (problem,) = problems_of(rules_copy)
+    assert problem.message.startswith("email is decided at send time, where no consent banner")
 
 
 def test_a_ruleset_error_names_every_channel_problem_at_once(rules_copy: Path) -> None:

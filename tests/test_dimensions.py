@@ -146,7 +146,19 @@ def test_a_default_may_vary_too(rules_copy: Path) -> None:
             "          de-AT:\n",
             "          deutsch!:\n",
             "deutsch!:",
-            "'deutsch!' is not a language tag (BCP 47: de, de-AT, pt-BR, es-419)",
+            "'deutsch!' is not a language tag (BCP 47: de, de-AT, pt-BR)",
+        ),
+        (
+            "          de-AT:\n",
+            "          german:\n",
+            "german:",
+            "'german' is not a language tag (BCP 47: de, de-AT, pt-BR)",
+        ),
+        (
+            "          de-AT:\n",
+            "          de_AT:\n",
+            "de_AT:",
+            "'de_AT' is not a language tag (write de-AT)",
         ),
         (
             "          de-AT:\n            cta: Executive Briefing vereinbaren\n",

@@ -27,8 +27,8 @@ from decider.ruleset import CelEvalError, ChannelPolicy, CompiledPlacement, Comp
 def no_banner(channel: str, what: str) -> str:
     """Why a consent signal is refused on `channel` (its `what`: decisions, outcomes)."""
     return (
-        f"{channel} {what} use stored consent records only: the channel's policy takes no "
-        "consent banner (`banner: true` would)"
+        f"{channel} {what} use stored consent records only: send no `consent` (the rules' "
+        f"consent policy for {channel} would need `banner: true` to take it)"
     )
 
 

@@ -66,6 +66,14 @@ def compile_channels(
 def _check_policy(
     source: SourceFile, path: Path_, name: str, policy: ChannelPolicy, report: Report
 ) -> None:
+    if name == "email" and policy.banner:
+        report(
+            source,
+            (*path, "banner"),
+            "email is decided at send time, where no consent banner is: it takes stored "
+            "consent records only",
+            None,
+        )
     for i, purpose in enumerate(policy.gpc_revokes):
         if purpose not in policy.purposes:
             report(

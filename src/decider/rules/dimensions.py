@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from decider.dimensions import Dimensions, chain
 from decider.rules.files import Path_, VariantRule
 
-# BCP 47, as far as a rule file needs: a language of 2 to 8 letters, then subtags of 1 to 8
-# letters or digits (de, de-AT, pt-BR, zh-Hant-TW, es-419)
-TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+# BCP 47, as far as a rule file needs: a language of 2 or 3 letters (an ISO 639 code, not a
+# word: `german` is none), then subtags of 1 to 8 letters or digits (de, de-AT, pt-BR,
+# zh-Hant-TW, es-419)
+TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 
 
 def compile_dimensions(
@@ -30,7 +31,9 @@ def compile_dimensions(
     for tag, slots in rule.by_language.items():
         where = (*path, "by_language", tag)
         if not TAG.fullmatch(tag):
-            report(where, f"{tag!r} is not a language tag (BCP 47: de, de-AT, pt-BR, es-419)")
+            dashed = tag.replace("_", "-")
+            fix = f"write {dashed}" if TAG.fullmatch(dashed) else "BCP 47: de, de-AT, pt-BR"
+            report(where, f"{tag!r} is not a language tag ({fix})")
             continue
         key = tag.lower()
         if key in by_language:
