@@ -181,7 +181,7 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
             "b2b.yaml",
             "    owner: abm@decider.example\n",
             "    ownr: abm@decider.example\n",
-            "unknown field `ownr`",
+            "unknown field `ownr`; did you mean owner?",
         ),
         ("b2b.yaml", "    priority: 90\n", "    priority: ninety\n", "Expected `int`, got `str`"),
         ("b2b.yaml", "    channel: web\n", "    channel: fax\n", "unknown channel 'fax' (known: "),
@@ -308,7 +308,7 @@ def test_every_wrong_field_and_unknown_key_of_a_file_is_reported_at_once(
         'bogus: 1\nsegments: {a: 1}\nplacements: {b: 2}\nsuppressions: "x"\n'
     )
     assert [(p.line, p.message) for p in problems_of(rules_copy)] == [
-        (1, "bogus: Object contains unknown field `bogus`"),
+        (1, "bogus: Object contains unknown field `bogus`"),  # like no field: no guess
         (2, "segments: Expected `array`, got `object`"),
         (3, "placements: Expected `array`, got `object`"),
         (4, "suppressions: Expected `array`, got `str`"),

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -195,7 +196,7 @@ class Document(msgspec.Struct, frozen=True):
         try:
             return msgspec.convert(self.data if self.data is not None else {}, kind, strict=True)
         except msgspec.ValidationError as exc:
-            problems = dict.fromkeys([self._mismatch(exc, ())])
+            problems = dict.fromkeys([self._mismatch(exc, (), kind)])
             problems.update(dict.fromkeys(self._item_mismatches(kind)))
             raise RulesetError(problems) from None
 
@@ -234,9 +235,13 @@ class Document(msgspec.Struct, frozen=True):
         document = Document(self.name, self.content, kept, marks)
         return document, msgspec.convert(kept, kind, strict=True)
 
-    def _mismatch(self, exc: msgspec.ValidationError, within: Path_) -> Problem:
+    def _mismatch(self, exc: msgspec.ValidationError, within: Path_, kind: Any) -> Problem:
         message, path = validation_path(exc)
         path = (*within, *path)
+        if message.startswith("Object contains unknown field `") and path:
+            known = [f.encode_name for f in _fields_at(kind, path[:-1])]
+            close = get_close_matches(str(path[-1]), known, n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
         if path and isinstance(path[-1], str):  # name the field: the line may hold others
             message = f"{path[-1]}: {message}"
         return self.problem(path, message)
@@ -250,7 +255,9 @@ class Document(msgspec.Struct, frozen=True):
         fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
         for key in self.data:
             if key not in fields:
-                yield self.problem((key,), f"{key}: Object contains unknown field `{key}`")
+                close = get_close_matches(str(key), list(fields), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                yield self.problem((key,), f"{key}: Object contains unknown field `{key}`{hint}")
         for name, field in fields.items():
             if name not in self.data:
                 continue
@@ -260,7 +267,7 @@ class Document(msgspec.Struct, frozen=True):
                 try:
                     msgspec.convert(item, item_type or whole, strict=True)
                 except msgspec.ValidationError as exc:
-                    yield self._mismatch(exc, (name,) if n is None else (name, n))
+                    yield self._mismatch(exc, (name,) if n is None else (name, n), kind)
 
     def place_in_string(self, path: Path_, line: int, column: int) -> tuple[int, int]:
         """Map a line:column inside a YAML string value (a CEL expression) to the file."""
@@ -283,6 +290,31 @@ class Document(msgspec.Struct, frozen=True):
             except (KeyError, IndexError, TypeError):
                 return None
         return found
+
+
+def _fields_at(kind: Any, path: Path_) -> tuple[msgspec.structs.FieldInfo, ...]:
+    """The fields of the struct at `path` within `kind` (through fields, list items and map
+    values); none if no struct is there."""
+    for step in path:
+        kind = _bare(kind)
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            if not isinstance(step, str):
+                return ()
+            hints = get_type_hints(kind, include_extras=True)
+            by_name = {f.encode_name: f.name for f in msgspec.structs.fields(kind)}
+            if step not in by_name:
+                return ()
+            kind = hints[by_name[step]]
+        elif _item_type(kind) is not None:
+            kind = _item_type(kind)
+        elif get_origin(kind) is dict:
+            kind = get_args(kind)[1]
+        else:
+            return ()
+    kind = _bare(kind)
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return msgspec.structs.fields(kind)
+    return ()
 
 
 def _bare(hint: Any) -> Any:
