@@ -469,12 +469,16 @@ def test_errors_under_ofrep_are_ofreps_wherever_they_arise(ruleset: CompiledRule
         wrong = client.get(FLAG + "home_hero")
         assert (wrong.status_code, wrong.json()) == (
             405,
-            {"key": "home_hero", "errorCode": "GENERAL", "errorDetails": "Method Not Allowed"},
+            {
+                "key": "home_hero",
+                "errorCode": "GENERAL",
+                "errorDetails": "GET is not allowed: OFREP evaluates flags with POST",
+            },
         )
         assert set(wrong.headers["allow"].split(", ")) == {"OPTIONS", "POST"}
         assert client.get(BULK).json() == {
             "errorCode": "GENERAL",
-            "errorDetails": "Method Not Allowed",
+            "errorDetails": "GET is not allowed: OFREP evaluates flags with POST",
         }
         for path in ("a%2Fb", "a/b"):
             slashed = client.post(FLAG + path, json={"context": {"targetingKey": "v"}})

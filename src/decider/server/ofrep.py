@@ -224,6 +224,8 @@ def ofrep_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     else:
         status, problem, headers = refusal(exc, request.scope)
         why = msgspec.json.decode(problem, type=ProblemDetails).detail
+        if status == 405:
+            why = f"{request.method} is not allowed: OFREP evaluates flags with POST"
     failure: FlagFailure | BulkFailure = (
         FlagFailure(echoed(key), code, why) if key is not None else BulkFailure(code, why)
     )
