@@ -191,8 +191,9 @@ class Document(msgspec.Struct, frozen=True):
 
     def convert(self, kind: type[T]) -> T:
         """The data as `kind`, strictly; a mismatch raises RulesetError at its place, with
-        those of every other item of the file's lists (segments, placements...): msgspec
-        stops at the first, and an author fixing one at a time would run check once each."""
+        those of every other field, list item (segments, placements...) and unknown key:
+        msgspec stops at the first, and an author fixing one at a time would run check
+        once each."""
         try:
             return msgspec.convert(self.data if self.data is not None else {}, kind, strict=True)
         except msgspec.ValidationError as exc:
@@ -206,14 +207,9 @@ class Document(msgspec.Struct, frozen=True):
         renumbered, each still placed where it is written); None if not even that converts."""
         if not isinstance(self.data, dict) or not issubclass(kind, msgspec.Struct):
             return None
-        hints = get_type_hints(kind, include_extras=True)
         kept: dict[str, Any] = {}
         renumbered: dict[str, dict[int, int]] = {}  # by list field: old index, new
-        for field in msgspec.structs.fields(kind):
-            name, whole = field.encode_name, hints[field.name]
-            if name not in self.data:
-                continue
-            value = self.data[name]
+        for name, whole, value in _given(kind, self.data):
             item_type = _item_type(whole)
             if _converts(value, whole):
                 kept[name] = value
@@ -251,17 +247,13 @@ class Document(msgspec.Struct, frozen=True):
         alone (of each item alone, for a list), and each key that is no field."""
         if not isinstance(self.data, dict) or not isinstance(kind, type):
             return
-        hints = get_type_hints(kind, include_extras=True)
-        fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
+        fields = [field.encode_name for field in msgspec.structs.fields(kind)]
         for key in self.data:
             if key not in fields:
-                close = get_close_matches(str(key), list(fields), n=1)
+                close = get_close_matches(str(key), fields, n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 yield self.problem((key,), f"{key}: Object contains unknown field `{key}`{hint}")
-        for name, field in fields.items():
-            if name not in self.data:
-                continue
-            whole, value = hints[field.name], self.data[name]
+        for name, whole, value in _given(kind, self.data):
             item_type = _item_type(whole) if isinstance(value, list) else None
             for n, item in enumerate(value) if item_type else [(None, value)]:
                 try:
@@ -290,6 +282,14 @@ class Document(msgspec.Struct, frozen=True):
             except (KeyError, IndexError, TypeError):
                 return None
         return found
+
+
+def _given(kind: Any, data: dict[Any, Any]) -> Iterator[tuple[str, Any, Any]]:
+    """(name, type, value) of each field of the struct type `kind` that `data` gives."""
+    hints = get_type_hints(kind, include_extras=True)
+    for field in msgspec.structs.fields(kind):
+        if field.encode_name in data:
+            yield field.encode_name, hints[field.name], data[field.encode_name]
 
 
 def _fields_at(kind: Any, path: Path_) -> tuple[msgspec.structs.FieldInfo, ...]:
