@@ -183,7 +183,12 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
             "    ownr: abm@decider.example\n",
             "unknown field `ownr`; did you mean owner?",
         ),
-        ("b2b.yaml", "    priority: 90\n", "    priority: ninety\n", "Expected `int`, got `str`"),
+        (
+            "b2b.yaml",
+            "    priority: 90\n",
+            "    priority: ninety\n",
+            "expected a whole number, got text",
+        ),
         ("b2b.yaml", "    channel: web\n", "    channel: fax\n", "unknown channel 'fax' (known: "),
         (
             "policy.yaml",
@@ -258,8 +263,8 @@ def test_every_wrong_item_of_a_file_is_reported_at_once(rules_copy: Path) -> Non
     replace(b2b, "  - id: b2b_out_of_icp\n", "  - id: B2B Out\n")
     problems = problems_of(rules_copy)
     assert [(p.file.endswith("b2b.yaml"), p.message) for p in problems] == [
-        (True, "priority: Expected `int`, got `str`"),
-        (True, "priority: Expected `int`, got `array`"),
+        (True, "priority: expected a whole number, got text"),
+        (True, "priority: expected a whole number, got a list"),
         (
             True,
             "id: expected an id: 1 to 128 lowercase letters, digits or _.-, starting with a "
@@ -290,7 +295,7 @@ def test_a_file_wrong_in_shape_is_still_compiled_for_its_other_mistakes(rules_co
             "ecommerce.yaml",
             line_of(shop, 'priority: "high"'),
             None,
-            "priority: Expected `int`, got `str`",
+            "priority: expected a whole number, got t",
         ),
         (
             "ecommerce.yaml",
@@ -309,9 +314,9 @@ def test_every_wrong_field_and_unknown_key_of_a_file_is_reported_at_once(
     )
     assert [(p.line, p.message) for p in problems_of(rules_copy)] == [
         (1, "bogus: Object contains unknown field `bogus`"),  # like no field: no guess
-        (2, "segments: Expected `array`, got `object`"),
-        (3, "placements: Expected `array`, got `object`"),
-        (4, "suppressions: Expected `array`, got `str`"),
+        (2, "segments: expected a list, got a map"),
+        (3, "placements: expected a list, got a map"),
+        (4, "suppressions: expected a list, got text"),
     ]
 
 

@@ -43,6 +43,27 @@ def matching(regex: str, words: str, **meta: Any) -> msgspec.Meta:
     return msgspec.Meta(pattern=regex, **meta)
 
 
+# msgspec's names of JSON types, as someone writing YAML or an environment variable says them
+TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "text",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a map",
+    "null": "nothing",
+}
+_EXPECTED = re.compile(r"Expected `(\w+)`, got `(\w+)`")
+
+
+def plain_types(message: str) -> str:
+    """msgspec's "Expected `int`, got `str`" as "expected a whole number, got text"."""
+    found = _EXPECTED.fullmatch(message)
+    if found and found[1] in TYPE_WORDS and found[2] in TYPE_WORDS:
+        return f"expected {TYPE_WORDS[found[1]]}, got {TYPE_WORDS[found[2]]}"
+    return message
+
+
 def in_words(text: str) -> str:
     """msgspec's message where it would puzzle a caller, said plainly."""
     for phrase, words in _IN_WORDS.items():

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeVar, get_args, get_type_hints
 
 import msgspec
 
-from decider.errors import validation_path
+from decider.errors import TYPE_WORDS, validation_path
 from decider.profiles.cache import CacheSettings
 from decider.profiles.sources import DEFAULT, DRIVERS, driver_for
 from decider.profiles.sources.base import SourceSettings
@@ -251,17 +251,14 @@ def _read(
         raise SettingsError(f"{variable}: {message}") from None
 
 
-_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
-
-
 def _in_words(message: str, kind: type[msgspec.Struct], field: str) -> str:
     """msgspec's message, said for someone who wrote an environment variable."""
     if message.startswith("Invalid enum value"):
         choices = get_args(get_type_hints(kind).get(field))
         return f"{message}; choose one of {', '.join(map(str, choices))}"
     expected = re.match(r"Expected `(\w+)`, got `str`$", message)
-    if expected and expected[1] in _TYPE_WORDS:
-        return f"expected {_TYPE_WORDS[expected[1]]}"
+    if expected and expected[1] in TYPE_WORDS:
+        return f"expected {TYPE_WORDS[expected[1]]}"
     return message
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_t
 import msgspec
 import yaml
 
-from decider.errors import Problem, RulesetError, matching, validation_path
+from decider.errors import Problem, RulesetError, matching, plain_types, validation_path
 from decider.model import ID_PATTERN, ID_WORDS
 from decider.ruleset import ChannelPolicy
 
@@ -233,7 +233,7 @@ class Document(msgspec.Struct, frozen=True):
 
     def _mismatch(self, exc: msgspec.ValidationError, within: Path_, kind: Any) -> Problem:
         message, path = validation_path(exc)
-        path = (*within, *path)
+        message, path = plain_types(message), (*within, *path)
         if message.startswith("Object contains unknown field `") and path:
             known = [f.encode_name for f in _fields_at(kind, path[:-1])]
             close = get_close_matches(str(path[-1]), known, n=1)
