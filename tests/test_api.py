@@ -196,8 +196,8 @@ BAD_INPUT = [
     ("unknown placement", body(placement="nope"), 422, "placement"),
     ("channel mismatch", body(channel="email"), 422, "channel"),
     (
-        "banner consent on email",
-        body(placement="nurture_email", consent={"purposes": []}),
+        "banner granting on email",
+        body(placement="nurture_email", consent={"purposes": ["email_marketing"]}),
         422,
         "consent",
     ),

@@ -305,8 +305,8 @@ BAD_BATCHES: dict[str, tuple[bytes, int, str]] = {
         422,
         "channel",
     ),
-    "consent on email": (
-        b'{"placement": "nurture_email", "consent": {"purposes": []}, "recipients": []}',
+    "consent granted on email": (
+        b'{"placement": "nurture_email", "consent": {"purposes": ["x"]}, "recipients": []}',
         422,
         "consent",
     ),

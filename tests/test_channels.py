@@ -230,15 +230,25 @@ def test_a_request_for_another_channel_is_a_422_naming_it(
     assert body["detail"].startswith(detail)
 
 
-def test_a_banner_consent_signal_is_refused_on_a_sent_channel(client: TestClient[Any]) -> None:
-    response = decide(
-        client,
-        placement="trial_push",
-        identity={"user_id": "u-kai"},
-        consent={"purposes": []},
-    )
-    assert response.status_code == 422
-    assert response.json()["field"] == "consent"
+def test_a_banner_granting_is_refused_on_a_sent_channel_a_withdrawal_honoured(
+    client: TestClient[Any],
+) -> None:
+    """Push and email take stored consent records only: a `consent` that grants is a 422
+    naming it; one that withdraws everything is honoured (Kai allowed push: not now), so
+    a caller told of a "reject all" need not drop it and have stored records decide."""
+    kai = {"placement": "trial_push", "identity": {"user_id": "u-kai"}}
+    granting = decide(client, **kai, consent={"purposes": ["push_marketing"]})
+    assert (granting.status_code, granting.json()["field"]) == (422, "consent")
+    withdrawn = decide(client, **kai, consent={"purposes": []})
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["suppressed"] is True
+    assert [r["code"] for r in withdrawn.json()["reasons"]][-2:] == [
+        "consent.denied",
+        "suppressed.no_consent",
+    ]
+    assert decide(client, **kai).json()["suppressed"] is False  # stored records: allowed
+    ada = {"placement": "nurture_email", "identity": {"user_id": "u-ada"}}
+    assert decide(client, **ada, consent={"purposes": []}).json()["suppressed"] is True
 
 
 def test_a_channel_whose_policy_says_banner_takes_the_callers_consent_signal(
@@ -274,8 +284,9 @@ def test_a_channel_whose_policy_says_banner_takes_the_callers_consent_signal(
         web = decide(client, placement="home_hero", identity={"user_id": "u-ada"}, consent=granted)
         assert (web.status_code, web.json()["field"]) == (422, "consent")
         assert web.json()["detail"] == (
-            "web decisions use stored consent records only: send no `consent` (the rules' "
-            "consent policy for web would need `banner: true` to take it)"
+            "web decisions use stored consent records only: a `consent` may only withdraw "
+            "everything (`[]`) there (the rules' consent policy for web would need "
+            "`banner: true` to take a grant)"
         )
         event = {"event_id": "e-1", "name": "purchase", "identity": {"user_id": "u-jay"}}
         pushed = client.post("/v1/outcomes", json={**event, "channel": "push", "consent": granted})

@@ -26,7 +26,7 @@ import msgspec
 from decider.dimensions import LANGUAGE, ROLE, dressed
 from decider.errors import InvalidRequest, UnknownPlacement
 from decider.experiments import CONTROL, HOLDOUT, Assignment, Unit, bucket
-from decider.gate import Suppressed, check_consent, check_suppression, no_banner
+from decider.gate import Suppressed, check_consent, check_suppression, granting, no_banner
 from decider.index import first_match
 from decider.model import (
     Bucket,
@@ -121,7 +121,7 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
             f"not {request.channel}",
         )
     channel = placement.channel
-    if request.consent is not None and not ruleset.policy[channel].takes_banner(channel):
+    if not ruleset.policy[channel].takes_banner(channel) and granting(request.consent):
         raise InvalidRequest("consent", no_banner(channel, "decisions"))
     problem = json_value_problem(request.context, "context") if request.context else None
     if problem is not None:

@@ -24,11 +24,18 @@ from decider.reasons import Reason, ReasonCode
 from decider.ruleset import CelEvalError, ChannelPolicy, CompiledPlacement, CompiledSuppression
 
 
+def granting(signal: ConsentSignal | None) -> bool:
+    """Whether a consent signal grants anything: on a channel that takes no banner only an
+    empty list, everything withdrawn, is read (honouring an opt-out is always allowed)."""
+    return signal is not None and bool(signal.purposes)
+
+
 def no_banner(channel: str, what: str) -> str:
     """Why a consent signal is refused on `channel` (its `what`: decisions, outcomes)."""
     return (
-        f"{channel} {what} use stored consent records only: send no `consent` (the rules' "
-        f"consent policy for {channel} would need `banner: true` to take it)"
+        f"{channel} {what} use stored consent records only: a `consent` may only withdraw "
+        f"everything (`[]`) there (the rules' consent policy for {channel} would need "
+        "`banner: true` to take a grant)"
     )
 
 

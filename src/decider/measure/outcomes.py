@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 
 from decider.errors import InvalidRequest, MalformedBody, NotStored, matching, validation_path
-from decider.gate import check_consent, no_banner
+from decider.gate import check_consent, granting, no_banner
 from decider.measure.records import Outcome, event_key
 from decider.measure.sink import Sink
 from decider.measure.units import Units
@@ -146,7 +146,7 @@ class Consent:
         if channel not in policies:
             known = ", ".join(sorted(policies))
             return Invalid("channel", f"not a channel of the loaded rules; known: {known}")
-        if event.consent is not None and not policies[channel].takes_banner(channel):
+        if granting(event.consent) and not policies[channel].takes_banner(channel):
             return Invalid("consent", no_banner(channel, "outcomes"))
         return None
 
