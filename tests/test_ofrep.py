@@ -308,16 +308,17 @@ def test_bulk_evaluates_every_placement_of_a_channel_as_the_single_call_does(
 
 
 def test_bulk_failures_are_per_flag_or_whole(client: Client) -> None:
-    """A flag the consent signal cannot go with fails alone; a missing targeting key, or a
-    channel the rules do not define, fails the request, in the bulk failure's shape; a
-    single flag of another channel than the context names is refused."""
+    """A context every flag refuses alike (a banner's grant on email) fails the request as a
+    whole, as do a missing targeting key and a channel the rules do not define, in the bulk
+    failure's shape; a single flag of another channel than the context names is refused."""
     flags = bulk(client, {"user_id": "u-ada", "consent": ["personalization"]}).json()["flags"]
     assert {flag["key"]: flag["reason"] for flag in flags}["home_hero"] == "SPLIT"
     email = {"user_id": "u-ada", "consent": ["personalization"], "channel": "email"}
-    by_key = {flag["key"]: flag for flag in bulk(client, email).json()["flags"]}
-    nurture = by_key["nurture_email"]
-    assert nurture["errorCode"] == "INVALID_CONTEXT"
-    assert nurture["errorDetails"].startswith("context.consent: email decisions")
+    granting = failure(client.post(BULK, json={"context": email}), 400)
+    assert granting["errorCode"] == "INVALID_CONTEXT"
+    assert granting["errorDetails"].startswith("context.consent: email decisions")
+    withdrawn = bulk(client, {**email, "consent": []}).json()["flags"]
+    assert {flag["metadata"]["suppressed"] for flag in withdrawn} == {True}
     whole = failure(client.post(BULK, json={"context": {}}), 400)
     assert whole.keys() == {"errorCode", "errorDetails"}
     assert whole["errorCode"] == "TARGETING_KEY_MISSING"

@@ -189,6 +189,9 @@ async def evaluate_flags(
         if exc.field != "channel":
             raise
         raise OfrepRefusal("INVALID_CONTEXT", "context.channel", exc.message) from None
+    refused = [d for _, d in decided if isinstance(d, InvalidRequest)]
+    if refused and len(refused) == len(decided) and len({details(d) for d in refused}) == 1:
+        raise refused[0]  # the context is wrong for every flag alike: one 400, not one a flag
     answer = Bulk(
         tuple(
             FlagFailure(key, "INVALID_CONTEXT", details(d))
