@@ -170,7 +170,8 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
     )
     problems = problems_of(rules_copy)
     assert len(problems) == 2  # both references, each at its own column
-    assert all("acount" in p.message and p.rule == "b2b_out_of_icp" for p in problems)
+    assert all("acount' (did you mean account?)" in p.message for p in problems)
+    assert {p.rule for p in problems} == {"b2b_out_of_icp"}
     assert len({p.column for p in problems}) == 2
 
 
@@ -514,8 +515,8 @@ def test_an_unknown_variable_is_refused_on_the_python_engine_too(rules_copy: Pat
     )
     problems = problems_of(rules_copy, "cel-python")
     assert {p.message for p in problems} == {
-        "undeclared reference to 'contxt'; rules read visitor, account, context, now and the "
-        "named conditions (icp_fit)"
+        "undeclared reference to 'contxt' (did you mean context?); rules read visitor, "
+        "account, context, now and the named conditions (icp_fit)"
     }
 
 

@@ -59,8 +59,8 @@ def test_an_unknown_name_is_an_error_at_its_place(rules_copy: Path) -> None:
     line = line_of(rules_copy / "context.yaml", "when: fit70")
     assert placed(problem) == ("context.yaml", line, 11)
     assert problem.message == (
-        "undeclared reference to 'fit70'; rules read visitor, account, context, now and the "
-        "named conditions (fit_70, icp_fit)"
+        "undeclared reference to 'fit70' (did you mean fit_70?); rules read visitor, account, "
+        "context, now and the named conditions (fit_70, icp_fit)"
     )
 
 

@@ -34,6 +34,7 @@ from decider.experiments import (
 from decider.index import build_index
 from decider.model import SegmentOutcome, Variant
 from decider.rules.cel import CelCompileErrors, Reference, references
+from decider.rules.cel.check import undeclared
 from decider.rules.cel.syntax import parse
 from decider.rules.channels import compile_channels, too_long
 from decider.rules.conditions import Conditions, Expanded
@@ -376,7 +377,7 @@ class _Builder:
     def _reference_problem(self, ref: Reference) -> str | None:
         """An unknown variable (cel-python does not type-check), or a trait not in the schema."""
         if ref.root not in VARIABLES:
-            return f"undeclared reference to {ref.root!r}; rules read {', '.join(VARIABLES)}"
+            return undeclared(ref.root)
         return check_reference(self.schema, ref) if self.schema is not None else None
 
     def _unique(self, source: SourceFile, path: Path_, kind: str, id_: str, seen: set[str]) -> bool:

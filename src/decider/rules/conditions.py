@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from decider.rules.cel import CelCompileErrors, Reference, references
+from decider.rules.cel.check import undeclared
 from decider.ruleset import VARIABLES
 
 # (line, column) in a text, 1-based, and what is wrong there
@@ -130,10 +131,7 @@ class Conditions:
         if ref.root not in self.named:
             if not self.named:
                 return None  # the compiler's own message: rules read these variables
-            return (
-                f"undeclared reference to {ref.root!r}; rules read {', '.join(VARIABLES)} and "
-                f"the named conditions ({', '.join(sorted(self.named))})"
-            )
+            return undeclared(ref.root, self.named)
         if ref.path:
             return (
                 f"{ref.root} is a named condition, true or false: it has no field {ref.path[0]!r}"

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from difflib import get_close_matches
 from typing import Final
 
 import msgspec
@@ -221,8 +222,7 @@ class _Checker:
         if isinstance(expr, Ident):
             if expr.name in scope:
                 return scope[expr.name]
-            known = ", ".join(ROOTS)
-            return self.fail(expr, f"undeclared reference to {expr.name!r}; rules read {known}")
+            return self.fail(expr, undeclared(expr.name))
         if isinstance(expr, Select):
             return self.select(expr, scope)
         if isinstance(expr, ListExpr):
@@ -591,3 +591,13 @@ class _Order:
         if name == "_?_:_":
             return _Taint(taints[1].own or taints[2].own, taints[1].inner or taints[2].inner)
         return _CLEAN
+
+
+def undeclared(root: str, named: Iterable[str] = ()) -> str:
+    """Why `root` cannot be read, with the name likely meant: rules read the variables and
+    the named conditions."""
+    named = sorted(named)
+    close = get_close_matches(root, [*ROOTS, *named], n=1)
+    meant = f" (did you mean {close[0]}?)" if close else ""
+    known = f" and the named conditions ({', '.join(named)})" if named else ""
+    return f"undeclared reference to {root!r}{meant}; rules read {', '.join(ROOTS)}{known}"
