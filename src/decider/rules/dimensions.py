@@ -28,18 +28,11 @@ def compile_dimensions(
         if not slots:
             report(where, f"{where[-1]} gives no slot: give it some or leave it out")
     by_language: dict[str, tuple[str, dict[str, str]]] = {}
-    for tag, slots in rule.by_language.items():
-        where = (*path, "by_language", tag)
-        if not TAG.fullmatch(tag):
-            dashed = tag.replace("_", "-")
-            fix = f"write {dashed}" if TAG.fullmatch(dashed) else "BCP 47: de, de-AT, pt-BR"
-            report(where, f"{tag!r} is not a language tag ({fix})")
-            continue
-        key = tag.lower()
-        if key in by_language:
-            report(where, f"{tag!r} is {by_language[key][0]!r} again: tags are read in any case")
-            continue
-        by_language[key] = (tag, dict(slots))
+    for tag, problem in _languages(rule):
+        if problem is not None:
+            report((*path, "by_language", tag), problem)
+        else:
+            by_language[tag.lower()] = (tag, dict(rule.by_language[tag]))
     if not by_language and not rule.by_role:
         return None
     return Dimensions(by_language, {role: dict(slots) for role, slots in rule.by_role.items()})
@@ -59,12 +52,26 @@ def incomplete(rule: VariantRule, slots: tuple[str, ...]) -> Iterator[tuple[str,
     readers get the variant's own text there. A tag that is an error (not one, or one
     again) is not a warning too."""
     given = {tag.lower(): set(texts) for tag, texts in rule.by_language.items()}
-    seen: set[str] = set()
-    for tag in rule.by_language:
-        if not TAG.fullmatch(tag) or tag.lower() in seen:
+    for tag, problem in _languages(rule):
+        if problem is not None:
             continue
-        seen.add(tag.lower())
         found = set().union(*(given.get(t, set()) for t in chain(tag.lower())))
         missing = [slot for slot in slots if slot not in found]
         if missing:
             yield tag, missing
+
+
+def _languages(rule: VariantRule) -> Iterator[tuple[str, str | None]]:
+    """Each language tag of `rule`, in order, with why it is an error, if it is: not a tag,
+    or one given already (tags are read whatever their case)."""
+    first: dict[str, str] = {}  # by tag in lower case: the tag as first given
+    for tag in rule.by_language:
+        if not TAG.fullmatch(tag):
+            dashed = tag.replace("_", "-")
+            fix = f"write {dashed}" if TAG.fullmatch(dashed) else "BCP 47: de, de-AT, pt-BR"
+            yield tag, f"{tag!r} is not a language tag ({fix})"
+        elif tag.lower() in first:
+            yield tag, f"{tag!r} is {first[tag.lower()]!r} again: tags are read in any case"
+        else:
+            first[tag.lower()] = tag
+            yield tag, None

@@ -305,8 +305,8 @@ def _fields_at(kind: Any, path: Path_) -> tuple[msgspec.structs.FieldInfo, ...]:
             if step not in by_name:
                 return ()
             kind = hints[by_name[step]]
-        elif _item_type(kind) is not None:
-            kind = _item_type(kind)
+        elif (item := _item_type(kind)) is not None:
+            kind = item
         elif get_origin(kind) is dict:
             kind = get_args(kind)[1]
         else:
