@@ -116,6 +116,14 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ('{"a": 1, "a": 2}.size() == 1', {}, ERROR),
     ('now.getHours("EST") == 10 && now.getHours("+05:30") == 20', {}, True),
     ('{context.k: 1, "a": 2}.size() == 2', {"context": {"k": "a"}}, ERROR),
+    # ... that ends the evaluation: no &&, || or macro absorbs it
+    ('{"a": 1, "a": 2}.size() == 1 || true', {}, ERROR),
+    ('{context.k: 1, "a": 2}.size() == 2 && false', {"context": {"k": "a"}}, ERROR),
+    ('context.n / 0 == 1 || {"a": 1, "a": 2}.size() == 1', {"context": {"n": 1}}, ERROR),
+    ('[1, 2].exists(x, {"a": x, "a": 2}.size() == 1) || true', {}, ERROR),
+    ('[1, 2].map(x, {"a": x, "a": 2}).size() == 2 || true', {}, ERROR),
+    ('true || {"a": 1, "a": 2}.size() == 1', {}, True),
+    ('[1, 2].exists(x, x == 1 || {"a": 1, "a": 2}.size() == 1)', {}, True),
     # a map's key order differs between runtimes: refused where it would show
     ('context.m.map(k, k)[0] == "a"', {}, REFUSED),
     ('context.m.map(k, k) == ["a"]', {}, REFUSED),

@@ -9,7 +9,7 @@ both engines. So when a guard is false for a request, the segment does not match
 
 Two kinds of condition have no guards, because something in them can end an evaluation
 that `&&` does not absorb: a comprehension (running out of steps stops the evaluation) and
-a map literal (cel-expr fails the whole evaluation on a duplicate key).
+a map literal (a duplicate key fails the whole evaluation, in both engines: values.Halt).
 """
 
 from __future__ import annotations

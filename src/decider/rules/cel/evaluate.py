@@ -76,6 +76,10 @@ class _OverTime(_OverLimit):
     """The activation ran out of time."""
 
 
+# what ends an evaluation rather than failing an expression: nothing absorbs it
+_ENDS = (_OverLimit, values.Halt)
+
+
 def _spend(budget: Budget, steps: int) -> None:
     budget.left -= steps
     if budget.left < 0:
@@ -228,10 +232,10 @@ def _pairs_to_map(parts: list[Any]) -> Any:
 
 def _attempt(compiled: Compiled, variables: Variables) -> Any:
     """The value, or the exception that stands for an error (absorbed or raised later).
-    Running out of steps is no error: it ends the evaluation."""
+    Running out of steps (or a values.Halt) is no error: it ends the evaluation."""
     try:
         return compiled(variables)
-    except _OverLimit:
+    except _ENDS:
         raise
     except Exception as exc:
         return _Failure(exc)
@@ -255,7 +259,7 @@ def _logical(operands: tuple[Compiled, ...], *, absorbing: bool) -> Compiled:
         for operand in operands:
             try:  # _attempt, inline: a run of && is most of what most rules are
                 value: object = operand(variables)
-            except _OverLimit:
+            except _ENDS:
                 raise
             except Exception as exc:
                 value = _Failure(exc)

@@ -86,6 +86,11 @@ def fail(message: str) -> NoReturn:
     raise CelEvalError(message)
 
 
+class Halt(CelEvalError):
+    """An error that ends the whole evaluation: no `&&`, `||` or macro absorbs it, because
+    the C++ runtime fails the evaluation itself on it, not the expression."""
+
+
 _KINDS: dict[type, str] = {
     type(None): "null",
     bool: "bool",
@@ -309,7 +314,7 @@ def build_map(entries: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
     for key, value in entries:
         held = map_key(key)
         if held in built:
-            fail("duplicate key in map")
+            raise Halt("duplicate key in map")
         built[held] = value
     return built
 
