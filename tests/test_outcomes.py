@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,38 @@ def test_a_batch_answers_each_event_and_a_bad_one_fails_no_other(
     assert "5 minutes in the future" in answer["results"][5]["detail"]
     assert "ada@example.com" not in json.dumps(answer)
     assert [r.event_id for r in stored(tmp_path / "outcomes")] == ["a-1", "a-10"]
+
+
+def test_an_event_older_than_the_exposures_kept_is_refused(
+    ruleset: CompiledRuleset, source: MemoryProfileSource, tmp_path: Path
+) -> None:
+    """Exposures are kept DECIDER_MEASURE_RETENTION_DAYS: an outcome dated before that
+    would follow none, so it would be stored and never counted. Without a retention (0)
+    every date is taken."""
+    dates = [NOW - timedelta(days=401), NOW - timedelta(days=399), datetime(1970, 1, 1, tzinfo=UTC)]
+    events = [
+        {"event_id": f"o-{i}", "name": "purchase", "at": at.isoformat(), "decision_id": DECISION}
+        for i, at in enumerate(dates)
+    ]
+    for retention, accepted in ((400, ["o-1"]), (0, ["o-0", "o-1", "o-2"])):
+        with app_client(
+            ruleset,
+            source,
+            api_keys=KEYS,
+            measure_key=MEASURE_KEY,
+            measure_retention_days=retention,
+            exposure_dir=tmp_path / str(retention),
+            headers={"X-API-Key": KEY},
+        ) as client:
+            answer = post(client, {"events": events})
+        assert [r["event_id"] for r in answer["results"] if r["status"] == "accepted"] == accepted
+        if retention:
+            assert answer["results"][0] == {
+                "status": "invalid",
+                "field": "events.0.at",
+                "detail": "more than 400 days ago: exposures are kept that long "
+                "(DECIDER_MEASURE_RETENTION_DAYS), so it would follow none",
+            }
 
 
 def test_a_resent_event_is_a_duplicate_stored_once(client: TestClient[Any], tmp_path: Path) -> None:
@@ -570,6 +603,14 @@ def test_a_file_with_a_bad_line_imports_nothing_and_says_where(tmp_path: Path) -
         "{not json",
         json.dumps({"event_id": "b-3", "name": "purchase", "identity": {"user_id": "a@b.example"}}),
         json.dumps({"event_id": "b-4", "name": "purchase"}),
+        json.dumps(
+            {
+                "event_id": "b-5",
+                "name": "purchase",
+                "decision_id": DECISION,
+                "at": "1970-01-01T00:00:00Z",
+            }
+        ),
     ]
     status, output = run_import(tmp_path, lines)
     assert status == 1
@@ -578,6 +619,7 @@ def test_a_file_with_a_bad_line_imports_nothing_and_says_where(tmp_path: Path) -
     assert shown[1].startswith("line 3: not valid JSON")
     assert shown[2].startswith("line 4: identity: user_id looks like an email address")
     assert shown[3] == "line 5: decision_id: give decision_id or identity: whose outcome this is"
-    assert shown[4] == f"nothing imported from {tmp_path / 'events.jsonl'}"
+    assert shown[4].startswith("line 6: at: more than 400 days ago")
+    assert shown[5] == f"nothing imported from {tmp_path / 'events.jsonl'}"
     assert "a@b.example" not in output
     assert not (tmp_path / "outcomes").exists()

@@ -89,7 +89,14 @@ def build_measuring(
             context_keys=settings.exposure_context_keys,
             everything=settings.exposure_all,
         ),
-        outcomes=OutcomeIntake(outcomes, units, resolver, Consent(policies, clock), clock=clock),
+        outcomes=OutcomeIntake(
+            outcomes,
+            units,
+            resolver,
+            Consent(policies, clock),
+            clock=clock,
+            retention_days=settings.measure_retention_days,
+        ),
     )
 
 

@@ -76,7 +76,9 @@ def import_outcomes(
     `consent` loads the rules' consent check, each asked only if an event is by identity.
     Raises ImportFailed, or OSError for a file that cannot be read."""
     with tempfile.TemporaryFile(prefix="decider-outcomes-") as checked:
-        problems, duplicates, by_identity = _check(file, checked, now)
+        problems, duplicates, by_identity = _check(
+            file, checked, now, settings.measure_retention_days
+        )
         if problems:
             shown = problems[:MAX_SHOWN]
             if len(problems) > MAX_SHOWN:
@@ -108,9 +110,12 @@ def import_outcomes(
     return Imported(stored, duplicates, by_identity, nobody, unconsented)
 
 
-def _check(file: BinaryIO, checked: IO[bytes], now: datetime) -> tuple[list[str], int, int]:
+def _check(
+    file: BinaryIO, checked: IO[bytes], now: datetime, retention_days: int
+) -> tuple[list[str], int, int]:
     """Every problem of the file; its new events, as given, written to `checked`, one a
-    line; how many were duplicates, and how many are by identity."""
+    line; how many were duplicates, and how many are by identity. An event older than
+    `retention_days` is a problem (measure.outcomes.problem_of)."""
     problems: list[str] = []
     seen = RecentIds(REMEMBERED)
     duplicates = by_identity = 0
@@ -121,7 +126,7 @@ def _check(file: BinaryIO, checked: IO[bytes], now: datetime) -> tuple[list[str]
         line = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
         if not line.strip() or line.lstrip().startswith(b"#"):
             continue
-        event = parse_event(line, now)
+        event = parse_event(line, now, retention_days=retention_days)
         if not isinstance(event, OutcomeEvent):
             field = "" if event.field == "body" else f"{event.field}: "
             problems.append(f"line {number}: {field}{event.detail}")

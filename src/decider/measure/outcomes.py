@@ -207,13 +207,14 @@ class Parsed(NamedTuple):
     batch: bool
 
 
-def parse_body(body: bytes, now: datetime) -> Parsed:
+def parse_body(body: bytes, now: datetime, *, retention_days: int = 0) -> Parsed:
     """The events of a request body: one event, or `{"events": [...]}`. Raises
     InvalidRequest (naming the field) for a body that is neither, or a lone event that is
-    wrong; in a batch each event is parsed, and refused, on its own."""
+    wrong; in a batch each event is parsed, and refused, on its own. `retention_days`: as
+    `problem_of` takes it."""
     fields = decode_body(body, _fields_decoder)
     if "events" not in fields:
-        parsed = parse_event(body, now)
+        parsed = parse_event(body, now, retention_days=retention_days)
         if isinstance(parsed, Invalid):  # the body itself unreadable: 400, as documented
             refusal = MalformedBody if parsed.field == "body" else InvalidRequest
             raise refusal(parsed.field, parsed.detail)
@@ -225,10 +226,16 @@ def parse_body(body: bytes, now: datetime) -> Parsed:
         items = _events_decoder.decode(fields["events"])
     except msgspec.ValidationError as exc:
         raise InvalidRequest("events", validation_path(exc)[0]) from None
-    return Parsed([parse_event(item, now, f"events.{i}") for i, item in enumerate(items)], True)
+    events = [
+        parse_event(item, now, f"events.{i}", retention_days=retention_days)
+        for i, item in enumerate(items)
+    ]
+    return Parsed(events, batch=True)
 
 
-def parse_event(raw: bytes, now: datetime, where: str = "") -> OutcomeEvent | Invalid:
+def parse_event(
+    raw: bytes, now: datetime, where: str = "", *, retention_days: int = 0
+) -> OutcomeEvent | Invalid:
     """One event from its JSON, checked; `where` prefixes the field of a problem."""
     try:
         event = _event_decoder.decode(raw)
@@ -241,12 +248,14 @@ def parse_event(raw: bytes, now: datetime, where: str = "") -> OutcomeEvent | In
         return Invalid(where or "body", "not valid UTF-8")
     except RecursionError:
         return Invalid(where or "body", "nested too deeply")
-    problem = problem_of(event, now)
+    problem = problem_of(event, now, retention_days)
     return Invalid(_joined(where, problem.field), problem.detail) if problem else event
 
 
-def problem_of(event: OutcomeEvent, now: datetime) -> Invalid | None:
-    """What is wrong with a decoded event that its types cannot say, if anything."""
+def problem_of(event: OutcomeEvent, now: datetime, retention_days: int = 0) -> Invalid | None:
+    """What is wrong with a decoded event that its types cannot say, if anything. With
+    `retention_days` (DECIDER_MEASURE_RETENTION_DAYS), an event older than that is refused:
+    the exposures it could follow are gone, so stored it would never count."""
     if event.value is not None and not math.isfinite(event.value):
         return Invalid("value", "must be a finite number")
     if event.decision_id is None and event.identity is None:
@@ -260,6 +269,12 @@ def problem_of(event: OutcomeEvent, now: datetime) -> Invalid | None:
     if event.at is not None and event.at > now + FUTURE_SLACK:
         minutes = int(FUTURE_SLACK.total_seconds() // 60)
         return Invalid("at", f"more than {minutes} minutes in the future")
+    if retention_days and event.at is not None and event.at < now - timedelta(retention_days):
+        return Invalid(
+            "at",
+            f"more than {retention_days} days ago: exposures are kept that long "
+            "(DECIDER_MEASURE_RETENTION_DAYS), so it would follow none",
+        )
     return None
 
 
@@ -337,8 +352,10 @@ class OutcomeIntake:
         *,
         clock: Callable[[], datetime],
         remember: int = RECENT_IDS,
+        retention_days: int = 0,
     ) -> None:
         self.sink = sink
+        self.retention_days = retention_days
         self.units = units
         self.resolver = resolver
         self.consented = consented

@@ -64,7 +64,8 @@ async def report_outcomes(
     `value` and `at`, and either the `decision_id` it followed or the `identity` the decision
     was asked for. An event id seen before is a `duplicate`, stored once; a bad event is
     `invalid` on its own, naming its field."""
-    parsed = parse_body(await request.body(), intake.now())
+    body = await request.body()
+    parsed = parse_body(body, intake.now(), retention_days=intake.retention_days)
     caller = caller_of(request)
     if not parsed.batch:
         refused = _refused_part(parsed.events[0], caller, intake)
