@@ -91,6 +91,23 @@ def test_only_decisions_with_an_experiment_are_exposures_unless_all_are(
     assert logged.context == {"device": "mobile"}  # the url holds an address: left out
 
 
+def test_an_exposure_says_which_dressing_of_the_variant_was_served(
+    ruleset: CompiledRuleset,
+) -> None:
+    """A variant's language (and role) overrides change what is shown: the record keeps
+    which, for `decider report --by language`."""
+    german = {**ADA, "context": {**CONTEXT, "language": "de-AT"}}
+    dressed, plain = decisions(ruleset, [german, ADA])
+    log = ExposureLog(UNSTARTED)
+    exposure = log.exposure_of(dressed, CONTEXT, NORTHWIND, at=NOW)
+    assert exposure is not None
+    assert (exposure.variant, exposure.language) == ("home_named_account", "de-AT")
+    undressed = log.exposure_of(plain, CONTEXT, NORTHWIND, at=NOW)
+    assert undressed is not None
+    assert (undressed.language, undressed.role) == (None, None)
+    assert b"language" not in record_encoder.encode(undressed)
+
+
 def test_a_suppressed_decision_is_no_exposure(ruleset: CompiledRuleset) -> None:
     (email,) = decisions(ruleset, [MAX_EMAIL])
     assert email.suppressed

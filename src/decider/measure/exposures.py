@@ -64,6 +64,8 @@ class ExposureLog:
             experiment=experiment,
             arm=decision.arm,
             variant=decision.variant.id,
+            language=decision.variant.language,
+            role=decision.variant.role,
             unit_kind=keyed[0] if keyed else None,
             unit=keyed[1] if keyed else None,
             context=copied(context, self.context_keys) if self.context_keys else {},

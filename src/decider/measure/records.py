@@ -37,6 +37,9 @@ class Exposure(
     experiment: str | None = None
     arm: Arm | None = None
     variant: str
+    # the variant's dressing, when its language or role overrides gave some of its content
+    language: str | None = None
+    role: str | None = None
     unit_kind: UnitKind | None = None
     unit: str | None = None  # keyed hash of the account or visitor the experiment bucketed
     # the request context values DECIDER_EXPOSURE_CONTEXT names (device, country...), for

@@ -10,7 +10,15 @@ from typing import NamedTuple
 
 from decider.errors import DeciderError
 from decider.measure.report import statistics
-from decider.measure.report.aggregation import HOLDOUT, Cell, Count, Tally, index_outcomes, tally
+from decider.measure.report.aggregation import (
+    HOLDOUT,
+    Cell,
+    Count,
+    Tally,
+    dimension,
+    index_outcomes,
+    tally,
+)
 from decider.measure.report.reading import ExposureView, OutcomeView, read_records
 from decider.measure.report.schema import (
     Arm,
@@ -33,7 +41,6 @@ from decider.measure.report.verdicts import (
     split,
 )
 
-CONTEXT = "context."
 # how each number is computed, in words, for the report's readers
 METHOD = {
     "lift": "treatment rate minus holdout rate; 95% interval: Newcombe's hybrid score "
@@ -56,18 +63,18 @@ class Query(NamedTuple):
     exposures: Sequence[Path]  # files
     outcomes: Sequence[Path]
     outcome: str  # the outcome name that counts as converted
-    by: str | None = None  # "context.device": sub-groups for the split test
+    by: str | None = None  # "context.device", "language", "role": sub-groups for the split test
     limits: Thresholds = Thresholds()
 
 
 def build_report(query: Query) -> Report:
     """Read, count, compare and judge; a RecordFileError names a bad line."""
-    key = query.by.removeprefix(CONTEXT) if query.by else None
+    by = dimension(query.by) if query.by else None
     collecting = gc.isenabled()
     gc.disable()  # millions of objects, no cycles: the collector would only walk them, often
     try:
         outcomes = index_outcomes(read_records(query.outcomes, OutcomeView), query.outcome)
-        found = tally(read_records(query.exposures, ExposureView), outcomes, key)
+        found = tally(read_records(query.exposures, ExposureView), outcomes, by)
     finally:
         if collecting:
             gc.enable()
