@@ -417,6 +417,19 @@ def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
     assert "no rule files" in problem.message
 
 
+def test_a_rule_file_that_cannot_be_read_fails_the_load(rules_copy: Path) -> None:
+    """A `*.yaml` that is a symlink to nothing or a directory is an error, not skipped: its
+    segments would vanish from the rules. Hidden names (an editor's lock file) are no rules."""
+    (rules_copy / ".#b2b.yaml").symlink_to("ada@host.4242:1700000000")  # Emacs's lock file
+    compile_ruleset(rules_copy, new_engine("cel-expr"))
+    (rules_copy / "b2b.yaml").rename(rules_copy / "b2b.yaml.saved")
+    (rules_copy / "b2b.yaml").symlink_to("b2b.yaml.gone")
+    (rules_copy / "more.yaml").mkdir()
+    found = [(p.file.rsplit("/", 1)[-1], p.message) for p in problems_of(rules_copy)]
+    assert ("b2b.yaml", "cannot read: a symlink to nothing") in found
+    assert ("more.yaml", "cannot read: Is a directory") in found
+
+
 def test_the_sample_rules_have_no_lint_findings(ruleset: CompiledRuleset) -> None:
     """The shipped rules are clean: `decider check --strict` passes on them."""
     assert ruleset.warnings == ()

@@ -446,8 +446,13 @@ def links_of(directory: Path) -> list[Path]:
 
 
 def rule_files(directory: Path) -> list[Path]:
-    """The rule files of a directory, in name order (tests/ and schema.yaml are not rules)."""
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name != SCHEMA_FILE)
+    """The rule files of a directory, in name order (tests/ and schema.yaml are not rules).
+    Hidden names are not rules (an editor's lock file, `.#b2b.yaml`); any other `*.yaml` is,
+    so one that cannot be read (a symlink to nothing, a directory) fails the load rather
+    than its segments vanishing from it."""
+    return sorted(
+        p for p in directory.glob("*.yaml") if not p.name.startswith(".") and p.name != SCHEMA_FILE
+    )
 
 
 # while set, (copy, original): files read from `copy` are named as their originals
@@ -481,7 +486,8 @@ def read_yaml(path: Path, name: str) -> Document:
     try:
         content = path.read_bytes()
     except OSError as exc:  # e.g. removed between listing and reading, mid-save
-        raise RulesetError([Problem(name, 1, 1, f"cannot read: {exc.strerror}")]) from None
+        why = "a symlink to nothing" if path.is_symlink() and not path.exists() else exc.strerror
+        raise RulesetError([Problem(name, 1, 1, f"cannot read: {why}")]) from None
     try:
         loader = _Loader(content.decode("utf-8"))
         try:
