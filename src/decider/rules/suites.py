@@ -83,7 +83,8 @@ class CaseResult(msgspec.Struct, frozen=True):
 
 
 def suite_files(rules_dir: Path) -> list[Path]:
-    return sorted((rules_dir / "tests").glob("*.yaml"))
+    """As rule files are found (files.rule_files): hidden names are none."""
+    return sorted(p for p in (rules_dir / "tests").glob("*.yaml") if not p.name.startswith("."))
 
 
 def load_suite(path: Path, name: str) -> SuiteFile:
