@@ -43,7 +43,6 @@ def exposure(
     experiment: str = "hero-holdout",
     kind: str = "account",
     device: str | None = None,
-    language: str | None = None,
 ) -> Exposure:
     return Exposure(
         at=at,
@@ -55,7 +54,6 @@ def exposure(
         experiment=experiment,
         arm=arm,
         variant=variant or ("hero_default" if arm == "holdout" else "hero_enterprise"),
-        language=language,
         unit_kind=kind,
         unit=unit,
         context={"device": device} if device else {},
@@ -435,28 +433,6 @@ def test_split_candidates_by_a_context_dimension(tmp_path: Path) -> None:
     assert readers.p_value == pytest.approx(2 * NormalDist().cdf(-abs(z)))
 
 
-def test_split_candidates_by_the_language_of_the_variant_served(tmp_path: Path) -> None:
-    """The German dressing of a variant lifts, the English one does not: a split candidate
-    by language, read off the exposures' `language` (a holdout's default has none)."""
-    cohorts = []
-    for language, (holdout, treated) in {"de": (20, 80), "en": (20, 20)}.items():
-        cohorts += [
-            cohort(f"u-{language}", "holdout", 200, holdout, language=language),
-            cohort(f"u-{language}", "control", 400, treated, language=language),
-        ]
-    cohorts.append(cohort("u-none", "holdout", 150, 15))
-    found = report(tmp_path, cohorts, "--by", "language")
-    split = only(found, "evaluation").split
-    assert split is not None
-    assert split.candidate
-    assert [(g.value, g.tested) for g in split.groups] == [
-        ("(none)", False),
-        ("de", True),
-        ("en", True),
-    ]
-    assert found.by == "language"
-
-
 # output formats
 
 
@@ -630,7 +606,6 @@ def test_missing_inputs_and_bad_flags_are_said(
         (["--exposures", str(tmp_path / "nope")], "no such file or directory of exposure"),
         (["--exposures", str(empty)], "no exposure files (*.jsonl) in this directory"),
         (["--exposures", str(empty), "--by", "device"], "--by device: name a request context"),
-        (["--exposures", str(empty), "--by", "context."], "(as context.device), language or role"),
     ]:
         code, out = run(*argv, "--outcomes", str(empty), "--outcome", "signup")
         assert code == 2

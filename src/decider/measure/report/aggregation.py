@@ -10,7 +10,7 @@ exposures pass through here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,24 +21,6 @@ HOLDOUT = "holdout"
 Cell = tuple[str, str, str | None]  # experiment, placement, segment
 UnitKey = tuple[str, str, str]  # experiment, placement, unit hash
 Count = list[int]  # [units, converted]
-# what --by groups units by: a value their first exposure holds, or None
-Dimension = Callable[[ExposureView], str | None]
-CONTEXT = "context."
-DIMENSIONS = ("language", "role")  # a variant's dressing (decider.dimensions)
-
-
-def dimension(by: str) -> Dimension:
-    """What `by` names read off an exposure: `context.KEY`, the request context value the
-    exposure log kept; `language` or `role`, the dressing of the variant served. Raises
-    ValueError for anything else."""
-    if by.startswith(CONTEXT) and len(by) > len(CONTEXT):
-        key = by.removeprefix(CONTEXT)
-        return lambda exposure: exposure.context.get(key)
-    if by == "language":
-        return lambda exposure: exposure.language
-    if by == "role":
-        return lambda exposure: exposure.role
-    raise ValueError(f"--by {by}: name a request context key (as context.device), language or role")
 
 
 @dataclass
@@ -123,13 +105,11 @@ class Tally:
     units_in_two_segments: int = 0  # counted in their first segment
 
 
-NO_VALUE = "(none)"  # a unit whose first exposure has no value of the --by dimension
+NO_VALUE = "(none)"  # a unit whose first exposure's context lacks the --by key
 
 
-def tally(
-    chunks: Iterable[list[ExposureView]], outcomes: Outcomes, by: Dimension | None = None
-) -> Tally:
-    """Count units and conversions per cell and arm (and per value of `by`)."""
+def tally(chunks: Iterable[list[ExposureView]], outcomes: Outcomes, by: str | None = None) -> Tally:
+    """Count units and conversions per cell and arm (and per value of context `by`)."""
     found = Tally()
     first: dict[UnitKey, _First] = {}
     joined: dict[UnitKey, datetime] = {}  # the latest outcome joined by a decision id
@@ -150,7 +130,7 @@ def tally(
             key = (experiment, exposure.placement, unit)
             seen = known(key)
             if seen is None:
-                first[key] = _First(exposure, by(exposure) if by else None)
+                first[key] = _First(exposure, exposure.context.get(by) if by else None)
             elif (
                 arm != seen.arm
                 or exposure.segment != seen.segment
@@ -173,7 +153,7 @@ def tally(
 def _differs(
     seen: _First,
     exposure: ExposureView,
-    by: Dimension | None,
+    by: str | None,
     served: set[tuple[str, str, str | None, str, str]],
 ) -> None:
     """A unit seen again, otherwise than first (or earlier than first seen so far)."""
@@ -185,7 +165,7 @@ def _differs(
         served.add((experiment, placement, seen.segment, seen.arm, seen.variant))
         seen.at, seen.arm, seen.segment = exposure.at, exposure.arm or "", exposure.segment
         seen.variant = exposure.variant
-        seen.value = by(exposure) if by else None
+        seen.value = exposure.context.get(by) if by else None
 
 
 def _count(
@@ -193,7 +173,7 @@ def _count(
     first: dict[UnitKey, _First],
     joined: dict[UnitKey, datetime],
     outcomes: Outcomes,
-    by: Dimension | None,
+    by: str | None,
 ) -> None:
     accounts, visitors = outcomes.by_account, outcomes.by_visitor
     for key, seen in first.items():

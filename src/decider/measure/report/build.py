@@ -10,15 +10,7 @@ from typing import NamedTuple
 
 from decider.errors import DeciderError
 from decider.measure.report import statistics
-from decider.measure.report.aggregation import (
-    HOLDOUT,
-    Cell,
-    Count,
-    Tally,
-    dimension,
-    index_outcomes,
-    tally,
-)
+from decider.measure.report.aggregation import HOLDOUT, Cell, Count, Tally, index_outcomes, tally
 from decider.measure.report.reading import ExposureView, OutcomeView, read_records
 from decider.measure.report.schema import (
     Arm,
@@ -41,6 +33,7 @@ from decider.measure.report.verdicts import (
     split,
 )
 
+CONTEXT = "context."
 # how each number is computed, in words, for the report's readers
 METHOD = {
     "lift": "treatment rate minus holdout rate; 95% interval: Newcombe's hybrid score "
@@ -63,18 +56,18 @@ class Query(NamedTuple):
     exposures: Sequence[Path]  # files
     outcomes: Sequence[Path]
     outcome: str  # the outcome name that counts as converted
-    by: str | None = None  # "context.device", "language", "role": sub-groups for the split test
+    by: str | None = None  # "context.device": sub-groups for the split test
     limits: Thresholds = Thresholds()
 
 
 def build_report(query: Query) -> Report:
     """Read, count, compare and judge; a RecordFileError names a bad line."""
-    by = dimension(query.by) if query.by else None
+    key = query.by.removeprefix(CONTEXT) if query.by else None
     collecting = gc.isenabled()
     gc.disable()  # millions of objects, no cycles: the collector would only walk them, often
     try:
         outcomes = index_outcomes(read_records(query.outcomes, OutcomeView), query.outcome)
-        found = tally(read_records(query.exposures, ExposureView), outcomes, by)
+        found = tally(read_records(query.exposures, ExposureView), outcomes, key)
     finally:
         if collecting:
             gc.enable()

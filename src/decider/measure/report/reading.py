@@ -33,8 +33,6 @@ class ExposureView(msgspec.Struct, frozen=True, gc=False, tag="exposure"):
     decision_id: str
     placement: str
     variant: str
-    language: str | None = None
-    role: str | None = None
     segment: str | None = None
     experiment: str | None = None
     arm: str | None = None
