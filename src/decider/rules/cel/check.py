@@ -28,7 +28,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from difflib import get_close_matches
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import re2
@@ -241,9 +241,16 @@ class _Checker:
     def map_type(self, expr: MapExpr, scope: Mapping[str, Type]) -> Type:
         typed = [(self.type_of(k, scope), self.type_of(v, scope)) for k, v in expr.entries]
         keys, values = [k for k, _ in typed], [v for _, v in typed]
+        literals: set[tuple[type, Any]] = set()
         for (node, _), key_type in zip(expr.entries, keys, strict=True):
             if key_type.kind not in ("int", "bool", "string", "dyn", "param"):
                 self.fail(node, f"a map key must be a string, int or bool, not {key_type}")
+            if isinstance(node, Lit):  # 1 and true are two keys: their types tell them apart
+                if (type(node.value), node.value) in literals:
+                    self.fail(
+                        node, f"the key {node.value!r} is given twice: the map cannot be built"
+                    )
+                literals.add((type(node.value), node.value))
         key, value = self._join(keys), self.fresh()
         for value_type in values:  # as the C++ checker does: each value binds at once
             if not self.assignable(value_type, value):
