@@ -81,6 +81,29 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ("timestamp(context.t) < now", {"context": {"t": "2026-01-01t10:00:00z"}}, True),
     ("timestamp(context.t) < now", {"context": {"t": "2016-12-31T23:59:60Z"}}, True),
     ('duration(context.d) > duration("1h")', {"context": {"d": "1d"}}, ERROR),
+    # absl's quarter nanoseconds: a string read keeps them and comparisons see them;
+    # arithmetic, string() and the getters drop them
+    ('duration(context.d) > duration("0s")', {"context": {"d": "0.5ns"}}, True),
+    ('duration("0.5ns") + duration("0.5ns") == duration("1ns")', {}, False),
+    ('duration("1.5ns") > duration("1ns") && duration("0.3ns") == duration("0.25ns")', {}, True),
+    (
+        "timestamp(context.t) > timestamp(context.u)",
+        {"context": {"t": "2026-01-01T00:00:00.0000000005Z", "u": "2026-01-01T00:00:00Z"}},
+        True,
+    ),
+    ('now + duration("0.5ns") > now', {}, False),
+    ('now - (now - duration("0.5ns")) == duration("0.5ns")', {}, False),
+    ('string(duration(context.d)) == "0.000000001s"', {"context": {"d": "1.75ns"}}, True),
+    # absl's limits: ten thousand years and the last second's nanoseconds; a fraction whose
+    # product with its unit passes 2**63 seconds
+    (
+        'duration(context.d) > duration("315576000000s")',
+        {"context": {"d": "315576000000.5s"}},
+        True,
+    ),
+    ('duration(context.d) > duration("0s")', {"context": {"d": "315576000000.9999999995s"}}, ERROR),
+    ('duration(context.d) > duration("0s")', {"context": {"d": "0.5000000000000000h"}}, ERROR),
+    ("timestamp(context.t) < now", {"context": {"t": "9999-12-31T23:59:59.9999999995Z"}}, ERROR),
     # a literal no conversion can read fails on every decision: refused where written
     ('duration("1d") > duration("1h")', {}, REFUSED),
     ('timestamp("2026-01-01") < now', {}, REFUSED),

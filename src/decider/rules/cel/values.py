@@ -5,7 +5,8 @@ Error messages name kinds and functions, never a value: they reach explain outpu
 The pure-Python engine evaluates with these; a property test holds them to the C++ runtime
 over generated expressions and values (tests/test_cel_parity.py). Values are JSON's (None,
 bool, int, float, str, list, dict) plus Timestamp and Duration, both exact to the
-nanosecond. Every failure raises CelEvalError: the rule does not match.
+nanosecond, and to absl's quarter nanosecond where a string read them so (see Duration).
+Every failure raises CelEvalError: the rule does not match.
 
 Where the C++ runtime is particular, so are we: numbers of different kinds compare by
 value as doubles; values of different kinds are unequal, never an error; `timestamp()` and
@@ -34,17 +35,22 @@ from decider.ruleset import CelEvalError
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NS = 10**9
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31
-_MAX_DURATION_NS = 315576000000 * _NS  # ten thousand years
+_QUARTERS = 4  # absl's times and durations count quarter nanoseconds
+# ten thousand years, and the last second's nanoseconds, in quarter nanoseconds
+_MAX_DURATION_Q = (315576000000 * _NS + _NS - 1) * _QUARTERS
+_MAX_INSTANT_Q = ((_MAX_SECONDS + 1) * _NS - 1) * _QUARTERS
+_INFINITE_Q = 2**63 * _NS * _QUARTERS  # absl's durations end at 2**63 seconds
 _UNIX_DAYS = 719468  # days from 0000-03-01 to 1970-01-01
 
 
 class Timestamp:
-    """An instant, in nanoseconds since the Unix epoch."""
+    """An instant, in nanoseconds since the Unix epoch (`ns`), and `sub` quarter nanoseconds
+    after it (0 to 3, from a string with digits past the nanosecond: see Duration)."""
 
-    __slots__ = ("ns",)
+    __slots__ = ("ns", "sub")
 
-    def __init__(self, ns: int) -> None:
-        self.ns = ns
+    def __init__(self, ns: int, sub: int = 0) -> None:
+        self.ns, self.sub = ns, sub
 
     @classmethod
     def of(cls, when: datetime) -> Timestamp:
@@ -56,12 +62,16 @@ class Timestamp:
 
 
 class Duration:
-    """A span of time, in nanoseconds."""
+    """A span of time, in nanoseconds (`ns`, toward zero), and `sub` quarter nanoseconds
+    more (-3 to 3, of the sign of the span). As in the C++ runtime, which holds absl's
+    values: a string read by `duration()` or `timestamp()` keeps quarter nanoseconds, which
+    comparisons see (`duration("0.5ns") > duration("0s")`), and arithmetic, `string()` and
+    the getters drop (`duration("0.5ns") + duration("0.5ns") == duration("0s")`)."""
 
-    __slots__ = ("ns",)
+    __slots__ = ("ns", "sub")
 
-    def __init__(self, ns: int) -> None:
-        self.ns = ns
+    def __init__(self, ns: int, sub: int = 0) -> None:
+        self.ns, self.sub = ns, sub
 
     def __repr__(self) -> str:
         return f"duration({format_duration(self)!r})"
@@ -128,7 +138,7 @@ def equal(a: Any, b: Any) -> bool:
                 for key, value in a.items()
             )
         if ta is Timestamp or ta is Duration:
-            return bool(a.ns == b.ns)
+            return bool(a.ns == b.ns and a.sub == b.sub)
         return bool(a == b)
     if (ta is int and tb is float) or (ta is float and tb is int):
         return float(a) == float(b)
@@ -144,7 +154,7 @@ def compare(a: Any, b: Any, name: str) -> int | None:
     elif ta is not tb or ta not in _ORDERED:
         no_overload(name, a, b)
     elif ta is Timestamp or ta is Duration:
-        a, b = a.ns, b.ns
+        a, b = a.ns * _QUARTERS + a.sub, b.ns * _QUARTERS + b.sub
     if a < b:
         return -1
     if a > b:
@@ -580,7 +590,8 @@ def parse_timestamp(text: str) -> Timestamp:
     if found is None:
         fail("cannot convert string to timestamp")
     year, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
-    fraction = (found[7] or "")[:9].ljust(9, "0")
+    # absl reads femtoseconds (15 digits) and keeps quarter nanoseconds of them
+    quarters = int((found[7] or "")[:15].ljust(15, "0")) * _QUARTERS // 10**6
     offset = 0
     if found[9]:
         hours, minutes, seconds = int(found[10]), int(found[11] or 0), int(found[12] or 0)
@@ -591,12 +602,17 @@ def parse_timestamp(text: str) -> Timestamp:
     month_days = 29 if month == 2 and leap else _DAYS_IN_MONTH[month - 1] if 1 <= month <= 12 else 0
     if not (1 <= day <= month_days and hour < 24 and minute < 60 and second <= 60):
         fail("cannot convert string to timestamp")
-    nanos = int(fraction) if second < 60 else 0  # a leap second: the next minute's start
+    if second == 60:  # a leap second: the next minute's start
+        quarters = 0
     minutes = _days_from_civil(year, month, day) * 1440 + hour * 60 + minute
     total = minutes * 60 + second - offset
-    if not _MIN_SECONDS <= total <= _MAX_SECONDS:
+    nanos, sub = divmod(quarters, _QUARTERS)
+    if (
+        not _MIN_SECONDS <= total <= _MAX_SECONDS
+        or total * _NS * _QUARTERS + quarters > _MAX_INSTANT_Q
+    ):
         fail("timestamp overflow")
-    return Timestamp(total * _NS + nanos)
+    return Timestamp(total * _NS + nanos, sub)
 
 
 def format_timestamp(value: Timestamp) -> str:
@@ -634,7 +650,7 @@ def parse_duration(text: str) -> Duration:
         return Duration(0)
     if rest == "inf":
         fail("duration out of range")
-    total, position = 0, 0
+    total, position = 0, 0  # quarter nanoseconds
     while position < len(rest):
         part = _DURATION_PART.match(rest, position)
         if part is None or not (part[1] or part[2]) or part.end() == position:
@@ -642,15 +658,21 @@ def parse_duration(text: str) -> Duration:
         whole = int(part[1] or "0")
         if whole > INT64_MAX:
             fail("cannot convert string to duration")
-        unit = _UNITS[part[3]]
-        fraction = part[2] or ""
-        total += whole * unit + (int(fraction) * unit // 10 ** len(fraction) if fraction else 0)
+        unit = _UNITS[part[3]] * _QUARTERS
+        total += whole * unit
+        fraction = int((part[2] or "0")[:18])  # absl reads 18 digits, and skips the rest
+        if fraction:
+            scaled = fraction * unit  # absl's product: infinite past 2**63 seconds
+            if scaled >= _INFINITE_Q:
+                fail("duration out of range")
+            total += scaled // 10 ** min(len(part[2]), 18)
         position = part.end()
     if not rest:
         fail("cannot convert string to duration")
-    if total > _MAX_DURATION_NS:
+    if total > _MAX_DURATION_Q:
         fail("duration out of range")
-    return Duration(sign * total)
+    nanos, sub = divmod(total, _QUARTERS)
+    return Duration(sign * nanos, sign * sub)
 
 
 def format_duration(value: Duration) -> str:
