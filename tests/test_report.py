@@ -529,6 +529,19 @@ def test_terminal_codes_in_record_files_never_reach_the_terminal(tmp_path: Path)
     assert code == 0
     assert "\x1b" not in out
     assert "seg\\x1b[31mRED\\x1b[0m" in out
+    page = tmp_path / "report.html"
+    assert run(*flags(tmp_path)[:-2], "--format", "html", "-o", str(page))[0] == 0
+    text = page.read_text()
+    ET.fromstring(text.split("\n", 1)[1])  # XML holds no ESC: written as its escape
+    assert "\x1b" not in text
+    assert "seg\\x1b[31mRED" in text
+    # nor in an error that quotes the files: the outcome names found there
+    named = Outcome(at=T0, event_id="e-x", name="sign\x1b]0;up\x07", account="u")
+    write(tmp_path / "outcomes" / "outcomes-0002.jsonl", [named])
+    code, out = run(*flags(tmp_path)[:-4], "--outcome", "nope")
+    assert code == 2
+    assert "sign\\x1b]0;up\\x07" in out
+    assert "\x1b" not in out
 
 
 # bad input

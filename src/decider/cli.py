@@ -31,6 +31,7 @@ from decider.errors import (
     ProfileConflict,
     ProfileSourceError,
     RulesetError,
+    printable,
 )
 from decider.measure.report.command import add_report as _add_report
 from decider.model import Instant
@@ -91,8 +92,8 @@ def main(
                 print(f"decider: warning: {problem}", file=streams.err)
         result: int = args.run(args, env, streams)
         streams.out.flush()  # here, so a reader that went away is met below, not at exit
-    except (SettingsError, DeciderError) as exc:
-        print(f"decider: {exc}", file=streams.err)
+    except (SettingsError, DeciderError) as exc:  # it may quote a file (escape codes too)
+        print(f"decider: {printable(str(exc))}", file=streams.err)
         return 2
     except BrokenPipeError:
         # the reader went away (`decider explain rules | head`): stop quietly, as cat does

@@ -8,10 +8,19 @@ import math
 from html import escape
 from typing import NamedTuple
 
+from decider.errors import printable
 from decider.measure.report.schema import Interval, Report
 from decider.measure.report.table import VERDICTS, name, points
 
 WIDTH, LABELS, RIGHT, ROW, TOP = 760, 300, 20, 26, 34
+
+
+def shown(text: str) -> str:
+    """`text` for HTML and SVG: escaped, and with control characters (which XML may not
+    hold, and a record's value can) written as their escapes."""
+    return escape(printable(text))
+
+
 COLORS = {
     "keep": "#1a7f37",
     "not_actionable": "#6e7781",
@@ -78,8 +87,8 @@ def svg(report: Report) -> str:
         color = COLORS[row.kind]
         weight = ' font-weight="bold"' if not row.indent else ""
         parts.append(
-            f"<g><title>{escape(row.label)}: {escape(points(row.lift))} points</title>"
-            f'<text x="{16 if row.indent else 4}" y="{y + 4}"{weight}>{escape(row.label)}</text>'
+            f"<g><title>{shown(row.label)}: {shown(points(row.lift))} points</title>"
+            f'<text x="{16 if row.indent else 4}" y="{y + 4}"{weight}>{shown(row.label)}</text>'
             f'<line x1="{x(row.lift.low)}" y1="{y}" x2="{x(row.lift.high)}" y2="{y}" '
             f'stroke="{color}" stroke-width="2"/>'
             f'<circle cx="{x(row.lift.estimate)}" cy="{y}" r="{3 if row.indent else 5}" '
@@ -90,9 +99,9 @@ def svg(report: Report) -> str:
         "lift over the holdout, percentage points (95% interval)</text>"
     )
     at = LABELS
-    shown = {row.kind for row in rows}
+    kinds = {row.kind for row in rows}
     for kind, label in LEGEND.items():
-        if kind == "group" and kind not in shown:  # no split asked for, or none to draw
+        if kind == "group" and kind not in kinds:  # no split asked for, or none to draw
             continue
         parts.append(
             f'<circle cx="{at}" cy="{bottom + 50}" r="5" fill="{COLORS[kind]}"/>'

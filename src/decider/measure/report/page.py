@@ -5,9 +5,9 @@ Well-formed XML too, so any parser reads it."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from html import escape
 
 from decider.measure.report import chart
+from decider.measure.report.chart import shown
 from decider.measure.report.schema import Report
 from decider.measure.report.table import (
     GROUP_HEADER,
@@ -44,43 +44,43 @@ tr.first td { border-top: 2px solid #8c959f; }
 def render_html(report: Report) -> str:
     title = f"Lift report: {report.outcome}"
     body = [
-        f"<h1>{escape(title)}</h1>",
-        f"<p>{escape(summary(report).removeprefix('Lift report: '))}</p>",
+        f"<h1>{shown(title)}</h1>",
+        f"<p>{shown(summary(report).removeprefix('Lift report: '))}</p>",
         chart.svg(report),
         "<h2>Segments</h2>",
         _segments(report),
         "<h2>Verdicts</h2>",
         _list(
             f'<span class="{s.verdict.kind}">{VERDICTS[s.verdict.kind]}</span>: '
-            f"{escape(name(s))} at {escape(s.placement)} ({escape(s.experiment)}): "
-            f"{escape(s.verdict.reason)}"
+            f"{shown(name(s))} at {shown(s.placement)} ({shown(s.experiment)}): "
+            f"{shown(s.verdict.reason)}"
             for s in report.segments
         ),
         "<h2>Merge candidates</h2>",
         _list(
-            f"{escape(m.first.segment or NO_SEGMENT)} and {escape(m.second.segment or NO_SEGMENT)}"
-            f" at {escape(m.placement)}: difference of lifts {escape(points(m.difference))} "
+            f"{shown(m.first.segment or NO_SEGMENT)} and {shown(m.second.segment or NO_SEGMENT)}"
+            f" at {shown(m.placement)}: difference of lifts {shown(points(m.difference))} "
             f"points, p {m.p_value:.2f}"
             for m in report.merges
         ),
     ]
     if report.by:
-        body.append(f"<h2>Split candidates by {escape(report.by)}</h2>")
+        body.append(f"<h2>Split candidates by {shown(report.by)}</h2>")
         candidates = split_candidates(report)
         for segment, split in candidates:
             body.append(
-                f"<p>{escape(name(segment))} at {escape(segment.placement)} "
-                f"({escape(segment.experiment)}): {escape(heterogeneity(split))}</p>"
+                f"<p>{shown(name(segment))} at {shown(segment.placement)} "
+                f"({shown(segment.experiment)}): {shown(heterogeneity(split))}</p>"
             )
             body.append(_grid(GROUP_HEADER, [group_cells(g) for g in split.groups], {1, 2, 3, 4}))
         if not candidates:
             body.append("<p>none</p>")
     body.append('<h2>Notes</h2><ul class="notes">')
-    body += [f"<li>{escape(line.strip())}</li>" for line in notes(report)[1:]]
+    body += [f"<li>{shown(line.strip())}</li>" for line in notes(report)[1:]]
     body.append("</ul>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+        f"<title>{shown(title)}</title><style>{STYLE}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
@@ -106,7 +106,7 @@ def _grid(header: Sequence[str], rows: list[tuple[str, ...]], numeric: set[int])
 
 
 def _table(header: Sequence[str], rows: list[str]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{shown(h)}</th>" for h in header)
     return (
         f'<div class="wide"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
@@ -114,7 +114,7 @@ def _table(header: Sequence[str], rows: list[str]) -> str:
 
 
 def _cell(text: str, kind: str) -> str:
-    return f'<td class="{kind}">{escape(text)}</td>' if kind else f"<td>{escape(text)}</td>"
+    return f'<td class="{kind}">{shown(text)}</td>' if kind else f"<td>{shown(text)}</td>"
 
 
 def _list(items: Iterable[str]) -> str:
