@@ -430,6 +430,26 @@ def test_a_rule_file_that_cannot_be_read_fails_the_load(rules_copy: Path) -> Non
     assert ("more.yaml", "cannot read: Is a directory") in found
 
 
+def test_a_variant_id_names_one_content_in_a_placement(rules_copy: Path) -> None:
+    """Segments may share a variant (same id, same content), not an id for other content:
+    exposures and the lift report count by the id."""
+    b2b = rules_copy / "b2b.yaml"
+    text = b2b.read_text()
+    replace(b2b, "id: home_education\n", "id: home_comparison\n")
+    (problem,) = problems_of(rules_copy)
+    assert problem.message == (
+        "variant id 'home_comparison' already names other content in this placement; "
+        "give this variant an id of its own"
+    )
+    assert (problem.file.rsplit("/", 1)[-1], problem.rule) == ("b2b.yaml", "home_hero")
+    surge = text.index("      b2b_mid_tier_surge:\n        id: home_comparison")
+    dormant = text.index("      b2b_icp_awareness_dormant:\n        id: home_education", surge)
+    after = text.index("\n      ", text.index("proof:", dormant)) + 1
+    shared = text[surge:dormant].replace("b2b_mid_tier_surge", "b2b_icp_awareness_dormant")
+    b2b.write_text(text[:dormant] + shared + text[after:])
+    compile_ruleset(rules_copy, new_engine("cel-expr"))  # one variant for two segments
+
+
 def test_the_sample_rules_have_no_lint_findings(ruleset: CompiledRuleset) -> None:
     """The shipped rules are clean: `decider check --strict` passes on them."""
     assert ruleset.warnings == ()

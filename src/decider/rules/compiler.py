@@ -461,18 +461,30 @@ class _Builder:
                     found=dimensions,
                 )
                 variants: dict[str, Variant] = {}
+                # a variant id names one content in a placement (exposures and the lift
+                # report count by it; its overrides: _dimensions): segments may share a
+                # variant, not an id
+                contents = {placement.default.id: placement.default.content}
                 for segment, variant in placement.variants.items():
                     where = (*path, "variants", segment)
                     if segment not in segments:
                         why = f"variant for unknown segment {segment!r}"
                         self._unknown(source, where, why, placement.id)
                         continue
+                    content = {**placement.default.content, **variant.content}
+                    if contents.setdefault(variant.id, content) != content:
+                        self._problem(
+                            source,
+                            (*where, "id"),
+                            f"variant id {variant.id!r} already names other content in this "
+                            "placement; give this variant an id of its own",
+                            placement.id,
+                        )
                     own = Variant(variant.id, variant.content)
                     self._slots_known(source, (*where, "content"), own, slots, channel)
                     self._dimensions(
                         source, where, variant, slots=slots, channel=channel, found=dimensions
                     )
-                    content = {**placement.default.content, **variant.content}
                     variants[segment] = Variant(variant.id, content)
                 experiment = None
                 if placement.experiment is not None:
