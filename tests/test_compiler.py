@@ -450,6 +450,25 @@ def test_a_variant_id_names_one_content_in_a_placement(rules_copy: Path) -> None
     compile_ruleset(rules_copy, new_engine("cel-expr"))  # one variant for two segments
 
 
+def test_common_slips_are_told_how_to_mend(rules_copy: Path) -> None:
+    """A rule author's usual first mistakes: `=` for `==`, a trailing comma, a condition
+    holding ': ' written unquoted, a decimal priority."""
+    b2b = rules_copy / "b2b.yaml"
+    replace(b2b, "priority: 80", "priority: 2.5")
+    replace(b2b, 'account.stage == "evaluation"', 'account.stage = "evaluation"')
+    replace(b2b, "account.fit_score < 40", "account.fit_score in [1, 2,]")
+    messages = [p.message for p in problems_of(rules_copy)]
+    assert "priority: expected a whole number, got a decimal number" in messages
+    assert "syntax error: unexpected character '=' (compare with ==)" in messages
+    assert "syntax error: unexpected ']' (drop the comma before it)" in messages
+    replace(b2b, "priority: 2.5", 'priority: 80\n    when: context.country in {"DE": 1}')
+    (problem,) = problems_of(rules_copy)
+    assert problem.message == (
+        "invalid YAML: mapping values are not allowed here (quote a text holding ': ', or "
+        "write it as a block: `when: |`)"
+    )
+
+
 def test_the_sample_rules_have_no_lint_findings(ruleset: CompiledRuleset) -> None:
     """The shipped rules are clean: `decider check --strict` passes on them."""
     assert ruleset.warnings == ()

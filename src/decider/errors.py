@@ -60,7 +60,8 @@ def plain_types(message: str) -> str:
     """msgspec's "Expected `int`, got `str`" as "expected a whole number, got text"."""
     found = _EXPECTED.fullmatch(message)
     if found and found[1] in TYPE_WORDS and found[2] in TYPE_WORDS:
-        return f"expected {TYPE_WORDS[found[1]]}, got {TYPE_WORDS[found[2]]}"
+        got = "a decimal number" if found[2] == "float" else TYPE_WORDS[found[2]]
+        return f"expected {TYPE_WORDS[found[1]]}, got {got}"
     return message
 
 

@@ -504,9 +504,10 @@ def read_yaml(path: Path, name: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark or exc.context_mark
         line, column = (where.line + 1, where.column + 1) if where else (1, 1)
-        raise RulesetError(
-            [Problem(name, line, column, f"invalid YAML: {exc.problem or exc}")]
-        ) from None
+        problem = exc.problem or str(exc)
+        if problem == "mapping values are not allowed here":  # `when: {"DE": 1}[...] == 1`
+            problem += " (quote a text holding ': ', or write it as a block: `when: |`)"
+        raise RulesetError([Problem(name, line, column, f"invalid YAML: {problem}")]) from None
     marks = dict(_marks(node, ())) if node is not None else {}
     return Document(name, content, data, marks)
 

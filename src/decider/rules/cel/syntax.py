@@ -168,11 +168,15 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> CelCompileError:
         why = f"{' or '.join(missing)} is missing" if missing else "the expression ends too soon"
         return CelCompileError(len(lines), len(lines[-1]) + 1, f"syntax error: {why}")
     if isinstance(exc, UnexpectedToken):
-        return CelCompileError(line, column, f"syntax error: unexpected {str(exc.token)!r}")
+        token = str(exc.token)
+        trailing = token in ")]}" and source[: exc.token.start_pos].rstrip().endswith(",")
+        hint = " (drop the comma before it)" if trailing else ""
+        return CelCompileError(line, column, f"syntax error: unexpected {token!r}{hint}")
     if isinstance(exc, UnexpectedCharacters) and exc.char in "\"'":
         return CelCompileError(line, column, "syntax error: a string is not closed")
     char = getattr(exc, "char", "")
-    return CelCompileError(line, column, f"syntax error: unexpected character {char!r}")
+    hint = " (compare with ==)" if char == "=" else ""
+    return CelCompileError(line, column, f"syntax error: unexpected character {char!r}{hint}")
 
 
 class _Builder:
