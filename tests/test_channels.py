@@ -108,7 +108,7 @@ def test_a_treatment_over_the_limit_is_refused_too(rules_copy: Path) -> None:
             "policy.yaml",
             "    channels: [push, sms]\n",
             "    channels: [push, mms]\n",
-            "unknown channel 'mms' (known: email, push, sms, web)",
+            "unknown channel 'mms' (did you mean sms?)",
         ),
         ("policy.yaml", "  - id: sms\n", "  - id: push\n", "duplicate channel id 'push'"),
         (

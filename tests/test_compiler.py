@@ -192,6 +192,18 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
         ),
         ("b2b.yaml", "    channel: web\n", "    channel: fax\n", "unknown channel 'fax' (known: "),
         (
+            "b2b.yaml",
+            "      b2b_mid_tier_surge:\n        id: nurture_pricing",
+            "      b2b_mid_tier_surge_:\n        id: nurture_pricing",
+            "variant for unknown segment 'b2b_mid_tier_surge_' (did you mean b2b_mid_tier_surge?)",
+        ),
+        (
+            "b2b.yaml",
+            "    channel: web\n",
+            "    channel: webb\n",
+            "channel 'webb' (did you mean web?)",
+        ),
+        (
             "policy.yaml",
             "suppressions:\n",
             "suppressions:\n  - {id: x, description: y\n",

@@ -189,6 +189,51 @@ def test_a_suite_with_an_unknown_field_is_refused_with_its_place(tmp_path: Path)
 
 
 @pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        (
+            "expect: {variant: home_generic, segment: b2b_top_tier_evaluaton}",
+            "expect.segment: no segment 'b2b_top_tier_evaluaton' in the rules "
+            "(did you mean b2b_top_tier_evaluation?)",
+        ),
+        (
+            "expect: {variant: home_generik}",
+            "expect.variant: 'home_generik' is no variant of home_hero "
+            "(did you mean home_generic?)",
+        ),
+        (
+            "expect: {variant: home_generic, arm: holdot}",
+            "expect.arm: 'holdot' is no arm of home_hero_holdout (did you mean holdout?)",
+        ),
+        (
+            "placement: nurture_email\n    expect: {variant: nurture_generic, arm: holdout}",
+            "expect.arm: nurture_email runs no experiment (expect arm: null)",
+        ),
+        (
+            "profile: ada_profle\n    expect: {variant: home_generic}",
+            "no fixture named 'ada_profle' (did you mean ada_profile?)",
+        ),
+    ],
+)
+def test_an_expectation_no_decision_could_meet_is_a_mistake_in_the_test(
+    ruleset: CompiledRuleset, tmp_path: Path, case: str, says: str
+) -> None:
+    """A misspelt segment, variant, arm or fixture is said as such, with the name likely
+    meant, not reported as the rules deciding otherwise."""
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "fixtures:\n"
+        "  ada_profile: {visitor: {id: v-ada}}\n"
+        "cases:\n"
+        "  - name: typo\n"
+        "    now: 2026-11-20T12:00:00Z\n"
+        f"    {case}\n" + ("" if "placement:" in case else "    placement: home_hero\n")
+    )
+    (result,) = run_suite(ruleset, load_suite(path, "typo.yaml"))
+    assert result.error == says
+
+
+@pytest.mark.parametrize(
     ("traits", "says"),
     [
         ('{fit_score: "92"}', "profile: traits.fit_score: expected int, got string"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from difflib import get_close_matches
 from typing import Any, Literal
 
 import msgspec
@@ -54,6 +55,12 @@ TYPE_WORDS = {
     "null": "nothing",
 }
 _EXPECTED = re.compile(r"Expected `(\w+)`, got `(\w+)`")
+
+
+def meant(word: str, known: Iterable[str]) -> str:
+    """ " (did you mean X?)" for the known name closest to a misspelt `word`, else ""."""
+    close = get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def plain_types(message: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from decider.dimensions import Dimensions
-from decider.errors import Problem, RulesetError
+from decider.errors import Problem, RulesetError, meant
 from decider.experiments import (
     CONTROL,
     RESERVED,
@@ -468,7 +468,7 @@ class _Builder:
                 for segment, variant in placement.variants.items():
                     where = (*path, "variants", segment)
                     if segment not in segments:
-                        why = f"variant for unknown segment {segment!r}"
+                        why = f"variant for unknown segment {segment!r}{meant(segment, segments)}"
                         self._unknown(source, where, why, placement.id)
                         continue
                     content = {**placement.default.content, **variant.content}
@@ -567,7 +567,8 @@ class _Builder:
         for segment, spec in rule.segments.items():
             where = (*path, "segments", segment)
             if segment not in segments:
-                self._unknown(source, where, f"unknown segment {segment!r}", rule.id)
+                why = f"unknown segment {segment!r}{meant(segment, segments)}"
+                self._unknown(source, where, why, rule.id)
                 continue
             if segment not in variants:
                 self._problem(
@@ -695,8 +696,8 @@ class _Builder:
             self._problem(source, (*path, slot), message, variant.id)
 
     def _unknown_channel(self, source: SourceFile, path: Path_, name: str, rule: str) -> None:
-        known = ", ".join(sorted(self.channels))
-        self._unknown(source, path, f"unknown channel {name!r} (known: {known})", rule)
+        hint = meant(name, self.channels) or f" (known: {', '.join(sorted(self.channels))})"
+        self._unknown(source, path, f"unknown channel {name!r}{hint}", rule)
 
     def _unknown(self, source: SourceFile, path: Path_, message: str, rule: str) -> None:
         """A reference to something no file defines: a problem, unless a file could not
@@ -751,7 +752,11 @@ class _Builder:
                                 source,
                                 (*path, field, i),
                                 f"unknown {field[:-1]} {name!r}"
-                                + (f" (known: {', '.join(sorted(known))})" if known else ""),
+                                + (
+                                    meant(name, known) or f" (known: {', '.join(sorted(known))})"
+                                    if known
+                                    else ""
+                                ),
                                 rule.id,
                             )
                 condition = None

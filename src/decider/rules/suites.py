@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from decider.errors import InvalidRequest, Problem, RulesetError
+from decider.errors import InvalidRequest, Problem, RulesetError, meant
+from decider.experiments import HOLDOUT
 from decider.model import Decision, Instant
 from decider.rules.cel import installed_engines, new_engine
 from decider.rules.compiler import compile_ruleset
@@ -24,7 +25,7 @@ from decider.rules.explain import (
     trace_lines,
 )
 from decider.rules.files import display_name, read_yaml, revision_dir
-from decider.ruleset import CompiledRuleset, Engine
+from decider.ruleset import CompiledPlacement, CompiledRuleset, Engine
 from decider.traits import TraitError
 
 
@@ -125,7 +126,8 @@ def _run_case(
     profile = case.profile
     if isinstance(profile, str) and profile != UNAVAILABLE:
         if profile not in suite.fixtures:
-            return CaseResult(file, *place, case.name, None, error=f"no fixture named {profile!r}")
+            why = f"no fixture named {profile!r}{meant(profile, suite.fixtures)}"
+            return CaseResult(file, *place, case.name, None, error=why)
         profile = suite.fixtures[profile]
     try:
         resolution = resolution_of(
@@ -151,7 +153,39 @@ def _run_case(
         return CaseResult(file, *place, case.name, None, error=str(exc))
     except Exception as exc:  # a case that cannot run fails; it must not end the run
         return CaseResult(file, *place, case.name, None, error=f"could not run: {exc!r}")
+    unmeetable = _unmeetable(ruleset, ruleset.placements[case.placement], case.expect)
+    if unmeetable is not None:
+        return CaseResult(file, *place, case.name, decision, error=unmeetable)
     return CaseResult(file, *place, case.name, decision, tuple(_compare(case.expect, decision)))
+
+
+def _unmeetable(
+    ruleset: CompiledRuleset, placement: CompiledPlacement, expect: Expect
+) -> str | None:
+    """An expectation no decision could meet, said as such: a misspelt segment, variant or
+    arm is a mistake in the test, not in the rules."""
+    segments = [segment.id for segment in ruleset.segments]
+    if isinstance(expect.segment, str) and expect.segment not in segments:
+        return f"expect.segment: no segment {expect.segment!r} in the rules" + meant(
+            expect.segment, segments
+        )
+    experiment = placement.experiment
+    arms = [arm for split in experiment.splits.values() for arm in split.arms] if experiment else []
+    variants = {placement.default.id, *(v.id for v in placement.variants.values())}
+    variants |= {arm.variant.id for arm in arms}
+    if expect.variant not in variants:
+        return f"expect.variant: {expect.variant!r} is no variant of {placement.id}" + meant(
+            expect.variant, variants
+        )
+    if isinstance(expect.arm, str):
+        if experiment is None:
+            return f"expect.arm: {placement.id} runs no experiment (expect arm: null)"
+        names = {HOLDOUT, *(arm.id for arm in arms)}
+        if expect.arm not in names:
+            return f"expect.arm: {expect.arm!r} is no arm of {experiment.id}" + meant(
+                expect.arm, names
+            )
+    return None
 
 
 def _compare(expect: Expect, decision: Decision) -> list[Mismatch]:

@@ -27,12 +27,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from difflib import get_close_matches
 from typing import Any, Final
 
 import msgspec
 import re2
 
+from decider.errors import meant
 from decider.rules.cel.syntax import (
     Call,
     CelCompileError,
@@ -604,7 +604,6 @@ def undeclared(root: str, named: Iterable[str] = ()) -> str:
     """Why `root` cannot be read, with the name likely meant: rules read the variables and
     the named conditions."""
     named = sorted(named)
-    close = get_close_matches(root, [*ROOTS, *named], n=1)
-    meant = f" (did you mean {close[0]}?)" if close else ""
+    likely = meant(root, [*ROOTS, *named])
     known = f" and the named conditions ({', '.join(named)})" if named else ""
-    return f"undeclared reference to {root!r}{meant}; rules read {', '.join(ROOTS)}{known}"
+    return f"undeclared reference to {root!r}{likely}; rules read {', '.join(ROOTS)}{known}"
