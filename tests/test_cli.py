@@ -187,6 +187,11 @@ def test_decider_explain_names_a_bad_argument() -> None:
     code, out = run("explain", str(RULES), "--context", '{"n": 100000000000000000000000}')
     assert code == 2
     assert "context.n: integer out of the 64-bit range" in out
+    code, out = run("explain", str(RULES), "--now", "2026-11-20")
+    assert (code, out.strip()) == (
+        2,
+        "decider: --now: expected a time in RFC 3339 with its offset, as 2026-11-20T12:00:00Z",
+    )
 
 
 def test_serve_refuses_to_start_when_a_rule_test_fails(rules_copy: Path, tmp_path: Path) -> None:

@@ -203,6 +203,7 @@ def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
             "    channel: webb\n",
             "channel 'webb' (did you mean web?)",
         ),
+        ("b2b.yaml", "    owner: abm@decider.example\n", "", "owner: required, and not given"),
         (
             "policy.yaml",
             "suppressions:\n",

@@ -31,6 +31,7 @@ from decider.errors import (
     ProfileConflict,
     ProfileSourceError,
     RulesetError,
+    plain_types,
     printable,
 )
 from decider.measure.report.command import add_report as _add_report
@@ -690,7 +691,7 @@ def _explain(args: argparse.Namespace, env: Mapping[str, str], std: Streams) -> 
     try:
         now = msgspec.convert(args.now, Instant) if args.now else utcnow()
     except msgspec.ValidationError as exc:
-        print(f"decider: --now must be RFC 3339 with an offset: {exc}", file=std.err)
+        print(f"decider: --now: {plain_types(str(exc))}", file=std.err)
         return 2
     profile = None
     if args.profile is not None:

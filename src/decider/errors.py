@@ -63,8 +63,22 @@ def meant(word: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+_TIME = "expected a time in RFC 3339 with its offset, as 2026-11-20T12:00:00Z"
+# msgspec's words, as a rule author says them
+_PLAIN = {
+    "Invalid RFC3339 encoded datetime": _TIME,
+    "Expected `datetime` with a timezone component": _TIME,
+}
+_MISSING = re.compile(r"Object missing required field `[^`]+`")
+
+
 def plain_types(message: str) -> str:
-    """msgspec's "Expected `int`, got `str`" as "expected a whole number, got text"."""
+    """msgspec's "Expected `int`, got `str`" as "expected a whole number, got text" (and its
+    other messages a rule author meets, in words)."""
+    if message in _PLAIN:
+        return _PLAIN[message]
+    if _MISSING.fullmatch(message):
+        return "required, and not given"
     found = _EXPECTED.fullmatch(message)
     if found and found[1] in TYPE_WORDS and found[2] in TYPE_WORDS:
         got = "a decimal number" if found[2] == "float" else TYPE_WORDS[found[2]]
