@@ -616,7 +616,10 @@ def test_missing_inputs_and_bad_flags_are_said(
     empty = tmp_path / "empty"
     empty.mkdir()
     for argv, said in [
-        (["--exposures", str(tmp_path / "nope")], "no such file or directory of exposure"),
+        (
+            ["--exposures", str(tmp_path / "nope")],
+            "no such file or directory (of exposure records)",
+        ),
         (["--exposures", str(empty)], "no exposure files (*.jsonl) in this directory"),
         (["--exposures", str(empty), "--by", "device"], "--by device: name a request context"),
     ]:

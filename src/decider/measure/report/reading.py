@@ -62,7 +62,7 @@ def record_files(paths: Iterable[Path], what: str) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise RecordFileError(f"{path}: no such file or directory of {what}")
+            raise RecordFileError(f"{path}: no such file or directory (of {what} records)")
     return files
 
 
