@@ -502,6 +502,23 @@ def test_lint_finds_unused_segments_ties_and_empty_slots(rules_copy: Path) -> No
     assert all(str(w).split(": ")[1] == "warning" for w in ruleset.warnings)
 
 
+def test_a_placement_in_error_adds_no_warnings_of_its_own(rules_copy: Path) -> None:
+    """A refused placement (an unknown channel) or a second one of an id is one error: no
+    segment is said to lack a placement, no slot of the wrong placement to be left empty."""
+    b2b = rules_copy / "b2b.yaml"
+    for old, new in [
+        ("    channel: web\n", "    channel: webb\n"),
+        ("  - id: nurture_email", "  - id: home_hero"),
+    ]:
+        text = b2b.read_text()
+        replace(b2b, old, new)
+        with pytest.raises(RulesetError) as caught:
+            compile_ruleset(rules_copy, new_engine("cel-expr"))
+        assert len(caught.value.problems) == 1
+        assert caught.value.warnings == ()
+        b2b.write_text(text)
+
+
 def test_lint_warns_of_comprehensions_over_the_callers_context(rules_copy: Path) -> None:
     """A comprehension over `context` runs as long as the list a caller sends: a warning at
     each such macro (in segments and suppressions), none for one over the profile or a

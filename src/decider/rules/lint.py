@@ -25,7 +25,8 @@ def lint(
 ) -> tuple[Problem, ...]:
     """Every warning about the rule files, sorted by place. When a file could not be read,
     its placements are unknown: no segment is said to lack one, nor a named condition to be
-    unused (`used_conditions`: those the segments and suppressions use)."""
+    unused (`used_conditions`: those the segments and suppressions use); nor when a placement
+    is in error (refused, or its id given twice), a segment to lack one."""
     return tuple(sorted(_findings(sources, placements, used_conditions, every_file_read)))
 
 
@@ -36,11 +37,14 @@ def _findings(
     every_file_read: bool,
 ) -> Iterator[Problem]:
     used = {segment for p in placements.values() for segment in p.variants}
+    written = sum(len(source.rules.placements) for source in sources)
+    every_placement = every_file_read and len(placements) == written
     by_priority: dict[int, str] = {}
+    seen: set[str] = set()  # placement ids: a second one is an error, not linted
     for source in sources:
         for index, segment in enumerate(source.rules.segments):
             path: Path_ = ("segments", index)
-            if segment.id not in used and every_file_read:
+            if segment.id not in used and every_placement:
                 yield _warning(
                     source,
                     (*path, "id"),
@@ -77,6 +81,9 @@ def _findings(
                     channel.id,
                 )
         for index, placement in enumerate(source.rules.placements):
+            if placement.id in seen:
+                continue
+            seen.add(placement.id)
             slots = placements[placement.id].slots if placement.id in placements else ()
             for segment_id, variant in placement.variants.items():
                 empty = [slot for slot in slots if slot not in variant.content]
