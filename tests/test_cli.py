@@ -163,6 +163,12 @@ def test_decider_explain_prints_verdicts_segments_and_variant(tmp_path: Path) ->
     assert "suppression: none" in out
     assert "b2b_out_of_icp" in out
     assert "variant: home_generic_self_serve (personalized; segment b2b_out_of_icp)" in out
+    code, out = run(
+        "explain", str(RULES), "--profile", str(profile), "--placement", "home_hero",
+        "--context", '{"utm_campaign": "q4_comparison"}', "--now", "2026-11-20T12:00:00Z",
+    )  # fmt: skip
+    assert re.search(r"30  ctx_comparison_click +MATCHED\n", out)
+    assert re.search(r"10  b2b_out_of_icp +matched, below the winner\n", out)
 
 
 def test_decider_explain_by_channel_without_consent(tmp_path: Path) -> None:

@@ -110,8 +110,12 @@ def bucket_line(decision: Decision) -> str | None:
 def segment_lines(decision: Decision, indent: str = "  ") -> list[str]:
     lines = [f"{indent}segments, in priority order:"]
     width = max((len(o.segment) for o in decision.explain or ()), default=0)
+    won = False  # the first match wins; a lower one is told apart from it
     for o in decision.explain or ():
         words = OUTCOME_WORDS[o.outcome] + (f" ({o.error})" if o.error else "")
+        if o.outcome == "matched":
+            words = "matched, below the winner" if won else words
+            won = True
         lines.append(f"{indent}  {o.priority:>5}  {o.segment:<{width}}  {words}")
         if o.condition is not None:  # it uses named conditions: what runs
             lines.append(f"{indent}         when {' '.join(o.condition.split())}")
