@@ -104,6 +104,20 @@ CASES: list[tuple[str, dict[str, Any], bool | str]] = [
     ('duration(context.d) > duration("0s")', {"context": {"d": "315576000000.9999999995s"}}, ERROR),
     ('duration(context.d) > duration("0s")', {"context": {"d": "0.5000000000000000h"}}, ERROR),
     ("timestamp(context.t) < now", {"context": {"t": "9999-12-31T23:59:59.9999999995Z"}}, ERROR),
+    # timestamps apart: seconds apart in 64 bits of nanoseconds, then the nanoseconds; a
+    # duration subtracted is negated within 64 bits of nanoseconds
+    (
+        'timestamp(context.t) - timestamp(context.u) > duration("0s")',
+        {"context": {"t": "2262-04-11T23:47:17Z", "u": "1970-01-01T00:00:00.5Z"}},
+        ERROR,
+    ),
+    (
+        'timestamp(context.t) - timestamp(context.u) > duration("0s")',
+        {"context": {"t": "2262-04-11T23:47:16.854775807Z", "u": "1970-01-01T00:00:00Z"}},
+        True,
+    ),
+    ('now - duration("-2600000h") < now', {}, ERROR),
+    ('now - duration("2600000h") < now', {}, True),
     # a literal no conversion can read fails on every decision: refused where written
     ('duration("1d") > duration("1h")', {}, REFUSED),
     ('timestamp("2026-01-01") < now', {}, REFUSED),

@@ -234,9 +234,14 @@ def subtract(a: Any, b: Any) -> Any:
         if ta is Duration:
             return Duration(_int64(_saturated(a.ns) - _saturated(b.ns)))
         if ta is Timestamp:
-            return Duration(_int64(a.ns - b.ns))
+            # as the C++ runtime: seconds apart, in nanoseconds, then the nanoseconds apart,
+            # each step within 64 bits
+            (s1, ns1), (s2, ns2) = divmod(a.ns, _NS), divmod(b.ns, _NS)
+            return Duration(_int64(_int64(_int64(s1 - s2) * _NS) + ns1 - ns2))
     if ta is Timestamp and tb is Duration:
-        return _instant(a.ns - _saturated(b.ns))
+        # the duration negated within 64 bits of nanoseconds (the most negative has no
+        # negation), then added
+        return _instant(a.ns + _int64(-_saturated(b.ns)))
     no_overload("_-_", a, b)
 
 
