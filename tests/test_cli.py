@@ -200,6 +200,14 @@ def test_decider_explain_names_a_bad_argument() -> None:
     )
 
 
+def test_check_names_a_rule_test_file_it_cannot_read(rules_copy: Path) -> None:
+    """A pipe among the rule tests is an error at its name, not a load that never ends."""
+    os.mkfifo(rules_copy / "tests" / "pipe.yaml")
+    code, out = run("check", str(rules_copy))
+    assert code == 1
+    assert "tests/pipe.yaml:1:1: cannot read: not a regular file" in out
+
+
 def test_serve_refuses_to_start_when_a_rule_test_fails(rules_copy: Path, tmp_path: Path) -> None:
     """The rules' own suites run at start: a failing case stops the server, naming the case."""
     suite = rules_copy / "tests" / "context.yaml"

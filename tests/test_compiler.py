@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -431,16 +432,28 @@ def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_rule_file_that_cannot_be_read_fails_the_load(rules_copy: Path) -> None:
-    """A `*.yaml` that is a symlink to nothing or a directory is an error, not skipped: its
-    segments would vanish from the rules. Hidden names (an editor's lock file) are no rules."""
+    """A `*.yaml` (or the schema) that is a symlink to nothing or a loop, a directory, a pipe
+    or a device is an error, not skipped: its segments would vanish from the rules; nor read:
+    a pipe would block the load. Hidden names (an editor's lock file) are no rules."""
     (rules_copy / ".#b2b.yaml").symlink_to("ada@host.4242:1700000000")  # Emacs's lock file
     compile_ruleset(rules_copy, new_engine("cel-expr"))
     (rules_copy / "b2b.yaml").rename(rules_copy / "b2b.yaml.saved")
     (rules_copy / "b2b.yaml").symlink_to("b2b.yaml.gone")
     (rules_copy / "more.yaml").mkdir()
-    found = [(p.file.rsplit("/", 1)[-1], p.message) for p in problems_of(rules_copy)]
-    assert ("b2b.yaml", "cannot read: a symlink to nothing") in found
-    assert ("more.yaml", "cannot read: Is a directory") in found
+    (rules_copy / "loop.yaml").symlink_to("loop.yaml")
+    os.mkfifo(rules_copy / "pipe.yaml")  # read, it would block the load for ever
+    (rules_copy / "zero.yaml").symlink_to("/dev/zero")  # read, it would never end
+    (rules_copy / "schema.yaml").unlink()
+    (rules_copy / "schema.yaml").symlink_to("schema.yaml.gone")
+    found = {(p.file.rsplit("/", 1)[-1], p.message) for p in problems_of(rules_copy)}
+    assert found == {
+        ("b2b.yaml", "cannot read: a symlink that leads to no file"),
+        ("more.yaml", "cannot read: a directory"),
+        ("loop.yaml", "cannot read: a symlink that leads to no file"),
+        ("pipe.yaml", "cannot read: not a regular file"),
+        ("zero.yaml", "cannot read: not a regular file"),
+        ("schema.yaml", "cannot read: a symlink that leads to no file"),
+    }
 
 
 def test_a_variant_id_names_one_content_in_a_placement(rules_copy: Path) -> None:

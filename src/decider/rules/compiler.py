@@ -13,6 +13,7 @@ be chained (it runs a comprehension) is a run of its own.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -108,7 +109,7 @@ def compile_ruleset(
         except RulesetError as exc:
             problems.extend(exc.problems)
     schema = None
-    if (directory / SCHEMA_FILE).is_file():
+    if os.path.lexists(directory / SCHEMA_FILE):  # one that cannot be read is an error
         try:
             schema = read_schema(directory / SCHEMA_FILE, display_name(directory / SCHEMA_FILE))
         except RulesetError as exc:

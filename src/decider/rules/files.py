@@ -472,9 +472,13 @@ def shown_as(copy: Path, original: Path) -> Iterator[None]:
 
 def display_name(path: Path) -> str:
     """A file's name as messages show it: relative to the working directory when inside it."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: named as listed (read_yaml says why)
+        return str(path)
     copy = _shown_as.get()
-    if copy is not None and path.resolve().is_relative_to(copy[0]):
-        path = copy[1] / path.resolve().relative_to(copy[0])
+    if copy is not None and resolved.is_relative_to(copy[0]):
+        path = copy[1] / resolved.relative_to(copy[0])
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -482,12 +486,14 @@ def display_name(path: Path) -> str:
 
 
 def read_yaml(path: Path, name: str) -> Document:
-    """Parse one YAML file, keeping places. Raises RulesetError if it is not YAML."""
+    """Parse one YAML file, keeping places. Raises RulesetError if it is not YAML, or not a
+    regular file (a FIFO would block a load, a device never end it)."""
     try:
+        if not path.is_file():
+            raise RulesetError([Problem(name, 1, 1, f"cannot read: {_not_a_file(path)}")])
         content = path.read_bytes()
     except OSError as exc:  # e.g. removed between listing and reading, mid-save
-        why = "a symlink to nothing" if path.is_symlink() and not path.exists() else exc.strerror
-        raise RulesetError([Problem(name, 1, 1, f"cannot read: {why}")]) from None
+        raise RulesetError([Problem(name, 1, 1, f"cannot read: {exc.strerror}")]) from None
     try:
         loader = _Loader(content.decode("utf-8"))
         try:
@@ -532,6 +538,13 @@ def read_rule_file(path: Path, name: str) -> SourceFile:
         salvaged = document.salvage(RuleFile)
         partly = SourceFile(*salvaged) if salvaged is not None else None
         raise PartlyRead(exc.problems, partly) from None
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a name listed in a directory is no file to read."""
+    if path.is_symlink() and not path.exists():
+        return "a symlink that leads to no file"
+    return "a directory" if path.is_dir() else "not a regular file"
 
 
 MAX_EXPANSION = 10  # how many times its own values aliases may make a file's data hold
