@@ -187,6 +187,8 @@ def test_decider_explain_names_a_bad_argument() -> None:
     code, out = run("explain", str(RULES), "--placement", "nope")
     assert code == 2
     assert "placement: not a placement of the loaded rules" in out
+    code, out = run("explain", str(RULES), "--placement", "home_her")
+    assert "placement: not a placement of the loaded rules (did you mean home_hero?)" in out
     code, out = run("explain", str(RULES), "--context", "{not json")
     assert code == 2
     assert "--context" in out

@@ -491,7 +491,7 @@ def test_common_slips_are_told_how_to_mend(rules_copy: Path) -> None:
     (problem,) = problems_of(rules_copy)
     assert problem.message == (
         "invalid YAML: mapping values are not allowed here (quote a text holding ': ', or "
-        "write it as a block: `when: |`)"
+        "write it as a block: `key: |`)"
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from decider.dimensions import LANGUAGE, ROLE, dressed
-from decider.errors import InvalidRequest, UnknownPlacement
+from decider.errors import InvalidRequest, UnknownPlacement, meant
 from decider.experiments import CONTROL, HOLDOUT, Assignment, Unit, bucket
 from decider.gate import Suppressed, check_consent, check_suppression, granting, no_banner
 from decider.index import first_match
@@ -110,7 +110,10 @@ def select_placement(ruleset: CompiledRuleset, request: DecideRequest) -> Compil
     placement = ruleset.placements.get(request.placement)
     if placement is None:
         known = ", ".join(sorted(ruleset.placements))
-        raise UnknownPlacement("placement", f"not a placement of the loaded rules; known: {known}")
+        likely = meant(request.placement, ruleset.placements)
+        raise UnknownPlacement(
+            "placement", f"not a placement of the loaded rules{likely}; known: {known}"
+        )
     if request.channel is not None and request.channel != placement.channel:
         if request.channel not in ruleset.channels:
             known = ", ".join(sorted(ruleset.channels))

@@ -512,7 +512,7 @@ def read_yaml(path: Path, name: str) -> Document:
         line, column = (where.line + 1, where.column + 1) if where else (1, 1)
         problem = exc.problem or str(exc)
         if problem == "mapping values are not allowed here":  # `when: {"DE": 1}[...] == 1`
-            problem += " (quote a text holding ': ', or write it as a block: `when: |`)"
+            problem += " (quote a text holding ': ', or write it as a block: `key: |`)"
         raise RulesetError([Problem(name, line, column, f"invalid YAML: {problem}")]) from None
     marks = dict(_marks(node, ())) if node is not None else {}
     return Document(name, content, data, marks)

@@ -156,6 +156,7 @@ def _bool_literal(token: Token) -> Token:
     return token
 
 
+_COMMENT = re.compile(r"//[^\n]*")
 _CLOSERS = {"RPAR": "')'", "RSQB": "']'", "RBRACE": "'}'", "COLON": "':'"}
 
 
@@ -169,13 +170,16 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> CelCompileError:
         return CelCompileError(len(lines), len(lines[-1]) + 1, f"syntax error: {why}")
     if isinstance(exc, UnexpectedToken):
         token = str(exc.token)
-        trailing = token in ")]}" and source[: exc.token.start_pos].rstrip().endswith(",")
+        before = _COMMENT.sub("", source[: exc.token.start_pos]).rstrip()
+        trailing = token in ")]}" and before.endswith(",")
         hint = " (drop the comma before it)" if trailing else ""
         return CelCompileError(line, column, f"syntax error: unexpected {token!r}{hint}")
     if isinstance(exc, UnexpectedCharacters) and exc.char in "\"'":
         return CelCompileError(line, column, "syntax error: a string is not closed")
     char = getattr(exc, "char", "")
-    hint = " (compare with ==)" if char == "=" else ""
+    pos = getattr(exc, "pos_in_stream", None) or 0
+    after_operator = source[:pos].rstrip()[-1:] in ("=", "<", ">", "!")  # `===`, `<= =`
+    hint = " (compare with ==)" if char == "=" and not after_operator else ""
     return CelCompileError(line, column, f"syntax error: unexpected character {char!r}{hint}")
 
 
