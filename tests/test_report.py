@@ -615,12 +615,16 @@ def test_missing_inputs_and_bad_flags_are_said(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "y.jsonl").symlink_to("gone.jsonl")
     for argv, said in [
         (
             ["--exposures", str(tmp_path / "nope")],
             "no such file or directory (of exposure records)",
         ),
         (["--exposures", str(empty)], "no exposure files (*.jsonl) in this directory"),
+        (["--exposures", str(odd)], "odd/y.jsonl: not a regular file of exposure records"),
         (["--exposures", str(empty), "--by", "device"], "--by device: name a request context"),
     ]:
         code, out = run(*argv, "--outcomes", str(empty), "--outcome", "signup")

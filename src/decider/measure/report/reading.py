@@ -58,7 +58,10 @@ def record_files(paths: Iterable[Path], what: str) -> list[Path]:
             )
             if not found:
                 raise RecordFileError(f"{path}: no {what} files (*.jsonl) in this directory")
-            files += [p for p in found if p.is_file()]
+            unreadable = [p for p in found if not p.is_file()]  # its records would drop out
+            if unreadable:
+                raise RecordFileError(f"{unreadable[0]}: not a regular file of {what} records")
+            files += found
         elif path.is_file():
             files.append(path)
         else:
