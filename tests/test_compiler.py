@@ -162,6 +162,34 @@ def test_type_errors_are_reported_at_load(rules_copy: Path, engine: str) -> None
     assert "a condition must be a bool; this one is int" in messages
 
 
+@pytest.mark.parametrize(
+    ("condition", "hint"),
+    [
+        (
+            "now - 14 > timestamp(account.last_seen_at)",
+            'add or subtract a duration: duration("24h")',
+        ),
+        (
+            'timestamp(account.last_seen_at) > duration("336h")',
+            'compare a timestamp with a timestamp: now - duration("336h")',
+        ),
+        ('"80" < 1', "convert one side: int(...), double(...) or string(...)"),
+        ("size(1) > 0", "size() takes a string, a list or a map"),
+        ("1.5 > 1", "write the int as a double (1.0) or convert with double()"),
+    ],
+)
+def test_a_type_slip_says_how_to_mend_it(rules_copy: Path, condition: str, hint: str) -> None:
+    """The type mistakes rule authors make most: the checker's words, and what to write."""
+    replace(
+        rules_copy / "b2b.yaml",
+        "when: has(account.fit_score) && account.fit_score < 40",
+        f"when: '{condition}'",
+    )
+    (problem,) = problems_of(rules_copy)
+    assert problem.message.startswith("no overload of ")
+    assert problem.message.endswith(f"; {hint}")
+
+
 def test_an_unknown_variable_is_refused(rules_copy: Path) -> None:
     """A misspelt variable (`acount`) is an undeclared reference, not a rule that never matches."""
     replace(

@@ -178,6 +178,25 @@ _OFFSET = re.compile(r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]")
 _LEGACY_NULLABLE = frozenset({"timestamp", "duration"})
 
 
+_COMPARISONS = frozenset(("<", "<=", ">", ">=", "==", "!="))
+
+
+def _type_hint(operator: str, kinds: list[str]) -> str:
+    """How to mend the type slips rule authors make most, when `operator` takes no `kinds`."""
+    found = set(kinds)
+    if {"int", "double"} <= found:
+        return "; write the int as a double (1.0) or convert with double()"
+    if "timestamp" in found and found & {"int", "double", "string"} and operator in ("+", "-"):
+        return '; add or subtract a duration: duration("24h")'
+    if found == {"timestamp", "duration"} and operator in _COMPARISONS:
+        return '; compare a timestamp with a timestamp: now - duration("336h")'
+    if operator in _COMPARISONS and "string" in found and found & {"int", "double"}:
+        return "; convert one side: int(...), double(...) or string(...)"
+    if operator == "size":
+        return "; size() takes a string, a list or a map"
+    return ""
+
+
 def check(expr: Expr, lists: frozenset[tuple[str, ...]] = frozenset()) -> Type:
     """The type of `expr`, which must be a condition (bool or dyn). `lists`: field paths known
     to hold lists (`("account", "tags")`: the profile schema's). Raises CelCompileErrors with
@@ -351,10 +370,8 @@ class _Checker:
                 result = returns if result is None or result == returns else DYN
         if result is None:
             shown = ", ".join(str(self.substituted(a, free_to_dyn=True)) for a in args)
-            hint = ""
-            if {"int", "double"} <= {self.substituted(a).kind for a in args}:
-                hint = "; write the int as a double (1.0) or convert with double()"
             operator = _DISPLAY.get(name, name.strip("_"))
+            hint = _type_hint(operator, [self.substituted(a).kind for a in args])
             return self.fail(at, f"no overload of {operator!r} takes ({shown}){hint}")
         return self.substituted(result)
 
