@@ -13,9 +13,9 @@ ratios to the bare endpoint. `--baseline DIR` is another checkout (e.g. `git wor
 /tmp/prev HEAD~1`), served from its own `src` and `rules`. `--more` adds Decider on 200
 generated segments (only the last matches), on the cel-python engine, and with two workers.
 `--paced` then loads each target at half its measured requests/s (wrk pacing each
-connection, calibrated by two runs first) and reports the latency there. `--experiment` adds Decider on the sample rules
-without their experiment (Ada's account is in the hero's), and with the exposure log on
-(JSONL files in a temporary directory).
+connection, calibrated by two runs first) and reports the latency there. `--experiment`
+adds Decider on the sample rules without their experiment (Ada's account is in the hero's),
+and with the exposure log on (JSONL files in a temporary directory).
 """
 
 from __future__ import annotations
