@@ -298,6 +298,38 @@ def test_an_event_older_than_the_exposures_kept_is_refused(
             }
 
 
+def test_an_event_on_a_leap_second_is_read_as_the_next_minutes_start(
+    client: TestClient[Any], tmp_path: Path
+) -> None:
+    """RFC 3339 allows second 60, which Python's datetime cannot hold: read as CEL's
+    timestamp() reads it, the next minute's start; a second 61 is still refused."""
+    events = [
+        {
+            "event_id": "l-1",
+            "name": "purchase",
+            "at": "2026-06-30T23:59:60Z",
+            "decision_id": DECISION,
+        },
+        {
+            "event_id": "l-2",
+            "name": "purchase",
+            "at": "2026-07-01T01:59:60.5+02:00",
+            "decision_id": DECISION,
+        },
+        {
+            "event_id": "l-3",
+            "name": "purchase",
+            "at": "2026-06-30T23:59:61Z",
+            "decision_id": DECISION,
+        },
+    ]
+    answer = post(client, {"events": events})
+    assert [r["status"] for r in answer["results"]] == ["accepted", "accepted", "invalid"]
+    assert answer["results"][2]["field"] == "events.2.at"
+    instants = [r.at for r in stored(tmp_path / "outcomes")]
+    assert instants == [datetime(2026, 7, 1, tzinfo=UTC)] * 2
+
+
 def test_a_resent_event_is_a_duplicate_stored_once(client: TestClient[Any], tmp_path: Path) -> None:
     event = {"event_id": "order-7", "name": "purchase", "decision_id": DECISION}
     assert post(client, event)["accepted"] == 1

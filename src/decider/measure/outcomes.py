@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
@@ -241,6 +242,9 @@ def parse_event(
         event = _event_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         message, path = validation_path(exc)
+        leap = _leap_second_read(raw) if path == ("at",) else None
+        if leap is not None:
+            return parse_event(leap, now, where, retention_days=retention_days)
         return Invalid(_joined(where, *map(str, path)), message)
     except msgspec.DecodeError as exc:
         return Invalid(where or "body", f"not valid JSON: {decode_problem(exc, raw)}")
@@ -250,6 +254,29 @@ def parse_event(
         return Invalid(where or "body", "nested too deeply")
     problem = problem_of(event, now, retention_days)
     return Invalid(_joined(where, problem.field), problem.detail) if problem else event
+
+
+# `at` on a leap second, which RFC 3339 allows and Python's datetime cannot hold
+_LEAP_SECOND = re.compile(
+    rb'"at"\s*:\s*"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}):60(?:\.[0-9]+)?'
+    rb'([Zz]|[+-][0-9]{2}:[0-9]{2})"'
+)
+
+
+def _leap_second_read(raw: bytes | msgspec.Raw) -> bytes | None:
+    """`raw` (a batch's event: msgspec.Raw) with its `at` on a leap second read as the next
+    minute's start, as CEL's timestamp() reads one; None if it holds none."""
+    data = bytes(raw)
+    found = _LEAP_SECOND.search(data)
+    if found is None:
+        return None
+    offset = found[2].decode().upper().replace("Z", "+00:00")
+    try:
+        minute = datetime.fromisoformat(f"{found[1].decode()}:59{offset}")
+        after = (minute + timedelta(seconds=1)).isoformat().encode()
+    except (ValueError, OverflowError):  # no such day, or past year 9999
+        return None
+    return data[: found.start()] + b'"at":"' + after + b'"' + data[found.end() :]
 
 
 def problem_of(event: OutcomeEvent, now: datetime, retention_days: int = 0) -> Invalid | None:
