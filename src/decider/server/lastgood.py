@@ -28,6 +28,14 @@ log = logging.getLogger("decider")
 Load = Callable[[Path], CompiledRuleset]
 
 
+def _unreadable(directory: str, names: list[str]) -> set[str]:
+    """What the copy would fail at (shutil refuses a pipe or a device; a symlink to nothing
+    cannot be read): put there after the load, so no part of the ruleset kept, and without
+    it the ruleset is kept."""
+    here = Path(directory)
+    return {name for name in names if not ((here / name).is_file() or (here / name).is_dir())}
+
+
 class LastGood:
     """The copies under `run_dir/rules`, the one serving named `current`."""
 
@@ -49,7 +57,8 @@ class LastGood:
         if not target.is_dir():
             staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
             try:
-                shutil.copytree(revision_dir(rules_dir), staging, dirs_exist_ok=True)
+                source = revision_dir(rules_dir)
+                shutil.copytree(source, staging, dirs_exist_ok=True, ignore=_unreadable)
                 if directory_version(staging) != version:  # edited since: the next reload keeps it
                     return
                 os.rename(staging, target)  # fails if another worker kept it first
