@@ -57,10 +57,16 @@ TYPE_WORDS = {
 _EXPECTED = re.compile(r"Expected `(\w+)`, got `(\w+)`")
 
 
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The known name a misspelt `word` likely meant, if one is close."""
+    close = get_close_matches(word, list(known), n=1)
+    return close[0] if close else None
+
+
 def meant(word: str, known: Iterable[str]) -> str:
     """ " (did you mean X?)" for the known name closest to a misspelt `word`, else ""."""
-    close = get_close_matches(word, list(known), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    likely = closest(word, known)
+    return f" (did you mean {likely}?)" if likely else ""
 
 
 _TIME = "expected a time in RFC 3339 with its offset, as 2026-11-20T12:00:00Z"

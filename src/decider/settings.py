@@ -7,7 +7,6 @@ DECIDER_PROFILE_<NAME>. A bad value stops the service with a message naming its 
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Annotated, Literal, TypeVar, get_args, get_type_hints
 
 import msgspec
 
-from decider.errors import TYPE_WORDS, validation_path
+from decider.errors import TYPE_WORDS, closest, validation_path
 from decider.profiles.cache import CacheSettings
 from decider.profiles.sources import DEFAULT, DRIVERS, driver_for
 from decider.profiles.sources.base import SourceSettings
@@ -211,8 +210,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
                     f"{name} is a setting of the {owner} profile source, not {chosen}: ignored"
                 )
             continue
-        close = difflib.get_close_matches(name, list(owners), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        likely = closest(name, owners)
+        hint = f"; did you mean {likely}?" if likely else ""
         found.append(f"{name} is not a Decider setting: ignored{hint}")
     return found
 

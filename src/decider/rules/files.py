@@ -11,14 +11,20 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
 import yaml
 
-from decider.errors import Problem, RulesetError, matching, plain_types, validation_path
+from decider.errors import (
+    Problem,
+    RulesetError,
+    closest,
+    matching,
+    plain_types,
+    validation_path,
+)
 from decider.model import ID_PATTERN, ID_WORDS
 from decider.ruleset import ChannelPolicy
 
@@ -236,8 +242,8 @@ class Document(msgspec.Struct, frozen=True):
         message, path = plain_types(message), (*within, *path)
         if message.startswith("Object contains unknown field `") and path:
             known = [f.encode_name for f in _fields_at(kind, path[:-1])]
-            close = get_close_matches(str(path[-1]), known, n=1)
-            message += f"; did you mean {close[0]}?" if close else ""
+            likely = closest(str(path[-1]), known)
+            message += f"; did you mean {likely}?" if likely else ""
         if path and isinstance(path[-1], str):  # name the field: the line may hold others
             message = f"{path[-1]}: {message}"
         return self.problem(path, message)
@@ -250,8 +256,8 @@ class Document(msgspec.Struct, frozen=True):
         fields = [field.encode_name for field in msgspec.structs.fields(kind)]
         for key in self.data:
             if key not in fields:
-                close = get_close_matches(str(key), fields, n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
+                likely = closest(str(key), fields)
+                hint = f"; did you mean {likely}?" if likely else ""
                 yield self.problem((key,), f"{key}: Object contains unknown field `{key}`{hint}")
         for name, whole, value in _given(kind, self.data):
             item_type = _item_type(whole) if isinstance(value, list) else None

@@ -18,11 +18,10 @@ The same schema fixes trait values where profiles enter (decider.traits).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
-from decider.errors import Problem, RulesetError
+from decider.errors import Problem, RulesetError, closest
 from decider.rules.cel import Reference
 from decider.rules.files import Document, Path_, read_yaml
 from decider.traits import OPEN, TYPES, TraitSchema
@@ -60,8 +59,8 @@ def check_reference(schema: TraitSchema, ref: Reference) -> str | None:
             return f"{'.'.join(walked)} is a {node}; it has no field {name!r}"
         if name not in node:
             where = ".".join(walked)
-            close = difflib.get_close_matches(name, list(node), n=1)
-            hint = f"; did you mean {where}.{close[0]}?" if close else ""
+            likely = closest(name, node)
+            hint = f"; did you mean {where}.{likely}?" if likely else ""
             return f"{where}.{name} is not in the profile schema ({schema.file}){hint}"
         node = node[name]
         walked.append(name)
