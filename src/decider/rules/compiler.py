@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -462,9 +462,9 @@ class _Builder:
                     found=dimensions,
                 )
                 variants: dict[str, Variant] = {}
-                # a variant id names one content in a placement (exposures and the lift
-                # report count by it; its overrides: _dimensions): segments may share a
-                # variant, not an id
+                # a variant id names one content in a placement: the default's, a segment's or
+                # a treatment's (exposures and the lift report count by it; its overrides:
+                # _dimensions): segments may share a variant, not an id
                 contents = {placement.default.id: placement.default.content}
                 for segment, variant in placement.variants.items():
                     where = (*path, "variants", segment)
@@ -494,6 +494,7 @@ class _Builder:
                         (*path, "experiment"),
                         placement,
                         variants=variants,
+                        contents=contents,
                         slots=tuple(slots),
                         segments=segments,
                         channel=channel,
@@ -547,11 +548,13 @@ class _Builder:
         placement: Placement,
         *,
         variants: dict[str, Variant],
+        contents: dict[str, dict[str, str]],
         slots: tuple[str, ...],
         segments: set[str],
         channel: CompiledChannel,
     ) -> Experiment | None:
-        """A placement's experiment, every mistake in it a problem at its place."""
+        """A placement's experiment, every mistake in it a problem at its place. `contents`:
+        the content each variant id of the placement names, which a treatment's id joins."""
         rule = placement.experiment
         assert rule is not None
         problems = len(self.problems)
@@ -560,10 +563,7 @@ class _Builder:
         if "\0" in salt:
             self._problem(source, (*path, "salt"), "the salt holds a NUL character", rule.id)
         share = self._share(source, (*path, "holdout"), rule.holdout, rule.id)
-        # a variant id names one content in a placement: the default's, a segment's, or a
-        # treatment's, however many segments try it
-        contents: dict[str, dict[str, str]] = {placement.default.id: placement.default.content}
-        contents.update((v.id, v.content) for v in variants.values())
+        contents = dict(contents)  # however many segments try a treatment, one content
         splits: dict[str, Split] = {}
         for segment, spec in rule.segments.items():
             where = (*path, "segments", segment)
@@ -697,8 +697,7 @@ class _Builder:
             self._problem(source, (*path, slot), message, variant.id)
 
     def _unknown_channel(self, source: SourceFile, path: Path_, name: str, rule: str) -> None:
-        hint = meant(name, self.channels) or f" (known: {', '.join(sorted(self.channels))})"
-        self._unknown(source, path, f"unknown channel {name!r}{hint}", rule)
+        self._unknown(source, path, f"unknown channel {name!r}{_likely(name, self.channels)}", rule)
 
     def _unknown(self, source: SourceFile, path: Path_, message: str, rule: str) -> None:
         """A reference to something no file defines: a problem, unless a file could not
@@ -752,12 +751,7 @@ class _Builder:
                             self._problem(
                                 source,
                                 (*path, field, i),
-                                f"unknown {field[:-1]} {name!r}"
-                                + (
-                                    meant(name, known) or f" (known: {', '.join(sorted(known))})"
-                                    if known
-                                    else ""
-                                ),
+                                f"unknown {field[:-1]} {name!r}{_likely(name, known)}",
                                 rule.id,
                             )
                 condition = None
@@ -778,3 +772,10 @@ class _Builder:
 
     def _problem(self, source: SourceFile, path: Path_, message: str, rule: Any = None) -> None:
         self.problems.append(source.document.problem(path, message, rule))
+
+
+def _likely(name: str, known: Collection[str]) -> str:
+    """What a rule author likely meant by an unknown `name`: the close one, else all known."""
+    if not known:
+        return ""
+    return meant(name, known) or f" (known: {', '.join(sorted(known))})"
