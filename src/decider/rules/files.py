@@ -451,14 +451,16 @@ def links_of(directory: Path) -> list[Path]:
     return links
 
 
+def yaml_files(directory: Path) -> list[Path]:
+    """The `*.yaml` of a directory, in name order, but hidden names (an editor's lock file,
+    `.#b2b.yaml`); one that cannot be read (a symlink to nothing, a directory) is listed, so
+    that reading it fails rather than what it holds vanishing."""
+    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("."))
+
+
 def rule_files(directory: Path) -> list[Path]:
-    """The rule files of a directory, in name order (tests/ and schema.yaml are not rules).
-    Hidden names are not rules (an editor's lock file, `.#b2b.yaml`); any other `*.yaml` is,
-    so one that cannot be read (a symlink to nothing, a directory) fails the load rather
-    than its segments vanishing from it."""
-    return sorted(
-        p for p in directory.glob("*.yaml") if not p.name.startswith(".") and p.name != SCHEMA_FILE
-    )
+    """The rule files of a directory (tests/ and schema.yaml are not rules)."""
+    return [p for p in yaml_files(directory) if p.name != SCHEMA_FILE]
 
 
 # while set, (copy, original): files read from `copy` are named as their originals
@@ -485,8 +487,9 @@ def display_name(path: Path) -> str:
     copy = _shown_as.get()
     if copy is not None and resolved.is_relative_to(copy[0]):
         path = copy[1] / resolved.relative_to(copy[0])
+        resolved = path.resolve()
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(resolved.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 

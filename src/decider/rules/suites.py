@@ -24,7 +24,7 @@ from decider.rules.explain import (
     resolution_of,
     trace_lines,
 )
-from decider.rules.files import display_name, read_yaml, revision_dir
+from decider.rules.files import display_name, read_yaml, revision_dir, yaml_files
 from decider.ruleset import CompiledPlacement, CompiledRuleset, Engine
 from decider.traits import TraitError
 
@@ -84,8 +84,7 @@ class CaseResult(msgspec.Struct, frozen=True):
 
 
 def suite_files(rules_dir: Path) -> list[Path]:
-    """As rule files are found (files.rule_files): hidden names are none."""
-    return sorted(p for p in (rules_dir / "tests").glob("*.yaml") if not p.name.startswith("."))
+    return yaml_files(rules_dir / "tests")
 
 
 def load_suite(path: Path, name: str) -> SuiteFile:
