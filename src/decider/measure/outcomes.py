@@ -235,7 +235,7 @@ def parse_body(body: bytes, now: datetime, *, retention_days: int = 0) -> Parsed
 
 
 def parse_event(
-    raw: bytes, now: datetime, where: str = "", *, retention_days: int = 0
+    raw: bytes | msgspec.Raw, now: datetime, where: str = "", *, retention_days: int = 0
 ) -> OutcomeEvent | Invalid:
     """One event from its JSON, checked; `where` prefixes the field of a problem."""
     try:
